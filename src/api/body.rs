@@ -1,0 +1,45 @@
+//! A JSON request body that the OpenAPI document describes with a schema `T`, but that the
+//! handler receives raw, so that our own parser ([`crate::validate`]) can tell the client exactly
+//! which field is wrong (400 for unknown fields, 422 for bad values) instead of a generic error.
+
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseFromJSON, ParseResult, Type};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+pub struct RawBody<T> {
+    pub value: Value,
+    _schema: PhantomData<fn() -> T>,
+}
+
+impl<T: Type> Type for RawBody<T> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        T::name()
+    }
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+    fn register(registry: &mut Registry) {
+        T::register(registry)
+    }
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl<T: Type> ParseFromJSON for RawBody<T> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Ok(RawBody {
+            value: value.unwrap_or(Value::Null),
+            _schema: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! Reply shapes shared by the surfaces, and their mapping from stored runs.
+
+use crate::clock::{Timestamp, to_db};
+use crate::model::{ErrorClass, Kind, State};
+use crate::store::{Event, Run};
+use crate::workflows::training::TrainingContext;
+use poem_openapi::{Object, Tags};
+
+#[derive(Tags)]
+pub enum Tag {
+    /// Essedum's training routes (SageMaker training jobs).
+    Training,
+    /// Runs, their history and operator actions.
+    Runs,
+    /// Declared workflow state machines.
+    Workflows,
+    /// Liveness and readiness.
+    Health,
+}
+
+pub fn time(t: Timestamp) -> String {
+    to_db(t)
+}
+
+/// A run at a glance.
+#[derive(Object, Debug, Clone)]
+pub struct RunSummary {
+    pub id: String,
+    pub kind: Kind,
+    pub state: State,
+    /// The name of the run's AWS resource (e.g. the training job).
+    pub name: Option<String>,
+    pub attempt: i64,
+    pub cancel_requested: bool,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Run> for RunSummary {
+    fn from(r: &Run) -> Self {
+        RunSummary {
+            id: r.id.to_string(),
+            kind: r.kind,
+            state: r.state,
+            name: r.resource_name.clone(),
+            attempt: r.attempt,
+            cancel_requested: r.cancel_requested,
+            last_error: r.last_error.clone(),
+            created_at: time(r.created_at),
+            updated_at: time(r.updated_at),
+        }
+    }
+}
+
+/// One recorded transition.
+#[derive(Object, Debug, Clone)]
+pub struct EventDto {
+    pub seq: i64,
+    /// Absent on the first row (the run was accepted).
+    pub from_state: Option<State>,
+    pub to_state: State,
+    pub at: String,
+    pub attempt: i64,
+    pub detail: Option<String>,
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
+}
+
+impl From<&Event> for EventDto {
+    fn from(e: &Event) -> Self {
+        EventDto {
+            seq: e.seq,
+            from_state: e.from_state,
+            to_state: e.to_state,
+            at: time(e.at),
+            attempt: e.attempt,
+            detail: e.detail.clone(),
+            error_class: e.error_class,
+            error: e.error.clone(),
+        }
+    }
+}
+
+/// The status of a training run, as `GET /status/{id}` reports it.
+#[derive(Object, Debug, Clone)]
+pub struct RunStatus {
+    /// The run id.
+    pub id: String,
+    pub kind: Kind,
+    /// The workflow state; `Done`, `Failed` and `Cancelled` are terminal.
+    pub state: State,
+    pub terminal: bool,
+    /// The SageMaker job name.
+    pub name: Option<String>,
+    pub job_arn: Option<String>,
+    /// SageMaker's own status (`InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`).
+    pub sagemaker_status: Option<String>,
+    pub secondary_status: Option<String>,
+    /// SageMaker's FailureReason, or the error that failed the run.
+    pub failure_reason: Option<String>,
+    /// Where the model artifacts are (`s3://...model.tar.gz`).
+    pub artifacts: Option<String>,
+    /// Where the input data is in S3.
+    pub input_uri: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn training_context(r: &Run) -> TrainingContext {
+    serde_json::from_value(r.context.clone()).unwrap_or_default()
+}
+
+impl From<&Run> for RunStatus {
+    fn from(r: &Run) -> Self {
+        let c = training_context(r);
+        RunStatus {
+            id: r.id.to_string(),
+            kind: r.kind,
+            state: r.state,
+            terminal: r.state.is_terminal(),
+            name: r.resource_name.clone(),
+            job_arn: c.job_arn,
+            sagemaker_status: c.sagemaker_status,
+            secondary_status: c.secondary_status,
+            failure_reason: c.failure_reason.or_else(|| {
+                (r.state == State::Failed)
+                    .then(|| r.last_error.clone())
+                    .flatten()
+            }),
+            artifacts: c.model_artifacts,
+            input_uri: c.input_s3_uri,
+            cancel_requested: r.cancel_requested,
+            created_at: time(r.created_at),
+            updated_at: time(r.updated_at),
+        }
+    }
+}
+
+/// SageMaker's status word for a run, in the words Essedum expects.
+pub fn essedum_status(r: &Run) -> String {
+    match r.state {
+        State::Uploading | State::Submitted => "InProgress".into(),
+        State::Polling => training_context(r)
+            .sagemaker_status
+            .unwrap_or_else(|| "InProgress".into()),
+        State::Cancelling => "Stopping".into(),
+        State::Done => "Completed".into(),
+        State::Failed => "Failed".into(),
+        State::Cancelled => "Stopped".into(),
+    }
+}

@@ -1,0 +1,103 @@
+//! Every error the API returns is JSON `{ "error": ..., "field"?: ... }`, mapped from the domain
+//! errors in this one place. Internal details (SQL, paths) are logged, never returned.
+
+use crate::store;
+use crate::validate::InputError;
+use poem::http::StatusCode;
+use poem_openapi::{ApiResponse, Object, payload::Json};
+
+#[derive(Object, Debug, Clone, serde::Serialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// The request field at fault, when one is.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(ApiResponse, Debug)]
+pub enum ApiError {
+    /// The request is malformed (not JSON, not an object, an unknown field, a bad id).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such run or resource.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request conflicts with the run's state (e.g. cancelling a finished run).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// A field is missing or has an invalid value.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// The service failed; details are in its log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// A dependency (the store) is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(error: impl Into<String>, field: Option<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: error.into(),
+        field,
+    })
+}
+
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>, field: Option<&str>) -> Self {
+        ApiError::BadRequest(body(msg, field.map(str::to_string)))
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        ApiError::NotFound(body(msg, None))
+    }
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        ApiError::Conflict(body(msg, None))
+    }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        ApiError::Unavailable(body(msg, None))
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Malformed { field, message } => ApiError::BadRequest(body(message, field)),
+            InputError::Invalid { field, message } => {
+                ApiError::Unprocessable(body(format!("{field}: {message}"), Some(field)))
+            }
+        }
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        tracing::error!(error = %e, "store error while serving a request");
+        ApiError::Internal(body(
+            "internal error: the store failed; see the service log",
+            None,
+        ))
+    }
+}
+
+/// Turns any error poem raises itself (unknown route, wrong method, unparsable JSON, wrong
+/// content type) into the same JSON error shape.
+pub async fn json_error(err: poem::Error) -> poem::Response {
+    let status = err.status();
+    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %err, "unhandled error");
+        "internal error; see the service log".to_string()
+    } else {
+        err.to_string()
+    };
+    let json = serde_json::to_vec(&ErrorBody {
+        error: message,
+        field: None,
+    })
+    .unwrap_or_default();
+    poem::Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(json)
+}

@@ -1,0 +1,36 @@
+use super::{ApiError, AppState};
+use poem_openapi::{Object, OpenApi, payload::Json};
+
+pub struct HealthApi(pub Option<AppState>);
+
+#[derive(Object)]
+struct Health {
+    status: String,
+}
+
+#[OpenApi(tag = "super::dto::Tag::Health")]
+impl HealthApi {
+    /// Liveness: the process is serving HTTP.
+    #[oai(path = "/healthz", method = "get")]
+    async fn healthz(&self) -> Json<Health> {
+        Json(Health {
+            status: "ok".into(),
+        })
+    }
+
+    /// Readiness: the store answers queries.
+    #[oai(path = "/readyz", method = "get")]
+    async fn readyz(&self) -> Result<Json<Health>, ApiError> {
+        let state = self
+            .0
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("not serving"))?;
+        state.store.ping().await.map_err(|e| {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::unavailable("the store is not reachable")
+        })?;
+        Ok(Json(Health {
+            status: "ready".into(),
+        }))
+    }
+}

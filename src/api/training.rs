@@ -1,0 +1,325 @@
+//! Essedum's training routes (ESSEDUM-CONTRACT.md sections 1 and 3) and `GET /status/{id}`.
+
+use super::body::RawBody;
+use super::dto::{RunStatus, Tag, essedum_status, time, training_context};
+use super::operator::{request_cancel, state_of};
+use super::{ApiError, AppState};
+use crate::model::{Kind, State};
+use crate::store::{NewRun, Run, RunFilter};
+use crate::workflows::training::{Origin, TrainingContext, TrainingRequest, job_name};
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+pub struct TrainingApi(pub Option<AppState>);
+
+/// A training job request. Give exactly one of `inputs`, `inline_csv` or `local_dataset_path`.
+/// Unknown fields are rejected with 400; a missing or invalid value with 422 naming the field.
+#[derive(Object)]
+#[oai(rename = "TrainingRequest", deny_unknown_fields)]
+#[allow(dead_code)]
+struct TrainingRequestSchema {
+    /// The IAM role SageMaker assumes (`arn:aws:iam::<account>:role/<name>`).
+    #[oai(rename = "RoleArn")]
+    role_arn: String,
+    /// The bucket for staged input and output.
+    #[oai(rename = "Bucket")]
+    bucket: String,
+    /// Key prefix under the bucket; the run writes under `{S3Prefix}/{run id}/`.
+    #[oai(rename = "S3Prefix")]
+    s3_prefix: Option<String>,
+    /// The training container image.
+    #[oai(rename = "TrainingImage")]
+    training_image: String,
+    /// An `s3://` URI of the training data (nothing is uploaded).
+    inputs: Option<String>,
+    /// CSV text, staged to `s3://{Bucket}/{S3Prefix}/{run id}/input/data.csv` (bounded size).
+    inline_csv: Option<String>,
+    /// A file under the service's data directory, staged to S3.
+    local_dataset_path: Option<String>,
+    /// Default `ml.m5.large`.
+    #[oai(rename = "InstanceType")]
+    instance_type: Option<String>,
+    /// 1 to 100, default 1.
+    #[oai(rename = "InstanceCount")]
+    instance_count: Option<i32>,
+    /// 1 to 16384, default 10.
+    #[oai(rename = "VolumeSizeInGB")]
+    volume_size_in_gb: Option<i32>,
+    /// Default 86400.
+    #[oai(rename = "MaxRuntimeInSeconds")]
+    max_runtime_in_seconds: Option<i32>,
+    /// String values (numbers and booleans are turned into text).
+    #[oai(rename = "HyperParameters")]
+    hyper_parameters: Option<HashMap<String, String>>,
+    /// The input's content type, default `text/csv`.
+    content_type: Option<String>,
+    /// `training` (AutoML has its own route).
+    #[oai(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Object)]
+struct TrainingAccepted {
+    /// The run id.
+    id: String,
+    /// The SageMaker training job name.
+    name: String,
+    #[oai(rename = "sourceID")]
+    source_id: String,
+    /// SageMaker-style status: `InProgress` until the job ends.
+    status: String,
+    /// The workflow state.
+    state: State,
+    #[oai(rename = "type")]
+    kind: String,
+}
+
+#[derive(ApiResponse)]
+enum SubmitReply {
+    /// Accepted and stored; the engine runs it.
+    #[oai(status = 202)]
+    Accepted(Json<TrainingAccepted>),
+}
+
+/// Essedum's record shape for a job, plus the run's state.
+#[derive(Object)]
+struct EssedumJob {
+    #[oai(rename = "sourceID")]
+    source_id: Option<String>,
+    name: Option<String>,
+    /// The run id.
+    id: String,
+    /// SageMaker's status word (`InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`).
+    status: String,
+    /// SageMaker's secondary status.
+    #[oai(rename = "jobStatus")]
+    job_status: Option<String>,
+    #[oai(rename = "failureReason")]
+    failure_reason: Option<String>,
+    /// The job ARN.
+    container: Option<String>,
+    /// The model artifacts URI.
+    artifacts: Option<String>,
+    #[oai(rename = "type")]
+    kind: String,
+    state: State,
+    adapter: Option<String>,
+    project: Option<String>,
+    #[oai(rename = "createdOn")]
+    created_on: String,
+    #[oai(rename = "syncDate")]
+    sync_date: String,
+    description: Option<String>,
+    #[oai(rename = "sourceOrg")]
+    source_org: Option<String>,
+    sourcename: Option<String>,
+    deployment: Option<String>,
+    /// The run's recorded SageMaker details, as a JSON string.
+    #[oai(rename = "rawPayload")]
+    raw_payload: String,
+}
+
+#[derive(Object)]
+struct Stopping {
+    status: String,
+}
+
+fn essedum_job(r: &Run) -> EssedumJob {
+    let c: TrainingContext = training_context(r);
+    let origin = serde_json::from_value::<TrainingRequest>(r.request.clone())
+        .ok()
+        .and_then(|q| q.origin)
+        .unwrap_or_default();
+    EssedumJob {
+        source_id: r.resource_name.clone(),
+        name: r.resource_name.clone(),
+        id: r.id.to_string(),
+        status: essedum_status(r),
+        job_status: c.secondary_status.clone(),
+        failure_reason: c.failure_reason.clone().or_else(|| {
+            (r.state == State::Failed)
+                .then(|| r.last_error.clone())
+                .flatten()
+        }),
+        container: c.job_arn.clone(),
+        artifacts: c.model_artifacts.clone(),
+        kind: "sagemaker-training".into(),
+        state: r.state,
+        adapter: origin.adapter_instance,
+        project: origin.project,
+        created_on: time(r.created_at),
+        sync_date: time(r.updated_at),
+        description: None,
+        source_org: Some("AWS".into()),
+        sourcename: Some("sagemaker".into()),
+        deployment: None,
+        raw_payload: r.context.to_string(),
+    }
+}
+
+async fn find_training(app: &AppState, id: &str) -> Result<Run, ApiError> {
+    match app.store.find_run(id).await? {
+        Some(r) if r.kind == Kind::Training => Ok(r),
+        _ => Err(ApiError::not_found(format!(
+            "no training run or job named {id:?}"
+        ))),
+    }
+}
+
+impl TrainingApi {
+    async fn submit(
+        &self,
+        body: serde_json::Value,
+        project: Option<String>,
+        adapter_instance: Option<String>,
+    ) -> Result<SubmitReply, ApiError> {
+        let app = state_of(&self.0)?;
+        let mut request = TrainingRequest::parse(body, &app.limits)?;
+        if project.is_some() || adapter_instance.is_some() {
+            request.origin = Some(Origin {
+                project,
+                adapter_instance,
+            });
+        }
+        let id = Uuid::now_v7();
+        let name = job_name(id);
+        let run = app
+            .store
+            .insert_run(
+                NewRun {
+                    id,
+                    kind: Kind::Training,
+                    state: State::Uploading,
+                    request: serde_json::to_value(&request).expect("request serialises"),
+                    context: serde_json::to_value(TrainingContext::new(id))
+                        .expect("context serialises"),
+                    resource_name: Some(name.clone()),
+                    detail: format!("accepted; training job name {name}"),
+                },
+                app.clock.now(),
+            )
+            .await?;
+        app.wake.notify_one();
+        tracing::info!(run_id = %id, job = %name, "training run accepted");
+        Ok(SubmitReply::Accepted(Json(TrainingAccepted {
+            id: id.to_string(),
+            name: name.clone(),
+            source_id: name,
+            status: "InProgress".into(),
+            state: run.state,
+            kind: "sagemaker-training".into(),
+        })))
+    }
+}
+
+#[OpenApi(tag = "Tag::Training")]
+impl TrainingApi {
+    /// Submit a training run (the route in the executor's design document).
+    #[oai(path = "/api/service/v1/pipelines/training", method = "post")]
+    async fn submit_training(
+        &self,
+        body: Json<RawBody<TrainingRequestSchema>>,
+        adapter_instance: Query<Option<String>>,
+        project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+    ) -> Result<SubmitReply, ApiError> {
+        self.submit(body.0.value, project.0, adapter_instance.0)
+            .await
+    }
+
+    /// Submit a training run (the route the Essedum backend calls).
+    #[oai(path = "/api/service/v1/pipelines/training/train", method = "post")]
+    async fn submit_train(
+        &self,
+        body: Json<RawBody<TrainingRequestSchema>>,
+        adapter_instance: Query<Option<String>>,
+        project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+    ) -> Result<SubmitReply, ApiError> {
+        self.submit(body.0.value, project.0, adapter_instance.0)
+            .await
+    }
+
+    /// A run's status by run id or SageMaker job name.
+    #[oai(path = "/status/:id", method = "get")]
+    async fn status(&self, id: Path<String>) -> Result<Json<RunStatus>, ApiError> {
+        let app = state_of(&self.0)?;
+        let run = app
+            .store
+            .find_run(&id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no run or job named {:?}", id.0)))?;
+        Ok(Json(RunStatus::from(&run)))
+    }
+
+    /// A training job in Essedum's shape, by run id or job name.
+    #[oai(path = "/api/service/v1/pipelines/training/:id/get", method = "get")]
+    async fn get(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+    ) -> Result<Json<EssedumJob>, ApiError> {
+        let app = state_of(&self.0)?;
+        Ok(Json(essedum_job(&find_training(app, &id.0).await?)))
+    }
+
+    /// Cancel a training run; the job is stopped. A finished run is a 409.
+    #[oai(path = "/api/service/v1/pipelines/training/:id/cancel", method = "get")]
+    async fn cancel(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+    ) -> Result<Json<Stopping>, ApiError> {
+        let app = state_of(&self.0)?;
+        let run = find_training(app, &id.0).await?;
+        request_cancel(app, run.id, "Essedum cancel route").await?;
+        Ok(Json(Stopping {
+            status: "Stopping".into(),
+        }))
+    }
+
+    /// Training runs, newest first (filtered by `project` when given), at most `limit` (default 100).
+    #[oai(path = "/api/service/v1/pipelines/training/list", method = "get")]
+    async fn list(
+        &self,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<Vec<EssedumJob>>, ApiError> {
+        let app = state_of(&self.0)?;
+        let limit = limit.0.unwrap_or(100).clamp(1, 1000);
+        let page = app
+            .store
+            .list_runs(&RunFilter {
+                kind: Some(Kind::Training),
+                state: None,
+                after: None,
+                limit,
+            })
+            .await?;
+        Ok(Json(
+            page.runs
+                .iter()
+                .map(essedum_job)
+                .filter(|j| project.0.is_none() || j.project == project.0)
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,116 @@
+//! Error classification: from an AWS error code, HTTP status and message to what the engine does.
+
+use super::AwsErrorKind;
+
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "TransactionInProgressException",
+    "EC2ThrottledException",
+];
+
+const TRANSIENT: &[&str] = &[
+    "InternalFailure",
+    "InternalError",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "IDPCommunicationError",
+];
+
+const CAPACITY: &[&str] = &[
+    "ResourceLimitExceeded",
+    "CapacityError",
+    "InsufficientCapacityException",
+    "InsufficientInstanceCapacity",
+];
+
+/// Classifies a service error. `status` is the HTTP status when a response arrived.
+pub fn classify(code: Option<&str>, status: Option<u16>, message: &str) -> AwsErrorKind {
+    let code = code.unwrap_or("");
+    if THROTTLING.contains(&code) || TRANSIENT.contains(&code) {
+        return AwsErrorKind::Retryable;
+    }
+    if CAPACITY.contains(&code) {
+        return AwsErrorKind::Capacity;
+    }
+    if code == "ResourceInUse" {
+        return AwsErrorKind::AlreadyExists;
+    }
+    if matches!(
+        code,
+        "ResourceNotFound" | "ResourceNotFoundException" | "NoSuchKey" | "NotFound"
+    ) {
+        return AwsErrorKind::NotFound;
+    }
+    if code == "ValidationException" {
+        // SageMaker reports a missing job as a validation error with this wording.
+        let m = message.to_ascii_lowercase();
+        if m.contains("could not find") || m.contains("not found") || m.contains("does not exist") {
+            return AwsErrorKind::NotFound;
+        }
+        return AwsErrorKind::Terminal;
+    }
+    match status {
+        Some(s) if s >= 500 || s == 429 => AwsErrorKind::Retryable,
+        // No response, or one the SDK could not parse: a transport problem.
+        None => AwsErrorKind::Retryable,
+        Some(_) if code.is_empty() => AwsErrorKind::Retryable,
+        Some(_) => AwsErrorKind::Terminal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AwsErrorKind::*;
+
+    #[test]
+    fn errors_are_classified_by_code_then_status() {
+        let cases: &[(Option<&str>, Option<u16>, &str, AwsErrorKind)] = &[
+            (
+                Some("ThrottlingException"),
+                Some(400),
+                "Rate exceeded",
+                Retryable,
+            ),
+            (Some("SlowDown"), Some(503), "", Retryable),
+            (Some("InternalFailure"), Some(500), "", Retryable),
+            (None, Some(500), "<html>", Retryable),
+            (None, Some(503), "", Retryable),
+            (None, None, "connection refused", Retryable),
+            (Some("ResourceLimitExceeded"), Some(400), "quota", Capacity),
+            (Some("ResourceInUse"), Some(400), "exists", AlreadyExists),
+            (
+                Some("ValidationException"),
+                Some(400),
+                "Could not find training job \"x\"",
+                NotFound,
+            ),
+            (
+                Some("ValidationException"),
+                Some(400),
+                "1 validation error detected: RoleArn",
+                Terminal,
+            ),
+            (Some("AccessDeniedException"), Some(400), "denied", Terminal),
+            (Some("ResourceNotFound"), Some(400), "", NotFound),
+        ];
+        for (code, status, msg, want) in cases {
+            assert_eq!(
+                classify(*code, *status, msg),
+                *want,
+                "{code:?} {status:?} {msg}"
+            );
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The AWS side: one place that builds the SDK clients, and a narrow port ([`AwsPort`]) with
+//! exactly the operations the workflows use, returning domain results and classified errors.
+//!
+//! The SDK's own retries are off for SageMaker (the engine owns retries, and records each attempt
+//! in the run's history) and low for S3 (a multipart part is retried locally rather than
+//! restarting a whole upload).
+
+mod classify;
+pub mod sdk;
+
+pub use classify::classify;
+pub use sdk::SdkAws;
+
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// How the caller should treat an AWS error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    /// Throttling, 5xx, timeouts, connection errors.
+    Retryable,
+    /// Capacity or quota: try again much later.
+    Capacity,
+    /// Validation, access denied, missing role: the request can never succeed as is.
+    Terminal,
+    /// The named resource does not exist.
+    NotFound,
+    /// A resource with that name exists already (`ResourceInUse`).
+    AlreadyExists,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{operation}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+pub struct AwsError {
+    pub kind: AwsErrorKind,
+    pub operation: &'static str,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+pub type AwsResult<T> = Result<T, AwsError>;
+
+/// Everything CreateTrainingJob needs, already validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingJobSpec {
+    pub name: String,
+    pub role_arn: String,
+    pub image: String,
+    pub instance_type: String,
+    pub instance_count: i32,
+    pub volume_size_gb: i32,
+    pub max_runtime_secs: i32,
+    pub hyperparameters: BTreeMap<String, String>,
+    pub input_s3_uri: String,
+    pub content_type: String,
+    pub output_s3_path: String,
+}
+
+/// What DescribeTrainingJob says about a job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainingJobDescription {
+    pub arn: Option<String>,
+    /// InProgress | Completed | Failed | Stopping | Stopped
+    pub status: String,
+    pub secondary_status: Option<String>,
+    pub failure_reason: Option<String>,
+    pub model_artifacts: Option<String>,
+}
+
+#[async_trait]
+pub trait AwsPort: Send + Sync + 'static {
+    /// Writes one object (small data) at a deterministic key; repeating it is harmless.
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> AwsResult<()>;
+    /// Uploads a local file, as a multipart upload above the threshold (aborted on failure).
+    async fn upload_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+    ) -> AwsResult<()>;
+    /// Returns the job ARN.
+    async fn create_training_job(&self, spec: &TrainingJobSpec) -> AwsResult<String>;
+    /// `Ok(None)` when no job has that name.
+    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<TrainingJobDescription>>;
+    async fn stop_training_job(&self, name: &str) -> AwsResult<()>;
+}

@@ -1,0 +1,393 @@
+//! The real [`AwsPort`] on the AWS SDK.
+
+use super::{
+    AwsError, AwsErrorKind, AwsPort, AwsResult, TrainingJobDescription, TrainingJobSpec, classify,
+};
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_sagemaker::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sagemaker::types::{
+    AlgorithmSpecification, Channel, DataSource, OutputDataConfig, ResourceConfig,
+    S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, TrainingInputMode,
+    TrainingInstanceType,
+};
+use std::path::Path;
+use std::time::Duration;
+
+/// How the clients are built. The region, credentials and `AWS_ENDPOINT_URL` come from the
+/// standard AWS configuration chain (environment, profile, SSO, web identity, instance role).
+#[derive(Clone, Debug)]
+pub struct AwsSettings {
+    pub force_path_style: bool,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub multipart_threshold: u64,
+    pub multipart_part_size: u64,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            force_path_style: false,
+            connect_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(60),
+            multipart_threshold: 16 * 1024 * 1024,
+            multipart_part_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SdkAws {
+    s3: aws_sdk_s3::Client,
+    sagemaker: aws_sdk_sagemaker::Client,
+    settings: AwsSettings,
+}
+
+impl SdkAws {
+    pub async fn from_env(settings: AwsSettings) -> SdkAws {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .operation_attempt_timeout(settings.operation_timeout)
+                    .build(),
+            )
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.force_path_style)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .build();
+        let sagemaker = aws_sdk_sagemaker::config::Builder::from(&shared)
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .build();
+        SdkAws {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sagemaker: aws_sdk_sagemaker::Client::from_conf(sagemaker),
+            settings,
+        }
+    }
+
+    /// The region the clients use, if any was configured.
+    pub fn region(&self) -> Option<String> {
+        self.sagemaker.config().region().map(|r| r.to_string())
+    }
+}
+
+/// Turns any SDK error into a classified [`AwsError`].
+fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    let status = err.raw_response().map(HasStatus::status_code);
+    let code = err.code().map(str::to_string);
+    let message = err
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+    let kind = match &err {
+        SdkError::ConstructionFailure(_) => AwsErrorKind::Terminal,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => AwsErrorKind::Retryable,
+        _ => classify(code.as_deref(), status, &message),
+    };
+    AwsError {
+        kind,
+        operation,
+        code,
+        message,
+    }
+}
+
+pub trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_sagemaker::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn io_error(operation: &'static str, path: &Path, e: std::io::Error) -> AwsError {
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            AwsErrorKind::Terminal
+        }
+        _ => AwsErrorKind::Retryable,
+    };
+    AwsError {
+        kind,
+        operation,
+        code: None,
+        message: format!("reading {}: {e}", path.display()),
+    }
+}
+
+fn terminal(operation: &'static str, message: String) -> AwsError {
+    AwsError {
+        kind: AwsErrorKind::Terminal,
+        operation,
+        code: None,
+        message,
+    }
+}
+
+impl SdkAws {
+    async fn multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        size: u64,
+        content_type: &str,
+    ) -> AwsResult<()> {
+        let created = self
+            .s3
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateMultipartUpload", e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| terminal("CreateMultipartUpload", "no upload id returned".into()))?
+            .to_string();
+        let result = self.upload_parts(bucket, key, path, size, &upload_id).await;
+        if result.is_err() {
+            // Nothing half-written may remain; a failed abort is only logged (S3 lifecycle rules
+            // clean up after it), the upload error is what the caller needs.
+            if let Err(e) = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(bucket, key, error = %sdk_error("AbortMultipartUpload", e), "abort failed");
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+    ) -> AwsResult<()> {
+        let part_size = self.settings.multipart_part_size.max(5 * 1024 * 1024);
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        while offset < size {
+            let len = part_size.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(len))
+                .build()
+                .await
+                .map_err(|e| terminal("UploadPart", format!("reading {}: {e}", path.display())))?;
+            let out = self
+                .s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| sdk_error("UploadPart", e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+            offset += len;
+            number += 1;
+        }
+        self.s3
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("CompleteMultipartUpload", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AwsPort for SdkAws {
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> AwsResult<()> {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutObject", e))?;
+        Ok(())
+    }
+
+    async fn upload_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+    ) -> AwsResult<()> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| io_error("UploadFile", path, e))?
+            .len();
+        if size > self.settings.multipart_threshold {
+            return self.multipart(bucket, key, path, size, content_type).await;
+        }
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| terminal("PutObject", format!("reading {}: {e}", path.display())))?;
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutObject", e))?;
+        Ok(())
+    }
+
+    async fn create_training_job(&self, spec: &TrainingJobSpec) -> AwsResult<String> {
+        const OP: &str = "CreateTrainingJob";
+        let channel = Channel::builder()
+            .channel_name("train")
+            .content_type(&spec.content_type)
+            .data_source(
+                DataSource::builder()
+                    .s3_data_source(
+                        S3DataSource::builder()
+                            .s3_data_type(S3DataType::S3Prefix)
+                            .s3_uri(&spec.input_s3_uri)
+                            .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let out = self
+            .sagemaker
+            .create_training_job()
+            .training_job_name(&spec.name)
+            .role_arn(&spec.role_arn)
+            .algorithm_specification(
+                AlgorithmSpecification::builder()
+                    .training_image(&spec.image)
+                    .training_input_mode(TrainingInputMode::File)
+                    .build(),
+            )
+            .set_hyper_parameters(if spec.hyperparameters.is_empty() {
+                None
+            } else {
+                Some(spec.hyperparameters.clone().into_iter().collect())
+            })
+            .input_data_config(channel)
+            .output_data_config(
+                OutputDataConfig::builder()
+                    .s3_output_path(&spec.output_s3_path)
+                    .build(),
+            )
+            .resource_config(
+                ResourceConfig::builder()
+                    .instance_type(TrainingInstanceType::from(spec.instance_type.as_str()))
+                    .instance_count(spec.instance_count)
+                    .volume_size_in_gb(spec.volume_size_gb)
+                    .build(),
+            )
+            .stopping_condition(
+                StoppingCondition::builder()
+                    .max_runtime_in_seconds(spec.max_runtime_secs)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        Ok(out.training_job_arn().unwrap_or_default().to_string())
+    }
+
+    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<TrainingJobDescription>> {
+        let out = match self
+            .sagemaker
+            .describe_training_job()
+            .training_job_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let err = sdk_error("DescribeTrainingJob", e);
+                return if err.kind == AwsErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        Ok(Some(TrainingJobDescription {
+            arn: out.training_job_arn().map(str::to_string),
+            status: out
+                .training_job_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            secondary_status: out.secondary_status().map(|s| s.as_str().to_string()),
+            failure_reason: out
+                .failure_reason()
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
+            model_artifacts: out
+                .model_artifacts()
+                .and_then(|m| m.s3_model_artifacts())
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+        }))
+    }
+
+    async fn stop_training_job(&self, name: &str) -> AwsResult<()> {
+        self.sagemaker
+            .stop_training_job()
+            .training_job_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("StopTrainingJob", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! Command line and configuration: every setting is a flag with an environment fallback.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sagemaker-executor",
+    version,
+    about = "Runs Essedum ML work on AWS SageMaker as durable, restart-safe workflow runs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API and run the workflow engine.
+    Serve(ServeArgs),
+    /// Print the OpenAPI document (JSON).
+    Openapi,
+    /// Create or upgrade the database schema, then exit.
+    Migrate(DbArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// Database URL; a SQLite file is created and migrated at start-up.
+    #[arg(
+        long,
+        env = "EXECUTOR_DATABASE_URL",
+        default_value = "sqlite://executor.db"
+    )]
+    pub database_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Address to listen on (Essedum expects this executor on port 5002).
+    #[arg(long, env = "EXECUTOR_BIND", default_value = "127.0.0.1:5002")]
+    pub bind: SocketAddr,
+
+    /// First interval between status polls of a running job, in milliseconds.
+    #[arg(long, env = "EXECUTOR_POLL_MIN_MS", default_value_t = 5_000)]
+    pub poll_min_ms: u64,
+
+    /// Longest interval between status polls, in milliseconds (the interval grows to it).
+    #[arg(long, env = "EXECUTOR_POLL_MAX_MS", default_value_t = 60_000)]
+    pub poll_max_ms: u64,
+
+    /// Address S3 buckets path-style (needed by most emulators).
+    #[arg(long, env = "EXECUTOR_S3_FORCE_PATH_STYLE", default_value_t = false, action = ArgAction::Set)]
+    pub s3_force_path_style: bool,
+
+    /// Directory that `local_dataset_path` inputs must be inside; unset disables them.
+    #[arg(long, env = "EXECUTOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Largest `inline_csv` accepted in a request body, in bytes.
+    #[arg(long, env = "EXECUTOR_MAX_INLINE_CSV_BYTES", default_value_t = 1024 * 1024)]
+    pub max_inline_csv_bytes: usize,
+
+    /// Files above this size are uploaded to S3 as multipart uploads, in bytes.
+    #[arg(long, env = "EXECUTOR_MULTIPART_THRESHOLD_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub multipart_threshold_bytes: u64,
+
+    /// This worker's lease owner id. Keep it stable across restarts of the same service, unique
+    /// across services sharing one database.
+    #[arg(long, env = "EXECUTOR_WORKER_ID", default_value = "local")]
+    pub worker_id: String,
+
+    /// How long a claimed run stays leased without a heartbeat, in seconds.
+    #[arg(long, env = "EXECUTOR_LEASE_SECS", default_value_t = 60)]
+    pub lease_secs: u64,
+
+    /// How many run steps may execute at once.
+    #[arg(long, env = "EXECUTOR_MAX_CONCURRENCY", default_value_t = 16)]
+    pub max_concurrency: usize,
+
+    /// On SIGTERM/SIGINT, how long running steps may take to finish, in seconds.
+    #[arg(long, env = "EXECUTOR_DRAIN_SECS", default_value_t = 30)]
+    pub drain_secs: u64,
+
+    /// Timeout of one AWS call attempt, in seconds.
+    #[arg(long, env = "EXECUTOR_AWS_TIMEOUT_SECS", default_value_t = 60)]
+    pub aws_timeout_secs: u64,
+}

@@ -1,0 +1,425 @@
+//! The engine: the only thing that advances runs.
+//!
+//! # Leases and fencing
+//! A worker claims due runs by writing its owner id and a lease expiry, in the same statement
+//! that bumps the run's version. The version it read is its fencing token: its commit is guarded
+//! by `WHERE id = ? AND version = ?`, so if its lease ran out and another worker claimed the run
+//! (bumping the version again), the late commit updates nothing and its result is dropped. While a
+//! step runs, a heartbeat extends the lease. A worker that restarts with the same id releases its
+//! old leases at start-up (bumping versions), so a crash costs no lease-expiry wait.
+//!
+//! # Timers
+//! Waiting for AWS is never a sleep inside a step: a step returns when the run is next due and
+//! the store keeps `next_due_at`, so a crash loses no timer. The loop sleeps until the earliest due
+//! run, at most `idle_max`, or until woken (a new run, a cancel request).
+//!
+//! # Errors
+//! A step's error carries its class. Retryable errors stay in the state with exponential backoff
+//! and jitter (backon), capacity errors wait longer, terminal errors fail the run; every attempt
+//! is a history row, and a run that runs out of attempts is Failed with its last error.
+
+use crate::aws::AwsPort;
+use crate::clock::{self, Clock};
+use crate::model::{ErrorClass, Kind, State};
+use crate::store::{self, ClaimedRun, Store, Transition, TransitionOutcome};
+use crate::workflows::{
+    DefinitionError, Due, PollPolicy, RetryPolicy, StepContext, StepError, StepOutput, Workflow,
+    WorkflowDef,
+};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This worker's lease owner id.
+    pub owner: String,
+    pub max_concurrency: usize,
+    pub lease: Duration,
+    /// Longest sleep between looks at the store when nothing is due.
+    pub idle_max: Duration,
+    /// Overrides of every workflow's poll interval bounds.
+    pub poll_min: Option<Duration>,
+    pub poll_max: Option<Duration>,
+    /// How long a graceful stop waits for running steps.
+    pub drain: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            owner: "local".into(),
+            max_concurrency: 16,
+            lease: Duration::from_secs(60),
+            idle_max: Duration::from_secs(1),
+            poll_min: None,
+            poll_max: None,
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Registered {
+    handler: Arc<dyn Workflow>,
+    def: WorkflowDef,
+    poll: PollPolicy,
+}
+
+pub struct Engine {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    aws: Arc<dyn AwsPort>,
+    config: EngineConfig,
+    workflows: HashMap<Kind, Registered>,
+    wake: Arc<Notify>,
+}
+
+/// The delay before retry number `attempt` (1-based): exponential from `base`, capped, with jitter.
+pub fn retry_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(base)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or(max)
+}
+
+impl Engine {
+    /// Builds an engine, checking every handler against its definition.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        aws: Arc<dyn AwsPort>,
+        config: EngineConfig,
+        handlers: Vec<Arc<dyn Workflow>>,
+        defs: Vec<WorkflowDef>,
+    ) -> Result<Engine, DefinitionError> {
+        let mut workflows = HashMap::new();
+        for handler in handlers {
+            let def = defs
+                .iter()
+                .find(|d| d.kind == handler.kind())
+                .cloned()
+                .ok_or_else(|| DefinitionError {
+                    file: format!("workflows/{}.toml", handler.kind()),
+                    message: "no definition for this handler".into(),
+                })?;
+            def.check_handler(handler.handled_states(), handler.edges())?;
+            let mut poll = def.poll;
+            if let Some(min) = config.poll_min {
+                poll.min_ms = min.as_millis().max(1) as u64;
+            }
+            if let Some(max) = config.poll_max {
+                poll.max_ms = max.as_millis() as u64;
+            }
+            poll.max_ms = poll.max_ms.max(poll.min_ms);
+            workflows.insert(handler.kind(), Registered { handler, def, poll });
+        }
+        for def in &defs {
+            if !workflows.contains_key(&def.kind) {
+                return Err(DefinitionError {
+                    file: format!("workflows/{}.toml", def.kind),
+                    message: "no handler for this workflow".into(),
+                });
+            }
+        }
+        Ok(Engine {
+            store,
+            clock,
+            aws,
+            config,
+            workflows,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Wakes the loop (a run was inserted or a cancel requested).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn definitions(&self) -> Vec<&WorkflowDef> {
+        let mut defs: Vec<_> = self.workflows.values().map(|r| &r.def).collect();
+        defs.sort_by_key(|d| d.kind);
+        defs
+    }
+
+    /// Releases this worker's leases left by an earlier process with the same owner id.
+    pub async fn recover(&self) -> store::Result<u64> {
+        self.store.release_leases(&self.config.owner).await
+    }
+
+    /// Claims what is due now and runs those steps to completion. Returns how many ran.
+    pub async fn tick(self: &Arc<Self>) -> store::Result<usize> {
+        let claimed = self.claim(self.config.max_concurrency).await?;
+        let n = claimed.len();
+        let mut set = JoinSet::new();
+        for c in claimed {
+            let me = self.clone();
+            set.spawn(async move { me.execute(c).await });
+        }
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "step task failed");
+            }
+        }
+        Ok(n)
+    }
+
+    async fn claim(&self, limit: usize) -> store::Result<Vec<ClaimedRun>> {
+        let now = self.clock.now();
+        self.store
+            .claim_due(
+                &self.config.owner,
+                now,
+                clock::add(now, self.config.lease),
+                limit as u32,
+            )
+            .await
+    }
+
+    /// The reconciler loop: claims due runs up to the concurrency bound, runs their steps, and
+    /// sleeps until the next due run. Returns after `shutdown` turns true and running steps have
+    /// drained (or the drain deadline passed), with this worker's leases released.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        match self.recover().await {
+            Ok(n) if n > 0 => tracing::info!(
+                released = n,
+                "released leases left by a previous run of this worker"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not release old leases"),
+        }
+        if let Ok(n) = self.store.count_unfinished().await {
+            tracing::info!(unfinished = n, owner = %self.config.owner, "engine started; resuming unfinished runs");
+        }
+        let mut inflight: JoinSet<()> = JoinSet::new();
+        while !*shutdown.borrow() {
+            let free = self.config.max_concurrency.saturating_sub(inflight.len());
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(claimed) => {
+                        for c in claimed {
+                            let me = self.clone();
+                            inflight.spawn(async move { me.execute(c).await });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claiming due runs failed"),
+                }
+            }
+            let full = inflight.len() >= self.config.max_concurrency;
+            let sleep = if full {
+                self.config.idle_max
+            } else {
+                self.until_next_due().await
+            };
+            tokio::select! {
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                _ = self.wake.notified(), if !full => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!(
+            running = inflight.len(),
+            "stopping: no new claims; draining running steps"
+        );
+        let drained = tokio::time::timeout(self.config.drain, async {
+            while inflight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                abandoned = inflight.len(),
+                "drain deadline passed; abandoning steps"
+            );
+            inflight.abort_all();
+        }
+        match self.store.release_leases(&self.config.owner).await {
+            Ok(n) => tracing::info!(released = n, "engine stopped"),
+            Err(e) => tracing::error!(error = %e, "releasing leases failed"),
+        }
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let floor = Duration::from_millis(5);
+        match self.store.next_due_at().await {
+            Ok(Some(at)) => (at - self.clock.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(floor, self.config.idle_max),
+            Ok(None) => self.config.idle_max,
+            Err(e) => {
+                tracing::error!(error = %e, "reading next due time failed");
+                self.config.idle_max
+            }
+        }
+    }
+
+    /// Runs one step of a claimed run and commits its result.
+    async fn execute(self: Arc<Self>, claimed: ClaimedRun) {
+        let run = &claimed.run;
+        let span =
+            tracing::info_span!("step", run_id = %run.id, kind = %run.kind, state = %run.state);
+        let _enter = span.enter();
+        let Some(reg) = self.workflows.get(&run.kind) else {
+            tracing::error!("no workflow registered for this kind");
+            return;
+        };
+        let cx = StepContext {
+            aws: self.aws.clone(),
+            now: self.clock.now(),
+            poll: reg.poll,
+        };
+        let heartbeat = self.clone().heartbeat(claimed.clone());
+        let step =
+            tokio::time::timeout(reg.def.step_timeout(run.state), reg.handler.step(run, &cx));
+        let result = tokio::select! {
+            r = step => r.unwrap_or_else(|_| Err(StepError {
+                class: ErrorClass::Retryable,
+                message: format!("step timed out after {:?}", reg.def.step_timeout(run.state)),
+            })),
+            lost = heartbeat => {
+                tracing::warn!(reason = %lost, "lease lost during the step; dropping its result");
+                return;
+            }
+        };
+        let now = self.clock.now();
+        let transition = decide(&reg.def, run, result, now);
+        match self
+            .store
+            .commit_transition(&claimed, &transition, now)
+            .await
+        {
+            Ok(TransitionOutcome::Committed { .. }) => {
+                if transition.to != run.state {
+                    tracing::info!(to = %transition.to, detail = ?transition.detail, "transition");
+                }
+                if let Some((class, msg)) = &transition.error {
+                    tracing::warn!(class = class.as_str(), error = %msg, attempt = transition.attempt, "step error");
+                }
+            }
+            Ok(TransitionOutcome::Lost) => {
+                tracing::warn!("another worker owns the run now; step result dropped")
+            }
+            Err(e) => tracing::error!(error = %e, "committing the transition failed"),
+        }
+    }
+
+    /// Extends the lease every third of its length; returns (ending the step) if it is lost.
+    async fn heartbeat(self: Arc<Self>, claimed: ClaimedRun) -> String {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let until = clock::add(self.clock.now(), self.config.lease);
+            match self.store.renew_lease(&claimed, until).await {
+                Ok(true) => {}
+                Ok(false) => return "the run's version moved on".into(),
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
+            }
+        }
+    }
+}
+
+/// Turns a step's result into the transition to commit (pure: no I/O).
+pub fn decide(
+    def: &WorkflowDef,
+    run: &store::Run,
+    result: Result<StepOutput, StepError>,
+    now: clock::Timestamp,
+) -> Transition {
+    let due_at = |due: Due| match due {
+        Due::Now => now,
+        Due::After(d) => clock::add(now, d),
+    };
+    match result {
+        Ok(out) if def.allows(run.state, out.to) => {
+            let failed = out.failure.map(|m| (ErrorClass::Terminal, m));
+            Transition {
+                to: out.to,
+                context: out.context,
+                attempt: 0,
+                next_due_at: (!out.to.is_terminal()).then(|| due_at(out.due)),
+                record: out.record,
+                detail: out.detail,
+                error: failed,
+            }
+        }
+        Ok(out) => Transition {
+            to: State::Failed,
+            context: run.context.clone(),
+            attempt: run.attempt as i64,
+            next_due_at: None,
+            record: true,
+            detail: None,
+            error: Some((
+                ErrorClass::Terminal,
+                format!(
+                    "internal error: the {} workflow does not declare {} -> {}",
+                    run.kind, run.state, out.to
+                ),
+            )),
+        },
+        Err(e) => retry_or_fail(&def.retry, run, e, now),
+    }
+}
+
+fn retry_or_fail(
+    policy: &RetryPolicy,
+    run: &store::Run,
+    e: StepError,
+    now: clock::Timestamp,
+) -> Transition {
+    let attempt = run.attempt + 1;
+    let (limit, base, max) = match e.class {
+        ErrorClass::Retryable => (policy.max_attempts, policy.base_ms, policy.max_delay_ms),
+        ErrorClass::Capacity => (
+            policy.capacity_max_attempts,
+            policy.capacity_base_ms,
+            policy.capacity_max_delay_ms,
+        ),
+        ErrorClass::Terminal => (0, 0, 0),
+    };
+    if e.class == ErrorClass::Terminal || attempt > i64::from(limit) {
+        let message = if e.class == ErrorClass::Terminal {
+            e.message
+        } else {
+            format!("gave up after {} attempts: {}", attempt, e.message)
+        };
+        return Transition {
+            to: State::Failed,
+            context: run.context.clone(),
+            attempt,
+            next_due_at: None,
+            record: true,
+            detail: Some(format!("failed in {}", run.state)),
+            error: Some((e.class, message)),
+        };
+    }
+    let delay = retry_delay(
+        Duration::from_millis(base),
+        Duration::from_millis(max),
+        attempt as u32,
+    );
+    Transition {
+        to: run.state,
+        context: run.context.clone(),
+        attempt,
+        next_due_at: Some(clock::add(now, delay)),
+        record: true,
+        detail: Some(format!(
+            "attempt {attempt} failed; retrying in {} ms",
+            delay.as_millis()
+        )),
+        error: Some((e.class, e.message)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,29 @@
+//! Named crash points for the crash tests.
+//!
+//! `EXECUTOR_FAILPOINTS=name1,name2` arms points by name. A process that reaches an armed point
+//! prints `FAILPOINT <name>` on stderr and then hangs, so the test that watches stderr can kill it
+//! with SIGKILL at exactly that point. Unarmed points cost one read of a set built once.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+fn armed() -> &'static HashSet<String> {
+    static ARMED: OnceLock<HashSet<String>> = OnceLock::new();
+    ARMED.get_or_init(|| {
+        std::env::var("EXECUTOR_FAILPOINTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+/// Stops this task forever at `name` when that point is armed.
+pub async fn hit(name: &str) {
+    if armed().contains(name) {
+        eprintln!("FAILPOINT {name}");
+        tracing::warn!(failpoint = name, "failpoint reached; waiting to be killed");
+        std::future::pending::<()>().await;
+    }
+}

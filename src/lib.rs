@@ -1,0 +1,13 @@
+//! sagemaker-executor: runs Essedum's machine-learning work on AWS SageMaker as durable workflow
+//! runs. See `../shared/design/DESIGN.md` for the architecture; each module says what it owns.
+
+pub mod api;
+pub mod aws;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod failpoint;
+pub mod model;
+pub mod store;
+pub mod validate;
+pub mod workflows;

@@ -1,0 +1,35 @@
+use clap::Parser;
+use sagemaker_executor::config::{Cli, Command};
+use std::process::ExitCode;
+
+mod serve;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EXECUTOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Openapi => {
+            print!("{}", sagemaker_executor::api::spec_json());
+            Ok(())
+        }
+        Command::Migrate(db) => sagemaker_executor::store::Store::open(&db.database_url)
+            .await
+            .map(|_| eprintln!("database is migrated: {}", db.database_url))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `serve`: wires the store, AWS clients, engine and HTTP server, and stops them gracefully.
+
+use poem::listener::{Acceptor, Listener};
+use sagemaker_executor::api::{self, AppState};
+use sagemaker_executor::aws::SdkAws;
+use sagemaker_executor::aws::sdk::AwsSettings;
+use sagemaker_executor::clock::{Clock, SystemClock};
+use sagemaker_executor::config::ServeArgs;
+use sagemaker_executor::engine::{Engine, EngineConfig};
+use sagemaker_executor::store::Store;
+use sagemaker_executor::workflows::{
+    self,
+    training::{InputLimits, TrainingWorkflow},
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
+    let store = Store::open(&args.db.database_url)
+        .await
+        .map_err(|e| format!("opening the store: {e}"))?;
+    let aws = SdkAws::from_env(AwsSettings {
+        force_path_style: args.s3_force_path_style,
+        operation_timeout: Duration::from_secs(args.aws_timeout_secs),
+        multipart_threshold: args.multipart_threshold_bytes,
+        ..AwsSettings::default()
+    })
+    .await;
+    if aws.region().is_none() {
+        return Err(
+            "no AWS region is configured: set AWS_REGION (or a profile with a region)".into(),
+        );
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(aws),
+            EngineConfig {
+                owner: args.worker_id.clone(),
+                max_concurrency: args.max_concurrency.max(1),
+                lease: Duration::from_secs(args.lease_secs.max(3)),
+                poll_min: Some(Duration::from_millis(args.poll_min_ms)),
+                poll_max: Some(Duration::from_millis(args.poll_max_ms)),
+                drain: Duration::from_secs(args.drain_secs),
+                ..EngineConfig::default()
+            },
+            vec![Arc::new(TrainingWorkflow)],
+            definitions.clone(),
+        )
+        .map_err(|e| format!("workflow definitions do not match their handlers: {e}"))?,
+    );
+    let state = AppState {
+        store: store.clone(),
+        clock,
+        wake: engine.waker(),
+        limits: InputLimits {
+            data_dir: args.data_dir.clone(),
+            max_inline_csv_bytes: args.max_inline_csv_bytes,
+        },
+        definitions: Arc::new(definitions),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
+    let listener = poem::listener::TcpListener::bind(args.bind);
+    let acceptor = listener
+        .into_acceptor()
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
+    let local = acceptor.local_addr();
+    let addr = local
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(args.bind);
+    // Tests and scripts wait for this line; it is printed once the socket accepts connections.
+    eprintln!("LISTENING {addr}");
+    tracing::info!(%addr, database = %args.db.database_url, "serving");
+
+    let mut server_stop = stop_rx.clone();
+    let server = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+        api::app(state),
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+        Some(Duration::from_secs(5)),
+    );
+    let signals = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        }
+        let _ = stop_tx.send(true);
+    };
+    let (served, _) = tokio::join!(server, signals);
+    served.map_err(|e| format!("server error: {e}"))?;
+    engine_task
+        .await
+        .map_err(|e| format!("engine task failed: {e}"))?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

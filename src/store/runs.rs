@@ -1,0 +1,492 @@
+//! SQL for runs and their history. Each function is one transaction; every transition is a
+//! guarded update of the run plus one appended history row (DESIGN.md invariant 2).
+
+use super::{Error, Result, Store};
+use crate::clock::{Timestamp, from_db, to_db};
+use crate::model::{ErrorClass, Kind, State};
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+/// A run as stored.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub id: Uuid,
+    pub kind: Kind,
+    pub state: State,
+    pub request: Value,
+    pub context: Value,
+    pub resource_name: Option<String>,
+    pub attempt: i64,
+    pub version: i64,
+    pub next_due_at: Option<Timestamp>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Timestamp>,
+    pub cancel_requested: bool,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A run this worker holds a lease on; `run.version` is the fencing token for its commit.
+#[derive(Clone, Debug)]
+pub struct ClaimedRun {
+    pub run: Run,
+    pub owner: String,
+}
+
+/// One history row.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub seq: i64,
+    pub from_state: Option<State>,
+    pub to_state: State,
+    pub at: Timestamp,
+    pub attempt: i64,
+    pub detail: Option<String>,
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
+}
+
+pub struct NewRun {
+    pub id: Uuid,
+    pub kind: Kind,
+    pub state: State,
+    pub request: Value,
+    pub context: Value,
+    pub resource_name: Option<String>,
+    pub detail: String,
+}
+
+/// What a step decided, for the engine to commit.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub to: State,
+    pub context: Value,
+    pub attempt: i64,
+    /// None exactly when `to` is terminal.
+    pub next_due_at: Option<Timestamp>,
+    /// Append a history row (always done when the state changes or an error is recorded).
+    pub record: bool,
+    pub detail: Option<String>,
+    pub error: Option<(ErrorClass, String)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    Committed {
+        version: i64,
+    },
+    /// The version moved on: another worker owns the run now, and this result is dropped.
+    Lost,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub kind: Option<Kind>,
+    pub state: Option<State>,
+    /// Return runs strictly older (in listing order) than this run.
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub run: Run,
+}
+
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub runs: Vec<Run>,
+    pub next_cursor: Option<Uuid>,
+}
+
+/// The columns every run query returns (a macro so that queries stay string literals).
+macro_rules! run_columns {
+    () => {
+        "id, kind, state, request, context, resource_name, attempt, version, next_due_at, \
+         lease_owner, lease_until, cancel_requested, last_error, created_at, updated_at"
+    };
+}
+
+fn ts(row: &SqliteRow, col: &str) -> Result<Timestamp> {
+    let s: String = row.try_get(col)?;
+    from_db(&s).ok_or_else(|| Error::Corrupt(format!("{col}: bad timestamp {s:?}")))
+}
+
+fn opt_ts(row: &SqliteRow, col: &str) -> Result<Option<Timestamp>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| from_db(&s).ok_or_else(|| Error::Corrupt(format!("{col}: bad timestamp {s:?}"))))
+        .transpose()
+}
+
+fn json(row: &SqliteRow, col: &str) -> Result<Value> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| Error::Corrupt(format!("{col}: {e}")))
+}
+
+fn state(s: &str) -> Result<State> {
+    State::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown state {s:?}")))
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<Run> {
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("kind")?;
+    let st: String = row.try_get("state")?;
+    Ok(Run {
+        id: Uuid::parse_str(&id).map_err(|e| Error::Corrupt(format!("id: {e}")))?,
+        kind: Kind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("kind {kind:?}")))?,
+        state: state(&st)?,
+        request: json(row, "request")?,
+        context: json(row, "context")?,
+        resource_name: row.try_get("resource_name")?,
+        attempt: row.try_get("attempt")?,
+        version: row.try_get("version")?,
+        next_due_at: opt_ts(row, "next_due_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until: opt_ts(row, "lease_until")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        last_error: row.try_get("last_error")?,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event> {
+    let from: Option<String> = row.try_get("from_state")?;
+    let to: String = row.try_get("to_state")?;
+    let class: Option<String> = row.try_get("error_class")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        from_state: from.as_deref().map(state).transpose()?,
+        to_state: state(&to)?,
+        at: ts(row, "at")?,
+        attempt: row.try_get("attempt")?,
+        detail: row.try_get("detail")?,
+        error_class: class.as_deref().and_then(ErrorClass::parse),
+        error: row.try_get("error")?,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn append_event(
+    tx: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    from: Option<State>,
+    to: State,
+    at: &str,
+    attempt: i64,
+    detail: Option<&str>,
+    error: Option<&(ErrorClass, String)>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO run_events (run_id, seq, from_state, to_state, at, attempt, detail, error_class, error)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_events WHERE run_id = ?1),
+                 ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(run_id)
+    .bind(from.map(State::as_str))
+    .bind(to.as_str())
+    .bind(at)
+    .bind(attempt)
+    .bind(detail)
+    .bind(error.map(|(c, _)| c.as_str()))
+    .bind(error.map(|(_, m)| m.as_str()))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub enum CancelOutcome {
+    Requested(Run),
+    AlreadyTerminal(State),
+    NotFound,
+}
+
+impl Store {
+    /// Inserts a run, due now, with its first history row, in one transaction.
+    pub async fn insert_run(&self, new: NewRun, now: Timestamp) -> Result<Run> {
+        let at = to_db(now);
+        let id = new.id.to_string();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(concat!("INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7) RETURNING ", run_columns!(), ""))
+        .bind(&id)
+        .bind(new.kind.as_str())
+        .bind(new.state.as_str())
+        .bind(new.request.to_string())
+        .bind(new.context.to_string())
+        .bind(new.resource_name.as_deref())
+        .bind(&at)
+        .fetch_one(&mut *tx)
+        .await?;
+        append_event(
+            &mut tx,
+            &id,
+            None,
+            new.state,
+            &at,
+            0,
+            Some(&new.detail),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        run_from_row(&row)
+    }
+
+    /// Claims up to `limit` due, unleased (or lease-expired) runs for `owner` until `lease_until`.
+    /// Claiming bumps the version, so a worker whose lease ran out can no longer commit.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedRun>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now_s = to_db(now);
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE runs SET lease_owner = ?1, lease_until = ?2, version = version + 1
+             WHERE id IN (
+                 SELECT id FROM runs
+                 WHERE next_due_at IS NOT NULL AND next_due_at <= ?3
+                   AND (lease_until IS NULL OR lease_until <= ?3)
+                 ORDER BY next_due_at LIMIT ?4)
+             RETURNING ",
+            run_columns!(),
+            ""
+        ))
+        .bind(owner)
+        .bind(to_db(lease_until))
+        .bind(&now_s)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedRun {
+                    run: run_from_row(r)?,
+                    owner: owner.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Extends a held lease; false when the run is no longer ours.
+    pub async fn renew_lease(&self, claimed: &ClaimedRun, lease_until: Timestamp) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET lease_until = ?1 WHERE id = ?2 AND version = ?3 AND lease_owner = ?4",
+        )
+        .bind(to_db(lease_until))
+        .bind(claimed.run.id.to_string())
+        .bind(claimed.run.version)
+        .bind(&claimed.owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Commits a step's result: guarded update of the run and (when recorded) one history row,
+    /// in one transaction. The lease is released. A pending cancel request makes the run due now.
+    pub async fn commit_transition(
+        &self,
+        claimed: &ClaimedRun,
+        t: &Transition,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome> {
+        let run = &claimed.run;
+        let at = to_db(now);
+        let id = run.id.to_string();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE runs SET state = ?1, context = ?2, attempt = ?3,
+                 next_due_at = CASE WHEN ?4 IS NOT NULL AND cancel_requested = 1 AND ?4 > ?5 THEN ?5 ELSE ?4 END,
+                 last_error = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?1 <> state THEN NULL ELSE last_error END,
+                 version = version + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?5
+             WHERE id = ?7 AND version = ?8
+             RETURNING version",
+        )
+        .bind(t.to.as_str())
+        .bind(t.context.to_string())
+        .bind(t.attempt)
+        .bind(t.next_due_at.map(to_db))
+        .bind(&at)
+        .bind(t.error.as_ref().map(|(_, m)| m.as_str()))
+        .bind(&id)
+        .bind(run.version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(TransitionOutcome::Lost);
+        };
+        if t.record || t.to != run.state || t.error.is_some() {
+            append_event(
+                &mut tx,
+                &id,
+                Some(run.state),
+                t.to,
+                &at,
+                t.attempt,
+                t.detail.as_deref(),
+                t.error.as_ref(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(TransitionOutcome::Committed {
+            version: row.try_get("version")?,
+        })
+    }
+
+    /// Releases every lease held by `owner` (a restart of the same worker, or a graceful stop),
+    /// bumping versions so that no step of the previous holder can still commit.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL, version = version + 1
+             WHERE lease_owner = ?1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records an operator's cancel request and makes the run due now. The engine acts on it.
+    pub async fn request_cancel(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        detail: &str,
+    ) -> Result<CancelOutcome> {
+        let at = to_db(now);
+        let id_s = id.to_string();
+        let mut tx = self.begin_write().await?;
+        let current: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT state, cancel_requested, attempt FROM runs WHERE id = ?1")
+                .bind(&id_s)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((st, already, attempt)) = current else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let st = state(&st)?;
+        if st.is_terminal() {
+            return Ok(CancelOutcome::AlreadyTerminal(st));
+        }
+        let row = sqlx::query(concat!("UPDATE runs SET cancel_requested = 1, next_due_at = MIN(next_due_at, ?1), updated_at = ?1
+             WHERE id = ?2 RETURNING ", run_columns!(), ""))
+        .bind(&at)
+        .bind(&id_s)
+        .fetch_one(&mut *tx)
+        .await?;
+        if already == 0 {
+            append_event(
+                &mut tx,
+                &id_s,
+                Some(st),
+                st,
+                &at,
+                attempt,
+                Some(detail),
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(CancelOutcome::Requested(run_from_row(&row)?))
+    }
+
+    pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = ?1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Finds a run by its id or by the name of its AWS resource (e.g. the training job name).
+    pub async fn find_run(&self, id_or_name: &str) -> Result<Option<Run>> {
+        if let Ok(id) = Uuid::parse_str(id_or_name) {
+            if let Some(run) = self.get_run(id).await? {
+                return Ok(Some(run));
+            }
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE resource_name = ?1"
+        ))
+        .bind(id_or_name)
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    pub async fn events(&self, id: Uuid) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT seq, from_state, to_state, at, attempt, detail, error_class, error
+             FROM run_events WHERE run_id = ?1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Runs newest first, filtered, paged by a cursor (the last run of the previous page).
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Page> {
+        let limit = f.limit.clamp(1, 1000);
+        let rows = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs
+             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2)
+               AND (?3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?3))
+             ORDER BY created_at DESC, id DESC LIMIT ?4"))
+        .bind(f.kind.map(Kind::as_str))
+        .bind(f.state.map(State::as_str))
+        .bind(f.after.map(|u| u.to_string()))
+        .bind(limit as i64 + 1)
+        .fetch_all(self.reader())
+        .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if runs.len() > limit as usize {
+            runs.truncate(limit as usize);
+            runs.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(Page { runs, next_cursor })
+    }
+
+    /// When the next run falls due (ignoring leases), for the engine's sleep.
+    pub async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        let s: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(MAX(next_due_at, COALESCE(lease_until, next_due_at))) FROM runs
+             WHERE next_due_at IS NOT NULL",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        Ok(s.as_deref().and_then(from_db))
+    }
+
+    /// Counts of non-terminal runs (for start-up logging).
+    pub async fn count_unfinished(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE next_due_at IS NOT NULL")
+                .fetch_one(self.reader())
+                .await?,
+        )
+    }
+}

@@ -1,0 +1,138 @@
+//! Workflows: the declared state machines (`workflows/*.toml`, embedded in the binary) and the
+//! step handlers that implement them. A handler decides; the engine commits (effects as data).
+
+pub mod definition;
+pub mod training;
+
+pub use definition::{DefinitionError, PollPolicy, RetryPolicy, WorkflowDef};
+
+use crate::aws::{AwsError, AwsErrorKind, AwsPort};
+use crate::clock::Timestamp;
+use crate::model::{ErrorClass, Kind, State};
+use crate::store::Run;
+use async_trait::async_trait;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When a run is next due after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    Now,
+    After(Duration),
+}
+
+/// What a step decided. The engine checks the edge, commits it, and only then moves on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutput {
+    pub to: State,
+    pub context: Value,
+    pub due: Due,
+    /// Recorded in the history row.
+    pub detail: Option<String>,
+    /// Append a history row even when the state does not change (e.g. a new secondary status).
+    pub record: bool,
+    /// The run ends Failed for this reason (an outcome such as SageMaker's FailureReason).
+    pub failure: Option<String>,
+}
+
+impl StepOutput {
+    pub fn to(to: State, context: Value) -> Self {
+        StepOutput {
+            to,
+            context,
+            due: Due::Now,
+            detail: None,
+            record: false,
+            failure: None,
+        }
+    }
+    pub fn due(mut self, due: Due) -> Self {
+        self.due = due;
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self.record = true;
+        self
+    }
+    pub fn failure(mut self, reason: impl Into<String>) -> Self {
+        self.failure = Some(reason.into());
+        self
+    }
+}
+
+/// A step that could not finish, with how to treat it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn terminal(message: impl Into<String>) -> Self {
+        StepError {
+            class: ErrorClass::Terminal,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AwsError> for StepError {
+    fn from(e: AwsError) -> Self {
+        let class = match e.kind {
+            AwsErrorKind::Retryable => ErrorClass::Retryable,
+            AwsErrorKind::Capacity => ErrorClass::Capacity,
+            AwsErrorKind::Terminal | AwsErrorKind::NotFound | AwsErrorKind::AlreadyExists => {
+                ErrorClass::Terminal
+            }
+        };
+        StepError {
+            class,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What a step may use.
+pub struct StepContext {
+    pub aws: Arc<dyn AwsPort>,
+    pub now: Timestamp,
+    pub poll: PollPolicy,
+}
+
+impl StepContext {
+    /// The interval before poll number `polls` (0-based): grows from min by the factor to max.
+    pub fn poll_interval(&self, polls: u32) -> Duration {
+        self.poll.interval(polls)
+    }
+}
+
+/// A kind of work: its handler for every non-terminal state of its definition.
+#[async_trait]
+pub trait Workflow: Send + Sync + 'static {
+    fn kind(&self) -> Kind;
+    /// The states this handler has a step for.
+    fn handled_states(&self) -> &'static [State];
+    /// Every edge the handler's code can take (checked against the definition at start-up).
+    fn edges(&self) -> &'static [(State, State)];
+    /// Runs one step of `run` in its current state: at most one external side effect.
+    async fn step(&self, run: &Run, cx: &StepContext) -> Result<StepOutput, StepError>;
+}
+
+/// The embedded definitions, one per kind.
+pub fn embedded_definitions() -> Vec<(&'static str, &'static str)> {
+    vec![(
+        "workflows/training.toml",
+        include_str!("../../workflows/training.toml"),
+    )]
+}
+
+/// Loads every embedded definition.
+pub fn load_definitions() -> Result<Vec<WorkflowDef>, DefinitionError> {
+    embedded_definitions()
+        .into_iter()
+        .map(|(file, text)| WorkflowDef::parse(file, text))
+        .collect()
+}
