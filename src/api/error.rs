@@ -84,6 +84,10 @@ impl From<store::Error> for ApiError {
 /// Turns any error poem raises itself (unknown route, wrong method, unparsable JSON, wrong
 /// content type) into the same JSON error shape.
 pub async fn json_error(err: poem::Error) -> poem::Response {
+    if err.is_from_response() {
+        // One of our own replies (an `ApiError`), already JSON.
+        return err.into_response();
+    }
     let status = err.status();
     let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %err, "unhandled error");

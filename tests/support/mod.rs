@@ -1,0 +1,406 @@
+//! Test ground shared by the integration tests: the AWS emulator (moto plus the project's
+//! SageMaker lifecycle extension, one per test binary), the real service binary on its own
+//! SQLite file and a free loopback port, and small HTTP helpers.
+#![allow(dead_code)]
+
+pub mod fault_proxy;
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/SageMakerRole";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python with moto installed: `EXECUTOR_TEST_PYTHON`, else the repo's `.venv`.
+fn python() -> PathBuf {
+    std::env::var_os("EXECUTOR_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+/// Lines a child printed on a stream, with a way to wait for one.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Lines {
+    fn follow(self, stream: impl std::io::Read + Send + 'static, echo: &'static str) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("EXECUTOR_TEST_ECHO").is_some() {
+                    eprintln!("[{echo}] {line}");
+                }
+                let (lock, cv) = &*self.0;
+                lock.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+            // Wake waiters on EOF too.
+            self.0.1.notify_all();
+        });
+    }
+
+    /// Waits until a line satisfies `pred`; returns it.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let (lock, cv) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; output so far:\n{}",
+                lines.join("\n")
+            );
+            lines = cv.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.0.lock().unwrap().clone()
+    }
+}
+
+/// The emulator process; it exits when its stdin closes (when the test binary exits).
+pub struct Emulator {
+    pub addr: SocketAddr,
+    _child: Mutex<Child>,
+    _stdin: Mutex<ChildStdin>,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let py = python();
+        assert!(
+            py.exists(),
+            "{} not found: run the README's test command (it installs moto into .venv)",
+            py.display()
+        );
+        let mut child = Command::new(py)
+            .arg(repo().join("tests/emulator/launcher.py"))
+            .args(["--port", "0", "--exit-on-stdin-eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the emulator");
+        let out = Lines::default();
+        out.clone().follow(child.stdout.take().unwrap(), "emulator");
+        Lines::default().follow(child.stderr.take().unwrap(), "emulator-err");
+        let ready = out.wait_for("EMULATOR_READY", Duration::from_secs(60), |l| {
+            l.starts_with("EMULATOR_READY")
+        });
+        let port: u16 = ready
+            .trim_start_matches("EMULATOR_READY port=")
+            .trim()
+            .parse()
+            .expect("emulator port");
+        Emulator {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _stdin: Mutex::new(child.stdin.take().unwrap()),
+            _child: Mutex::new(child),
+        }
+    }
+
+    /// The one emulator of this test binary.
+    pub fn shared() -> &'static Emulator {
+        static EMU: OnceLock<Emulator> = OnceLock::new();
+        EMU.get_or_init(Emulator::start)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates a bucket (path-style; moto does not check signatures).
+    pub async fn create_bucket(&self, name: &str) {
+        let r = client()
+            .put(format!("{}/{name}", self.url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "create bucket {name}: {}",
+            r.status()
+        );
+    }
+
+    /// Reads an object, if it exists.
+    pub async fn get_object(&self, bucket: &str, key: &str) -> Option<String> {
+        // moto refuses anonymous reads; it does not check signatures, only that one is there.
+        let r = client()
+            .get(format!("{}/{bucket}/{key}", self.url()))
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            )
+            .send()
+            .await
+            .unwrap();
+        if !r.status().is_success() {
+            return None;
+        }
+        Some(r.text().await.unwrap())
+    }
+
+    /// The extension's bookkeeping for one training job.
+    pub async fn training_stats(&self, job: &str) -> Value {
+        let stats: Value = client()
+            .get(format!("{}/_emulator/stats", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["training_jobs"][job].clone()
+    }
+
+    pub async fn training_job_count_with_prefix(&self, prefix: &str) -> usize {
+        let stats: Value = client()
+            .get(format!("{}/_emulator/stats", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["training_jobs"]
+            .as_object()
+            .map(|m| m.keys().filter(|k| k.starts_with(prefix)).count())
+            .unwrap_or(0)
+    }
+}
+
+/// A unique lowercase name for test isolation (buckets, prefixes).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    })
+    .clone()
+}
+
+/// Settings for one service process.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    pub aws_endpoint: String,
+    pub db: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    pub failpoints: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// The real binary, serving on a free loopback port with its own SQLite file.
+pub struct Service {
+    child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Lines,
+    pub config: ServiceConfig,
+}
+
+impl Service {
+    pub fn start(config: ServiceConfig) -> Service {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("EXECUTOR_BIND", "127.0.0.1:0")
+            .env(
+                "EXECUTOR_DATABASE_URL",
+                format!("sqlite://{}", config.db.display()),
+            )
+            .env("EXECUTOR_POLL_MIN_MS", "50")
+            .env("EXECUTOR_POLL_MAX_MS", "200")
+            .env("EXECUTOR_S3_FORCE_PATH_STYLE", "true")
+            .env("EXECUTOR_LOG", "info,sagemaker_executor=debug")
+            .env("AWS_ENDPOINT_URL", &config.aws_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("EXECUTOR_FAILPOINTS", config.failpoints.join(","))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(d) = &config.data_dir {
+            cmd.env("EXECUTOR_DATA_DIR", d);
+        }
+        for (k, v) in &config.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the service binary");
+        let stderr = Lines::default();
+        stderr
+            .clone()
+            .follow(child.stderr.take().unwrap(), "service");
+        let line = stderr.wait_for("LISTENING", Duration::from_secs(30), |l| {
+            l.starts_with("LISTENING ") || l.starts_with("error:")
+        });
+        let addr = line
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("service failed to start: {line}"))
+            .parse()
+            .unwrap();
+        Service {
+            child,
+            addr,
+            stderr,
+            config,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no cleanup of any kind.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+
+    /// Kills this process and starts a new one on the same database, without failpoints.
+    pub fn kill_and_restart(mut self) -> Service {
+        self.kill();
+        let mut config = self.config.clone();
+        config.failpoints.clear();
+        Service::start(config)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = client().get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the run's status until it is terminal (or fails the test after `timeout`).
+    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, s) = self.get(&format!("/status/{id}")).await;
+            assert_eq!(code, 200, "{s}");
+            if s["terminal"] == json!(true) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} not terminal after {timeout:?}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls the run's detail until `pred` holds.
+    pub async fn wait_run(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, r) = self.get(&format!("/api/v1/runs/{id}")).await;
+            if pred(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id}: timed out waiting for {what}: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn run_count(&self) -> usize {
+        let (_, page) = self.get("/api/v1/runs?limit=1000").await;
+        page["runs"].as_array().map(Vec::len).unwrap_or(0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A scratch directory with a database path and a data directory.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("executor.db")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        let d = self.dir.path().join("data");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+    pub fn config(&self, aws_endpoint: String) -> ServiceConfig {
+        ServiceConfig {
+            aws_endpoint,
+            db: self.db(),
+            data_dir: Some(self.data_dir()),
+            failpoints: vec![],
+            extra_env: vec![],
+        }
+    }
+}
+
+/// A valid training request body for `bucket`, with emulator knobs in HyperParameters.
+pub fn training_body(bucket: &str, outcome: &str, polls: u32) -> Value {
+    json!({
+        "RoleArn": ROLE,
+        "Bucket": bucket,
+        "S3Prefix": "experiments/e1",
+        "TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/xgboost:1",
+        "inline_csv": "label,x\n1,0.5\n0,0.1\n",
+        "HyperParameters": {"_emulator_outcome": outcome, "_emulator_polls": polls.to_string(), "max_depth": 5},
+    })
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

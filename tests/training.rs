@@ -1,0 +1,474 @@
+//! The training workflow end to end: the real binary over HTTP on loopback, a real SQLite file,
+//! the real AWS SDK against the emulator.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+use support::{Emulator, Scratch, Service, training_body, unique};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn setup() -> (Scratch, Service, String) {
+    let emu = Emulator::shared();
+    let bucket = unique("bkt");
+    emu.create_bucket(&bucket).await;
+    let scratch = Scratch::new();
+    let svc = Service::start(scratch.config(emu.url()));
+    (scratch, svc, bucket)
+}
+
+fn history_states(run: &Value) -> Vec<String> {
+    run["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to_state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every recorded transition must be an edge declared in `workflows/training.toml`.
+async fn assert_history_follows_declared_edges(svc: &Service, run: &Value) {
+    let (_, wfs) = svc.get("/api/v1/workflows").await;
+    let wf = wfs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "training")
+        .unwrap();
+    let edges: Vec<(String, String)> = wf["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().into(),
+                e["to"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for ev in run["history"].as_array().unwrap() {
+        match ev["from_state"].as_str() {
+            None => assert_eq!(ev["to_state"], wf["initial"], "first row starts the run"),
+            Some(from) => {
+                let to = ev["to_state"].as_str().unwrap();
+                assert!(
+                    edges.contains(&(from.to_string(), to.to_string())),
+                    "undeclared edge {from} -> {to}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn inline_csv_run_reaches_done_with_artifacts_and_staged_input() {
+    let (_s, svc, bucket) = setup().await;
+    let (code, accepted) = svc
+        .post(
+            "/api/service/v1/pipelines/training/train?project=p1&adapter_instance=a1",
+            &training_body(&bucket, "Completed", 2),
+        )
+        .await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    let name = accepted["name"].as_str().unwrap();
+    assert_eq!(accepted["sourceID"], name);
+    assert_eq!(accepted["status"], "InProgress");
+    assert!(name.starts_with("essedum-train-") && name.len() <= 63);
+
+    let status = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(status["state"], "Done", "{status}");
+    assert_eq!(status["sagemaker_status"], "Completed");
+    let staged_key = format!("experiments/e1/{id}/input/data.csv");
+    assert_eq!(status["input_uri"], format!("s3://{bucket}/{staged_key}"));
+    assert_eq!(
+        status["artifacts"],
+        format!("s3://{bucket}/experiments/e1/{id}/output/{name}/output/model.tar.gz")
+    );
+    let staged = Emulator::shared().get_object(&bucket, &staged_key).await;
+    assert_eq!(staged.as_deref(), Some("label,x\n1,0.5\n0,0.1\n"));
+
+    // The same run by job name, and in Essedum's shapes.
+    let (_, by_name) = svc.get(&format!("/status/{name}")).await;
+    assert_eq!(by_name["id"], id);
+    let (code, job) = svc.get(&format!("/api/service/v1/pipelines/training/{name}/get?adapter_instance=a1&project=p1&isCached=false&isInstance=false")).await;
+    assert_eq!(code, 200);
+    assert_eq!(job["status"], "Completed");
+    assert_eq!(job["type"], "sagemaker-training");
+    assert_eq!(job["sourceID"], name);
+    assert_eq!(job["artifacts"], status["artifacts"]);
+    assert!(
+        job["container"]
+            .as_str()
+            .unwrap()
+            .contains(":training-job/")
+    );
+    assert_eq!(job["project"], "p1");
+    let (_, list) = svc
+        .get("/api/service/v1/pipelines/training/list?project=p1")
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (_, other) = svc
+        .get("/api/service/v1/pipelines/training/list?project=someone-else")
+        .await;
+    assert_eq!(other.as_array().unwrap().len(), 0);
+
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(
+        history_states(&run)[..4],
+        ["Uploading", "Submitted", "Polling", "Polling"][..]
+    );
+    assert_eq!(history_states(&run).last().unwrap(), "Done");
+    assert_history_follows_declared_edges(&svc, &run).await;
+    let stats = Emulator::shared().training_stats(name).await;
+    assert_eq!(stats["creates"], 1);
+    assert_eq!(stats["duplicate_creates"], 0);
+}
+
+#[tokio::test]
+async fn s3_input_is_not_uploaded_and_local_file_is_staged() {
+    let (s, svc, bucket) = setup().await;
+    let mut body = training_body(&bucket, "Completed", 0);
+    body.as_object_mut().unwrap().remove("inline_csv");
+    body["inputs"] = json!(format!("s3://{bucket}/already/there/"));
+    let (code, a) = svc.post("/api/service/v1/pipelines/training", &body).await;
+    assert_eq!(code, 202, "{a}");
+    let st = svc.wait_terminal(a["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Done");
+    assert_eq!(st["input_uri"], format!("s3://{bucket}/already/there/"));
+
+    std::fs::write(s.data_dir().join("train.csv"), "y,x\n1,2\n").unwrap();
+    let mut body = training_body(&bucket, "Completed", 0);
+    body.as_object_mut().unwrap().remove("inline_csv");
+    body["local_dataset_path"] = json!("train.csv");
+    let (code, a) = svc.post("/api/service/v1/pipelines/training", &body).await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Done");
+    let key = format!("experiments/e1/{id}/input/train.csv");
+    assert_eq!(
+        Emulator::shared()
+            .get_object(&bucket, &key)
+            .await
+            .as_deref(),
+        Some("y,x\n1,2\n")
+    );
+}
+
+#[tokio::test]
+async fn failed_job_surfaces_sagemakers_reason() {
+    let (_s, svc, bucket) = setup().await;
+    let mut body = training_body(&bucket, "Failed", 1);
+    body["HyperParameters"]["_emulator_failure_reason"] =
+        json!("AlgorithmError: label column missing");
+    let (_, a) = svc
+        .post("/api/service/v1/pipelines/training/train", &body)
+        .await;
+    let id = a["id"].as_str().unwrap();
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Failed");
+    assert_eq!(st["sagemaker_status"], "Failed");
+    assert_eq!(st["failure_reason"], "AlgorithmError: label column missing");
+    let (_, job) = svc
+        .get(&format!("/api/service/v1/pipelines/training/{id}/get"))
+        .await;
+    assert_eq!(job["status"], "Failed");
+    assert_eq!(job["failureReason"], "AlgorithmError: label column missing");
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let last = run["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["to_state"], "Failed");
+    assert_eq!(last["error"], "AlgorithmError: label column missing");
+    assert_eq!(run["last_error"], "AlgorithmError: label column missing");
+}
+
+#[tokio::test]
+async fn terminal_aws_error_fails_the_run_with_the_aws_message() {
+    let (_s, svc, bucket) = setup().await;
+    let mut body = training_body(&bucket, "Completed", 1);
+    // The emulator rejects an invalid knob value with a ValidationException, as SageMaker would
+    // reject an invalid request: terminal, no retries.
+    body["HyperParameters"]["_emulator_outcome"] = json!("Exploded");
+    let (_, a) = svc
+        .post("/api/service/v1/pipelines/training/train", &body)
+        .await;
+    let st = svc.wait_terminal(a["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Failed");
+    let reason = st["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("CreateTrainingJob") && reason.contains("ValidationException"),
+        "{reason}"
+    );
+    let (_, run) = svc
+        .get(&format!("/api/v1/runs/{}", a["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(run["attempt"], 1, "terminal errors are not retried");
+}
+
+#[tokio::test]
+async fn cancel_stops_the_job_and_ends_cancelled() {
+    let (_s, svc, bucket) = setup().await;
+    let (_, a) = svc
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 100_000),
+        )
+        .await;
+    let id = a["id"].as_str().unwrap();
+    let name = a["name"].as_str().unwrap();
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
+
+    let (code, reply) = svc
+        .get(&format!("/api/service/v1/pipelines/training/{name}/cancel"))
+        .await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply, json!({"status": "Stopping"}));
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled");
+    assert_eq!(st["sagemaker_status"], "Stopped");
+    let stats = Emulator::shared().training_stats(name).await;
+    assert_eq!(stats["stops"], 1);
+    assert_eq!(stats["status"], "Stopped");
+    let (_, job) = svc
+        .get(&format!("/api/service/v1/pipelines/training/{id}/get"))
+        .await;
+    assert_eq!(job["status"], "Stopped");
+
+    // Cancelling a finished run is a conflict, on both surfaces.
+    let (code, err) = svc
+        .get(&format!("/api/service/v1/pipelines/training/{id}/cancel"))
+        .await;
+    assert_eq!(code, 409, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("Cancelled"));
+    let (code, _) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 409);
+}
+
+#[tokio::test]
+async fn cancel_before_submission_creates_no_job() {
+    let emu = Emulator::shared();
+    let bucket = unique("bkt");
+    emu.create_bucket(&bucket).await;
+    // Every upload is throttled, so the run keeps retrying in Uploading and never gets a job.
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    proxy.set_plan(FaultPlan::always(Fault::Throttle).only(["S3:PutObject"]));
+    let s = Scratch::new();
+    let svc = Service::start(s.config(proxy.url()));
+    let (_, a) = svc
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 0),
+        )
+        .await;
+    let id = a["id"].as_str().unwrap();
+    let retrying = svc
+        .wait_run(id, "an upload retry", |r| {
+            r["attempt"].as_i64().unwrap_or(0) >= 1
+        })
+        .await;
+    assert_eq!(retrying["state"], "Uploading");
+    let last = retrying["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["error_class"], "retryable", "{last}");
+    assert!(
+        last["error"].as_str().unwrap().contains("SlowDown"),
+        "{last}"
+    );
+
+    let (code, reply) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    assert_eq!(reply["cancel_requested"], true);
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled");
+    assert!(
+        emu.training_stats(a["name"].as_str().unwrap())
+            .await
+            .is_null(),
+        "no job was created"
+    );
+    assert_eq!(proxy.call_count("CreateTrainingJob"), 0);
+}
+
+#[tokio::test]
+async fn bad_inputs_get_their_4xx_naming_the_field_and_store_nothing() {
+    let (s, svc, bucket) = setup().await;
+    std::fs::write(s.dir.path().join("outside.csv"), "a\n").unwrap();
+    let base = training_body(&bucket, "Completed", 0);
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let without = |k: &str| {
+        let mut b = base.clone();
+        b.as_object_mut().unwrap().remove(k);
+        b
+    };
+    let mut local_outside = without("inline_csv");
+    local_outside["local_dataset_path"] = json!("../outside.csv");
+    let cases: Vec<(Value, u16, Option<&str>)> = vec![
+        (with("Surprise", json!(1)), 400, Some("Surprise")),
+        (json!([1, 2]), 400, None),
+        (json!("text"), 400, None),
+        (without("RoleArn"), 422, Some("RoleArn")),
+        (with("RoleArn", json!("not-an-arn")), 422, Some("RoleArn")),
+        (with("RoleArn", json!(5)), 422, Some("RoleArn")),
+        (with("Bucket", json!("Bad_Bucket")), 422, Some("Bucket")),
+        (with("S3Prefix", json!("../up")), 422, Some("S3Prefix")),
+        (with("TrainingImage", json!("")), 422, Some("TrainingImage")),
+        (
+            with("InstanceType", json!("m5.large")),
+            422,
+            Some("InstanceType"),
+        ),
+        (with("InstanceCount", json!(0)), 422, Some("InstanceCount")),
+        (
+            with("InstanceCount", json!("2")),
+            422,
+            Some("InstanceCount"),
+        ),
+        (
+            with("VolumeSizeInGB", json!(1.5)),
+            422,
+            Some("VolumeSizeInGB"),
+        ),
+        (
+            with("HyperParameters", json!({"a": [1]})),
+            422,
+            Some("HyperParameters.a"),
+        ),
+        (with("inputs", json!("s3://b/x")), 422, Some("inputs")),
+        (without("inline_csv"), 422, Some("inputs")),
+        (
+            with("inline_csv", json!("x".repeat(2 * 1024 * 1024))),
+            422,
+            Some("inline_csv"),
+        ),
+        (local_outside, 422, Some("local_dataset_path")),
+        (with("type", json!("automl")), 422, Some("type")),
+    ];
+    for (body, want, field) in cases {
+        let (code, err) = svc
+            .post("/api/service/v1/pipelines/training/train", &body)
+            .await;
+        assert_eq!(code, want, "{body:.200}: {err}");
+        assert!(err["error"].is_string(), "JSON error body: {err}");
+        assert_eq!(err["field"].as_str(), field, "{err}");
+    }
+    // Not JSON at all, and the wrong content type: still a JSON 4xx.
+    let r = support::client()
+        .post(svc.url("/api/service/v1/pipelines/training/train"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let r = support::client()
+        .post(svc.url("/api/service/v1/pipelines/training/train"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    assert_eq!(
+        svc.run_count().await,
+        0,
+        "nothing is stored for a rejected request"
+    );
+
+    // Lookups of unknown or malformed ids.
+    assert_eq!(svc.get("/status/essedum-train-unknown").await.0, 404);
+    assert_eq!(
+        svc.get("/api/service/v1/pipelines/training/nope/get")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(svc.get("/api/v1/runs/not-a-uuid").await.0, 400);
+    assert_eq!(
+        svc.get(&format!("/api/v1/runs/{}", uuid::Uuid::new_v4()))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(svc.get("/no/such/route").await.0, 404);
+}
+
+#[tokio::test]
+async fn runs_list_filters_and_pages_newest_first() {
+    let (_s, svc, bucket) = setup().await;
+    let mut ids = vec![];
+    for outcome in ["Completed", "Failed", "Completed"] {
+        let (_, a) = svc
+            .post(
+                "/api/service/v1/pipelines/training/train",
+                &training_body(&bucket, outcome, 0),
+            )
+            .await;
+        ids.push(a["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        svc.wait_terminal(id, WAIT).await;
+    }
+    let (_, p1) = svc.get("/api/v1/runs?limit=2").await;
+    let first: Vec<_> = p1["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(first, [ids[2].clone(), ids[1].clone()]);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = svc
+        .get(&format!("/api/v1/runs?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(p2["runs"][0]["id"], ids[0].as_str());
+    assert!(p2["next_cursor"].is_null());
+    let (_, failed) = svc.get("/api/v1/runs?state=Failed&kind=training").await;
+    assert_eq!(failed["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(failed["runs"][0]["id"], ids[1].as_str());
+    assert_eq!(svc.get("/api/v1/runs?state=Nope").await.0, 400);
+    assert_eq!(svc.get("/api/v1/runs?limit=0").await.0, 422);
+}
+
+#[tokio::test]
+async fn health_readiness_docs_and_graceful_stop() {
+    let (_s, mut svc, _bucket) = setup().await;
+    assert_eq!(svc.get("/healthz").await.0, 200);
+    let (code, ready) = svc.get("/readyz").await;
+    assert_eq!((code, ready["status"].as_str()), (200, Some("ready")));
+    let docs = support::client()
+        .get(svc.url("/docs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status().as_u16(), 200);
+    let (code, spec) = svc.get("/openapi.json").await;
+    assert_eq!(code, 200);
+    assert!(spec["paths"]["/api/service/v1/pipelines/training/train"].is_object());
+    let status = svc.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM ends the service cleanly: {status:?}"
+    );
+    svc.stderr
+        .wait_for("engine stopped", Duration::from_secs(5), |l| {
+            l.contains("engine stopped")
+        });
+}
