@@ -82,6 +82,11 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_MAX_CONCURRENCY", default_value_t = 16)]
     pub max_concurrency: usize,
 
+    /// First delay before retrying a step after a retryable error, in milliseconds (overrides
+    /// the workflows' `retry.base_ms`; the delay doubles per attempt, with jitter).
+    #[arg(long, env = "EXECUTOR_RETRY_BASE_MS")]
+    pub retry_base_ms: Option<u64>,
+
     /// On SIGTERM/SIGINT, how long running steps may take to finish, in seconds.
     #[arg(long, env = "EXECUTOR_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,

@@ -45,6 +45,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 lease: Duration::from_secs(args.lease_secs.max(3)),
                 poll_min: Some(Duration::from_millis(args.poll_min_ms)),
                 poll_max: Some(Duration::from_millis(args.poll_max_ms)),
+                retry_base: args.retry_base_ms.map(Duration::from_millis),
                 drain: Duration::from_secs(args.drain_secs),
                 ..EngineConfig::default()
             },

@@ -23,8 +23,7 @@ use crate::clock::{self, Clock};
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::{self, ClaimedRun, Store, Transition, TransitionOutcome};
 use crate::workflows::{
-    DefinitionError, Due, PollPolicy, RetryPolicy, StepContext, StepError, StepOutput, Workflow,
-    WorkflowDef,
+    DefinitionError, Due, RetryPolicy, StepContext, StepError, StepOutput, Workflow, WorkflowDef,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::HashMap;
@@ -44,6 +43,8 @@ pub struct EngineConfig {
     /// Overrides of every workflow's poll interval bounds.
     pub poll_min: Option<Duration>,
     pub poll_max: Option<Duration>,
+    /// Override of every workflow's first retry delay.
+    pub retry_base: Option<Duration>,
     /// How long a graceful stop waits for running steps.
     pub drain: Duration,
 }
@@ -57,6 +58,7 @@ impl Default for EngineConfig {
             idle_max: Duration::from_secs(1),
             poll_min: None,
             poll_max: None,
+            retry_base: None,
             drain: Duration::from_secs(30),
         }
     }
@@ -64,8 +66,8 @@ impl Default for EngineConfig {
 
 struct Registered {
     handler: Arc<dyn Workflow>,
+    /// The definition with the configured overrides applied.
     def: WorkflowDef,
-    poll: PollPolicy,
 }
 
 pub struct Engine {
@@ -102,7 +104,7 @@ impl Engine {
     ) -> Result<Engine, DefinitionError> {
         let mut workflows = HashMap::new();
         for handler in handlers {
-            let def = defs
+            let mut def = defs
                 .iter()
                 .find(|d| d.kind == handler.kind())
                 .cloned()
@@ -119,7 +121,12 @@ impl Engine {
                 poll.max_ms = max.as_millis() as u64;
             }
             poll.max_ms = poll.max_ms.max(poll.min_ms);
-            workflows.insert(handler.kind(), Registered { handler, def, poll });
+            def.poll = poll;
+            if let Some(base) = config.retry_base {
+                def.retry.base_ms = base.as_millis().max(1) as u64;
+                def.retry.max_delay_ms = def.retry.max_delay_ms.max(def.retry.base_ms);
+            }
+            workflows.insert(handler.kind(), Registered { handler, def });
         }
         for def in &defs {
             if !workflows.contains_key(&def.kind) {
@@ -275,7 +282,7 @@ impl Engine {
         let cx = StepContext {
             aws: self.aws.clone(),
             now: self.clock.now(),
-            poll: reg.poll,
+            poll: reg.def.poll,
         };
         let heartbeat = self.clone().heartbeat(claimed.clone());
         let step =

@@ -401,6 +401,7 @@ async fn upload(
         }
         (_, None) => return Err(StepError::terminal("no staging key for this input")),
     };
+    failpoint::hit("training.after_upload").await;
     ctx.input_s3_uri = Some(uri.clone());
     Ok(StepOutput::to(Submitted, ctx.to_value())
         .detail(format!("staged input at {uri}; job name {}", ctx.job_name)))
