@@ -95,7 +95,7 @@ pub(super) async fn request_cancel(
     {
         CancelOutcome::Requested(run) => {
             state.wake.notify_one();
-            Ok(run)
+            Ok(*run)
         }
         CancelOutcome::AlreadyTerminal(s) => Err(ApiError::conflict(format!(
             "the run is already {s}; there is nothing to cancel"

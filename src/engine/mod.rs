@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -272,9 +273,12 @@ impl Engine {
     /// Runs one step of a claimed run and commits its result.
     async fn execute(self: Arc<Self>, claimed: ClaimedRun) {
         let run = &claimed.run;
-        let span =
-            tracing::info_span!("step", run_id = %run.id, kind = %run.kind, state = %run.state);
-        let _enter = span.enter();
+        let span = tracing::info_span!("step", run_id = %run.id, kind = %run.kind, state = %run.state, attempt = run.attempt);
+        self.clone().execute_in_span(claimed).instrument(span).await
+    }
+
+    async fn execute_in_span(self: Arc<Self>, claimed: ClaimedRun) {
+        let run = &claimed.run;
         let Some(reg) = self.workflows.get(&run.kind) else {
             tracing::error!("no workflow registered for this kind");
             return;
@@ -361,7 +365,7 @@ pub fn decide(
         Ok(out) => Transition {
             to: State::Failed,
             context: run.context.clone(),
-            attempt: run.attempt as i64,
+            attempt: run.attempt,
             next_due_at: None,
             record: true,
             detail: None,

@@ -1,1 +1,441 @@
+//! Engine tests on a real SQLite file with a manual clock and an in-memory AWS double.
+//! (The emulator-backed tests in `tests/` cover the same paths through the real SDK.)
 
+use super::*;
+use crate::aws::{AwsError, AwsErrorKind, AwsResult, TrainingJobDescription, TrainingJobSpec};
+use crate::clock::ManualClock;
+use crate::store::NewRun;
+use crate::workflows::training::{
+    InputLimits, TrainingContext, TrainingRequest, TrainingWorkflow, job_name,
+};
+use async_trait::async_trait;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+#[derive(Default)]
+struct FakeAws {
+    jobs: Mutex<HashMap<String, TrainingJobDescription>>,
+    /// Errors returned by the next describe calls, in order.
+    describe_errors: Mutex<VecDeque<AwsError>>,
+    creates: Mutex<u32>,
+}
+
+fn aws_error(kind: AwsErrorKind, code: &str) -> AwsError {
+    AwsError {
+        kind,
+        operation: "DescribeTrainingJob",
+        code: Some(code.into()),
+        message: "emulated".into(),
+    }
+}
+
+#[async_trait]
+impl AwsPort for FakeAws {
+    async fn put_object(&self, _: &str, _: &str, _: Vec<u8>, _: &str) -> AwsResult<()> {
+        Ok(())
+    }
+    async fn upload_file(&self, _: &str, _: &str, _: &Path, _: &str) -> AwsResult<()> {
+        Ok(())
+    }
+    async fn create_training_job(&self, spec: &TrainingJobSpec) -> AwsResult<String> {
+        *self.creates.lock().unwrap() += 1;
+        self.jobs.lock().unwrap().insert(
+            spec.name.clone(),
+            TrainingJobDescription {
+                arn: Some(format!(
+                    "arn:aws:sagemaker:us-east-1:123456789012:training-job/{}",
+                    spec.name
+                )),
+                status: "InProgress".into(),
+                ..Default::default()
+            },
+        );
+        Ok(format!("arn:{}", spec.name))
+    }
+    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<TrainingJobDescription>> {
+        if let Some(e) = self.describe_errors.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        Ok(self.jobs.lock().unwrap().get(name).cloned())
+    }
+    async fn stop_training_job(&self, name: &str) -> AwsResult<()> {
+        if let Some(j) = self.jobs.lock().unwrap().get_mut(name) {
+            j.status = "Stopped".into();
+        }
+        Ok(())
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: Arc<ManualClock>,
+    aws: Arc<FakeAws>,
+    engine: Arc<Engine>,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let aws = Arc::new(FakeAws::default());
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            clock.clone(),
+            aws.clone(),
+            EngineConfig {
+                poll_min: Some(Duration::from_secs(5)),
+                poll_max: Some(Duration::from_secs(60)),
+                ..EngineConfig::default()
+            },
+            vec![Arc::new(TrainingWorkflow)],
+            crate::workflows::load_definitions().unwrap(),
+        )
+        .unwrap(),
+    );
+    Harness {
+        _dir: dir,
+        store,
+        clock,
+        aws,
+        engine,
+    }
+}
+
+impl Harness {
+    async fn submit(&self) -> Uuid {
+        let body = serde_json::json!({
+            "RoleArn": "arn:aws:iam::123456789012:role/R",
+            "Bucket": "bucket",
+            "TrainingImage": "img:1",
+            "inputs": "s3://bucket/in/",
+        });
+        let req = TrainingRequest::parse(
+            body,
+            &InputLimits {
+                data_dir: None,
+                max_inline_csv_bytes: 10,
+            },
+        )
+        .unwrap();
+        let id = Uuid::now_v7();
+        self.store
+            .insert_run(
+                NewRun {
+                    id,
+                    kind: Kind::Training,
+                    state: State::Uploading,
+                    request: serde_json::to_value(req).unwrap(),
+                    context: serde_json::to_value(TrainingContext::new(id)).unwrap(),
+                    resource_name: Some(job_name(id)),
+                    detail: "accepted".into(),
+                },
+                self.clock.now(),
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn run(&self, id: Uuid) -> store::Run {
+        self.store.get_run(id).await.unwrap().unwrap()
+    }
+
+    /// Moves the clock to the run's next due time and runs one tick.
+    async fn step_when_due(&self, id: Uuid) -> Duration {
+        let due = self.run(id).await.next_due_at.expect("not terminal");
+        let wait = (due - self.clock.now()).to_std().unwrap_or_default();
+        self.clock.advance(wait);
+        assert_eq!(self.engine.tick().await.unwrap(), 1);
+        wait
+    }
+}
+
+#[tokio::test]
+async fn a_run_walks_uploading_submitted_polling_done() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await;
+    assert_eq!(h.run(id).await.state, State::Submitted);
+    h.step_when_due(id).await;
+    assert_eq!(h.run(id).await.state, State::Polling);
+    assert_eq!(*h.aws.creates.lock().unwrap(), 1);
+    h.aws
+        .jobs
+        .lock()
+        .unwrap()
+        .get_mut(&job_name(id))
+        .unwrap()
+        .status = "Completed".into();
+    h.step_when_due(id).await;
+    let run = h.run(id).await;
+    assert_eq!(run.state, State::Done);
+    assert_eq!(run.next_due_at, None);
+    assert_eq!(run.lease_owner, None);
+}
+
+#[tokio::test]
+async fn nothing_runs_before_it_is_due() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await; // -> Submitted, due now
+    h.step_when_due(id).await; // -> Polling, due in poll_min
+    assert_eq!(
+        h.engine.tick().await.unwrap(),
+        0,
+        "the first poll waits poll_min"
+    );
+    h.clock.advance(Duration::from_millis(4999));
+    assert_eq!(h.engine.tick().await.unwrap(), 0);
+    h.clock.advance(Duration::from_millis(1));
+    assert_eq!(h.engine.tick().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn poll_intervals_grow_to_the_maximum_while_the_job_runs() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await;
+    h.step_when_due(id).await;
+    let mut waits = vec![];
+    for _ in 0..10 {
+        waits.push(h.step_when_due(id).await);
+    }
+    assert_eq!(waits[0], Duration::from_secs(5));
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+    assert_eq!(*waits.last().unwrap(), Duration::from_secs(60));
+    let run = h.run(id).await;
+    let history = h.store.events(id).await.unwrap();
+    assert_eq!(run.state, State::Polling);
+    assert!(
+        history.len() < 6,
+        "unchanged polls add no history rows: {}",
+        history.len()
+    );
+}
+
+#[tokio::test]
+async fn retryable_errors_back_off_then_fail_the_run_with_the_last_error() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await; // Submitted
+    let max = crate::workflows::load_definitions().unwrap()[0]
+        .retry
+        .max_attempts;
+    for _ in 0..=max {
+        h.aws
+            .describe_errors
+            .lock()
+            .unwrap()
+            .push_back(aws_error(AwsErrorKind::Retryable, "ThrottlingException"));
+    }
+    let mut waits = vec![];
+    for attempt in 1..=max {
+        waits.push(h.step_when_due(id).await);
+        let run = h.run(id).await;
+        assert_eq!((run.state, run.attempt), (State::Submitted, attempt as i64));
+    }
+    h.step_when_due(id).await;
+    let run = h.run(id).await;
+    assert_eq!(run.state, State::Failed);
+    assert!(
+        run.last_error
+            .unwrap()
+            .starts_with(&format!("gave up after {} attempts", max + 1))
+    );
+    let errors = h
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.error.is_some())
+        .count();
+    assert_eq!(errors as u32, max + 1, "every attempt is in the history");
+    assert_eq!(*h.aws.creates.lock().unwrap(), 0);
+    assert!(
+        waits[1..]
+            .iter()
+            .zip(&waits[2..])
+            .filter(|(a, b)| b > a)
+            .count()
+            > 0,
+        "{waits:?}"
+    );
+}
+
+#[tokio::test]
+async fn capacity_errors_wait_longer_than_throttling() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await;
+    h.aws
+        .describe_errors
+        .lock()
+        .unwrap()
+        .push_back(aws_error(AwsErrorKind::Capacity, "ResourceLimitExceeded"));
+    h.step_when_due(id).await;
+    let run = h.run(id).await;
+    let wait = run.next_due_at.unwrap() - h.clock.now();
+    assert_eq!(run.state, State::Submitted);
+    assert!(
+        wait.num_seconds() >= 15,
+        "capacity waits at least half its 30 s base: {wait}"
+    );
+}
+
+#[tokio::test]
+async fn a_terminal_error_fails_at_once() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await;
+    h.aws
+        .describe_errors
+        .lock()
+        .unwrap()
+        .push_back(aws_error(AwsErrorKind::Terminal, "AccessDeniedException"));
+    h.step_when_due(id).await;
+    let run = h.run(id).await;
+    assert_eq!((run.state, run.attempt), (State::Failed, 1));
+}
+
+#[tokio::test]
+async fn a_late_commit_after_a_lease_takeover_is_dropped() {
+    let h = harness().await;
+    let id = h.submit().await;
+    let now = h.clock.now();
+    let a = h
+        .store
+        .claim_due("a", now, clock::add(now, Duration::from_secs(10)), 10)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    assert!(
+        h.store
+            .claim_due("b", now, clock::add(now, Duration::from_secs(10)), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    h.clock.advance(Duration::from_secs(11));
+    let now = h.clock.now();
+    let b = h
+        .store
+        .claim_due("b", now, clock::add(now, Duration::from_secs(10)), 10)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1, "an expired lease is claimed again");
+    let t = Transition {
+        to: State::Submitted,
+        context: a[0].run.context.clone(),
+        attempt: 0,
+        next_due_at: Some(now),
+        record: true,
+        detail: Some("from a".into()),
+        error: None,
+    };
+    assert_eq!(
+        h.store.commit_transition(&a[0], &t, now).await.unwrap(),
+        TransitionOutcome::Lost
+    );
+    assert!(!h.store.renew_lease(&a[0], now).await.unwrap());
+    assert!(matches!(
+        h.store.commit_transition(&b[0], &t, now).await.unwrap(),
+        TransitionOutcome::Committed { .. }
+    ));
+    let history = h.store.events(id).await.unwrap();
+    assert_eq!(history.len(), 2, "only the owner's transition is recorded");
+}
+
+#[tokio::test]
+async fn a_restarted_worker_releases_its_own_leases_and_fences_old_steps() {
+    let h = harness().await;
+    let id = h.submit().await;
+    let now = h.clock.now();
+    let old = h
+        .store
+        .claim_due("local", now, clock::add(now, Duration::from_secs(600)), 10)
+        .await
+        .unwrap();
+    assert_eq!(h.engine.tick().await.unwrap(), 0, "still leased");
+    assert_eq!(h.engine.recover().await.unwrap(), 1);
+    let t = Transition {
+        to: State::Submitted,
+        context: old[0].run.context.clone(),
+        attempt: 0,
+        next_due_at: Some(now),
+        record: false,
+        detail: None,
+        error: None,
+    };
+    assert_eq!(
+        h.store.commit_transition(&old[0], &t, now).await.unwrap(),
+        TransitionOutcome::Lost
+    );
+    assert_eq!(h.engine.tick().await.unwrap(), 1);
+    assert_eq!(h.run(id).await.state, State::Submitted);
+}
+
+#[tokio::test]
+async fn a_cancel_request_makes_a_waiting_run_due_now_and_stops_the_job() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await;
+    h.step_when_due(id).await;
+    assert!(h.run(id).await.next_due_at.unwrap() > h.clock.now());
+    assert!(matches!(
+        h.store
+            .request_cancel(id, h.clock.now(), "test")
+            .await
+            .unwrap(),
+        store::CancelOutcome::Requested(_)
+    ));
+    assert_eq!(h.run(id).await.next_due_at, Some(h.clock.now()));
+    assert_eq!(h.engine.tick().await.unwrap(), 1);
+    assert_eq!(h.run(id).await.state, State::Cancelling);
+    h.step_when_due(id).await; // describe InProgress -> stop
+    h.step_when_due(id).await; // describe Stopped -> Cancelled
+    assert_eq!(h.run(id).await.state, State::Cancelled);
+    assert!(matches!(
+        h.store
+            .request_cancel(id, h.clock.now(), "test")
+            .await
+            .unwrap(),
+        store::CancelOutcome::AlreadyTerminal(State::Cancelled)
+    ));
+}
+
+#[tokio::test]
+async fn an_undeclared_transition_fails_the_run_instead_of_being_committed() {
+    let h = harness().await;
+    let id = h.submit().await;
+    let run = h.run(id).await;
+    let def = &h.engine.workflows[&Kind::Training].def;
+    let out = StepOutput::to(State::Done, run.context.clone());
+    let t = decide(def, &run, Ok(out), h.clock.now());
+    assert_eq!(t.to, State::Failed);
+    assert!(
+        t.error
+            .unwrap()
+            .1
+            .contains("does not declare Uploading -> Done")
+    );
+}
+
+#[test]
+fn retry_delays_grow_exponentially_with_jitter_and_are_capped() {
+    let base = Duration::from_millis(100);
+    let max = Duration::from_secs(2);
+    for attempt in 1..12 {
+        let d = retry_delay(base, max, attempt);
+        let floor = base * 2u32.pow(attempt - 1);
+        assert!(d >= floor.min(max), "attempt {attempt}: {d:?}");
+        assert!(d <= max * 2, "attempt {attempt}: {d:?}");
+    }
+}

@@ -199,7 +199,7 @@ async fn append_event(
 }
 
 pub enum CancelOutcome {
-    Requested(Run),
+    Requested(Box<Run>),
     AlreadyTerminal(State),
     NotFound,
 }
@@ -403,7 +403,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(CancelOutcome::Requested(run_from_row(&row)?))
+        Ok(CancelOutcome::Requested(Box::new(run_from_row(&row)?)))
     }
 
     pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
@@ -420,10 +420,10 @@ impl Store {
 
     /// Finds a run by its id or by the name of its AWS resource (e.g. the training job name).
     pub async fn find_run(&self, id_or_name: &str) -> Result<Option<Run>> {
-        if let Ok(id) = Uuid::parse_str(id_or_name) {
-            if let Some(run) = self.get_run(id).await? {
-                return Ok(Some(run));
-            }
+        if let Ok(id) = Uuid::parse_str(id_or_name)
+            && let Some(run) = self.get_run(id).await?
+        {
+            return Ok(Some(run));
         }
         let row = sqlx::query(concat!(
             "SELECT ",

@@ -88,13 +88,13 @@ impl TrainingRequest {
     /// Parses an untrusted body. Unknown fields are `Malformed`; bad values name their field.
     pub fn parse(body: Value, limits: &InputLimits) -> InputResult<TrainingRequest> {
         let mut f = Fields::new(body, REQUEST_FIELDS)?;
-        if let Some(t) = f.opt_str("type")? {
-            if !matches!(t.as_str(), "training" | "sagemaker-training") {
-                return Err(InputError::invalid(
-                    "type",
-                    format!("{t:?} is not supported on this route; use \"training\""),
-                ));
-            }
+        if let Some(t) = f.opt_str("type")?
+            && !matches!(t.as_str(), "training" | "sagemaker-training")
+        {
+            return Err(InputError::invalid(
+                "type",
+                format!("{t:?} is not supported on this route; use \"training\""),
+            ));
         }
         let role_arn = validate::role_arn("RoleArn", &f.str("RoleArn")?)?;
         let bucket = validate::bucket_name("Bucket", &f.str("Bucket")?)?;
