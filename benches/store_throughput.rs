@@ -1,0 +1,147 @@
+//! Committed transitions per second through the store, under concurrent runs, side by side with
+//! a raw SQLite baseline that uses the same pragmas and one-row IMMEDIATE transactions.
+//!
+//! Run: `cargo bench --bench store_throughput` (options: `-- --runs 64 --transitions 20000`).
+//! The figure that matters is the ratio: both sides run in the same process, on the same disk.
+
+use sagemaker_executor::clock::{self, Clock, SystemClock};
+use sagemaker_executor::model::{Kind, State};
+use sagemaker_executor::store::{NewRun, Store, Transition, TransitionOutcome};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+struct Args {
+    runs: usize,
+    transitions: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { runs: 64, transitions: 20_000 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().and_then(|v| v.parse().ok()).expect("a number");
+        match flag.as_str() {
+            "--runs" => a.runs = value(),
+            "--transitions" => a.transitions = value(),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    a
+}
+
+/// Our store: each transition is a claim (batched per round) plus a guarded commit with a
+/// history row, from `runs` concurrent tasks.
+async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
+    let store = Store::open(&format!("sqlite://{}", dir.join("ours.db").display())).await.unwrap();
+    let clock = SystemClock;
+    for _ in 0..a.runs {
+        let id = uuid::Uuid::now_v7();
+        store
+            .insert_run(
+                NewRun {
+                    id,
+                    kind: Kind::Training,
+                    state: State::Polling,
+                    request: serde_json::json!({}),
+                    context: serde_json::json!({"polls": 0}),
+                    resource_name: Some(format!("job-{}", id.simple())),
+                    detail: "bench".into(),
+                },
+                clock.now(),
+            )
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(store);
+    let start = Instant::now();
+    let mut done = 0;
+    while done < a.transitions {
+        let now = clock.now();
+        let claimed = store
+            .claim_due("bench", now, clock::add(now, Duration::from_secs(60)), a.runs as u32)
+            .await
+            .unwrap();
+        let mut set = JoinSet::new();
+        for c in claimed {
+            let store = store.clone();
+            set.spawn(async move {
+                let now = SystemClock.now();
+                let t = Transition {
+                    to: State::Polling,
+                    context: serde_json::json!({"polls": c.run.version}),
+                    attempt: 0,
+                    next_due_at: Some(now),
+                    record: true,
+                    detail: Some("poll".into()),
+                    error: None,
+                };
+                matches!(store.commit_transition(&c, &t, now).await.unwrap(), TransitionOutcome::Committed { .. })
+            });
+        }
+        while let Some(ok) = set.join_next().await {
+            done += usize::from(ok.unwrap());
+        }
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Raw SQLite with the same pragmas and pool shape: one-row UPDATE transactions begun IMMEDIATE.
+async fn baseline(dir: &std::path::Path, a: &Args) -> f64 {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("raw.db").display()))
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)").execute(&pool).await.unwrap();
+    for i in 0..a.runs as i64 {
+        sqlx::query("INSERT INTO t VALUES (?1, 0)").bind(i).execute(&pool).await.unwrap();
+    }
+    let per_task = a.transitions / a.runs;
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..a.runs as i64 {
+        let pool = pool.clone();
+        set.spawn(async move {
+            for _ in 0..per_task {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                sqlx::query("UPDATE t SET v = v + 1 WHERE id = ?1").bind(i).execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    (per_task * a.runs) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().unwrap();
+    // Warm up the disk and page cache once on each side, then measure.
+    let warm = Args { runs: a.runs, transitions: a.runs * 4 };
+    baseline(&dir.path().join("w1").tap_mkdir(), &warm).await;
+    ours(&dir.path().join("w2").tap_mkdir(), &warm).await;
+    let raw = baseline(&dir.path().join("m1").tap_mkdir(), &a).await;
+    let our = ours(&dir.path().join("m2").tap_mkdir(), &a).await;
+    println!("store_throughput: {} concurrent runs, {} transitions each side", a.runs, a.transitions);
+    println!("  baseline (raw SQLite, one-row IMMEDIATE transactions): {raw:>10.0} commits/s");
+    println!("  store (claim + guarded update + history row):          {our:>10.0} transitions/s");
+    println!("  ratio store/baseline: {:.2}", our / raw);
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}

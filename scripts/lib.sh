@@ -1,0 +1,18 @@
+# Shared by scripts/serve and scripts/test: a local .venv with the pinned emulator.
+ensure_venv() {
+    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; then
+        rm -rf .venv
+        if ! python3 -m venv .venv 2>/dev/null; then
+            rm -rf .venv
+            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+                echo "python3 -m venv is missing; installing Debian's python3-venv" >&2
+                apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+                python3 -m venv .venv
+            else
+                echo "error: python3 -m venv failed; install python3-venv (apt-get install python3-venv)" >&2
+                exit 1
+            fi
+        fi
+    fi
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/emulator/requirements.txt
+}
