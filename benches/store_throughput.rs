@@ -19,7 +19,10 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { runs: 64, transitions: 20_000 };
+    let mut a = Args {
+        runs: 64,
+        transitions: 20_000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().and_then(|v| v.parse().ok()).expect("a number");
@@ -35,7 +38,9 @@ fn args() -> Args {
 /// Our store: each transition is a claim (batched per round) plus a guarded commit with a
 /// history row, from `runs` concurrent tasks.
 async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
-    let store = Store::open(&format!("sqlite://{}", dir.join("ours.db").display())).await.unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.join("ours.db").display()))
+        .await
+        .unwrap();
     let clock = SystemClock;
     for _ in 0..a.runs {
         let id = uuid::Uuid::now_v7();
@@ -61,7 +66,12 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
     while done < a.transitions {
         let now = clock.now();
         let claimed = store
-            .claim_due("bench", now, clock::add(now, Duration::from_secs(60)), a.runs as u32)
+            .claim_due(
+                "bench",
+                now,
+                clock::add(now, Duration::from_secs(60)),
+                a.runs as u32,
+            )
             .await
             .unwrap();
         let mut set = JoinSet::new();
@@ -78,7 +88,10 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
                     detail: Some("poll".into()),
                     error: None,
                 };
-                matches!(store.commit_transition(&c, &t, now).await.unwrap(), TransitionOutcome::Committed { .. })
+                matches!(
+                    store.commit_transition(&c, &t, now).await.unwrap(),
+                    TransitionOutcome::Committed { .. }
+                )
             });
         }
         while let Some(ok) = set.join_next().await {
@@ -90,17 +103,29 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
 
 /// Raw SQLite with the same pragmas and pool shape: one-row UPDATE transactions begun IMMEDIATE.
 async fn baseline(dir: &std::path::Path, a: &Args) -> f64 {
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("raw.db").display()))
-        .unwrap()
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
-    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)").execute(&pool).await.unwrap();
+    let options =
+        SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("raw.db").display()))
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
     for i in 0..a.runs as i64 {
-        sqlx::query("INSERT INTO t VALUES (?1, 0)").bind(i).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (?1, 0)")
+            .bind(i)
+            .execute(&pool)
+            .await
+            .unwrap();
     }
     let per_task = a.transitions / a.runs;
     let start = Instant::now();
@@ -110,7 +135,11 @@ async fn baseline(dir: &std::path::Path, a: &Args) -> f64 {
         set.spawn(async move {
             for _ in 0..per_task {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-                sqlx::query("UPDATE t SET v = v + 1 WHERE id = ?1").bind(i).execute(&mut *tx).await.unwrap();
+                sqlx::query("UPDATE t SET v = v + 1 WHERE id = ?1")
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
             }
         });
@@ -124,12 +153,18 @@ async fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
     // Warm up the disk and page cache once on each side, then measure.
-    let warm = Args { runs: a.runs, transitions: a.runs * 4 };
+    let warm = Args {
+        runs: a.runs,
+        transitions: a.runs * 4,
+    };
     baseline(&dir.path().join("w1").tap_mkdir(), &warm).await;
     ours(&dir.path().join("w2").tap_mkdir(), &warm).await;
     let raw = baseline(&dir.path().join("m1").tap_mkdir(), &a).await;
     let our = ours(&dir.path().join("m2").tap_mkdir(), &a).await;
-    println!("store_throughput: {} concurrent runs, {} transitions each side", a.runs, a.transitions);
+    println!(
+        "store_throughput: {} concurrent runs, {} transitions each side",
+        a.runs, a.transitions
+    );
     println!("  baseline (raw SQLite, one-row IMMEDIATE transactions): {raw:>10.0} commits/s");
     println!("  store (claim + guarded update + history row):          {our:>10.0} transitions/s");
     println!("  ratio store/baseline: {:.2}", our / raw);

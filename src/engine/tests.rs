@@ -304,6 +304,19 @@ async fn a_terminal_error_fails_at_once() {
     assert_eq!((run.state, run.attempt), (State::Failed, 1));
 }
 
+/// A Uploading -> Submitted transition, for store-level fencing checks.
+fn to_submitted(c: &ClaimedRun, now: clock::Timestamp) -> Transition {
+    Transition {
+        to: State::Submitted,
+        context: c.run.context.clone(),
+        attempt: 0,
+        next_due_at: Some(now),
+        record: true,
+        detail: None,
+        error: None,
+    }
+}
+
 #[tokio::test]
 async fn a_late_commit_after_a_lease_takeover_is_dropped() {
     let h = harness().await;
@@ -331,15 +344,7 @@ async fn a_late_commit_after_a_lease_takeover_is_dropped() {
         .await
         .unwrap();
     assert_eq!(b.len(), 1, "an expired lease is claimed again");
-    let t = Transition {
-        to: State::Submitted,
-        context: a[0].run.context.clone(),
-        attempt: 0,
-        next_due_at: Some(now),
-        record: true,
-        detail: Some("from a".into()),
-        error: None,
-    };
+    let t = to_submitted(&a[0], now);
     assert_eq!(
         h.store.commit_transition(&a[0], &t, now).await.unwrap(),
         TransitionOutcome::Lost
@@ -365,15 +370,7 @@ async fn a_restarted_worker_releases_its_own_leases_and_fences_old_steps() {
         .unwrap();
     assert_eq!(h.engine.tick().await.unwrap(), 0, "still leased");
     assert_eq!(h.engine.recover().await.unwrap(), 1);
-    let t = Transition {
-        to: State::Submitted,
-        context: old[0].run.context.clone(),
-        attempt: 0,
-        next_due_at: Some(now),
-        record: false,
-        detail: None,
-        error: None,
-    };
+    let t = to_submitted(&old[0], now);
     assert_eq!(
         h.store.commit_transition(&old[0], &t, now).await.unwrap(),
         TransitionOutcome::Lost
