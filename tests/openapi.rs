@@ -14,7 +14,8 @@ fn committed_openapi_document_is_current() {
 
 #[test]
 fn document_lists_every_surface() {
-    let spec: serde_json::Value = serde_json::from_str(&sagemaker_executor::api::spec_json()).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(&sagemaker_executor::api::spec_json()).unwrap();
     for path in [
         "/api/service/v1/pipelines/training",
         "/api/service/v1/pipelines/training/train",
@@ -32,6 +33,10 @@ fn document_lists_every_surface() {
         assert!(spec["paths"][path].is_object(), "{path} missing");
     }
     let req = &spec["components"]["schemas"]["TrainingRequest"];
-    assert_eq!(req["required"], serde_json::json!(["RoleArn", "Bucket", "TrainingImage"]), "{req}");
+    assert_eq!(
+        req["required"],
+        serde_json::json!(["RoleArn", "Bucket", "TrainingImage"]),
+        "{req}"
+    );
     assert!(req["properties"]["RoleArn"].is_object());
 }

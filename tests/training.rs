@@ -481,21 +481,36 @@ async fn large_local_file_is_staged_as_a_multipart_upload() {
     let proxy = FaultProxy::start(emu.addr).await.unwrap();
     let s = Scratch::new();
     let mut cfg = s.config(proxy.url());
-    cfg.extra_env.push(("EXECUTOR_MULTIPART_THRESHOLD_BYTES".into(), (1024 * 1024).to_string()));
+    cfg.extra_env.push((
+        "EXECUTOR_MULTIPART_THRESHOLD_BYTES".into(),
+        (1024 * 1024).to_string(),
+    ));
     let svc = Service::start(cfg);
     // 9 MiB of CSV rows: above the threshold, so two parts of at most 8 MiB.
     let row = "1,0.123456789,0.987654321,category-a\n";
-    let csv: String = std::iter::once("label,x,y,c\n").chain(std::iter::repeat_n(row, 9 * 1024 * 1024 / row.len())).collect();
+    let csv: String = std::iter::once("label,x,y,c\n")
+        .chain(std::iter::repeat_n(row, 9 * 1024 * 1024 / row.len()))
+        .collect();
     std::fs::write(s.data_dir().join("big.csv"), &csv).unwrap();
     let mut body = training_body(&bucket, "Completed", 0);
     body.as_object_mut().unwrap().remove("inline_csv");
     body["local_dataset_path"] = json!("big.csv");
-    let (code, a) = svc.post("/api/service/v1/pipelines/training/train", &body).await;
+    let (code, a) = svc
+        .post("/api/service/v1/pipelines/training/train", &body)
+        .await;
     assert_eq!(code, 202, "{a}");
     let id = a["id"].as_str().unwrap();
     assert_eq!(svc.wait_terminal(id, WAIT).await["state"], "Done");
-    let staged = emu.get_object(&bucket, &format!("experiments/e1/{id}/input/big.csv")).await.unwrap();
-    assert!(staged == csv, "the staged object is the file, byte for byte ({} vs {} bytes)", staged.len(), csv.len());
+    let staged = emu
+        .get_object(&bucket, &format!("experiments/e1/{id}/input/big.csv"))
+        .await
+        .unwrap();
+    assert!(
+        staged == csv,
+        "the staged object is the file, byte for byte ({} vs {} bytes)",
+        staged.len(),
+        csv.len()
+    );
     assert_eq!(proxy.call_count("S3:CreateMultipartUpload"), 1);
     assert_eq!(proxy.call_count("S3:UploadPart"), 2);
     assert_eq!(proxy.call_count("S3:CompleteMultipartUpload"), 1);
