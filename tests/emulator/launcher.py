@@ -2,11 +2,20 @@
 """Local AWS emulator for sagemaker-executor tests.
 
 Runs moto's server (every service moto knows, S3 included) on 127.0.0.1 and
-patches moto's SageMaker backend so training jobs behave like real ones:
-they start InProgress, advance one step per DescribeTrainingJob, and end in an
-outcome the test picks through reserved hyperparameters.  StopTrainingJob and
-duplicate-name rejection are added as well.  A small control API lives under
-``/_emulator/`` on the same port.
+patches moto's SageMaker backend so that SageMaker resources behave like real
+ones:
+
+* training, transform, processing and AutoML V2 jobs start InProgress, advance
+  one step per Describe call, and end in an outcome the test picks through
+  reserved ``_emulator_*`` knobs; Stop calls and duplicate-name rejection
+  work as in SageMaker;
+* models and endpoint configs reject duplicate names instead of overwriting;
+* endpoints go Creating -> InService (or Failed), Updating -> InService (or
+  rolled back), Deleting -> gone, one step per DescribeEndpoint;
+* InvokeEndpoint answers from a per-endpoint queue the test fills, and
+  records what it received.
+
+A small control API lives under ``/_emulator/`` on the same port.
 
 Usage::
 
@@ -16,21 +25,20 @@ Once the server accepts connections exactly one line is written to stdout:
 ``EMULATOR_READY port=<port>``.  Everything else (rare) goes to stderr.
 
 Layout of this file:
-  * generic lifecycle machinery (``Vocabulary``, ``Plan``, ``Lifecycle``,
-    ``Registry``) that knows nothing about any particular SageMaker resource;
-  * ``TrainingJobPatch``: the per-resource glue for training jobs;
+  * generic machinery that knows nothing about any particular SageMaker
+    resource: ``Vocabulary``, ``Plan``, ``Lifecycle``, ``Registry``, plus
+    ``JobPatch`` (glue shared by all job types) and ``DefinitionPatch``
+    (glue shared by resources without a status);
+  * one ``*Patch`` class per resource: training, transform, processing and
+    AutoML V2 jobs, models, endpoint configs, endpoints, InvokeEndpoint;
   * ``ControlPlane``: WSGI middleware serving ``/_emulator/*``;
   * server start-up / shutdown.
-
-Adding another resource (transform, processing, AutoML V2 jobs, endpoints)
-means writing one more ``*Patch`` class with its own ``Vocabulary`` and a way
-to read knobs (hyperparameters for training jobs; tags or environment for
-resources without hyperparameters), then listing it in ``PATCHES``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import inspect
 import json
@@ -39,8 +47,10 @@ import os
 import signal
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import unquote
 
 # stdout is reserved for the single READY line; anything moto or its
 # dependencies print (moto uses bare print() in a few places) goes to stderr.
@@ -48,8 +58,10 @@ _READY_STREAM = sys.stdout
 sys.stdout = sys.stderr
 
 from werkzeug.serving import make_server  # noqa: E402
+from werkzeug.wrappers import Request  # noqa: E402
 
-from moto.core.responses import EmptyResult  # noqa: E402
+from moto.core.common_types import TYPE_RESPONSE  # noqa: E402
+from moto.core.responses import ActionResult, EmptyResult  # noqa: E402
 from moto.core.utils import utcnow  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
@@ -58,10 +70,17 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from moto.sagemaker.exceptions import (  # noqa: E402
     ResourceInUseException,
+    ResourceNotFound,
     ValidationError,
 )
-from moto.sagemaker.models import FakeTrainingJob, SageMakerModelBackend  # noqa: E402
+from moto.sagemaker.models import (  # noqa: E402
+    FakeEndpoint,
+    FakeEndpointConfig,
+    SageMakerModelBackend,
+    sagemaker_backends,
+)
 from moto.sagemaker.responses import SageMakerResponse  # noqa: E402
+from moto.sagemakerruntime.responses import SageMakerRuntimeResponse  # noqa: E402
 
 READY_PREFIX = "EMULATOR_READY"
 KNOB_PREFIX = "_emulator_"
@@ -99,7 +118,7 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one resource instance will do, decided at create time."""
+    """What one resource instance will do, decided when the operation starts."""
 
     succeed: bool
     polls: int
@@ -107,21 +126,25 @@ class Plan:
     failure_reason: str
 
     @classmethod
-    def from_knobs(cls, knobs: Mapping[str, str], vocab: Vocabulary) -> "Plan":
-        outcome = knobs.get(KNOB_PREFIX + "outcome", vocab.succeeded)
+    def from_knobs(
+        cls,
+        knobs: Mapping[str, str],
+        vocab: Vocabulary,
+        *,
+        outcome_key: str = "outcome",
+        default_reason: str = DEFAULT_FAILURE_REASON,
+    ) -> "Plan":
+        key = KNOB_PREFIX + outcome_key
+        outcome = knobs.get(key, vocab.succeeded)
         if outcome not in (vocab.succeeded, vocab.failed):
-            raise KnobError(
-                f"{KNOB_PREFIX}outcome must be {vocab.succeeded!r} or "
-                f"{vocab.failed!r}, got {outcome!r}"
-            )
+            raise KnobError(f"{key} must be {vocab.succeeded!r} or {vocab.failed!r}, got {outcome!r}")
         return cls(
             succeed=outcome == vocab.succeeded,
             polls=_count_knob(knobs, KNOB_PREFIX + "polls", DEFAULT_POLLS),
             stop_polls=_count_knob(knobs, KNOB_PREFIX + "stop_polls", DEFAULT_STOP_POLLS),
-            # An empty reason is treated as "not given": a Failed resource
-            # always carries a non-empty reason.
-            failure_reason=knobs.get(KNOB_PREFIX + "failure_reason")
-            or DEFAULT_FAILURE_REASON,
+            # An empty reason is treated as "not given": a failure always
+            # carries a non-empty reason.
+            failure_reason=knobs.get(KNOB_PREFIX + "failure_reason") or default_reason,
         )
 
 
@@ -139,11 +162,17 @@ def _count_knob(knobs: Mapping[str, str], key: str, default: int) -> int:
 
 
 def knobs_from(mapping: Mapping[str, Any] | None) -> dict[str, str]:
+    """The ``_emulator_*`` entries of a string map (HyperParameters, Environment)."""
     return {
         str(k): str(v)
         for k, v in (mapping or {}).items()
         if str(k).startswith(KNOB_PREFIX)
     }
+
+
+def knobs_from_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    """The ``_emulator_*`` entries of a SageMaker tag list; a later tag wins."""
+    return knobs_from({tag.get("Key"): tag.get("Value", "") for tag in tags or [] if isinstance(tag, Mapping)})
 
 
 class Lifecycle:
@@ -239,41 +268,54 @@ Key = tuple[str, str, str]  # (account id, region, resource name)
 class Registry:
     """All emulator bookkeeping, guarded by one lock.
 
+    * per-resource records (anything with ``stats()``), by kind and ``Key``;
+    * "books": other state a patch keeps (anything with ``clear()``).
+
     Patched backend methods hold ``lock`` for their whole body, so
     check-then-act sequences on moto's dictionaries are atomic as well.
     """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self._kinds: dict[str, dict[Key, Lifecycle]] = {}
+        self._kinds: dict[str, dict[Key, Any]] = {}
+        self._books: dict[str, Any] = {}
 
     def add_kind(self, kind: str) -> None:
         with self.lock:
             self._kinds.setdefault(kind, {})
 
-    def get(self, kind: str, key: Key) -> Lifecycle | None:
+    def get(self, kind: str, key: Key) -> Any:
         with self.lock:
             return self._kinds[kind].get(key)
 
-    def put(self, kind: str, key: Key, lifecycle: Lifecycle) -> None:
+    def put(self, kind: str, key: Key, record: Any) -> Any:
         with self.lock:
-            self._kinds[kind][key] = lifecycle
+            self._kinds[kind][key] = record
+            return record
+
+    def book(self, name: str, factory: Callable[[], Any]) -> Any:
+        with self.lock:
+            if name not in self._books:
+                self._books[name] = factory()
+            return self._books[name]
 
     def clear(self) -> None:
         with self.lock:
             for records in self._kinds.values():
                 records.clear()
+            for book in self._books.values():
+                book.clear()
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self.lock:
             out: dict[str, dict[str, Any]] = {}
             for kind, records in self._kinds.items():
                 by_name: dict[str, Any] = {}
-                for (account, region, name), lifecycle in records.items():
+                for (account, region, name), record in records.items():
                     # Plain name normally; qualified only if the same name
                     # exists in several accounts/regions.
                     label = name if name not in by_name else f"{account}:{region}:{name}"
-                    by_name[label] = lifecycle.stats()
+                    by_name[label] = record.stats()
                 out[kind] = by_name
             return out
 
@@ -287,13 +329,323 @@ def _bind(original: Callable[..., Any], args: tuple, kwargs: dict) -> inspect.Bo
     return bound
 
 
+def _key(backend: SageMakerModelBackend, name: str) -> Key:
+    return (backend.account_id, backend.region_name, name)
+
+
+def _wrap_backend(method: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Replace ``SageMakerModelBackend.<method>`` with ``make(original)``."""
+    setattr(SageMakerModelBackend, method, make(getattr(SageMakerModelBackend, method, None)))
+
+
+def _add_response_action(action: str, handler: Callable[[SageMakerResponse], Any]) -> None:
+    """Serve a SageMaker action (snake_case name) from ``handler``.
+
+    moto dispatches on method names found on the response class.
+    """
+    handler.__name__ = action
+    setattr(SageMakerResponse, action, handler)
+
+
+class JobPatch:
+    """Glue between one SageMaker job type and ``Lifecycle``.
+
+    A subclass names moto's pieces (the backend dict holding the jobs, the
+    create/describe method names, the attributes holding status and end
+    time) and fills in the hooks; ``install`` then
+
+    * wraps create: a duplicate name raises ``ResourceInUse`` and leaves the
+      existing job untouched; knobs become a ``Plan`` (a bad knob raises
+      ``ValidationException``); the job starts in ``VOCAB.running``;
+    * wraps describe: each call advances the job by one step;
+    * installs Stop (backend method and response handler).
+
+    moto renders Describe from the job object's attributes (snake_case ->
+    PascalCase, None values dropped), so the state is written straight onto
+    those attributes.
+    """
+
+    KIND: str  # key under /_emulator/stats
+    LABEL: str  # "training job", used in error messages
+    VOCAB: Vocabulary
+    STORE: str  # backend attribute: dict of jobs by name
+    NAME_ARG: str  # job name parameter of moto's backend methods
+    CREATE: str  # moto backend method names
+    DESCRIBE: str
+    STOP: str  # backend method and response action installed for Stop
+    STOP_PARAM: str  # request field naming the job in the Stop call
+    STATUS_ATTR: str  # job object attribute holding the status
+    END_TIME_ATTR: str  # ... and the end time
+    # create arguments moto's backend method does not take; they are set on
+    # the job object as attributes (so Describe echoes them)
+    EXTRA_CREATE_ARGS: tuple[str, ...] = ()
+
+    _installed = False
+
+    # ---- hooks -----------------------------------------------------------
+
+    @classmethod
+    def knobs(cls, args: Mapping[str, Any]) -> dict[str, str]:
+        """The knobs found in the create arguments."""
+        raise NotImplementedError
+
+    @classmethod
+    def prepare(cls, args: dict[str, Any]) -> Callable[[Any], None] | None:
+        """Validate or adjust the create arguments before moto sees them.
+
+        May return a function that is run on the new job object (to undo
+        what moto changed)."""
+        return None
+
+    @classmethod
+    def on_create(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        """Resource-specific fields of a freshly created job."""
+
+    @classmethod
+    def on_change(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        """Resource-specific fields after any state change."""
+
+    @classmethod
+    def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        """Resource-specific fields once the job is terminal."""
+
+    @classmethod
+    def not_found(cls, backend: SageMakerModelBackend, name: str) -> Exception:
+        """Error for Stop on an unknown name."""
+        return ValidationError("Requested resource not found.")
+
+    @classmethod
+    def describe_result(cls, result: Any) -> Any:
+        """Adjust what moto's describe returned."""
+        return result
+
+    # ---- machinery -------------------------------------------------------
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        registry.add_kind(cls.KIND)
+
+        def wrap_create(original: Callable[..., Any]) -> Callable[..., Any]:
+            def create(*args: Any, **kwargs: Any) -> Any:
+                extras = {k: kwargs.pop(k) for k in cls.EXTRA_CREATE_ARGS if k in kwargs}
+                bound = _bind(original, args, kwargs)
+                backend: SageMakerModelBackend = bound.arguments["self"]
+                name = bound.arguments[cls.NAME_ARG]
+                key = _key(backend, name)
+                jobs = getattr(backend, cls.STORE)
+                with registry.lock:
+                    existing = jobs.get(name)
+                    if existing is not None:
+                        lifecycle = registry.get(cls.KIND, key)
+                        if lifecycle is None:  # job predates the patch; keep stats honest
+                            lifecycle = registry.put(cls.KIND, key, Lifecycle(cls.VOCAB, Plan.from_knobs({}, cls.VOCAB), creates=0))
+                        lifecycle.duplicate_creates += 1
+                        label = cls.LABEL[0].upper() + cls.LABEL[1:]
+                        article = "an" if cls.LABEL[0] in "aeiouAEIOU" else "a"
+                        raise ResourceInUseException(
+                            f"{label} names must be unique within an AWS account and region, "
+                            f"and {article} {cls.LABEL} with this name already exists ({existing.arn})"
+                        )
+                    try:
+                        knobs = cls.knobs({**bound.arguments, **extras})
+                        plan = Plan.from_knobs(knobs, cls.VOCAB)
+                    except KnobError as err:
+                        raise ValidationError(str(err)) from None
+                    fix_up = cls.prepare(bound.arguments)
+                    result = original(*bound.args, **bound.kwargs)
+                    job = jobs[name]
+                    for attr, value in extras.items():
+                        setattr(job, attr, value)
+                    if fix_up is not None:
+                        fix_up(job)
+                    lifecycle = registry.put(cls.KIND, key, Lifecycle(cls.VOCAB, plan))
+                    cls._reset(job, lifecycle)
+                    return result
+
+            return create
+
+        def wrap_describe(original: Callable[..., Any]) -> Callable[..., Any]:
+            def describe(*args: Any, **kwargs: Any) -> Any:
+                bound = _bind(original, args, kwargs)
+                backend: SageMakerModelBackend = bound.arguments["self"]
+                name = bound.arguments[cls.NAME_ARG]
+                with registry.lock:
+                    job = getattr(backend, cls.STORE).get(name)
+                    if job is not None:
+                        lifecycle = registry.get(cls.KIND, _key(backend, name))
+                        if lifecycle is not None and lifecycle.observe():
+                            cls._apply(job, lifecycle)
+                    # unknown names: moto's own error
+                    return cls.describe_result(original(*bound.args, **bound.kwargs))
+
+            return describe
+
+        def stop(backend: SageMakerModelBackend, name: str) -> None:
+            with registry.lock:
+                job = getattr(backend, cls.STORE).get(name)
+                if job is None:
+                    raise cls.not_found(backend, name)
+                lifecycle = registry.get(cls.KIND, _key(backend, name))
+                if lifecycle is None:
+                    raise ValidationError(cls._rejected(getattr(job, cls.STATUS_ATTR)))
+                try:
+                    changed = lifecycle.request_stop()
+                except NotStoppable as err:
+                    raise ValidationError(cls._rejected(err.status)) from None
+                if changed:
+                    cls._apply(job, lifecycle)
+
+        def stop_response(self: SageMakerResponse) -> EmptyResult:
+            getattr(self.sagemaker_backend, cls.STOP)(self._get_param(cls.STOP_PARAM))
+            return EmptyResult()
+
+        _wrap_backend(cls.CREATE, wrap_create)
+        _wrap_backend(cls.DESCRIBE, wrap_describe)
+        setattr(SageMakerModelBackend, cls.STOP, stop)
+        _add_response_action(cls.STOP, stop_response)
+
+    @classmethod
+    def _rejected(cls, status: str) -> str:
+        return f"The request was rejected because the {cls.LABEL} is in status {status}."
+
+    @classmethod
+    def _reset(cls, job: Any, lifecycle: Lifecycle) -> None:
+        now = utcnow()
+        job.creation_time = job.last_modified_time = now
+        setattr(job, cls.STATUS_ATTR, lifecycle.status)
+        setattr(job, cls.END_TIME_ATTR, None)
+        job.failure_reason = None
+        cls.on_create(job, lifecycle, now)
+
+    @classmethod
+    def _apply(cls, job: Any, lifecycle: Lifecycle) -> None:
+        now = utcnow()
+        job.last_modified_time = now
+        setattr(job, cls.STATUS_ATTR, lifecycle.status)
+        cls.on_change(job, lifecycle, now)
+        if lifecycle.terminal:
+            setattr(job, cls.END_TIME_ATTR, now)
+            if lifecycle.status == cls.VOCAB.failed:
+                job.failure_reason = lifecycle.failure_reason
+            cls.on_finish(job, lifecycle, now)
+
+
+class DefinitionRecord:
+    """Counters for a resource that has no status of its own."""
+
+    def __init__(self) -> None:
+        self.creates = 0
+        self.duplicate_creates = 0
+        self.describes = 0
+        self.deletes = 0
+        self.exists = False
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "creates": self.creates,
+            "duplicate_creates": self.duplicate_creates,
+            "describes": self.describes,
+            "deletes": self.deletes,
+            "exists": self.exists,
+        }
+
+
+class DefinitionPatch:
+    """Glue for resources without a lifecycle (models, endpoint configs).
+
+    moto silently overwrites on a reused name; SageMaker answers
+    ``ValidationException`` "Cannot create already existing <label> ..." and
+    keeps the existing resource.  Creates, describes and deletes are counted.
+    """
+
+    KIND: str
+    LABEL: str  # "model", used in error messages
+    STORE: str  # backend attribute: dict of resources by name
+    NAME_ARG: str  # name parameter of moto's backend methods
+    NAME_PARAM: str  # ... and of the requests
+    CREATE: str  # moto backend (and response) method names
+    DESCRIBE: str
+    DELETE: str
+    ARN_ATTR = "arn"
+
+    _installed = False
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        registry.add_kind(cls.KIND)
+
+        def record_for(key: Key) -> DefinitionRecord:
+            return registry.get(cls.KIND, key) or registry.put(cls.KIND, key, DefinitionRecord())
+
+        def wrap_create(original: Callable[..., Any]) -> Callable[..., Any]:
+            def create(*args: Any, **kwargs: Any) -> Any:
+                bound = _bind(original, args, kwargs)
+                backend = bound.arguments["self"]
+                name = bound.arguments[cls.NAME_ARG]
+                with registry.lock:
+                    existing = getattr(backend, cls.STORE).get(name)
+                    if existing is not None:
+                        record_for(_key(backend, name)).duplicate_creates += 1
+                        arn = getattr(existing, cls.ARN_ATTR)
+                        raise ValidationError(f'Cannot create already existing {cls.LABEL} "{arn}".')
+                    result = original(*bound.args, **bound.kwargs)
+                    record = record_for(_key(backend, name))
+                    record.creates += 1
+                    record.exists = True
+                    return result
+
+            return create
+
+        # Describes are counted where the request arrives: moto's own
+        # CreateEndpoint calls the backend's describe_endpoint_config.
+        original_describe = getattr(SageMakerResponse, cls.DESCRIBE)
+
+        def describe_response(self: SageMakerResponse) -> Any:
+            backend = self.sagemaker_backend
+            name = self._get_param(cls.NAME_PARAM)
+            with registry.lock:
+                record = registry.get(cls.KIND, _key(backend, name))
+                if record is not None and name in getattr(backend, cls.STORE):
+                    record.describes += 1
+            return original_describe(self)
+
+        def wrap_delete(original: Callable[..., Any]) -> Callable[..., Any]:
+            def delete(*args: Any, **kwargs: Any) -> Any:
+                bound = _bind(original, args, kwargs)
+                backend = bound.arguments["self"]
+                name = bound.arguments[cls.NAME_ARG]
+                with registry.lock:
+                    result = original(*bound.args, **bound.kwargs)  # unknown name: moto's error
+                    record = record_for(_key(backend, name))
+                    record.deletes += 1
+                    record.exists = False
+                    return result
+
+            return delete
+
+        _wrap_backend(cls.CREATE, wrap_create)
+        _add_response_action(cls.DESCRIBE, describe_response)
+        _wrap_backend(cls.DELETE, wrap_delete)
+
+
 # --------------------------------------------------------------------------
 # Training jobs
 # --------------------------------------------------------------------------
 
 
-class TrainingJobPatch:
+class TrainingJobPatch(JobPatch):
+    """Knobs: HyperParameters.  Stock moto is Completed at once, has no
+    StopTrainingJob, overwrites duplicates, requires AlgorithmSpecification
+    and injects fake MetricDefinitions into it."""
+
     KIND = "training_jobs"
+    LABEL = "training job"
     VOCAB = Vocabulary(
         running="InProgress",
         progress=("Starting", "Downloading", "Training"),
@@ -302,6 +654,14 @@ class TrainingJobPatch:
         stopping="Stopping",
         stopped="Stopped",
     )
+    STORE = "training_jobs"
+    NAME_ARG = "training_job_name"
+    CREATE = "create_training_job"
+    DESCRIBE = "describe_training_job"
+    STOP = "stop_training_job"
+    STOP_PARAM = "TrainingJobName"
+    STATUS_ATTR = "training_job_status"
+    END_TIME_ATTR = "training_end_time"
     MESSAGES = {
         "Starting": "Launching requested ML instances",
         "Downloading": "Downloading input data",
@@ -312,129 +672,39 @@ class TrainingJobPatch:
         "Stopped": "Training job stopped",
     }
 
-    _installed = False
+    @classmethod
+    def knobs(cls, args: Mapping[str, Any]) -> dict[str, str]:
+        return knobs_from(args["hyper_parameters"])
 
     @classmethod
-    def install(cls, registry: Registry) -> None:
-        if cls._installed:
-            return
-        cls._installed = True
-        registry.add_kind(cls.KIND)
-        original_create = SageMakerModelBackend.create_training_job
-        original_describe = SageMakerModelBackend.describe_training_job
+    def prepare(cls, args: dict[str, Any]) -> Callable[[Any], None]:
+        output = args["output_data_config"] or {}
+        if not output.get("S3OutputPath"):
+            # stock moto dies with a KeyError (HTML 500) here
+            raise ValidationError("OutputDataConfig.S3OutputPath is required.")
+        # stock moto crashes without AlgorithmSpecification and overwrites
+        # its MetricDefinitions; give it a scratch copy and echo back what
+        # the caller sent.
+        sent_algorithm = args["algorithm_specification"]
+        args["algorithm_specification"] = copy.deepcopy(sent_algorithm or {})
 
-        def create_training_job(*args: Any, **kwargs: Any) -> FakeTrainingJob:
-            bound = _bind(original_create, args, kwargs)
-            backend: SageMakerModelBackend = bound.arguments["self"]
-            name = bound.arguments["training_job_name"]
-            key = (backend.account_id, backend.region_name, name)
-            with registry.lock:
-                existing = backend.training_jobs.get(name)
-                if existing is not None:
-                    lifecycle = registry.get(cls.KIND, key)
-                    if lifecycle is None:  # job predates the patch; keep stats honest
-                        lifecycle = Lifecycle(cls.VOCAB, Plan.from_knobs({}, cls.VOCAB), creates=0)
-                        registry.put(cls.KIND, key, lifecycle)
-                    lifecycle.duplicate_creates += 1
-                    raise ResourceInUseException(
-                        "Training job names must be unique within an AWS account and "
-                        f"region, and a training job with this name already exists "
-                        f"({existing.arn})"
-                    )
-                try:
-                    plan = Plan.from_knobs(knobs_from(bound.arguments["hyper_parameters"]), cls.VOCAB)
-                except KnobError as err:
-                    raise ValidationError(str(err)) from None
-                output = bound.arguments["output_data_config"] or {}
-                if not output.get("S3OutputPath"):
-                    # stock moto dies with a KeyError (HTML 500) here
-                    raise ValidationError("OutputDataConfig.S3OutputPath is required.")
-                # stock moto crashes without AlgorithmSpecification and
-                # overwrites its MetricDefinitions; give it a scratch copy and
-                # echo back what the caller sent.
-                sent_algorithm = bound.arguments["algorithm_specification"]
-                bound.arguments["algorithm_specification"] = copy.deepcopy(sent_algorithm or {})
-                job = original_create(*bound.args, **bound.kwargs)
-                job.algorithm_specification = sent_algorithm
-                lifecycle = Lifecycle(cls.VOCAB, plan)
-                registry.put(cls.KIND, key, lifecycle)
-                cls._reset_job(job, lifecycle)
-                return job
+        def echo_algorithm(job: Any) -> None:
+            job.algorithm_specification = sent_algorithm
 
-        def describe_training_job(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            bound = _bind(original_describe, args, kwargs)
-            backend: SageMakerModelBackend = bound.arguments["self"]
-            name = bound.arguments["training_job_name"]
-            with registry.lock:
-                job = backend.training_jobs.get(name)
-                if job is not None:
-                    lifecycle = registry.get(cls.KIND, (backend.account_id, backend.region_name, name))
-                    if lifecycle is not None and lifecycle.observe():
-                        cls._apply(job, lifecycle)
-                # unknown names: moto's own ValidationException "Could not find training job ..."
-                return original_describe(*bound.args, **bound.kwargs)
-
-        def stop_training_job(backend: SageMakerModelBackend, training_job_name: str) -> None:
-            with registry.lock:
-                job = backend.training_jobs.get(training_job_name)
-                if job is None:
-                    raise ValidationError("Requested resource not found.")
-                key = (backend.account_id, backend.region_name, training_job_name)
-                lifecycle = registry.get(cls.KIND, key)
-                if lifecycle is None:
-                    raise ValidationError(
-                        "The request was rejected because the training job is in "
-                        f"status {job.training_job_status}."
-                    )
-                try:
-                    changed = lifecycle.request_stop()
-                except NotStoppable as err:
-                    raise ValidationError(
-                        "The request was rejected because the training job is in "
-                        f"status {err.status}."
-                    ) from None
-                if changed:
-                    cls._apply(job, lifecycle)
-
-        def stop_training_job_response(self: SageMakerResponse) -> EmptyResult:
-            self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
-            return EmptyResult()
-
-        SageMakerModelBackend.create_training_job = create_training_job  # type: ignore[method-assign]
-        SageMakerModelBackend.describe_training_job = describe_training_job  # type: ignore[method-assign]
-        SageMakerModelBackend.stop_training_job = stop_training_job  # type: ignore[attr-defined]
-        # moto dispatches on method names found on the response class
-        stop_training_job_response.__name__ = "stop_training_job"
-        SageMakerResponse.stop_training_job = stop_training_job_response  # type: ignore[attr-defined]
-
-    # moto renders DescribeTrainingJob from the FakeTrainingJob's attributes
-    # (snake_case -> PascalCase, None values dropped), so the state is
-    # written straight onto those attributes.
+        return echo_algorithm
 
     @classmethod
-    def _reset_job(cls, job: FakeTrainingJob, lifecycle: Lifecycle) -> None:
-        now = utcnow()
-        job.training_job_status = lifecycle.status
+    def on_create(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         job.secondary_status = lifecycle.secondary
-        job.creation_time = job.last_modified_time = now
         job.training_start_time = None
-        job.training_end_time = None
         job.model_artifacts = None
         job.final_metric_data_list = None
-        job.failure_reason = None
         job.secondary_status_transitions = [
-            {
-                "Status": lifecycle.secondary,
-                "StartTime": now,
-                "StatusMessage": cls.MESSAGES[lifecycle.secondary],
-            }
+            {"Status": lifecycle.secondary, "StartTime": now, "StatusMessage": cls.MESSAGES[lifecycle.secondary]}
         ]
 
     @classmethod
-    def _apply(cls, job: FakeTrainingJob, lifecycle: Lifecycle) -> None:
-        now = utcnow()
-        job.last_modified_time = now
-        job.training_job_status = lifecycle.status
+    def on_change(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         if job.secondary_status != lifecycle.secondary:
             transitions = job.secondary_status_transitions
             if transitions and "EndTime" not in transitions[-1]:
@@ -449,20 +719,713 @@ class TrainingJobPatch:
             job.secondary_status = lifecycle.secondary
         if job.training_start_time is None and lifecycle.secondary != "Starting":
             job.training_start_time = now
-        if lifecycle.terminal:
-            job.training_end_time = now
-            if job.secondary_status_transitions:
-                job.secondary_status_transitions[-1].setdefault("EndTime", now)
-            if lifecycle.status == cls.VOCAB.succeeded:
-                prefix = job.output_data_config["S3OutputPath"].rstrip("/")
-                job.model_artifacts = {
-                    "S3ModelArtifacts": f"{prefix}/{job.training_job_name}/output/model.tar.gz"
+
+    @classmethod
+    def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        if job.secondary_status_transitions:
+            job.secondary_status_transitions[-1].setdefault("EndTime", now)
+        if lifecycle.status == cls.VOCAB.succeeded:
+            prefix = job.output_data_config["S3OutputPath"].rstrip("/")
+            job.model_artifacts = {"S3ModelArtifacts": f"{prefix}/{job.training_job_name}/output/model.tar.gz"}
+            job.final_metric_data_list = [{"MetricName": "train:progress", "Value": 100.0, "Timestamp": now}]
+
+
+# --------------------------------------------------------------------------
+# Transform jobs
+# --------------------------------------------------------------------------
+
+
+class TransformJobPatch(JobPatch):
+    """Knobs: Environment, then Tags (a tag wins).  Stock moto is Completed
+    at once, has no StopTransformJob and overwrites duplicates."""
+
+    KIND = "transform_jobs"
+    LABEL = "transform job"
+    VOCAB = Vocabulary(
+        running="InProgress",
+        progress=(),
+        succeeded="Completed",
+        failed="Failed",
+        stopping="Stopping",
+        stopped="Stopped",
+    )
+    STORE = "transform_jobs"
+    NAME_ARG = "transform_job_name"
+    CREATE = "create_transform_job"
+    DESCRIBE = "describe_transform_job"
+    STOP = "stop_transform_job"
+    STOP_PARAM = "TransformJobName"
+    STATUS_ATTR = "transform_job_status"
+    END_TIME_ATTR = "transform_end_time"
+
+    @classmethod
+    def knobs(cls, args: Mapping[str, Any]) -> dict[str, str]:
+        return {**knobs_from(args["environment"]), **knobs_from_tags(args["tags"])}
+
+    @classmethod
+    def on_create(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        job.transform_start_time = now
+        # moto fills these with "" (SageMaker leaves them out)
+        job.labeling_job_arn = None
+        job.auto_ml_job_arn = None
+
+
+# --------------------------------------------------------------------------
+# Processing jobs
+# --------------------------------------------------------------------------
+
+
+class ProcessingJobPatch(JobPatch):
+    """Knobs: Environment, then Tags (a tag wins).  Stock moto is Completed
+    at once, overwrites duplicates, drops Environment and
+    ProcessingResources, and its StopProcessingJob jumps straight to Stopped
+    (even for a finished job)."""
+
+    KIND = "processing_jobs"
+    LABEL = "processing job"
+    VOCAB = TransformJobPatch.VOCAB
+    STORE = "processing_jobs"
+    NAME_ARG = "processing_job_name"
+    CREATE = "create_processing_job"
+    DESCRIBE = "describe_processing_job"
+    STOP = "stop_processing_job"
+    STOP_PARAM = "ProcessingJobName"
+    STATUS_ATTR = "processing_job_status"
+    END_TIME_ATTR = "processing_end_time"
+    EXTRA_CREATE_ARGS = ("environment", "processing_resources")
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        super().install(registry)
+
+        # moto's handler does not pass Environment and ProcessingResources on
+        def create_processing_job(self: SageMakerResponse) -> ActionResult:
+            job = self.sagemaker_backend.create_processing_job(
+                app_specification=self._get_param("AppSpecification"),
+                experiment_config=self._get_param("ExperimentConfig"),
+                network_config=self._get_param("NetworkConfig"),
+                processing_inputs=self._get_param("ProcessingInputs"),
+                processing_job_name=self._get_param("ProcessingJobName"),
+                processing_output_config=self._get_param("ProcessingOutputConfig"),
+                role_arn=self._get_param("RoleArn"),
+                stopping_condition=self._get_param("StoppingCondition"),
+                tags=self._get_param("Tags"),
+                environment=self._get_param("Environment"),
+                processing_resources=self._get_param("ProcessingResources"),
+            )
+            return ActionResult({"ProcessingJobArn": job.arn})
+
+        _add_response_action("create_processing_job", create_processing_job)
+
+    @classmethod
+    def knobs(cls, args: Mapping[str, Any]) -> dict[str, str]:
+        return {**knobs_from(args.get("environment")), **knobs_from_tags(args["tags"])}
+
+    @classmethod
+    def on_create(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        job.processing_start_time = now
+        job.exit_message = None
+
+    @classmethod
+    def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        if lifecycle.status == cls.VOCAB.failed:
+            job.exit_message = lifecycle.failure_reason
+
+
+# --------------------------------------------------------------------------
+# AutoML V2 jobs
+# --------------------------------------------------------------------------
+
+
+class AutoMLJobPatch(JobPatch):
+    """Knobs: Tags.  Stock moto stays InProgress forever with a canned
+    BestCandidate, stops at once, dies (HTML 500) when CompletionCriteria or
+    a tabular ProblemType is left out, and invents a ModelDeployConfig."""
+
+    KIND = "automl_jobs"
+    LABEL = "AutoML job"
+    VOCAB = Vocabulary(
+        running="InProgress",
+        progress=("Starting", "AnalyzingData", "FeatureEngineering", "ModelTuning"),
+        succeeded="Completed",
+        failed="Failed",
+        stopping="Stopping",
+        stopped="Stopped",
+    )
+    STORE = "auto_ml_jobs"
+    NAME_ARG = "auto_ml_job_name"
+    CREATE = "create_auto_ml_job_v2"
+    DESCRIBE = "describe_auto_ml_job_v2"
+    STOP = "stop_auto_ml_job"
+    STOP_PARAM = "AutoMLJobName"
+    STATUS_ATTR = "auto_ml_job_status"
+    END_TIME_ATTR = "end_time"
+    PROBLEM_TYPES = (
+        "TabularJobConfig",
+        "TimeSeriesForecastingJobConfig",
+        "ImageClassificationJobConfig",
+        "TextClassificationJobConfig",
+        "TextGenerationJobConfig",
+    )
+    MINIMIZED_METRICS = {"MSE", "RMSE", "MAE", "LogLoss", "AverageWeightedQuantileLoss", "MAPE", "MASE", "WAPE"}
+
+    @classmethod
+    def knobs(cls, args: Mapping[str, Any]) -> dict[str, str]:
+        return knobs_from_tags(args["tags"])
+
+    @classmethod
+    def prepare(cls, args: dict[str, Any]) -> Callable[[Any], None]:
+        sent_problem = args["auto_ml_problem_type_config"] or {}
+        kinds = [kind for kind in sent_problem if kind in cls.PROBLEM_TYPES]
+        if len(kinds) != 1:
+            raise ValidationError(f"AutoMLProblemTypeConfig must contain exactly one of {', '.join(cls.PROBLEM_TYPES)}.")
+        if not (args["output_data_config"] or {}).get("S3OutputPath"):
+            raise ValidationError("OutputDataConfig.S3OutputPath is required.")
+        # moto needs fields SageMaker treats as optional; give it a scratch
+        # copy that has them and echo back what the caller sent.
+        scratch = copy.deepcopy(sent_problem)
+        config = scratch[kinds[0]]
+        config.setdefault("CompletionCriteria", {})
+        if kinds[0] == "TabularJobConfig":
+            config.setdefault("ProblemType", None)  # SageMaker infers it
+        args["auto_ml_problem_type_config"] = scratch
+        sent_deploy = args["model_deploy_config"]
+
+        def echo_config(job: Any) -> None:
+            job.auto_ml_problem_type_config = sent_problem
+            job.model_deploy_config = sent_deploy
+            job.model_deploy_result = None  # no endpoint gets deployed
+
+        return echo_config
+
+    @classmethod
+    def not_found(cls, backend: SageMakerModelBackend, name: str) -> Exception:
+        return ResourceNotFound(f"Could not find AutoML job with name {name}.")  # moto's wording
+
+    @classmethod
+    def describe_result(cls, result: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in result.items() if v is not None}
+
+    @classmethod
+    def on_create(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        job.auto_ml_job_secondary_status = lifecycle.secondary
+        job.best_candidate = None
+        job.auto_ml_job_artifacts = None
+        job.partial_failure_reasons = None
+
+    @classmethod
+    def on_change(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        job.auto_ml_job_secondary_status = lifecycle.secondary
+
+    @classmethod
+    def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        if lifecycle.status != cls.VOCAB.succeeded:
+            return
+        name = job.auto_ml_job_name
+        prefix = f"{job.output_data_config['S3OutputPath'].rstrip('/')}/{name}"
+        candidate = f"{name}-trial-1-emulated"
+        registry_host = f"{job.account_id}.dkr.ecr.{job.region_name}.amazonaws.com"
+        metric = (job.auto_ml_job_objective or {}).get("MetricName") or "Accuracy"
+        minimize = metric in cls.MINIMIZED_METRICS
+        job.best_candidate = {
+            "CandidateName": candidate,
+            "FinalAutoMLJobObjectiveMetric": {
+                "Type": "Minimize" if minimize else "Maximize",
+                "MetricName": metric,
+                "Value": 0.1 if minimize else 0.9,
+            },
+            "ObjectiveStatus": "Succeeded",
+            "CandidateSteps": [
+                {
+                    "CandidateStepType": "AWS::SageMaker::TrainingJob",
+                    "CandidateStepArn": f"arn:aws:sagemaker:{job.region_name}:{job.account_id}:training-job/{candidate}",
+                    "CandidateStepName": candidate,
                 }
-                job.final_metric_data_list = [
-                    {"MetricName": "train:progress", "Value": 100.0, "Timestamp": now}
-                ]
-            elif lifecycle.status == cls.VOCAB.failed:
-                job.failure_reason = lifecycle.failure_reason
+            ],
+            "CandidateStatus": "Completed",
+            "InferenceContainers": [
+                {
+                    "Image": f"{registry_host}/emulated-automl-preprocessing:1",
+                    "ModelDataUrl": f"{prefix}/data-processor-models/{name}-dpp0/output/model.tar.gz",
+                    "Environment": {"AUTOML_TRANSFORM_MODE": "feature-transform"},
+                },
+                {
+                    "Image": f"{registry_host}/emulated-automl-algorithm:1",
+                    "ModelDataUrl": f"{prefix}/tuning/{candidate}/output/model.tar.gz",
+                    "Environment": {"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"},
+                },
+            ],
+            "CreationTime": job.creation_time,
+            "EndTime": now,
+            "LastModifiedTime": now,
+        }
+        notebooks = f"{prefix}/sagemaker-automl-candidates/notebooks"
+        job.auto_ml_job_artifacts = {
+            "CandidateDefinitionNotebookLocation": f"{notebooks}/SageMakerAutopilotCandidateDefinitionNotebook.ipynb",
+            "DataExplorationNotebookLocation": f"{notebooks}/SageMakerAutopilotDataExplorationNotebook.ipynb",
+        }
+
+
+# --------------------------------------------------------------------------
+# Models and endpoint configs
+# --------------------------------------------------------------------------
+
+
+class ModelPatch(DefinitionPatch):
+    KIND = "models"
+    LABEL = "model"
+    STORE = "_models"
+    NAME_ARG = "model_name"
+    NAME_PARAM = "ModelName"
+    CREATE = "create_model"
+    DESCRIBE = "describe_model"
+    DELETE = "delete_model"
+
+
+class EndpointConfigPatch(DefinitionPatch):
+    KIND = "endpoint_configs"
+    LABEL = "endpoint configuration"
+    STORE = "endpoint_configs"
+    NAME_ARG = "endpoint_config_name"
+    NAME_PARAM = "EndpointConfigName"
+    CREATE = "create_endpoint_config"
+    DESCRIBE = "describe_endpoint_config"
+    DELETE = "delete_endpoint_config"
+    ARN_ATTR = "endpoint_config_arn"
+
+
+# --------------------------------------------------------------------------
+# Endpoints
+# --------------------------------------------------------------------------
+
+
+class EndpointRecord:
+    """Counters for one endpoint plus the operation in flight.
+
+    CreateEndpoint, UpdateEndpoint and DeleteEndpoint each start an
+    *operation*: a ``Lifecycle`` whose running status (Creating, Updating,
+    Deleting) shows for ``polls`` describes.  The describe after that *lands*
+    it: ``land`` shapes the endpoint and returns the status it now shows.
+    """
+
+    def __init__(self) -> None:
+        self.creates = 0
+        self.duplicate_creates = 0
+        self.describes = 0
+        self.updates = 0
+        self.deletes = 0
+        self.invocations = 0
+        self.status = ""
+        self.operation: Lifecycle | None = None
+        self._land: Callable[[Lifecycle], str] | None = None
+
+    def begin(self, operation: Lifecycle, land: Callable[[Lifecycle], str]) -> None:
+        self.operation, self._land = operation, land
+        self.status = operation.status
+
+    def observe(self) -> None:
+        self.describes += 1
+        operation = self.operation
+        if operation is None or operation.terminal:
+            return
+        if operation.observe() and operation.terminal:
+            assert self._land is not None
+            self.status = self._land(operation)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "creates": self.creates,
+            "duplicate_creates": self.duplicate_creates,
+            "describes": self.describes,
+            "updates": self.updates,
+            "deletes": self.deletes,
+            "invocations": self.invocations,
+            "status": self.status,
+        }
+
+
+class EndpointPatch:
+    """Knobs: the endpoint's tags, read when an operation starts (Tags on
+    CreateEndpoint, or AddTags before UpdateEndpoint).  Stock moto is
+    InService at once, deletes at once, overwrites duplicates and has no
+    UpdateEndpoint."""
+
+    KIND = "endpoints"
+    CREATE_VOCAB = Vocabulary(running="Creating", progress=(), succeeded="InService", failed="Failed")
+    # "RolledBack" is only a knob value: a rolled back endpoint is InService
+    # again, on its old endpoint config, with a FailureReason.
+    UPDATE_VOCAB = Vocabulary(running="Updating", progress=(), succeeded="InService", failed="RolledBack")
+    DELETE_VOCAB = Vocabulary(running="Deleting", progress=(), succeeded="Deleted", failed="Deleted")
+    DELETE_PLAN = Plan(succeed=True, polls=1, stop_polls=0, failure_reason="")
+    CREATE_FAILURE = "The primary container did not pass the ping health check (emulated failure)."
+    UPDATE_FAILURE = (
+        "Endpoint update failed (emulated failure); the endpoint was rolled back "
+        "to its previous endpoint configuration."
+    )
+    IN_PROGRESS = ("Creating", "Updating", "Deleting")
+
+    _installed = False
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        registry.add_kind(cls.KIND)
+
+        def wrap_create(original: Callable[..., Any]) -> Callable[..., Any]:
+            def create_endpoint(*args: Any, **kwargs: Any) -> FakeEndpoint:
+                bound = _bind(original, args, kwargs)
+                backend: SageMakerModelBackend = bound.arguments["self"]
+                name = bound.arguments["endpoint_name"]
+                key = _key(backend, name)
+                with registry.lock:
+                    record = registry.get(cls.KIND, key)
+                    existing = backend.endpoints.get(name)
+                    if existing is not None:
+                        if record is None:  # endpoint predates the patch
+                            record = registry.put(cls.KIND, key, EndpointRecord())
+                            record.status = existing.endpoint_status
+                        record.duplicate_creates += 1
+                        raise ValidationError(f'Cannot create already existing endpoint "{existing.arn}".')
+                    try:
+                        knobs = knobs_from_tags(bound.arguments["tags"])
+                        plan = Plan.from_knobs(knobs, cls.CREATE_VOCAB, default_reason=cls.CREATE_FAILURE)
+                    except KnobError as err:
+                        raise ValidationError(str(err)) from None
+                    endpoint = original(*bound.args, **bound.kwargs)  # unknown config: moto's error
+                    record = record or registry.put(cls.KIND, key, EndpointRecord())
+                    record.creates += 1
+                    variants = endpoint.production_variants
+                    endpoint.production_variants = None  # shown once InService
+                    endpoint.data_capture_config = endpoint.data_capture_config or None
+                    endpoint.failure_reason = None
+                    endpoint.pending_deployment_summary = None
+                    cls._show(endpoint, "Creating")
+                    record.begin(
+                        Lifecycle(cls.CREATE_VOCAB, plan),
+                        lambda operation: cls._land_create(endpoint, operation, variants),
+                    )
+                    return endpoint
+
+            return create_endpoint
+
+        def wrap_describe(original: Callable[..., Any]) -> Callable[..., Any]:
+            def describe_endpoint(*args: Any, **kwargs: Any) -> dict[str, Any]:
+                bound = _bind(original, args, kwargs)
+                backend: SageMakerModelBackend = bound.arguments["self"]
+                name = bound.arguments["endpoint_name"]
+                with registry.lock:
+                    record = registry.get(cls.KIND, _key(backend, name))
+                    if record is not None and name in backend.endpoints:
+                        record.observe()
+                    # unknown (or now deleted): moto's "Could not find endpoint ..."
+                    return original(*bound.args, **bound.kwargs)
+
+            return describe_endpoint
+
+        def update_endpoint(backend: SageMakerModelBackend, endpoint_name: str, endpoint_config_name: str) -> FakeEndpoint:
+            with registry.lock:
+                endpoint = backend.endpoints.get(endpoint_name)
+                if endpoint is None:
+                    arn = FakeEndpoint.arn_formatter(endpoint_name, backend.account_id, backend.region_name)
+                    raise ValidationError(f"Could not find endpoint '{arn}'.")
+                status = endpoint.endpoint_status
+                if status != "InService":
+                    state = "in-progress" if status in cls.IN_PROGRESS else status.lower()
+                    raise ValidationError(f'Cannot update {state} endpoint "{endpoint.arn}".')
+                config = backend.endpoint_configs.get(endpoint_config_name)
+                if config is None:
+                    arn = FakeEndpointConfig.arn_formatter(endpoint_config_name, backend.account_id, backend.region_name)
+                    raise ValidationError(f"Could not find endpoint configuration '{arn}'.")
+                try:
+                    plan = Plan.from_knobs(
+                        knobs_from_tags(endpoint.tags),
+                        cls.UPDATE_VOCAB,
+                        outcome_key="update_outcome",
+                        default_reason=cls.UPDATE_FAILURE,
+                    )
+                except KnobError as err:
+                    raise ValidationError(str(err)) from None
+                key = _key(backend, endpoint_name)
+                record = registry.get(cls.KIND, key) or registry.put(cls.KIND, key, EndpointRecord())
+                record.updates += 1
+                new_variants = endpoint._process_production_variants(config.production_variants)
+                endpoint.pending_deployment_summary = {
+                    "EndpointConfigName": endpoint_config_name,
+                    "ProductionVariants": [cls._pending_variant(v) for v in config.production_variants],
+                    "StartTime": utcnow(),
+                }
+                cls._show(endpoint, "Updating")
+                record.begin(
+                    Lifecycle(cls.UPDATE_VOCAB, plan),
+                    lambda operation: cls._land_update(endpoint, operation, endpoint_config_name, new_variants),
+                )
+                return endpoint
+
+        def update_endpoint_response(self: SageMakerResponse) -> ActionResult:
+            endpoint = self.sagemaker_backend.update_endpoint(
+                self._get_param("EndpointName"), self._get_param("EndpointConfigName")
+            )
+            return ActionResult({"EndpointArn": endpoint.arn})
+
+        def wrap_delete(original: Callable[..., Any]) -> Callable[..., Any]:
+            def delete_endpoint(*args: Any, **kwargs: Any) -> None:
+                bound = _bind(original, args, kwargs)
+                backend: SageMakerModelBackend = bound.arguments["self"]
+                name = bound.arguments["endpoint_name"]
+                with registry.lock:
+                    endpoint = backend.endpoints.get(name)
+                    record = registry.get(cls.KIND, _key(backend, name))
+                    if endpoint is None or record is None:
+                        # unknown: moto's error; predates the patch: gone at once
+                        return original(*bound.args, **bound.kwargs)
+                    record.deletes += 1
+                    if endpoint.endpoint_status == "Deleting":
+                        return None  # already on its way out
+                    endpoint.pending_deployment_summary = None
+                    cls._show(endpoint, "Deleting")
+                    record.begin(
+                        Lifecycle(cls.DELETE_VOCAB, cls.DELETE_PLAN),
+                        lambda operation: cls._land_delete(backend, name),
+                    )
+                    return None
+
+            return delete_endpoint
+
+        _wrap_backend("create_endpoint", wrap_create)
+        _wrap_backend("describe_endpoint", wrap_describe)
+        _wrap_backend("delete_endpoint", wrap_delete)
+        SageMakerModelBackend.update_endpoint = update_endpoint  # type: ignore[attr-defined]
+        _add_response_action("update_endpoint", update_endpoint_response)
+
+    @staticmethod
+    def _show(endpoint: FakeEndpoint, status: str) -> None:
+        endpoint.endpoint_status = status
+        endpoint.last_modified_time = utcnow()
+
+    @staticmethod
+    def _pending_variant(variant: Mapping[str, Any]) -> dict[str, Any]:
+        fields = {"InstanceType": "InstanceType", "InitialInstanceCount": "DesiredInstanceCount", "InitialVariantWeight": "DesiredWeight"}
+        summary = {"VariantName": variant["VariantName"]}
+        summary.update({out: variant[src] for src, out in fields.items() if variant.get(src) is not None})
+        return summary
+
+    @classmethod
+    def _land_create(cls, endpoint: FakeEndpoint, operation: Lifecycle, variants: list[dict[str, Any]]) -> str:
+        if operation.status == "InService":
+            endpoint.production_variants = variants
+        else:
+            endpoint.failure_reason = operation.failure_reason
+        cls._show(endpoint, operation.status)
+        return operation.status
+
+    @classmethod
+    def _land_update(cls, endpoint: FakeEndpoint, operation: Lifecycle, config_name: str, variants: list[dict[str, Any]]) -> str:
+        endpoint.pending_deployment_summary = None
+        if operation.status == "InService":
+            endpoint.endpoint_config_name = config_name
+            endpoint.production_variants = variants
+            endpoint.failure_reason = None
+        else:  # rolled back: old config stays live
+            endpoint.failure_reason = operation.failure_reason
+        cls._show(endpoint, "InService")
+        return "InService"
+
+    @staticmethod
+    def _land_delete(backend: SageMakerModelBackend, name: str) -> str:
+        backend.endpoints.pop(name, None)
+        return "Deleted"
+
+
+# --------------------------------------------------------------------------
+# InvokeEndpoint (sagemaker-runtime)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One queued InvokeEndpoint answer."""
+
+    body: str
+    content_type: str
+    error_status: int | None = None  # set: fail with ModelError instead
+    error_message: str = ""
+
+    @classmethod
+    def parse(cls, payload: Any) -> tuple[str, "Answer"]:
+        """(endpoint name, answer) from a POST /_emulator/invoke-results body."""
+        if not isinstance(payload, dict):
+            raise ValueError("body must be a JSON object")
+        endpoint = payload.get("endpoint")
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ValueError("'endpoint' must be a non-empty string")
+        body = payload.get("body", "")
+        content_type = payload.get("content_type", "application/json")
+        if not isinstance(body, str) or not isinstance(content_type, str):
+            raise ValueError("'body' and 'content_type' must be strings")
+        model_error = payload.get("model_error")
+        if model_error is None:
+            return endpoint, cls(body, content_type)
+        if not isinstance(model_error, dict):
+            raise ValueError("'model_error' must be null or an object")
+        status = model_error.get("status", 500)
+        message = model_error.get("message", "")
+        if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+            raise ValueError("'model_error.status' must be an integer from 400 to 599")
+        if not isinstance(message, str):
+            raise ValueError("'model_error.message' must be a string")
+        return endpoint, cls(body, content_type, status, message)
+
+
+class InvocationBook:
+    """Queued answers and received requests, per endpoint name.
+
+    Keyed by endpoint name only (any account/region).  Callers hold the
+    registry lock.
+    """
+
+    KEEP = 100  # received requests kept per endpoint
+
+    def __init__(self) -> None:
+        self._answers: dict[str, deque[Answer]] = {}
+        self._received: dict[str, deque[dict[str, Any]]] = {}
+
+    def queue(self, endpoint: str, answer: Answer) -> int:
+        answers = self._answers.setdefault(endpoint, deque())
+        answers.append(answer)
+        return len(answers)
+
+    def next_answer(self, endpoint: str) -> Answer | None:
+        answers = self._answers.get(endpoint)
+        return answers.popleft() if answers else None
+
+    def record(self, endpoint: str, content_type: str | None, body: bytes) -> None:
+        entry: dict[str, Any] = {"content_type": content_type}
+        try:
+            entry["body"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            entry["body"] = body.decode("utf-8", errors="replace")
+            entry["body_base64"] = base64.b64encode(body).decode("ascii")
+        self._received.setdefault(endpoint, deque(maxlen=self.KEEP)).append(entry)
+
+    def received(self, endpoint: str) -> list[dict[str, Any]]:
+        return list(self._received.get(endpoint, ()))
+
+    def clear(self) -> None:
+        self._answers.clear()
+        self._received.clear()
+
+
+class InvokeEndpointPatch:
+    """Replaces moto's InvokeEndpoint.
+
+    Stock moto answers canned values without checking the endpoint, and
+    caches each answer under a fingerprint of headers and body (so two
+    identical requests can never get different answers).  Here the answer
+    comes from the endpoint's queue (``POST /_emulator/invoke-results``),
+    else a default JSON body; every accepted request is recorded
+    (``GET /_emulator/invocations``).  moto's
+    ``/moto-api/static/sagemaker/endpoint-results`` queue is not used.
+    """
+
+    BOOK = "invocations"
+    DEFAULT_ANSWER = Answer(body=json.dumps({"predictions": [0]}), content_type="application/json")
+    INVOCABLE = ("InService", "Updating")  # an updating endpoint keeps serving its old config
+
+    _installed = False
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        registry.book(cls.BOOK, InvocationBook)
+
+        # Keep the request body as bytes (moto would decode it as UTF-8).
+        SageMakerRuntimeResponse.use_raw_body = True
+        original_setup = SageMakerRuntimeResponse.setup_class
+
+        def setup_class(self: SageMakerRuntimeResponse, request: Any, *args: Any, **kwargs: Any) -> None:
+            # Buffer the raw body first: otherwise werkzeug parses a
+            # form-encoded body into request.form and the bytes are gone.
+            request.get_data()
+            original_setup(self, request, *args, **kwargs)
+
+        original_get_action = SageMakerRuntimeResponse._get_action
+
+        def get_action(self: SageMakerRuntimeResponse) -> str:
+            # The path names the operation.  moto's router looks at the
+            # content type too and finds nothing for a form-encoded body.
+            if self.path.rstrip("/").endswith("/invocations"):
+                return "InvokeEndpoint"
+            return original_get_action(self)
+
+        def invoke_endpoint(self: SageMakerRuntimeResponse) -> TYPE_RESPONSE:
+            return cls._invoke(self, registry)
+
+        SageMakerRuntimeResponse.setup_class = setup_class  # type: ignore[method-assign]
+        SageMakerRuntimeResponse._get_action = get_action  # type: ignore[method-assign]
+        SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]
+
+    @classmethod
+    def _invoke(cls, response: SageMakerRuntimeResponse, registry: Registry) -> TYPE_RESPONSE:
+        name = unquote(response.path.rstrip("/").split("/")[-2])  # /endpoints/<name>/invocations
+        account, region = response.current_account, response.region
+        body = response.raw_body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        with registry.lock:
+            endpoint = sagemaker_backends[account][region].endpoints.get(name)
+            status = endpoint.endpoint_status if endpoint is not None else "Deleting"
+            if status == "Deleting":
+                return cls._error(400, "ValidationError", f"Endpoint {name} of account {account} not found.")
+            if status not in cls.INVOCABLE:
+                return cls._error(400, "ValidationError", f"Endpoint {name} of account {account} is not in service (status: {status}).")
+            book: InvocationBook = registry.book(cls.BOOK, InvocationBook)
+            book.record(name, response.headers.get("Content-Type"), body)
+            record = registry.get(EndpointPatch.KIND, (account, region, name))
+            if record is not None:
+                record.invocations += 1
+            answer = book.next_answer(name) or cls.DEFAULT_ANSWER
+            variant = (endpoint.production_variants or [{}])[0].get("VariantName", "AllTraffic")
+        if answer.error_status is not None:
+            return cls._model_error(answer, name, variant, account, region)
+        headers = {"status": 200, "Content-Type": answer.content_type, "x-Amzn-Invoked-Production-Variant": variant}
+        return 200, headers, answer.body.encode("utf-8")
+
+    @classmethod
+    def _model_error(cls, answer: Answer, name: str, variant: str, account: str, region: str) -> TYPE_RESPONSE:
+        status = answer.error_status
+        assert status is not None
+        side = "client" if status < 500 else "server"
+        group = f"/aws/sagemaker/Endpoints/{name}"
+        message = (
+            f'Received {side} error ({status}) from {variant} with message "{answer.error_message}". '
+            f"See https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            f"#logEventViewer:group={group} in account {account} for more information."
+        )
+        return cls._error(
+            424,
+            "ModelError",
+            message,
+            OriginalStatusCode=status,
+            OriginalMessage=answer.error_message,
+            LogStreamArn=f"arn:aws:logs:{region}:{account}:log-group:{group}",
+        )
+
+    @staticmethod
+    def _error(status: int, code: str, message: str, **fields: Any) -> TYPE_RESPONSE:
+        body = json.dumps({"__type": code, "message": message, **fields})
+        headers = {"status": status, "Content-Type": "application/json", "x-amzn-ErrorType": code}
+        return status, headers, body
+
+
+# --------------------------------------------------------------------------
+# Error body spelling
+# --------------------------------------------------------------------------
 
 
 class SageMakerErrorBodyPatch:
@@ -498,7 +1461,17 @@ class SageMakerErrorBodyPatch:
         SageMakerResponse.serialized = serialized  # type: ignore[method-assign]
 
 
-PATCHES = [SageMakerErrorBodyPatch, TrainingJobPatch]
+PATCHES = [
+    SageMakerErrorBodyPatch,
+    TrainingJobPatch,
+    TransformJobPatch,
+    ProcessingJobPatch,
+    AutoMLJobPatch,
+    ModelPatch,
+    EndpointConfigPatch,
+    EndpointPatch,
+    InvokeEndpointPatch,
+]
 
 
 def install_patches(registry: Registry = REGISTRY) -> None:
@@ -520,6 +1493,12 @@ def reset_everything(registry: Registry = REGISTRY) -> None:
         registry.clear()
 
 
+class ControlError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class ControlPlane:
     """WSGI middleware: ``/_emulator/*`` here, everything else to moto."""
 
@@ -528,12 +1507,19 @@ class ControlPlane:
     def __init__(self, app: Callable[..., Iterable[bytes]], registry: Registry):
         self.app = app
         self.registry = registry
+        self.routes: dict[str, tuple[str, Callable[[Request], Any]]] = {
+            "stats": ("GET", lambda request: self.registry.snapshot()),
+            "reset": ("POST", self._reset),
+            "health": ("GET", lambda request: {"status": "ok"}),
+            "invoke-results": ("POST", self._queue_answer),
+            "invocations": ("GET", self._invocations),
+        }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or ""
         method = environ.get("REQUEST_METHOD", "GET").upper()
         if path == self.PREFIX or path.startswith(self.PREFIX + "/"):
-            return self._control(path[len(self.PREFIX):].strip("/"), method, start_response)
+            return self._control(path[len(self.PREFIX):].strip("/"), method, environ, start_response)
         if method == "POST" and path.rstrip("/") == "/moto-api/reset":
             # someone used moto's reset directly: drop our bookkeeping too
             with self.registry.lock:
@@ -542,26 +1528,43 @@ class ControlPlane:
             return body
         return self.app(environ, start_response)
 
-    def _control(self, route: str, method: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        routes: dict[str, tuple[str, Callable[[], Any]]] = {
-            "stats": ("GET", self.registry.snapshot),
-            "reset": ("POST", self._reset),
-            "health": ("GET", lambda: {"status": "ok"}),
-        }
-        if route not in routes:
-            return self._json(start_response, 404, {"error": f"unknown emulator route {route!r}", "routes": sorted(routes)})
-        wanted, handler = routes[route]
+    def _control(self, route: str, method: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if route not in self.routes:
+            return self._json(start_response, 404, {"error": f"unknown emulator route {route!r}", "routes": sorted(self.routes)})
+        wanted, handler = self.routes[route]
         if method != wanted:
             return self._json(start_response, 405, {"error": f"use {wanted} for /_emulator/{route}"}, [("Allow", wanted)])
-        return self._json(start_response, 200, handler())
+        try:
+            return self._json(start_response, 200, handler(Request(environ)))
+        except ControlError as err:
+            return self._json(start_response, err.status, {"error": str(err)})
 
-    def _reset(self) -> dict[str, str]:
+    def _reset(self, request: Request) -> dict[str, str]:
         reset_everything(self.registry)
         return {"status": "ok"}
 
+    def _book(self) -> InvocationBook:
+        return self.registry.book(InvokeEndpointPatch.BOOK, InvocationBook)
+
+    def _queue_answer(self, request: Request) -> dict[str, Any]:
+        try:
+            endpoint, answer = Answer.parse(json.loads(request.get_data() or b"null"))
+        except ValueError as err:  # JSON errors included
+            raise ControlError(400, f"invalid invoke result: {err}") from None
+        with self.registry.lock:
+            queued = self._book().queue(endpoint, answer)
+        return {"status": "ok", "endpoint": endpoint, "queued": queued}
+
+    def _invocations(self, request: Request) -> list[dict[str, Any]]:
+        endpoint = request.args.get("endpoint")
+        if not endpoint:
+            raise ControlError(400, "query parameter 'endpoint' is required")
+        with self.registry.lock:
+            return self._book().received(endpoint)
+
     @staticmethod
     def _json(start_response: Callable[..., Any], status: int, payload: Any, extra: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
-        reasons = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
+        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
         body = json.dumps(payload, sort_keys=True).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         start_response(f"{status} {reasons[status]}", headers + (extra or []))

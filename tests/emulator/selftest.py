@@ -123,7 +123,7 @@ def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict
         return err.code, err.read()
 
 
-def clients(url: str) -> tuple[Any, Any]:
+def clients(url: str) -> tuple[Any, Any, Any]:
     session = boto3.session.Session(
         aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION
     )
@@ -131,20 +131,25 @@ def clients(url: str) -> tuple[Any, Any]:
     return (
         session.client("sagemaker", endpoint_url=url, config=cfg),
         session.client("s3", endpoint_url=url, config=cfg),
+        session.client("sagemaker-runtime", endpoint_url=url, config=cfg),
     )
 
 
 class RawCapture:
-    """Keeps the last raw HTTP response a boto3 client received."""
+    """Keeps the last raw HTTP response a boto3 client received.
 
-    def __init__(self, client: Any):
+    errors_only: ignore successful responses (reading a streaming body here
+    would leave nothing for the caller)."""
+
+    def __init__(self, client: Any, errors_only: bool = False):
         self.status: int | None = None
         self.body: bytes = b""
+        self.errors_only = errors_only
         client.meta.events.register("after-call", self._after_call)
         client.meta.events.register("after-call-error", self._after_call)
 
     def _after_call(self, http_response: Any = None, **_: Any) -> None:
-        if http_response is not None:
+        if http_response is not None and not (self.errors_only and http_response.status_code < 300):
             self.status = http_response.status_code
             self.body = http_response.content
 
@@ -167,8 +172,9 @@ def error_of(fn: Callable[[], Any]) -> dict[str, Any]:
 
 
 def run_checks(emu: Launcher) -> None:
-    sm, s3 = clients(emu.url)
+    sm, s3, rt = clients(emu.url)
     raw = RawCapture(sm)
+    rt_raw = RawCapture(rt, errors_only=True)
 
     def create(name: str, output: str = "s3://emulator-bucket/models/", **hp: str) -> str:
         return sm.create_training_job(
@@ -392,9 +398,23 @@ def run_checks(emu: Launcher) -> None:
         expect_eq(http(emu.url + "/_emulator/health")[0], 200, "health")
 
     def t_reset() -> None:
+        queue_answer("ep-1", "left over")
+        expect(invocations("ep-1"), "invocations recorded before reset")
         status, body = http(emu.url + "/_emulator/reset", "POST", b"")
         expect_eq((status, json.loads(body)), (200, {"status": "ok"}), "reset response")
         expect_eq(stats(), {}, "stats cleared")
+        expect_eq(set(map(len, all_stats().values())), {0}, "stats of every kind cleared")
+        expect_eq(invocations("ep-1"), [], "invocation record cleared")
+        expect_eq(error_of(lambda: describe_endpoint("ep-1"))["code"], "ValidationException", "endpoint gone")
+        expect_eq(error_of(lambda: sm.describe_model(ModelName="ep-model"))["code"], "ValidationException", "model gone")
+        expect_eq(error_of(lambda: describe_automl("automl-ok"))["code"], "ResourceNotFound", "automl job gone")
+        expect_eq(error_of(lambda: describe_transform("batch-ok"))["code"], "ValidationException", "transform job gone")
+        expect_eq(error_of(lambda: describe_processing("proc-ok"))["code"], "ValidationException", "processing job gone")
+        create_model("ep-model")
+        create_config("ep-config-a")
+        create_endpoint("ep-1", _emulator_polls="0")
+        describe_endpoint("ep-1")
+        expect_eq(json.loads(invoke("ep-1")[0]), {"predictions": [0]}, "answer queue cleared")
         expect_eq(error_of(lambda: describe("job-ok"))["code"], "ValidationException", "moto data cleared")
         expect_eq(s3.list_buckets()["Buckets"], [], "S3 cleared too")
         create("job-ok")  # same name is free again, fresh lifecycle
@@ -404,6 +424,577 @@ def run_checks(emu: Launcher) -> None:
         status, _ = http(emu.url + "/moto-api/reset", "POST", b"")
         expect_eq(status, 200, "moto-api reset")
         expect_eq(stats(), {}, "stats cleared by /moto-api/reset")
+
+    # ------------------------------------------------------------------
+    # helpers for the other resources
+    # ------------------------------------------------------------------
+
+    def all_stats() -> dict[str, Any]:
+        status, body = http(emu.url + "/_emulator/stats")
+        expect_eq(status, 200, "stats HTTP status")
+        return json.loads(body)
+
+    def tags(**knobs: str) -> list[dict[str, str]]:
+        return [{"Key": k, "Value": v} for k, v in knobs.items()]
+
+    def post_json(route: str, payload: Any) -> tuple[int, Any]:
+        status, body = http(emu.url + route, "POST", json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        return status, json.loads(body)
+
+    def queue_answer(endpoint: str, body: str = "", content_type: str = "application/json", model_error: Any = None) -> None:
+        payload = {"endpoint": endpoint, "body": body, "content_type": content_type, "model_error": model_error}
+        status, answer = post_json("/_emulator/invoke-results", payload)
+        expect_eq((status, answer["status"]), (200, "ok"), f"queue answer: {answer}")
+
+    def invocations(endpoint: str) -> list[dict[str, Any]]:
+        status, body = http(f"{emu.url}/_emulator/invocations?endpoint={endpoint}")
+        expect_eq(status, 200, "invocations HTTP status")
+        return json.loads(body)
+
+    def invoke(endpoint: str, body: bytes | str = b'{"x": 1}', content_type: str = "application/json") -> tuple[bytes, dict[str, Any]]:
+        resp = rt.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType=content_type)
+        return resp["Body"].read(), resp
+
+    automl_input = [
+        {
+            "ChannelType": "training",
+            "ContentType": "text/csv;header=present",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://emulator-bucket/automl/train/"}},
+        }
+    ]
+
+    def create_automl(name: str, output: str = "s3://emulator-bucket/automl/", problem: dict | None = None, **knobs: str) -> str:
+        return sm.create_auto_ml_job_v2(
+            AutoMLJobName=name,
+            AutoMLJobInputDataConfig=automl_input,
+            OutputDataConfig={"S3OutputPath": output},
+            # no CompletionCriteria, no ProblemType: optional for SageMaker, stock moto dies
+            AutoMLProblemTypeConfig=problem or {"TabularJobConfig": {"TargetAttributeName": "label"}},
+            RoleArn=ROLE,
+            Tags=tags(**knobs),
+        )["AutoMLJobArn"]
+
+    def describe_automl(name: str) -> dict[str, Any]:
+        return sm.describe_auto_ml_job_v2(AutoMLJobName=name)
+
+    def create_transform(name: str, environment: dict | None = None, tag_knobs: dict | None = None, output: str = "s3://emulator-bucket/batch/out/") -> str:
+        return sm.create_transform_job(
+            TransformJobName=name,
+            ModelName="batch-model",
+            TransformInput={
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://emulator-bucket/batch/in/"}},
+                "ContentType": "text/csv",
+            },
+            TransformOutput={"S3OutputPath": output},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            Environment=environment or {},
+            Tags=tags(**(tag_knobs or {})),
+        )["TransformJobArn"]
+
+    def describe_transform(name: str) -> dict[str, Any]:
+        return sm.describe_transform_job(TransformJobName=name)
+
+    processing_resources = {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 10}}
+
+    def create_processing(name: str, environment: dict | None = None, tag_knobs: dict | None = None) -> str:
+        return sm.create_processing_job(
+            ProcessingJobName=name,
+            RoleArn=ROLE,
+            AppSpecification={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/proc:1", "ContainerEntrypoint": ["python3", "run.py"]},
+            ProcessingResources=processing_resources,
+            ProcessingOutputConfig={
+                "Outputs": [
+                    {
+                        "OutputName": "out",
+                        "S3Output": {"S3Uri": "s3://emulator-bucket/proc/out/", "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"},
+                    }
+                ]
+            },
+            Environment=environment or {},
+            Tags=tags(**(tag_knobs or {})),
+        )["ProcessingJobArn"]
+
+    def describe_processing(name: str) -> dict[str, Any]:
+        return sm.describe_processing_job(ProcessingJobName=name)
+
+    def create_model(name: str, image: str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1", role: str = ROLE) -> str:
+        return sm.create_model(ModelName=name, ExecutionRoleArn=role, PrimaryContainer={"Image": image})["ModelArn"]
+
+    def create_config(name: str, model: str = "ep-model", variant: str = "blue") -> str:
+        return sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[{"VariantName": variant, "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        )["EndpointConfigArn"]
+
+    def create_endpoint(name: str, config: str = "ep-config-a", **knobs: str) -> str:
+        return sm.create_endpoint(EndpointName=name, EndpointConfigName=config, Tags=tags(**knobs))["EndpointArn"]
+
+    def describe_endpoint(name: str) -> dict[str, Any]:
+        return sm.describe_endpoint(EndpointName=name)
+
+    def endpoint_states(name: str, n: int) -> list[str]:
+        return [describe_endpoint(name)["EndpointStatus"] for _ in range(n)]
+
+    # ------------------------------------------------------------------
+    # AutoML V2 jobs
+    # ------------------------------------------------------------------
+
+    def t_automl_completed() -> None:
+        arn = create_automl("automl-ok", _emulator_polls="5")
+        expect(arn.endswith(":automl-job/automl-ok"), f"arn {arn}")
+        seen = []
+        for _ in range(5):
+            d = describe_automl("automl-ok")
+            seen.append((d["AutoMLJobStatus"], d["AutoMLJobSecondaryStatus"]))
+            for field in ("BestCandidate", "EndTime", "FailureReason", "AutoMLJobArtifacts"):
+                expect(field not in d, f"no {field} while running")
+        expect_eq(
+            seen,
+            [("InProgress", "Starting"), ("InProgress", "AnalyzingData"), ("InProgress", "FeatureEngineering"), ("InProgress", "ModelTuning"), ("InProgress", "ModelTuning")],
+            "running states",
+        )
+        d = describe_automl("automl-ok")
+        expect_eq((d["AutoMLJobStatus"], d["AutoMLJobSecondaryStatus"]), ("Completed", "Completed"), "final state")
+        expect("EndTime" in d and "FailureReason" not in d, "EndTime, no FailureReason")
+        best = d["BestCandidate"]
+        expect_eq(best["CandidateStatus"], "Completed", "CandidateStatus")
+        expect(best["CandidateName"], "CandidateName")
+        expect(isinstance(best["FinalAutoMLJobObjectiveMetric"]["Value"], float), "objective value")
+        expect(best["FinalAutoMLJobObjectiveMetric"]["MetricName"], "objective metric name")
+        containers = best["InferenceContainers"]
+        expect(len(containers) >= 1, "inference containers")
+        for c in containers:
+            expect(c["Image"] and isinstance(c["Environment"], dict), f"container {c}")
+            expect(c["ModelDataUrl"].startswith("s3://emulator-bucket/automl/automl-ok/"), f"output path reflected: {c['ModelDataUrl']}")
+        notebook = d["AutoMLJobArtifacts"]["DataExplorationNotebookLocation"]
+        expect(notebook.startswith("s3://emulator-bucket/automl/automl-ok/"), notebook)
+        expect_eq(d["AutoMLProblemTypeConfig"], {"TabularJobConfig": {"TargetAttributeName": "label"}}, "problem config echoed as sent")
+        expect("ModelDeployConfig" not in d and "ModelDeployResult" not in d, "no invented deploy config")
+        expect_eq(describe_automl("automl-ok")["AutoMLJobStatus"], "Completed", "terminal is sticky")
+        listed = {j["AutoMLJobName"]: j["AutoMLJobStatus"] for j in sm.list_auto_ml_jobs()["AutoMLJobSummaries"]}
+        expect_eq(listed.get("automl-ok"), "Completed", "ListAutoMLJobs status")
+
+        create_automl(
+            "automl-default",
+            output="s3://emulator-bucket/automl",
+            problem={"TabularJobConfig": {"TargetAttributeName": "y", "ProblemType": "Regression", "CompletionCriteria": {"MaxCandidates": 3}}},
+        )
+        seen = [describe_automl("automl-default")["AutoMLJobSecondaryStatus"] for _ in range(3)]
+        expect_eq(seen, ["Starting", "AnalyzingData", "Completed"], "default polls=2")
+        best = describe_automl("automl-default")["BestCandidate"]
+        expect_eq(best["FinalAutoMLJobObjectiveMetric"]["MetricName"], "MSE", "objective follows the problem type")
+        expect(best["InferenceContainers"][-1]["ModelDataUrl"].startswith("s3://emulator-bucket/automl/automl-default/"), "no double slash")
+
+    def t_automl_failed() -> None:
+        create_automl("automl-bad", _emulator_outcome="Failed", _emulator_polls="1", _emulator_failure_reason="ClientError: target column missing")
+        expect_eq(describe_automl("automl-bad")["AutoMLJobStatus"], "InProgress", "first describe")
+        d = describe_automl("automl-bad")
+        expect_eq((d["AutoMLJobStatus"], d["AutoMLJobSecondaryStatus"]), ("Failed", "Failed"), "failed state")
+        expect_eq(d["FailureReason"], "ClientError: target column missing", "custom reason")
+        expect("BestCandidate" not in d and "EndTime" in d, "no candidate, EndTime set")
+        create_automl("automl-bad-default", _emulator_outcome="Failed", _emulator_polls="0")
+        expect_eq(describe_automl("automl-bad-default")["FailureReason"], "AlgorithmError: emulated failure", "default reason")
+
+    def t_automl_stop() -> None:
+        create_automl("automl-stop", _emulator_polls="5")
+        describe_automl("automl-stop")
+        sm.stop_auto_ml_job(AutoMLJobName="automl-stop")
+        d = describe_automl("automl-stop")
+        expect_eq((d["AutoMLJobStatus"], d["AutoMLJobSecondaryStatus"]), ("Stopping", "Stopping"), "stopping")
+        d = describe_automl("automl-stop")
+        expect_eq((d["AutoMLJobStatus"], d["AutoMLJobSecondaryStatus"]), ("Stopped", "Stopped"), "stopped")
+        expect("BestCandidate" not in d, "no candidate when stopped")
+        err = error_of(lambda: sm.stop_auto_ml_job(AutoMLJobName="automl-stop"))
+        expect_eq(err["code"], "ValidationException", "stop on Stopped")
+        expect(err["message"].endswith("in status Stopped."), err["message"])
+        err = error_of(lambda: sm.stop_auto_ml_job(AutoMLJobName="automl-ok"))
+        expect(err["message"].endswith("in status Completed."), err["message"])
+        err = error_of(lambda: sm.stop_auto_ml_job(AutoMLJobName="no-such-automl"))
+        expect_eq((err["code"], err["status"]), ("ResourceNotFound", 400), "stop unknown")
+
+    def t_automl_duplicate() -> None:
+        create_automl("automl-dup", _emulator_polls="3")
+        describe_automl("automl-dup")
+        err = error_of(lambda: create_automl("automl-dup", output="s3://elsewhere/", _emulator_outcome="Failed"))
+        expect_eq((err["code"], err["status"]), ("ResourceInUse", 400), "duplicate create")
+        d = describe_automl("automl-dup")
+        expect_eq(d["OutputDataConfig"]["S3OutputPath"], "s3://emulator-bucket/automl/", "first job untouched")
+        expect_eq(d["AutoMLJobSecondaryStatus"], "AnalyzingData", "lifecycle continues")
+        err = error_of(lambda: create_automl("automl-knob", _emulator_polls="soon"))
+        expect_eq(err["code"], "ValidationException", "bad knob rejected")
+        expect_eq(error_of(lambda: describe_automl("automl-knob"))["code"], "ResourceNotFound", "rejected job not created")
+
+    # ------------------------------------------------------------------
+    # transform jobs
+    # ------------------------------------------------------------------
+
+    def t_transform_completed() -> None:
+        arn = create_transform("batch-ok", environment={"_emulator_polls": "1", "MODEL_SERVER_WORKERS": "2"})
+        expect(arn.endswith(":transform-job/batch-ok"), f"arn {arn}")
+        d = describe_transform("batch-ok")
+        expect_eq(d["TransformJobStatus"], "InProgress", "first describe")
+        expect("TransformEndTime" not in d and "FailureReason" not in d, "no end time / reason while running")
+        d = describe_transform("batch-ok")
+        expect_eq(d["TransformJobStatus"], "Completed", "completed")
+        expect_eq(d["TransformOutput"]["S3OutputPath"], "s3://emulator-bucket/batch/out/", "S3OutputPath echoed")
+        expect("TransformEndTime" in d and "FailureReason" not in d, "end time, no reason")
+        expect_eq(d["Environment"], {"_emulator_polls": "1", "MODEL_SERVER_WORKERS": "2"}, "Environment echoed")
+        for field in ("LabelingJobArn", "AutoMLJobArn"):
+            expect(field not in d, f"no empty {field}")
+
+    def t_transform_failed_and_tags() -> None:
+        create_transform("batch-bad", environment={"_emulator_outcome": "Failed", "_emulator_polls": "0", "_emulator_failure_reason": "ClientError: bad record"})
+        d = describe_transform("batch-bad")
+        expect_eq((d["TransformJobStatus"], d["FailureReason"]), ("Failed", "ClientError: bad record"), "failed")
+        # knobs from tags; a tag wins over the same knob in Environment
+        create_transform("batch-tags", environment={"_emulator_polls": "5"}, tag_knobs={"_emulator_polls": "0", "_emulator_outcome": "Failed"})
+        d = describe_transform("batch-tags")
+        expect_eq((d["TransformJobStatus"], d["FailureReason"]), ("Failed", "AlgorithmError: emulated failure"), "tags used")
+
+    def t_transform_stop() -> None:
+        create_transform("batch-stop", environment={"_emulator_polls": "5", "_emulator_stop_polls": "2"})
+        resp = sm.stop_transform_job(TransformJobName="batch-stop")
+        expect_eq(resp["ResponseMetadata"]["HTTPStatusCode"], 200, "stop accepted (stock moto: HTML 500)")
+        seen = [describe_transform("batch-stop")["TransformJobStatus"] for _ in range(3)]
+        expect_eq(seen, ["Stopping", "Stopping", "Stopped"], "stop_polls=2")
+        err = error_of(lambda: sm.stop_transform_job(TransformJobName="batch-stop"))
+        expect_eq(err["message"], "The request was rejected because the transform job is in status Stopped.", "stop on Stopped")
+        err = error_of(lambda: sm.stop_transform_job(TransformJobName="batch-ok"))
+        expect(err["message"].endswith("in status Completed."), err["message"])
+        err = error_of(lambda: sm.stop_transform_job(TransformJobName="no-such-batch"))
+        expect_eq((err["code"], err["message"]), ("ValidationException", "Requested resource not found."), "stop unknown")
+
+    def t_transform_duplicate() -> None:
+        create_transform("batch-dup", environment={"_emulator_polls": "3"})
+        err = error_of(lambda: create_transform("batch-dup", environment={"_emulator_outcome": "Failed"}, output="s3://elsewhere/"))
+        expect_eq((err["code"], err["status"]), ("ResourceInUse", 400), "duplicate create")
+        d = describe_transform("batch-dup")
+        expect_eq((d["Environment"], d["TransformOutput"]["S3OutputPath"]), ({"_emulator_polls": "3"}, "s3://emulator-bucket/batch/out/"), "first job untouched")
+        err = error_of(lambda: create_transform("batch-knob", environment={"_emulator_outcome": "Done"}))
+        expect_eq(err["code"], "ValidationException", "bad knob rejected")
+
+    # ------------------------------------------------------------------
+    # processing jobs
+    # ------------------------------------------------------------------
+
+    def t_processing_completed() -> None:
+        arn = create_processing("proc-ok", environment={"STAGE": "prep"})
+        expect(arn.endswith(":processing-job/proc-ok"), f"arn {arn}")
+        seen = []
+        for _ in range(2):
+            d = describe_processing("proc-ok")
+            seen.append(d["ProcessingJobStatus"])
+            expect("ProcessingEndTime" not in d and "ExitMessage" not in d, "no end time / exit message while running")
+        expect_eq(seen, ["InProgress", "InProgress"], "running")
+        d = describe_processing("proc-ok")
+        expect_eq(d["ProcessingJobStatus"], "Completed", "completed")
+        expect("ProcessingEndTime" in d and "FailureReason" not in d and "ExitMessage" not in d, "end fields")
+        expect_eq(d["Environment"], {"STAGE": "prep"}, "Environment echoed (stock moto drops it)")
+        expect_eq(d["ProcessingResources"], processing_resources, "ProcessingResources echoed (stock moto drops it)")
+
+    def t_processing_failed() -> None:
+        create_processing("proc-bad", tag_knobs={"_emulator_outcome": "Failed", "_emulator_polls": "1", "_emulator_failure_reason": "AlgorithmError: exit code 2"})
+        expect_eq(describe_processing("proc-bad")["ProcessingJobStatus"], "InProgress", "first describe")
+        d = describe_processing("proc-bad")
+        expect_eq((d["ProcessingJobStatus"], d["FailureReason"], d["ExitMessage"]), ("Failed", "AlgorithmError: exit code 2", "AlgorithmError: exit code 2"), "failed")
+
+    def t_processing_stop() -> None:
+        create_processing("proc-stop", environment={"_emulator_stop_polls": "0"})
+        sm.stop_processing_job(ProcessingJobName="proc-stop")
+        d = describe_processing("proc-stop")
+        expect_eq(d["ProcessingJobStatus"], "Stopped", "stop_polls=0")
+        expect("ProcessingEndTime" in d and "FailureReason" not in d, "end time, no reason")
+        create_processing("proc-stop2")
+        sm.stop_processing_job(ProcessingJobName="proc-stop2")
+        expect_eq([describe_processing("proc-stop2")["ProcessingJobStatus"] for _ in range(2)], ["Stopping", "Stopped"], "default stop_polls=1")
+        err = error_of(lambda: sm.stop_processing_job(ProcessingJobName="proc-ok"))
+        expect_eq(err["message"], "The request was rejected because the processing job is in status Completed.", "stop on Completed (stock moto: Stopped)")
+        expect_eq(describe_processing("proc-ok")["ProcessingJobStatus"], "Completed", "still Completed")
+        err = error_of(lambda: sm.stop_processing_job(ProcessingJobName="no-such-proc"))
+        expect_eq((err["code"], err["message"]), ("ValidationException", "Requested resource not found."), "stop unknown")
+
+    def t_processing_duplicate() -> None:
+        create_processing("proc-dup", environment={"_emulator_polls": "3"})
+        err = error_of(lambda: create_processing("proc-dup", environment={"OTHER": "1"}))
+        expect_eq((err["code"], err["status"]), ("ResourceInUse", 400), "duplicate create")
+        expect_eq(describe_processing("proc-dup")["Environment"], {"_emulator_polls": "3"}, "first job untouched")
+
+    # ------------------------------------------------------------------
+    # models and endpoint configs
+    # ------------------------------------------------------------------
+
+    def t_model_duplicate() -> None:
+        arn = create_model("m-dup")
+        err = error_of(lambda: create_model("m-dup", image="other:2", role="arn:aws:iam::123456789012:role/other"))
+        expect_eq((err["code"], err["status"]), ("ValidationException", 400), "duplicate model")
+        expect_eq(err["message"], f'Cannot create already existing model "{arn}".', "message")
+        expect_eq(json.loads(raw.body)["__type"], "ValidationException", "raw __type")
+        d = sm.describe_model(ModelName="m-dup")
+        expect_eq((d["PrimaryContainer"]["Image"], d["ExecutionRoleArn"]), ("123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1", ROLE), "first model untouched")
+        sm.delete_model(ModelName="m-dup")
+        create_model("m-dup", image="other:2")  # the name is free again
+        expect_eq(sm.describe_model(ModelName="m-dup")["PrimaryContainer"]["Image"], "other:2", "recreated")
+        expect_eq(
+            all_stats()["models"]["m-dup"],
+            {"creates": 2, "duplicate_creates": 1, "describes": 2, "deletes": 1, "exists": True},
+            "model stats",
+        )
+
+    def t_endpoint_config_duplicate() -> None:
+        create_model("ep-model")
+        arn = create_config("ep-config-a", variant="blue")
+        create_config("ep-config-b", variant="green")
+        err = error_of(lambda: create_config("ep-config-a", variant="red"))
+        expect_eq((err["code"], err["status"]), ("ValidationException", 400), "duplicate config")
+        expect_eq(err["message"], f'Cannot create already existing endpoint configuration "{arn}".', "message")
+        variants = sm.describe_endpoint_config(EndpointConfigName="ep-config-a")["ProductionVariants"]
+        expect_eq([v["VariantName"] for v in variants], ["blue"], "first config untouched")
+        expect_eq(
+            all_stats()["endpoint_configs"]["ep-config-a"],
+            {"creates": 1, "duplicate_creates": 1, "describes": 1, "deletes": 0, "exists": True},
+            "config stats",
+        )
+
+    # ------------------------------------------------------------------
+    # endpoints
+    # ------------------------------------------------------------------
+
+    def t_endpoint_create() -> None:
+        arn = create_endpoint("ep-1")
+        expect(arn.endswith(":endpoint/ep-1"), f"arn {arn}")
+        for _ in range(2):
+            d = describe_endpoint("ep-1")
+            expect_eq(d["EndpointStatus"], "Creating", "creating")
+            expect("ProductionVariants" not in d and "FailureReason" not in d, "no variants / reason while creating")
+            expect_eq(d["EndpointConfigName"], "ep-config-a", "config while creating")
+        d = describe_endpoint("ep-1")
+        expect_eq(d["EndpointStatus"], "InService", "in service after 2 creating describes")
+        expect_eq((d["EndpointName"], d["EndpointArn"], d["EndpointConfigName"]), ("ep-1", arn, "ep-config-a"), "identity fields")
+        expect_eq([v["VariantName"] for v in d["ProductionVariants"]], ["blue"], "ProductionVariants when InService")
+        expect("FailureReason" not in d and "PendingDeploymentSummary" not in d, "clean InService")
+        listed = {e["EndpointName"]: e["EndpointStatus"] for e in sm.list_endpoints()["Endpoints"]}
+        expect_eq(listed.get("ep-1"), "InService", "ListEndpoints status")
+
+    def t_endpoint_knobs() -> None:
+        create_endpoint("ep-fast", _emulator_polls="0")
+        expect_eq(describe_endpoint("ep-fast")["EndpointStatus"], "InService", "polls=0")
+        create_endpoint("ep-bad", _emulator_outcome="Failed", _emulator_polls="1", _emulator_failure_reason="ping failed")
+        expect_eq(describe_endpoint("ep-bad")["EndpointStatus"], "Creating", "creating")
+        d = describe_endpoint("ep-bad")
+        expect_eq((d["EndpointStatus"], d["FailureReason"]), ("Failed", "ping failed"), "failed")
+        err = error_of(lambda: sm.update_endpoint(EndpointName="ep-bad", EndpointConfigName="ep-config-b"))
+        expect_eq(err["code"], "ValidationException", "update of a Failed endpoint")
+        err = error_of(lambda: create_endpoint("ep-knob", _emulator_outcome="Completed"))
+        expect_eq(err["code"], "ValidationException", "bad knob rejected")
+        expect_eq(error_of(lambda: describe_endpoint("ep-knob"))["code"], "ValidationException", "rejected endpoint not created")
+        err = error_of(lambda: create_endpoint("ep-noconfig", config="no-such-config"))
+        expect_eq(err["code"], "ValidationException", "unknown config")
+
+    def t_endpoint_duplicate() -> None:
+        err = error_of(lambda: create_endpoint("ep-1", config="ep-config-b", _emulator_outcome="Failed"))
+        expect_eq((err["code"], err["status"]), ("ValidationException", 400), "duplicate endpoint")
+        expect(err["message"].startswith('Cannot create already existing endpoint "arn:aws:sagemaker:'), err["message"])
+        d = describe_endpoint("ep-1")
+        expect_eq((d["EndpointStatus"], d["EndpointConfigName"]), ("InService", "ep-config-a"), "existing endpoint untouched")
+        expect_eq(sm.list_tags(ResourceArn=d["EndpointArn"])["Tags"], [], "tags untouched")
+
+    def t_endpoint_update() -> None:
+        resp = sm.update_endpoint(EndpointName="ep-1", EndpointConfigName="ep-config-b")
+        expect(resp["EndpointArn"].endswith(":endpoint/ep-1"), "update answer")
+        err = error_of(lambda: sm.update_endpoint(EndpointName="ep-1", EndpointConfigName="ep-config-a"))
+        expect_eq(err["code"], "ValidationException", "update while Updating")
+        expect(err["message"].startswith("Cannot update in-progress endpoint"), err["message"])
+        for _ in range(2):
+            d = describe_endpoint("ep-1")
+            expect_eq((d["EndpointStatus"], d["EndpointConfigName"]), ("Updating", "ep-config-a"), "updating on old config")
+            expect_eq(d["PendingDeploymentSummary"]["EndpointConfigName"], "ep-config-b", "pending config")
+            expect_eq([v["VariantName"] for v in d["ProductionVariants"]], ["blue"], "old variants while updating")
+        d = describe_endpoint("ep-1")
+        expect_eq((d["EndpointStatus"], d["EndpointConfigName"]), ("InService", "ep-config-b"), "new config live")
+        expect_eq([v["VariantName"] for v in d["ProductionVariants"]], ["green"], "new variants")
+        expect("PendingDeploymentSummary" not in d and "FailureReason" not in d, "clean after update")
+        err = error_of(lambda: sm.update_endpoint(EndpointName="ep-1", EndpointConfigName="no-such-config"))
+        expect_eq(err["code"], "ValidationException", "unknown config")
+        err = error_of(lambda: sm.update_endpoint(EndpointName="no-such-endpoint", EndpointConfigName="ep-config-a"))
+        expect_eq(err["code"], "ValidationException", "unknown endpoint")
+        expect_eq(describe_endpoint("ep-1")["EndpointStatus"], "InService", "rejected updates change nothing")
+
+    def t_endpoint_rollback() -> None:
+        arn = describe_endpoint("ep-1")["EndpointArn"]
+        sm.add_tags(ResourceArn=arn, Tags=tags(_emulator_update_outcome="RolledBack", _emulator_polls="1"))
+        sm.update_endpoint(EndpointName="ep-1", EndpointConfigName="ep-config-a")
+        expect_eq(describe_endpoint("ep-1")["EndpointStatus"], "Updating", "updating (polls=1 from AddTags)")
+        d = describe_endpoint("ep-1")
+        expect_eq((d["EndpointStatus"], d["EndpointConfigName"]), ("InService", "ep-config-b"), "rolled back to the old config")
+        expect_eq([v["VariantName"] for v in d["ProductionVariants"]], ["green"], "old variants kept")
+        expect("update failed" in d["FailureReason"].lower(), f"FailureReason: {d.get('FailureReason')}")
+        sm.delete_tags(ResourceArn=arn, TagKeys=["_emulator_update_outcome"])
+        sm.update_endpoint(EndpointName="ep-1", EndpointConfigName="ep-config-a")
+        d = [describe_endpoint("ep-1") for _ in range(2)][-1]
+        expect_eq((d["EndpointStatus"], d["EndpointConfigName"]), ("InService", "ep-config-a"), "next update succeeds")
+        expect("FailureReason" not in d, "FailureReason cleared by a successful update")
+        sm.add_tags(ResourceArn=arn, Tags=tags(_emulator_update_outcome="Maybe"))
+        err = error_of(lambda: sm.update_endpoint(EndpointName="ep-1", EndpointConfigName="ep-config-b"))
+        expect_eq(err["code"], "ValidationException", "bad update knob rejected")
+        sm.delete_tags(ResourceArn=arn, TagKeys=["_emulator_update_outcome", "_emulator_polls"])
+
+    def t_endpoint_delete() -> None:
+        sm.delete_endpoint(EndpointName="ep-fast")
+        d = describe_endpoint("ep-fast")
+        expect_eq(d["EndpointStatus"], "Deleting", "deleting")
+        listed = {e["EndpointName"]: e["EndpointStatus"] for e in sm.list_endpoints()["Endpoints"]}
+        expect_eq(listed.get("ep-fast"), "Deleting", "ListEndpoints while deleting")
+        err = error_of(lambda: create_endpoint("ep-fast"))
+        expect(err["message"].startswith("Cannot create already existing endpoint"), "name still taken while deleting")
+        err = error_of(lambda: describe_endpoint("ep-fast"))
+        expect_eq((err["code"], err["status"]), ("ValidationException", 400), "gone after one Deleting describe")
+        expect(err["message"].startswith("Could not find endpoint"), err["message"])
+        expect("ep-fast" not in {e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]}, "not listed")
+        err = error_of(lambda: sm.delete_endpoint(EndpointName="ep-fast"))
+        expect_eq(err["code"], "ValidationException", "delete unknown")
+        create_endpoint("ep-fast", _emulator_polls="0")
+        expect_eq(describe_endpoint("ep-fast")["EndpointStatus"], "InService", "name reusable")
+        s = all_stats()["endpoints"]["ep-fast"]
+        expect_eq((s["creates"], s["duplicate_creates"], s["deletes"], s["status"]), (2, 1, 1, "InService"), "ep-fast stats")
+
+    # ------------------------------------------------------------------
+    # InvokeEndpoint
+    # ------------------------------------------------------------------
+
+    def t_invoke_default() -> None:
+        body, resp = invoke("ep-1")
+        expect_eq(json.loads(body), {"predictions": [0]}, "default answer")
+        expect_eq(resp["ContentType"], "application/json", "default content type")
+        expect_eq(resp["InvokedProductionVariant"], "blue", "variant of the live config")
+
+    def t_invoke_queue() -> None:
+        queue_answer("ep-1", '{"predictions": [0.25]}')
+        queue_answer("ep-1", "0.75\n", content_type="text/csv")
+        queue_answer("ep-fast", '{"other": true}')
+        # identical requests: moto's fingerprint cache would repeat the first answer
+        first, resp1 = invoke("ep-1", b"1,2,3", "text/csv")
+        second, resp2 = invoke("ep-1", b"1,2,3", "text/csv")
+        third, _ = invoke("ep-1", b"1,2,3", "text/csv")
+        expect_eq((first, resp1["ContentType"]), (b'{"predictions": [0.25]}', "application/json"), "first queued answer")
+        expect_eq((second, resp2["ContentType"]), (b"0.75\n", "text/csv"), "second queued answer (FIFO)")
+        expect_eq(json.loads(third), {"predictions": [0]}, "queue drained -> default")
+        expect_eq(invoke("ep-fast")[0], b'{"other": true}', "queues are per endpoint")
+
+    def t_invoke_model_error() -> None:
+        queue_answer("ep-1", model_error={"status": 400, "message": "unsupported content type"})
+        try:
+            invoke("ep-1", b"junk", "text/plain")
+        except ClientError as err:
+            r = err.response
+            expect_eq((r["Error"]["Code"], r["ResponseMetadata"]["HTTPStatusCode"]), ("ModelError", 424), "ModelError 424")
+            expect_eq((r.get("OriginalStatusCode"), r.get("OriginalMessage")), (400, "unsupported content type"), "modeled fields")
+            expect("unsupported content type" in r["Error"]["Message"], r["Error"]["Message"])
+        else:
+            raise AssertionError("ModelError expected")
+        raw_body = json.loads(rt_raw.body)
+        expect_eq(rt_raw.status, 424, "raw status")
+        expect_eq(raw_body["__type"], "ModelError", "raw __type")
+        expect({"message", "OriginalStatusCode", "OriginalMessage"} <= set(raw_body), f"raw keys {sorted(raw_body)}")
+        queue_answer("ep-1", model_error={"status": 503, "message": "overloaded"})
+        err2 = error_of(lambda: invoke("ep-1"))
+        expect_eq((err2["code"], err2["status"]), ("ModelError", 424), "5xx from the model")
+        expect("server error (503)" in err2["message"], err2["message"])
+        expect_eq(json.loads(invoke("ep-1")[0]), {"predictions": [0]}, "errors are consumed from the queue")
+
+    def t_invoke_rejections() -> None:
+        err = error_of(lambda: invoke("no-such-endpoint"))
+        expect_eq((err["code"], err["status"]), ("ValidationError", 400), "unknown endpoint")
+        expect_eq(err["message"], "Endpoint no-such-endpoint of account 123456789012 not found.", "message")
+        expect_eq(json.loads(rt_raw.body)["__type"], "ValidationError", "raw __type")
+        create_endpoint("ep-slow", _emulator_polls="3")
+        queue_answer("ep-slow", "queued")
+        err = error_of(lambda: invoke("ep-slow"))
+        expect_eq((err["code"], err["status"]), ("ValidationError", 400), "Creating endpoint")
+        err = error_of(lambda: invoke("ep-bad"))
+        expect_eq(err["code"], "ValidationError", "Failed endpoint")
+        expect_eq(invocations("ep-slow"), [], "rejected calls not recorded")
+        for _ in range(4):
+            describe_endpoint("ep-slow")
+        expect_eq(invoke("ep-slow")[0], b"queued", "queued answer kept until the endpoint serves")
+        sm.update_endpoint(EndpointName="ep-slow", EndpointConfigName="ep-config-b")
+        expect_eq(json.loads(invoke("ep-slow")[0]), {"predictions": [0]}, "Updating endpoint still serves")
+        sm.delete_endpoint(EndpointName="ep-slow")
+        err = error_of(lambda: invoke("ep-slow"))
+        expect_eq(err["message"], "Endpoint ep-slow of account 123456789012 not found.", "Deleting endpoint")
+
+    def t_invocations_record() -> None:
+        create_endpoint("ep-rec", _emulator_polls="0")
+        describe_endpoint("ep-rec")
+        json_body = json.dumps({"instances": [{"features": [1.5, "é", None]}]})
+        csv_body = "1,2,3\n4,5,6\n"
+        invoke("ep-rec", json_body.encode(), "application/json")
+        invoke("ep-rec", csv_body, "text/csv")
+        invoke("ep-rec", b"a=1&b=2", "application/x-www-form-urlencoded")
+        invoke("ep-rec", b"\xff\x00\xfe", "application/octet-stream")
+        got = invocations("ep-rec")
+        expect_eq(
+            got[:3],
+            [
+                {"content_type": "application/json", "body": json_body},
+                {"content_type": "text/csv", "body": csv_body},
+                {"content_type": "application/x-www-form-urlencoded", "body": "a=1&b=2"},
+            ],
+            "JSON, CSV and form bodies intact",
+        )
+        expect_eq((got[3]["content_type"], got[3]["body_base64"]), ("application/octet-stream", "/wD+"), "binary body as base64")
+        expect_eq(len(got), 4, "one entry per call")
+        expect_eq(invocations("never-invoked"), [], "unknown endpoint -> []")
+        expect_eq(all_stats()["endpoints"]["ep-rec"]["invocations"], 4, "invocation count in stats")
+
+    def t_invoke_concurrent() -> None:
+        create_endpoint("ep-busy", _emulator_polls="0")
+        describe_endpoint("ep-busy")
+        for i in range(32):
+            queue_answer("ep-busy", str(i), content_type="text/plain")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda i: invoke("ep-busy", str(i).encode(), "text/plain")[0], range(32)))
+        expect_eq(sorted(int(a) for a in answers), list(range(32)), "every queued answer served exactly once")
+        expect_eq(sorted(int(e["body"]) for e in invocations("ep-busy")), list(range(32)), "every request recorded")
+
+    def t_invoke_control_errors() -> None:
+        status, _ = http(emu.url + "/_emulator/invoke-results", "POST", b"{not json", {"Content-Type": "application/json"})
+        expect_eq(status, 400, "bad JSON")
+        for payload in (
+            {"body": "x"},
+            {"endpoint": "ep-1", "body": 3},
+            {"endpoint": "ep-1", "model_error": {"status": 200}},
+            {"endpoint": "ep-1", "model_error": "boom"},
+        ):
+            status, answer = post_json("/_emulator/invoke-results", payload)
+            expect_eq(status, 400, f"rejected: {payload}")
+            expect("error" in answer, "error message")
+        expect_eq(http(emu.url + "/_emulator/invocations")[0], 400, "invocations needs ?endpoint=")
+        expect_eq(http(emu.url + "/_emulator/invoke-results")[0], 405, "invoke-results needs POST")
+        expect_eq(json.loads(invoke("ep-1")[0]), {"predictions": [0]}, "nothing was queued by bad requests")
+
+    def t_other_stats() -> None:
+        s = all_stats()
+        expect_eq(
+            sorted(s),
+            ["automl_jobs", "endpoint_configs", "endpoints", "models", "processing_jobs", "training_jobs", "transform_jobs"],
+            "stats keys",
+        )
+        expect_eq(
+            s["automl_jobs"]["automl-ok"],
+            {"creates": 1, "duplicate_creates": 0, "describes": 7, "stops": 0, "rejected_stops": 1, "status": "Completed"},
+            "automl-ok stats",
+        )
+        expect_eq(s["automl_jobs"]["automl-dup"]["duplicate_creates"], 1, "automl duplicate counted")
+        expect_eq((s["transform_jobs"]["batch-stop"]["stops"], s["transform_jobs"]["batch-stop"]["status"]), (1, "Stopped"), "transform stats")
+        expect_eq(s["processing_jobs"]["proc-ok"]["rejected_stops"], 1, "processing rejected stop counted")
+        expect_eq(s["processing_jobs"]["proc-dup"]["duplicate_creates"], 1, "processing duplicate counted")
+        ep = s["endpoints"]["ep-1"]
+        expect_eq((ep["creates"], ep["duplicate_creates"], ep["updates"], ep["deletes"], ep["status"]), (1, 1, 3, 0, "InService"), "ep-1 stats")
+        expect_eq(ep["invocations"], 8, "ep-1 invocations")
+        # CreateEndpoint reads the config inside moto; only client describes count
+        expect_eq(s["endpoint_configs"]["ep-config-a"]["describes"], 1, "config describes")
+        expect_eq(s["endpoints"]["ep-slow"]["status"], "Deleting", "ep-slow status")
+        expect("ep-knob" not in s["endpoints"] and "automl-knob" not in s["automl_jobs"], "rejected creates leave no record")
 
     check("ready line", t_ready_line)
     check("s3 path-style put/get", t_s3_roundtrip)
@@ -418,6 +1009,34 @@ def run_checks(emu: Launcher) -> None:
     check("hand-signed awsJson1.1 request", t_signed_raw_request)
     check("concurrent describes", t_concurrent_describes)
     check("stats", t_stats)
+    check("automl job -> Completed with BestCandidate", t_automl_completed)
+    check("automl job -> Failed", t_automl_failed)
+    check("automl stop -> Stopping -> Stopped", t_automl_stop)
+    check("automl duplicate -> ResourceInUse", t_automl_duplicate)
+    check("transform job -> Completed", t_transform_completed)
+    check("transform job -> Failed, knobs from tags", t_transform_failed_and_tags)
+    check("transform stop -> Stopping -> Stopped", t_transform_stop)
+    check("transform duplicate -> ResourceInUse", t_transform_duplicate)
+    check("processing job -> Completed", t_processing_completed)
+    check("processing job -> Failed", t_processing_failed)
+    check("processing stop -> Stopping -> Stopped", t_processing_stop)
+    check("processing duplicate -> ResourceInUse", t_processing_duplicate)
+    check("model duplicate -> ValidationException", t_model_duplicate)
+    check("endpoint config duplicate -> ValidationException", t_endpoint_config_duplicate)
+    check("endpoint Creating -> InService", t_endpoint_create)
+    check("endpoint knobs: polls, Failed", t_endpoint_knobs)
+    check("endpoint duplicate -> ValidationException", t_endpoint_duplicate)
+    check("endpoint Updating -> InService on new config", t_endpoint_update)
+    check("endpoint update rolled back", t_endpoint_rollback)
+    check("endpoint Deleting -> gone", t_endpoint_delete)
+    check("invoke: default answer", t_invoke_default)
+    check("invoke: FIFO queue per endpoint", t_invoke_queue)
+    check("invoke: ModelError", t_invoke_model_error)
+    check("invoke: endpoint missing / not in service", t_invoke_rejections)
+    check("invoke: request bodies recorded", t_invocations_record)
+    check("invoke: concurrent calls", t_invoke_concurrent)
+    check("invoke control route errors", t_invoke_control_errors)
+    check("stats of the other resources", t_other_stats)
     check("control route errors", t_control_errors)
     check("reset", t_reset)
 
