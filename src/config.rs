@@ -23,6 +23,13 @@ pub enum Command {
     Openapi,
     /// Create or upgrade the database schema, then exit.
     Migrate(DbArgs),
+    /// Inspect, retry, cancel and watch runs of a running service (over its API).
+    Runs {
+        #[command(flatten)]
+        client: crate::cli::ClientArgs,
+        #[command(subcommand)]
+        command: crate::cli::RunsCommand,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -16,6 +16,15 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Runs { client, command } => {
+            return match sagemaker_executor::cli::run(client, command).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", e.message);
+                    ExitCode::from(e.code)
+                }
+            };
+        }
         Command::Serve(args) => serve::serve(args).await,
         Command::Openapi => {
             print!("{}", sagemaker_executor::api::spec_json());

@@ -1,9 +1,11 @@
 //! The operator API under `/api/v1`: list and inspect runs, cancel, and the declared workflows.
 
+use super::body::RawBody;
 use super::dto::{EventDto, RunSummary, Tag};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
-use crate::store::{CancelOutcome, RunFilter};
+use crate::store::{CancelOutcome, RetryOutcome, RunFilter};
+use crate::validate::{Fields, InputError};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use uuid::Uuid;
@@ -13,6 +15,8 @@ pub struct OperatorApi(pub Option<AppState>);
 #[derive(Object)]
 struct RunPage {
     runs: Vec<RunSummary>,
+    /// Runs per state (of the `kind` asked for, or all kinds), whatever the other filters.
+    counts: std::collections::BTreeMap<String, i64>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     next_cursor: Option<String>,
 }
@@ -38,6 +42,52 @@ struct CancelAccepted {
     id: String,
     state: State,
     cancel_requested: bool,
+}
+
+/// An operator action's optional explanation, recorded in the run's history.
+#[derive(Object)]
+#[oai(rename = "OperatorAction", deny_unknown_fields)]
+#[allow(dead_code)]
+struct ActionSchema {
+    /// Why (free text, at most 1000 characters).
+    reason: Option<String>,
+}
+
+/// Parses `{reason?}` (an empty body is allowed).
+fn parse_reason(body: serde_json::Value) -> Result<Option<String>, ApiError> {
+    if body.is_null() {
+        return Ok(None);
+    }
+    let mut f = Fields::new(body, &["reason"])?;
+    let reason = f.opt_str("reason")?;
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+        return Err(InputError::invalid("reason", "at most 1000 characters").into());
+    }
+    Ok(reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty()))
+}
+
+fn action_detail(action: &str, who: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("{action} by {who}: {r}"),
+        None => format!("{action} by {who}"),
+    }
+}
+
+#[derive(Object)]
+struct RetryAccepted {
+    id: String,
+    /// The state the run was re-armed in.
+    state: State,
+    attempt: i64,
+}
+
+#[derive(ApiResponse)]
+enum RetryReply {
+    /// The run is re-armed and due now; the engine resumes it.
+    #[oai(status = 202)]
+    Accepted(Json<RetryAccepted>),
 }
 
 #[derive(ApiResponse)]
@@ -87,10 +137,12 @@ pub(super) async fn request_cancel(
     state: &AppState,
     id: Uuid,
     who: &str,
+    reason: Option<&str>,
 ) -> Result<crate::store::Run, ApiError> {
+    let detail = action_detail("cancel requested", who, reason);
     match state
         .store
-        .request_cancel(id, state.clock.now(), &format!("cancel requested by {who}"))
+        .request_cancel(id, state.clock.now(), &detail)
         .await?
     {
         CancelOutcome::Requested(run) => {
@@ -106,12 +158,25 @@ pub(super) async fn request_cancel(
 
 #[OpenApi]
 impl OperatorApi {
-    /// List runs, newest first, filtered by kind and state, paged with a cursor.
+    /// List runs, newest first, filtered, paged with a cursor, with counts per state.
+    #[allow(clippy::too_many_arguments)]
     #[oai(path = "/api/v1/runs", method = "get", tag = "Tag::Runs")]
     async fn list_runs(
         &self,
         kind: Query<Option<Kind>>,
         state: Query<Option<State>>,
+        /// Created at or after this time (RFC 3339).
+        created_after: Query<Option<String>>,
+        /// Created before this time (RFC 3339).
+        created_before: Query<Option<String>>,
+        /// Last changed at or after this time (RFC 3339).
+        updated_after: Query<Option<String>>,
+        /// Last changed before this time (RFC 3339).
+        updated_before: Query<Option<String>>,
+        /// Only unfinished runs that have not advanced for this many seconds.
+        stuck_secs: Query<Option<u64>>,
+        /// Only runs whose last attempt recorded an error (true) or not (false).
+        has_error: Query<Option<bool>>,
         /// Page size, 1 to 1000 (default 50).
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
@@ -136,17 +201,41 @@ impl OperatorApi {
                 crate::validate::InputError::invalid("limit", "must be from 1 to 1000").into(),
             );
         }
-        let page = app
-            .store
-            .list_runs(&RunFilter {
-                kind: kind.0,
-                state: state.0,
-                after,
-                limit,
-            })
-            .await?;
+        let time = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    crate::clock::from_db(s).ok_or_else(|| {
+                        ApiError::from(InputError::invalid(
+                            field,
+                            "must be an RFC 3339 time such as 2026-11-27T12:00:00Z",
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let now = app.clock.now();
+        let filter = RunFilter {
+            kind: kind.0,
+            state: state.0,
+            after,
+            created_after: time("created_after", &created_after.0)?,
+            created_before: time("created_before", &created_before.0)?,
+            updated_after: time("updated_after", &updated_after.0)?,
+            updated_before: time("updated_before", &updated_before.0)?,
+            stuck_since: stuck_secs
+                .0
+                .map(|s| now - chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64)),
+            has_error: has_error.0,
+            limit,
+        };
+        let page = app.store.list_runs(&filter).await?;
+        let counts = app.store.count_by_state(kind.0).await?;
         Ok(Json(RunPage {
             runs: page.runs.iter().map(RunSummary::from).collect(),
+            counts: counts
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect(),
             next_cursor: page.next_cursor.map(|u| u.to_string()),
         }))
     }
@@ -176,14 +265,74 @@ impl OperatorApi {
 
     /// Cancel a run: the engine stops its AWS job and ends it Cancelled. A finished run is a 409.
     #[oai(path = "/api/v1/runs/:id/cancel", method = "post", tag = "Tag::Runs")]
-    async fn cancel_run(&self, id: Path<String>) -> Result<CancelReply, ApiError> {
+    async fn cancel_run(
+        &self,
+        id: Path<String>,
+        /// `{"reason": "..."}` (optional; `{}` or an empty JSON body is fine).
+        body: Json<RawBody<ActionSchema>>,
+    ) -> Result<CancelReply, ApiError> {
         let app = state_of(&self.0)?;
-        let run = request_cancel(app, parse_run_id(&id.0)?, "operator API").await?;
+        let reason = parse_reason(body.0.value)?;
+        let run = request_cancel(app, parse_run_id(&id.0)?, "operator", reason.as_deref()).await?;
         Ok(CancelReply::Accepted(Json(CancelAccepted {
             id: run.id.to_string(),
             state: run.state,
             cancel_requested: true,
         })))
+    }
+
+    /// Retry a Failed run from the last state that is safe to repeat (declared per workflow in
+    /// `retry_from`), or re-arm a stuck non-terminal run now. AWS resources that already exist are
+    /// adopted, never duplicated. Done and Cancelled runs cannot be retried (409).
+    #[oai(path = "/api/v1/runs/:id/retry", method = "post", tag = "Tag::Runs")]
+    async fn retry_run(
+        &self,
+        id: Path<String>,
+        /// `{"reason": "..."}` (optional; `{}` or an empty JSON body is fine).
+        body: Json<RawBody<ActionSchema>>,
+    ) -> Result<RetryReply, ApiError> {
+        let app = state_of(&self.0)?;
+        let id = parse_run_id(&id.0)?;
+        let reason = parse_reason(body.0.value)?;
+        let detail = action_detail("retry requested", "operator", reason.as_deref());
+        let definitions = app.definitions.clone();
+        let outcome = app
+            .store
+            .retry_run(
+                id,
+                app.clock.now(),
+                &detail,
+                |kind, current, failed_in| match (current, failed_in) {
+                    (s, _) if !s.is_terminal() => Some(s),
+                    (State::Failed, Some(from)) => definitions
+                        .iter()
+                        .find(|d| d.kind == kind)
+                        .and_then(|d| d.retry_target(from)),
+                    _ => None,
+                },
+            )
+            .await?;
+        match outcome {
+            RetryOutcome::Rearmed(run) => {
+                app.wake.notify_one();
+                tracing::info!(run_id = %run.id, state = %run.state, "run re-armed by an operator");
+                Ok(RetryReply::Accepted(Json(RetryAccepted {
+                    id: run.id.to_string(),
+                    state: run.state,
+                    attempt: run.attempt,
+                })))
+            }
+            RetryOutcome::Refused {
+                state,
+                failed_in: Some(from),
+            } => Err(ApiError::conflict(format!(
+                "the run is {state} (it failed in {from}, which its workflow does not allow to retry)"
+            ))),
+            RetryOutcome::Refused { state, .. } => Err(ApiError::conflict(format!(
+                "the run is {state}; only Failed or unfinished runs can be retried"
+            ))),
+            RetryOutcome::NotFound => Err(ApiError::not_found(format!("no run {id}"))),
+        }
     }
 
     /// The declared workflows (states, edges, Mermaid diagram).

@@ -286,7 +286,7 @@ impl TrainingApi {
     ) -> Result<Json<Stopping>, ApiError> {
         let app = state_of(&self.0)?;
         let run = find_training(app, &id.0).await?;
-        request_cancel(app, run.id, "Essedum cancel route").await?;
+        request_cancel(app, run.id, "Essedum", None).await?;
         Ok(Json(Stopping {
             status: "Stopping".into(),
         }))
@@ -309,9 +309,8 @@ impl TrainingApi {
             .store
             .list_runs(&RunFilter {
                 kind: Some(Kind::Training),
-                state: None,
-                after: None,
                 limit,
+                ..RunFilter::default()
             })
             .await?;
         Ok(Json(

@@ -9,7 +9,7 @@
 mod runs;
 
 pub use runs::{
-    CancelOutcome, ClaimedRun, Event, NewRun, Page, Run, RunFilter, RunSummary, Transition,
+    CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Transition,
     TransitionOutcome,
 };
 

@@ -88,12 +88,15 @@ pub struct RunFilter {
     pub state: Option<State>,
     /// Return runs strictly older (in listing order) than this run.
     pub after: Option<Uuid>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    pub updated_after: Option<Timestamp>,
+    pub updated_before: Option<Timestamp>,
+    /// Only unfinished runs that have not advanced since this time.
+    pub stuck_since: Option<Timestamp>,
+    /// Only runs with (true) or without (false) a recorded error.
+    pub has_error: Option<bool>,
     pub limit: u32,
-}
-
-#[derive(Clone, Debug)]
-pub struct RunSummary {
-    pub run: Run,
 }
 
 #[derive(Clone, Debug)]
@@ -196,6 +199,17 @@ async fn append_event(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+pub enum RetryOutcome {
+    /// The run is due now in this state, with a fresh attempt count.
+    Rearmed(Box<Run>),
+    /// The run cannot be retried from where it is (`failed_in`: the state a Failed run failed in).
+    Refused {
+        state: State,
+        failed_in: Option<State>,
+    },
+    NotFound,
 }
 
 pub enum CancelOutcome {
@@ -406,6 +420,74 @@ impl Store {
         Ok(CancelOutcome::Requested(Box::new(run_from_row(&row)?)))
     }
 
+    /// Re-arms a run for an operator: `target(kind, current state, state a Failed run failed in)`
+    /// names the state to resume in, or refuses. The run becomes due now with attempt 0, any lease
+    /// is dropped and the version bumped (fencing a step that may still be running), and the
+    /// operator's action is appended to the history, all in one transaction.
+    pub async fn retry_run(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        detail: &str,
+        target: impl FnOnce(Kind, State, Option<State>) -> Option<State>,
+    ) -> Result<RetryOutcome> {
+        let at = to_db(now);
+        let id_s = id.to_string();
+        let mut tx = self.begin_write().await?;
+        let current: Option<(String, String)> =
+            sqlx::query_as("SELECT kind, state FROM runs WHERE id = ?1")
+                .bind(&id_s)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((kind, current)) = current else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        let kind = Kind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("kind {kind:?}")))?;
+        let current = state(&current)?;
+        let failed_in = if current == State::Failed {
+            let from: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT from_state FROM run_events WHERE run_id = ?1 AND to_state = 'Failed'
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(&id_s)
+            .fetch_optional(&mut *tx)
+            .await?;
+            from.flatten().as_deref().map(state).transpose()?
+        } else {
+            None
+        };
+        let Some(to) = target(kind, current, failed_in) else {
+            return Ok(RetryOutcome::Refused {
+                state: current,
+                failed_in,
+            });
+        };
+        let row = sqlx::query(concat!(
+            "UPDATE runs SET state = ?1, attempt = 0, next_due_at = ?2, lease_owner = NULL,
+                 lease_until = NULL, last_error = NULL, version = version + 1, updated_at = ?2
+             WHERE id = ?3 RETURNING ",
+            run_columns!()
+        ))
+        .bind(to.as_str())
+        .bind(&at)
+        .bind(&id_s)
+        .fetch_one(&mut *tx)
+        .await?;
+        append_event(
+            &mut tx,
+            &id_s,
+            Some(current),
+            to,
+            &at,
+            0,
+            Some(detail),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RetryOutcome::Rearmed(Box::new(run_from_row(&row)?)))
+    }
+
     pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
         let row = sqlx::query(concat!(
             "SELECT ",
@@ -453,11 +535,21 @@ impl Store {
         let rows = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs
              WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2)
                AND (?3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?3))
+               AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6)
+               AND (?7 IS NULL OR updated_at >= ?7) AND (?8 IS NULL OR updated_at < ?8)
+               AND (?9 IS NULL OR (next_due_at IS NOT NULL AND updated_at < ?9))
+               AND (?10 IS NULL OR (last_error IS NOT NULL) = ?10)
              ORDER BY created_at DESC, id DESC LIMIT ?4"))
         .bind(f.kind.map(Kind::as_str))
         .bind(f.state.map(State::as_str))
         .bind(f.after.map(|u| u.to_string()))
         .bind(limit as i64 + 1)
+        .bind(f.created_after.map(to_db))
+        .bind(f.created_before.map(to_db))
+        .bind(f.updated_after.map(to_db))
+        .bind(f.updated_before.map(to_db))
+        .bind(f.stuck_since.map(to_db))
+        .bind(f.has_error)
         .fetch_all(self.reader())
         .await?;
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
@@ -468,6 +560,17 @@ impl Store {
             None
         };
         Ok(Page { runs, next_cursor })
+    }
+
+    /// How many runs are in each state (of one kind, or all).
+    pub async fn count_by_state(&self, kind: Option<Kind>) -> Result<Vec<(State, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, COUNT(*) FROM runs WHERE (?1 IS NULL OR kind = ?1) GROUP BY state ORDER BY state",
+        )
+        .bind(kind.map(Kind::as_str))
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
     }
 
     /// When the next run falls due (ignoring leases), for the engine's sleep.

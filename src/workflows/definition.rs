@@ -2,7 +2,7 @@
 
 use crate::model::{Kind, State};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +58,9 @@ pub struct WorkflowDef {
     pub edges: Vec<(State, State)>,
     pub poll: PollPolicy,
     pub retry: RetryPolicy,
+    /// Where an operator's retry re-arms a Failed run, by the state it failed in.
+    #[serde(default)]
+    pub retry_from: BTreeMap<State, State>,
 }
 
 impl WorkflowDef {
@@ -115,6 +118,15 @@ impl WorkflowDef {
         if let Some(unreached) = declared.difference(&reached).next() {
             return Err(err(format!("state {unreached} cannot be reached")));
         }
+        for (failed_in, resume) in &def.retry_from {
+            for s in [failed_in, resume] {
+                if !declared.contains(s) || s.is_terminal() {
+                    return Err(err(format!(
+                        "retry_from {failed_in} = {resume}: both must be declared, non-terminal states"
+                    )));
+                }
+            }
+        }
         if def.poll.min_ms == 0 || def.poll.max_ms < def.poll.min_ms || def.poll.factor < 1.0 {
             return Err(err(
                 "poll policy needs 0 < min_ms <= max_ms and factor >= 1".into(),
@@ -125,6 +137,11 @@ impl WorkflowDef {
 
     pub fn allows(&self, from: State, to: State) -> bool {
         self.edges.contains(&(from, to))
+    }
+
+    /// The state a retry re-arms a run in, given the state it failed in.
+    pub fn retry_target(&self, failed_in: State) -> Option<State> {
+        self.retry_from.get(&failed_in).copied()
     }
 
     pub fn state(&self, s: State) -> Option<&StateDef> {
@@ -170,6 +187,11 @@ impl WorkflowDef {
         }
         for t in &self.terminal {
             out.push_str(&format!("    {t} --> [*]\n"));
+        }
+        for (failed_in, resume) in &self.retry_from {
+            out.push_str(&format!(
+                "    Failed --> {resume} : operator retry (failed in {failed_in})\n"
+            ));
         }
         out
     }

@@ -49,12 +49,24 @@ impl Lines {
 
     /// Waits until a line satisfies `pred`; returns it.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_for_count(what, 1, timeout, pred)
+    }
+
+    /// Waits until `n` lines satisfy `pred`; returns the last of them.
+    pub fn wait_for_count(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let (lock, cv) = &*self.0;
         let deadline = Instant::now() + timeout;
         let mut lines = lock.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().find(|l| pred(l)) {
-                return l.clone();
+            let matching: Vec<&String> = lines.iter().filter(|l| pred(l)).collect();
+            if matching.len() >= n {
+                return matching[n - 1].clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
