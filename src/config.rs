@@ -21,6 +21,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document (JSON).
     Openapi,
+    /// Print the declared workflows as Markdown (Mermaid diagrams and state tables).
+    Workflows,
+    /// Read a token on standard input and print the SHA-256 line for the tokens file.
+    HashToken,
     /// Create or upgrade the database schema, then exit.
     Migrate(DbArgs),
     /// Inspect, retry, cancel and watch runs of a running service (over its API).
@@ -97,6 +101,36 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long running steps may take to finish, in seconds.
     #[arg(long, env = "EXECUTOR_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,
+
+    /// A TOML file of `[[tokens]]` entries (`name`, `role` = submitter|operator, `sha256` of the
+    /// token, from `sagemaker-executor hash-token`).
+    #[arg(long, env = "EXECUTOR_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// A token with the operator role (hashed at start-up; prefer the tokens file).
+    #[arg(long, env = "EXECUTOR_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+
+    /// A token with the submitter role (hashed at start-up; prefer the tokens file).
+    #[arg(long, env = "EXECUTOR_SUBMITTER_TOKEN", hide_env_values = true)]
+    pub submitter_token: Option<String>,
+
+    /// Serve without authentication on a non-loopback address (without tokens the service
+    /// otherwise refuses to bind anything but loopback).
+    #[arg(long, env = "EXECUTOR_INSECURE_NO_AUTH", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_no_auth: bool,
+
+    /// Serve /metrics without a token.
+    #[arg(long, env = "EXECUTOR_OPEN_METRICS", default_value_t = true, action = ArgAction::Set)]
+    pub open_metrics: bool,
+
+    /// Largest request body accepted, in bytes (413 above it).
+    #[arg(long, env = "EXECUTOR_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest a request may take to answer, in seconds (503 after it).
+    #[arg(long, env = "EXECUTOR_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
 
     /// Timeout of one AWS call attempt, in seconds.
     #[arg(long, env = "EXECUTOR_AWS_TIMEOUT_SECS", default_value_t = 60)]

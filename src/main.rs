@@ -26,6 +26,23 @@ async fn main() -> ExitCode {
             };
         }
         Command::Serve(args) => serve::serve(args).await,
+        Command::HashToken => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_line(&mut token)
+                .map(|_| {
+                    println!(
+                        "{}",
+                        sagemaker_executor::api::auth::hash_token(
+                            token.trim_end_matches(['\r', '\n'])
+                        )
+                    )
+                })
+                .map_err(|e| e.to_string())
+        }
+        Command::Workflows => sagemaker_executor::workflows::load_definitions()
+            .map(|defs| print!("{}", sagemaker_executor::workflows::markdown(&defs)))
+            .map_err(|e| e.to_string()),
         Command::Openapi => {
             print!("{}", sagemaker_executor::api::spec_json());
             Ok(())

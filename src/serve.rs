@@ -1,7 +1,7 @@
 //! `serve`: wires the store, AWS clients, engine and HTTP server, and stops them gracefully.
 
 use poem::listener::{Acceptor, Listener};
-use sagemaker_executor::api::{self, AppState};
+use sagemaker_executor::api::{self, AppState, Auth, HttpLimits};
 use sagemaker_executor::aws::SdkAws;
 use sagemaker_executor::aws::sdk::AwsSettings;
 use sagemaker_executor::clock::{Clock, SystemClock};
@@ -17,6 +17,22 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    let auth = Auth::configure(
+        args.tokens_file.as_deref(),
+        args.operator_token.as_deref(),
+        args.submitter_token.as_deref(),
+        args.open_metrics,
+    )?;
+    if !auth.enabled() {
+        if !args.bind.ip().is_loopback() && !args.insecure_no_auth {
+            return Err(format!(
+                "refusing to serve {} without authentication: configure tokens (EXECUTOR_TOKENS_FILE, \
+                 EXECUTOR_OPERATOR_TOKEN, EXECUTOR_SUBMITTER_TOKEN), bind to loopback, or pass --insecure-no-auth",
+                args.bind
+            ));
+        }
+        tracing::warn!(bind = %args.bind, "authentication is OFF: every caller has the operator role");
+    }
     let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
     let store = Store::open(&args.db.database_url)
         .await
@@ -83,7 +99,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let mut server_stop = stop_rx.clone();
     let server = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-        api::app(state),
+        api::app(
+            state,
+            auth,
+            HttpLimits {
+                max_body_bytes: args.max_body_bytes,
+                request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            },
+        ),
         async move {
             let _ = server_stop.wait_for(|s| *s).await;
         },

@@ -32,8 +32,9 @@ async fn crash_at(failpoint: &str, outcome: &str) -> (Scratch, Service, Vec<Valu
         accepted.push(a);
     }
     let marker = format!("FAILPOINT {failpoint}");
+    // Every run parks at the failpoint before the kill, so each of them crosses it.
     svc.stderr
-        .wait_for(&marker, Duration::from_secs(30), |l| l == marker);
+        .wait_for_count(&marker, RUNS, Duration::from_secs(30), |l| l == marker);
 
     let svc = svc.kill_and_restart();
     let mut finals = vec![];

@@ -89,7 +89,7 @@ async fn retry_resumes_a_failed_run_where_it_failed_and_adopts_the_existing_job(
     assert_eq!(retry["to_state"], "Submitted");
     assert_eq!(
         retry["detail"],
-        "retry requested by operator: AWS outage over"
+        "retry requested by anonymous: AWS outage over"
     );
     assert!(history(&run).iter().any(|e| {
         e["detail"]
@@ -360,6 +360,6 @@ async fn watch_exits_4_when_the_run_is_cancelled() {
     assert!(
         history(&run)
             .iter()
-            .any(|e| e["detail"] == "cancel requested by operator: wrong data")
+            .any(|e| e["detail"] == "cancel requested by anonymous: wrong data")
     );
 }

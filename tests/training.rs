@@ -351,7 +351,7 @@ async fn bad_inputs_get_their_4xx_naming_the_field_and_store_nothing() {
         (with("inputs", json!("s3://b/x")), 422, Some("inputs")),
         (without("inline_csv"), 422, Some("inputs")),
         (
-            with("inline_csv", json!("x".repeat(2 * 1024 * 1024))),
+            with("inline_csv", json!("x".repeat(1536 * 1024))),
             422,
             Some("inline_csv"),
         ),

@@ -95,9 +95,14 @@ pub async fn json_error(err: poem::Error) -> poem::Response {
     } else {
         err.to_string()
     };
+    json_response(status, &message, None)
+}
+
+/// A JSON error reply built outside the handlers (middleware).
+pub fn json_response(status: StatusCode, message: &str, field: Option<&str>) -> poem::Response {
     let json = serde_json::to_vec(&ErrorBody {
-        error: message,
-        field: None,
+        error: message.to_string(),
+        field: field.map(str::to_string),
     })
     .unwrap_or_default();
     poem::Response::builder()

@@ -2,6 +2,7 @@
 //! (`operator`) and health (`health`). All of them are described by one generated OpenAPI
 //! document, committed under `openapi/`.
 
+pub mod auth;
 mod body;
 mod dto;
 mod error;
@@ -9,16 +10,18 @@ mod health;
 mod operator;
 mod training;
 
+pub use auth::{Auth, Caller, Role};
 pub use error::{ApiError, ErrorBody};
 
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::workflows::WorkflowDef;
 use crate::workflows::training::InputLimits;
-use poem::middleware::SetHeader;
+use poem::middleware::{CatchPanic, SetHeader};
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// What every handler may use.
@@ -62,8 +65,18 @@ pub fn spec_json() -> String {
     s
 }
 
-/// The whole HTTP application.
-pub fn app(state: AppState) -> impl Endpoint {
+/// Limits applied to every request.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Largest request body (413 above it).
+    pub max_body_bytes: usize,
+    /// Longest a handler may take (503 after it).
+    pub request_timeout: Duration,
+}
+
+/// The whole HTTP application: routes, documentation, then (inside out) body size limit,
+/// authentication and timeout, JSON errors for everything, panic safety and security headers.
+pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
     let api = openapi_service(Some(state));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -71,10 +84,20 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .around(move |ep, req| auth::guard(ep, req, auth.clone(), limits))
         .catch_all_error(error::json_error)
+        .with(CatchPanic::new().with_handler(|_| {
+            error::json_response(
+                poem::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the service log",
+                None,
+            )
+        }))
         .with(
             SetHeader::new()
                 .overriding("X-Content-Type-Options", "nosniff")
+                .overriding("X-Frame-Options", "DENY")
+                .overriding("Referrer-Policy", "no-referrer")
                 .overriding("Cache-Control", "no-store"),
         )
 }

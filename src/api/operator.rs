@@ -1,11 +1,13 @@
 //! The operator API under `/api/v1`: list and inspect runs, cancel, and the declared workflows.
 
+use super::auth::Caller;
 use super::body::RawBody;
 use super::dto::{EventDto, RunSummary, Tag};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
 use crate::store::{CancelOutcome, RetryOutcome, RunFilter};
 use crate::validate::{Fields, InputError};
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use uuid::Uuid;
@@ -270,10 +272,12 @@ impl OperatorApi {
         id: Path<String>,
         /// `{"reason": "..."}` (optional; `{}` or an empty JSON body is fine).
         body: Json<RawBody<ActionSchema>>,
+        caller: Data<&Caller>,
     ) -> Result<CancelReply, ApiError> {
         let app = state_of(&self.0)?;
         let reason = parse_reason(body.0.value)?;
-        let run = request_cancel(app, parse_run_id(&id.0)?, "operator", reason.as_deref()).await?;
+        let run =
+            request_cancel(app, parse_run_id(&id.0)?, &caller.name, reason.as_deref()).await?;
         Ok(CancelReply::Accepted(Json(CancelAccepted {
             id: run.id.to_string(),
             state: run.state,
@@ -290,11 +294,12 @@ impl OperatorApi {
         id: Path<String>,
         /// `{"reason": "..."}` (optional; `{}` or an empty JSON body is fine).
         body: Json<RawBody<ActionSchema>>,
+        caller: Data<&Caller>,
     ) -> Result<RetryReply, ApiError> {
         let app = state_of(&self.0)?;
         let id = parse_run_id(&id.0)?;
         let reason = parse_reason(body.0.value)?;
-        let detail = action_detail("retry requested", "operator", reason.as_deref());
+        let detail = action_detail("retry requested", &caller.name, reason.as_deref());
         let definitions = app.definitions.clone();
         let outcome = app
             .store

@@ -1,5 +1,6 @@
 //! Essedum's training routes (ESSEDUM-CONTRACT.md sections 1 and 3) and `GET /status/{id}`.
 
+use super::auth::Caller;
 use super::body::RawBody;
 use super::dto::{RunStatus, Tag, essedum_status, time, training_context};
 use super::operator::{request_cancel, state_of};
@@ -7,6 +8,7 @@ use super::{ApiError, AppState};
 use crate::model::{Kind, State};
 use crate::store::{NewRun, Run, RunFilter};
 use crate::workflows::training::{Origin, TrainingContext, TrainingRequest, job_name};
+use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use std::collections::HashMap;
@@ -274,6 +276,7 @@ impl TrainingApi {
     }
 
     /// Cancel a training run; the job is stopped. A finished run is a 409.
+    #[allow(clippy::too_many_arguments)]
     #[oai(path = "/api/service/v1/pipelines/training/:id/cancel", method = "get")]
     async fn cancel(
         &self,
@@ -283,10 +286,11 @@ impl TrainingApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
     ) -> Result<Json<Stopping>, ApiError> {
         let app = state_of(&self.0)?;
         let run = find_training(app, &id.0).await?;
-        request_cancel(app, run.id, "Essedum", None).await?;
+        request_cancel(app, run.id, &caller.name, None).await?;
         Ok(Json(Stopping {
             status: "Stopping".into(),
         }))

@@ -78,6 +78,11 @@ impl Lines {
         }
     }
 
+    /// Follows a child's output stream from a test.
+    pub fn follow_public(self, stream: impl std::io::Read + Send + 'static) {
+        self.follow(stream, "child")
+    }
+
     pub fn all(&self) -> Vec<String> {
         self.0.0.lock().unwrap().clone()
     }
@@ -355,6 +360,25 @@ impl Service {
                 Instant::now() < deadline,
                 "run {id}: timed out waiting for {what}: {r}"
             );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Like `wait_terminal`, for a service that requires a token.
+    pub async fn wait_terminal_with_token(&self, id: &str, token: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = client()
+                .get(self.url(&format!("/status/{id}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let s: Value = r.json().await.unwrap();
+            if s["terminal"] == json!(true) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "run {id} not terminal: {s}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

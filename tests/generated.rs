@@ -1,4 +1,5 @@
-//! The committed OpenAPI document must equal what the code generates.
+//! Generated documents must equal what the code generates: the OpenAPI document under
+//! `openapi/` and the README's workflow section.
 //! To refresh it: `cargo run -- openapi > openapi/openapi.json`.
 
 #[test]
@@ -39,4 +40,24 @@ fn document_lists_every_surface() {
         "{req}"
     );
     assert!(req["properties"]["RoleArn"].is_object());
+}
+
+#[test]
+fn readme_workflow_section_is_current() {
+    let defs = sagemaker_executor::workflows::load_definitions().unwrap();
+    let generated = sagemaker_executor::workflows::markdown(&defs);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let begin = "<!-- workflows:begin -->\n";
+    let start = readme
+        .find(begin)
+        .expect("README has the workflows:begin marker")
+        + begin.len();
+    let end = readme
+        .find("<!-- workflows:end -->")
+        .expect("README has the workflows:end marker");
+    assert!(
+        readme[start..end] == generated,
+        "README's workflow section is stale: paste the output of `cargo run -- workflows` between its markers"
+    );
 }

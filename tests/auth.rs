@@ -1,0 +1,283 @@
+//! Authentication and authorisation: bearer tokens with submitter and operator roles, open health
+//! routes, 401 vs 403, no effect without a valid token, and the refusal to serve a non-loopback
+//! address without tokens.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+use support::{Emulator, Scratch, Service, client, training_body, unique};
+
+const OPERATOR: &str = "operator-token-for-tests-0123456789";
+const ESSEDUM: &str = "essedum-submitter-token-abcdefghij";
+
+fn hash(token: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"))
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A service with the operator token from the environment and Essedum's from a tokens file.
+fn secured(s: &Scratch) -> Service {
+    let file = s.dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tokens]]\nname = \"essedum\"\nrole = \"submitter\"\nsha256 = \"{}\"\n",
+            hash(ESSEDUM)
+        ),
+    )
+    .unwrap();
+    let mut c = s.config(Emulator::shared().url());
+    c.extra_env
+        .push(("EXECUTOR_TOKENS_FILE".into(), file.display().to_string()));
+    c.extra_env
+        .push(("EXECUTOR_OPERATOR_TOKEN".into(), OPERATOR.into()));
+    Service::start(c)
+}
+
+async fn call(
+    svc: &Service,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = client().request(method.parse().unwrap(), svc.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.json().await.unwrap_or(Value::Null), headers)
+}
+
+#[tokio::test]
+async fn tokens_roles_and_open_routes() {
+    let bucket = unique("auth");
+    Emulator::shared().create_bucket(&bucket).await;
+    let s = Scratch::new();
+    let svc = secured(&s);
+    let submit = "/api/service/v1/pipelines/training/train";
+    let body = training_body(&bucket, "Completed", 0);
+
+    // Missing and wrong tokens: 401 with a challenge, and nothing is stored.
+    let (code, err, headers) = call(&svc, "POST", submit, None, Some(body.clone())).await;
+    assert_eq!(code, 401, "{err}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing bearer token")
+    );
+    let (code, err, _) = call(
+        &svc,
+        "POST",
+        submit,
+        Some("not-a-token"),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!((code, err["error"].as_str()), (401, Some("invalid token")));
+    // An unauthenticated caller learns nothing, not even whether a run or route exists.
+    assert_eq!(
+        call(
+            &svc,
+            "GET",
+            "/api/v1/runs/00000000-0000-0000-0000-000000000000",
+            None,
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(call(&svc, "GET", "/no/such/route", None, None).await.0, 401);
+    let (code, page, _) = call(&svc, "GET", "/api/v1/runs", Some(OPERATOR), None).await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(
+        page["runs"].as_array().unwrap().len(),
+        0,
+        "rejected requests changed nothing"
+    );
+
+    // The submitter submits, reads and cancels; it may not retry.
+    let (code, a, _) = call(&svc, "POST", submit, Some(ESSEDUM), Some(body.clone())).await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    assert_eq!(
+        call(&svc, "GET", &format!("/status/{id}"), Some(ESSEDUM), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&svc, "GET", "/api/v1/runs", Some(ESSEDUM), None)
+            .await
+            .0,
+        200
+    );
+    let (code, err, _) = call(
+        &svc,
+        "POST",
+        &format!("/api/v1/runs/{id}/retry"),
+        Some(ESSEDUM),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, 403, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("operator role"));
+    // The operator may (the run is Done by then, or soon: a 409 or 202 either way, never 401/403).
+    let status = svc.wait_terminal_with_token(id, OPERATOR).await;
+    assert_eq!(status["state"], "Done");
+    let (code, _, _) = call(
+        &svc,
+        "POST",
+        &format!("/api/v1/runs/{id}/retry"),
+        Some(OPERATOR),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, 409);
+
+    // Who acted is recorded by token name.
+    let (_, b, _) = call(
+        &svc,
+        "POST",
+        submit,
+        Some(ESSEDUM),
+        Some(training_body(&bucket, "Completed", 100_000)),
+    )
+    .await;
+    let id2 = b["id"].as_str().unwrap();
+    let (code, _, _) = call(
+        &svc,
+        "GET",
+        &format!("/api/service/v1/pipelines/training/{id2}/cancel"),
+        Some(ESSEDUM),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, run, _) = call(
+        &svc,
+        "GET",
+        &format!("/api/v1/runs/{id2}"),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert!(
+        run["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"] == "cancel requested by essedum"),
+        "{run}"
+    );
+
+    // The command line carries the token; without one it is refused (exit 3).
+    let cli = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"));
+        cmd.args(["runs", "list", "--url", &format!("http://{}", svc.addr)])
+            .env("EXECUTOR_LOG", "warn");
+        if let Some(t) = token {
+            cmd.env("EXECUTOR_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let out = cli(Some(OPERATOR));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id2));
+    let out = cli(None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // Health, readiness and documentation stay open; security headers are on every reply.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let (code, _, headers) = call(&svc, "GET", path, None, None).await;
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() {
+    let s = Scratch::new();
+    let svc = Service::start(s.config(Emulator::shared().url()));
+    let big = json!({"inline_csv": "x".repeat(3 * 1024 * 1024)});
+    let (code, err, _) = call(
+        &svc,
+        "POST",
+        "/api/service/v1/pipelines/training/train",
+        None,
+        Some(big),
+    )
+    .await;
+    assert_eq!(code, 413, "{err}");
+    assert!(err["error"].is_string());
+    assert_eq!(svc.run_count().await, 0);
+}
+
+#[test]
+fn without_tokens_only_loopback_is_served_unless_told_otherwise() {
+    let s = Scratch::new();
+    let run = |extra: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"));
+        cmd.arg("serve")
+            .env_clear()
+            .env(
+                "EXECUTOR_DATABASE_URL",
+                format!("sqlite://{}", s.db().display()),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("EXECUTOR_LOG", "warn");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let out = run(&[("EXECUTOR_BIND", "0.0.0.0:0")]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve 0.0.0.0:0 without authentication"),
+        "{err}"
+    );
+
+    // Told explicitly, it serves (and says authentication is off); stop it once it listens.
+    let mut child = run(&[
+        ("EXECUTOR_BIND", "0.0.0.0:0"),
+        ("EXECUTOR_INSECURE_NO_AUTH", "true"),
+    ])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let lines = support::Lines::default();
+    lines.clone().follow_public(child.stderr.take().unwrap());
+    lines.wait_for("LISTENING", Duration::from_secs(30), |l| {
+        l.starts_with("LISTENING ")
+    });
+    assert!(
+        lines
+            .all()
+            .iter()
+            .any(|l| l.contains("authentication is OFF"))
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
