@@ -49,6 +49,15 @@ pub struct DbArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// A TOML file of settings, keys named like the flags (`bind = "0.0.0.0:5002"`,
+    /// `poll_min_ms = 5000`); flags and environment variables take precedence over it.
+    #[arg(long, env = "EXECUTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format: `text` or `json` (one object a line, with the run's span fields).
+    #[arg(long, env = "EXECUTOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
     #[command(flatten)]
     pub db: DbArgs,
 
@@ -135,4 +144,107 @@ pub struct ServeArgs {
     /// Timeout of one AWS call attempt, in seconds.
     #[arg(long, env = "EXECUTOR_AWS_TIMEOUT_SECS", default_value_t = 60)]
     pub aws_timeout_secs: u64,
+}
+
+/// Applies `serve --config FILE` (or `EXECUTOR_CONFIG`): each `key = value` of the TOML file sets
+/// the setting's environment variable when the environment does not set it already. Flags beat
+/// the environment (clap), and the environment beats the file. Unknown keys are an error.
+pub fn apply_config_file(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String> {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.get(1).map(String::as_str) != Some("serve") {
+        return Ok(());
+    }
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_string).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_flag.or_else(|| std::env::var("EXECUTOR_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading config file {path}: {e}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config file {path}: {e}"))?;
+    let settings = config_keys();
+    for (key, value) in table {
+        let Some((_, env)) = settings.iter().find(|(k, _)| *k == key) else {
+            let known: Vec<&str> = settings.iter().map(|(k, _)| k.as_str()).collect();
+            return Err(format!(
+                "config file {path}: unknown setting {key:?}; known settings: {}",
+                known.join(", ")
+            ));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
+                return Err(format!(
+                    "config file {path}: {key} must be a string, number or boolean, not {}",
+                    other.type_str()
+                ));
+            }
+        };
+        if std::env::var_os(env).is_none() {
+            // SAFETY: called at the very start of main, before any other thread exists.
+            unsafe { std::env::set_var(env, text) };
+        }
+    }
+    Ok(())
+}
+
+/// `(config key, environment variable)` of every `serve` setting but the config file itself.
+pub fn config_keys() -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve subcommand");
+    serve
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            (env != "EXECUTOR_CONFIG").then(|| (a.get_id().as_str().to_string(), env))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_a_config_key_named_like_its_flag() {
+        let keys = config_keys();
+        for (key, env) in [
+            ("bind", "EXECUTOR_BIND"),
+            ("database_url", "EXECUTOR_DATABASE_URL"),
+            ("poll_min_ms", "EXECUTOR_POLL_MIN_MS"),
+            ("tokens_file", "EXECUTOR_TOKENS_FILE"),
+            ("log_format", "EXECUTOR_LOG_FORMAT"),
+        ] {
+            assert!(
+                keys.contains(&(key.to_string(), env.to_string())),
+                "{key} missing: {keys:?}"
+            );
+        }
+        assert!(!keys.iter().any(|(k, _)| k == "config"));
+    }
+
+    #[test]
+    fn config_file_is_ignored_for_other_commands() {
+        assert!(
+            apply_config_file(["x", "openapi", "--config", "/nonexistent"].map(Into::into)).is_ok()
+        );
+        let err =
+            apply_config_file(["x", "serve", "--config", "/nonexistent/file.toml"].map(Into::into))
+                .unwrap_err();
+        assert!(err.contains("/nonexistent/file.toml"), "{err}");
+    }
 }

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod failpoint;
+pub mod metrics;
 pub mod model;
 pub mod store;
 pub mod validate;

@@ -1,4 +1,5 @@
 use super::{ApiError, AppState};
+use poem_openapi::payload::PlainText;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 pub struct HealthApi(pub Option<AppState>);
@@ -16,6 +17,23 @@ impl HealthApi {
         Json(Health {
             status: "ok".into(),
         })
+    }
+
+    /// Prometheus metrics: runs by kind and state, transitions, step durations, step errors by
+    /// class, AWS calls by operation and outcome, the oldest unfinished run's age, lease takeovers.
+    #[oai(path = "/metrics", method = "get")]
+    async fn metrics(&self) -> Result<PlainText<String>, ApiError> {
+        let state = self
+            .0
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("not serving"))?;
+        let runs = state.store.count_by_kind_state().await?;
+        let oldest = state.store.oldest_unfinished().await?;
+        Ok(PlainText(crate::metrics::global().render(
+            &runs,
+            oldest,
+            state.clock.now(),
+        )))
     }
 
     /// Readiness: the store answers queries.

@@ -30,6 +30,19 @@ pub enum AwsErrorKind {
     AlreadyExists,
 }
 
+impl AwsErrorKind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            AwsErrorKind::Retryable => "retryable",
+            AwsErrorKind::Capacity => "capacity",
+            AwsErrorKind::Terminal => "terminal",
+            AwsErrorKind::NotFound => "not_found",
+            AwsErrorKind::AlreadyExists => "already_exists",
+        }
+    }
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{operation}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
 pub struct AwsError {

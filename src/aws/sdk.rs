@@ -3,6 +3,7 @@
 use super::{
     AwsError, AwsErrorKind, AwsPort, AwsResult, TrainingJobDescription, TrainingJobSpec, classify,
 };
+use crate::metrics;
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -96,12 +97,17 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => AwsErrorKind::Retryable,
         _ => classify(code.as_deref(), status, &message),
     };
+    metrics::global().aws_call(operation, kind.label());
     AwsError {
         kind,
         operation,
         code,
         message,
     }
+}
+
+fn record_ok(operation: &'static str) {
+    metrics::global().aws_call(operation, "ok");
 }
 
 pub trait HasStatus {
@@ -155,7 +161,8 @@ impl SdkAws {
             .content_type(content_type)
             .send()
             .await
-            .map_err(|e| sdk_error("CreateMultipartUpload", e))?;
+            .map_err(|e| sdk_error("CreateMultipartUpload", e))
+            .inspect(|_| record_ok("CreateMultipartUpload"))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| terminal("CreateMultipartUpload", "no upload id returned".into()))?
@@ -210,7 +217,8 @@ impl SdkAws {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| sdk_error("UploadPart", e))?;
+                .map_err(|e| sdk_error("UploadPart", e))
+                .inspect(|_| record_ok("UploadPart"))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -232,7 +240,8 @@ impl SdkAws {
             )
             .send()
             .await
-            .map_err(|e| sdk_error("CompleteMultipartUpload", e))?;
+            .map_err(|e| sdk_error("CompleteMultipartUpload", e))
+            .inspect(|_| record_ok("CompleteMultipartUpload"))?;
         Ok(())
     }
 }
@@ -254,7 +263,8 @@ impl AwsPort for SdkAws {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| sdk_error("PutObject", e))?;
+            .map_err(|e| sdk_error("PutObject", e))
+            .inspect(|_| record_ok("PutObject"))?;
         Ok(())
     }
 
@@ -283,7 +293,8 @@ impl AwsPort for SdkAws {
             .body(body)
             .send()
             .await
-            .map_err(|e| sdk_error("PutObject", e))?;
+            .map_err(|e| sdk_error("PutObject", e))
+            .inspect(|_| record_ok("PutObject"))?;
         Ok(())
     }
 
@@ -340,7 +351,8 @@ impl AwsPort for SdkAws {
             )
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))?;
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|_| record_ok(OP))?;
         Ok(out.training_job_arn().unwrap_or_default().to_string())
     }
 
@@ -352,7 +364,10 @@ impl AwsPort for SdkAws {
             .send()
             .await
         {
-            Ok(out) => out,
+            Ok(out) => {
+                record_ok("DescribeTrainingJob");
+                out
+            }
             Err(e) => {
                 let err = sdk_error("DescribeTrainingJob", e);
                 return if err.kind == AwsErrorKind::NotFound {
@@ -387,7 +402,8 @@ impl AwsPort for SdkAws {
             .training_job_name(name)
             .send()
             .await
-            .map_err(|e| sdk_error("StopTrainingJob", e))?;
+            .map_err(|e| sdk_error("StopTrainingJob", e))
+            .inspect(|_| record_ok("StopTrainingJob"))?;
         Ok(())
     }
 }

@@ -20,6 +20,7 @@
 
 use crate::aws::AwsPort;
 use crate::clock::{self, Clock};
+use crate::metrics;
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::{self, ClaimedRun, Store, Transition, TransitionOutcome};
 use crate::workflows::{
@@ -182,14 +183,21 @@ impl Engine {
 
     async fn claim(&self, limit: usize) -> store::Result<Vec<ClaimedRun>> {
         let now = self.clock.now();
-        self.store
+        let claimed = self
+            .store
             .claim_due(
                 &self.config.owner,
                 now,
                 clock::add(now, self.config.lease),
                 limit as u32,
             )
-            .await
+            .await?;
+        let takeovers = claimed.iter().filter(|c| c.took_over).count() as u64;
+        if takeovers > 0 {
+            tracing::warn!(takeovers, "claimed runs whose previous lease had expired");
+            metrics::global().lease_takeovers(takeovers);
+        }
+        Ok(claimed)
     }
 
     /// The reconciler loop: claims due runs up to the concurrency bound, runs their steps, and
@@ -289,6 +297,7 @@ impl Engine {
             poll: reg.def.poll,
         };
         let heartbeat = self.clone().heartbeat(claimed.clone());
+        let started = std::time::Instant::now();
         let step =
             tokio::time::timeout(reg.def.step_timeout(run.state), reg.handler.step(run, &cx));
         let result = tokio::select! {
@@ -301,6 +310,8 @@ impl Engine {
                 return;
             }
         };
+        metrics::global().step(run.kind, run.state, started.elapsed());
+        let error_class = result.as_ref().err().map(|e| e.class);
         let now = self.clock.now();
         let transition = decide(&reg.def, run, result, now);
         match self
@@ -309,7 +320,16 @@ impl Engine {
             .await
         {
             Ok(TransitionOutcome::Committed { .. }) => {
+                if let Some(class) = error_class {
+                    let outcome = if transition.to == State::Failed {
+                        "failed"
+                    } else {
+                        "retried"
+                    };
+                    metrics::global().step_error(class, outcome);
+                }
                 if transition.to != run.state {
+                    metrics::global().transition(run.kind, run.state, transition.to);
                     tracing::info!(to = %transition.to, detail = ?transition.detail, "transition");
                 }
                 if let Some((class, msg)) = &transition.error {

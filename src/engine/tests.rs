@@ -344,6 +344,8 @@ async fn a_late_commit_after_a_lease_takeover_is_dropped() {
         .await
         .unwrap();
     assert_eq!(b.len(), 1, "an expired lease is claimed again");
+    assert!(b[0].took_over, "and counted as a takeover");
+    assert!(!a[0].took_over);
     let t = to_submitted(&a[0], now);
     assert_eq!(
         h.store.commit_transition(&a[0], &t, now).await.unwrap(),

@@ -34,6 +34,8 @@ pub struct Run {
 pub struct ClaimedRun {
     pub run: Run,
     pub owner: String,
+    /// The run was still leased by a holder whose lease had expired.
+    pub took_over: bool,
 }
 
 /// One history row.
@@ -264,32 +266,36 @@ impl Store {
         }
         let now_s = to_db(now);
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(concat!(
-            "UPDATE runs SET lease_owner = ?1, lease_until = ?2, version = version + 1
-             WHERE id IN (
-                 SELECT id FROM runs
-                 WHERE next_due_at IS NOT NULL AND next_due_at <= ?3
-                   AND (lease_until IS NULL OR lease_until <= ?3)
-                 ORDER BY next_due_at LIMIT ?4)
-             RETURNING ",
-            run_columns!(),
-            ""
-        ))
-        .bind(owner)
-        .bind(to_db(lease_until))
+        let due: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT id, lease_owner IS NOT NULL FROM runs
+             WHERE next_due_at IS NOT NULL AND next_due_at <= ?1
+               AND (lease_until IS NULL OR lease_until <= ?1)
+             ORDER BY next_due_at LIMIT ?2",
+        )
         .bind(&now_s)
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for (id, took_over) in due {
+            let row = sqlx::query(concat!(
+                "UPDATE runs SET lease_owner = ?1, lease_until = ?2, version = version + 1
+                 WHERE id = ?3 RETURNING ",
+                run_columns!()
+            ))
+            .bind(owner)
+            .bind(to_db(lease_until))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+            claimed.push(ClaimedRun {
+                run: run_from_row(&row)?,
+                owner: owner.to_string(),
+                took_over,
+            });
+        }
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClaimedRun {
-                    run: run_from_row(r)?,
-                    owner: owner.to_string(),
-                })
-            })
-            .collect()
+        Ok(claimed)
     }
 
     /// Extends a held lease; false when the run is no longer ours.
@@ -571,6 +577,30 @@ impl Store {
         .fetch_all(self.reader())
         .await?;
         rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
+    }
+
+    /// How many runs there are of each kind in each state (metrics).
+    pub async fn count_by_kind_state(&self) -> Result<Vec<(Kind, State, i64)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT kind, state, COUNT(*) FROM runs GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter()
+            .map(|(k, s, n)| {
+                let kind = Kind::parse(&k).ok_or_else(|| Error::Corrupt(format!("kind {k:?}")))?;
+                Ok((kind, state(&s)?, n))
+            })
+            .collect()
+    }
+
+    /// When the oldest unfinished run was created (metrics).
+    pub async fn oldest_unfinished(&self) -> Result<Option<Timestamp>> {
+        let s: Option<String> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL")
+                .fetch_one(self.reader())
+                .await?;
+        Ok(s.as_deref().and_then(from_db))
     }
 
     /// When the next run falls due (ignoring leases), for the engine's sleep.

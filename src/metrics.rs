@@ -1,0 +1,221 @@
+//! Prometheus metrics, kept in process (counters reset on restart, as Prometheus expects) plus
+//! gauges read from the store when scraped. Rendered as Prometheus text at `GET /metrics`.
+
+use crate::clock::Timestamp;
+use crate::model::{ErrorClass, Kind, State};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    transitions: BTreeMap<(Kind, State, State), u64>,
+    step_seconds: BTreeMap<(Kind, State), Histogram>,
+    step_errors: BTreeMap<(ErrorClass, &'static str), u64>,
+    aws_calls: BTreeMap<(&'static str, &'static str), u64>,
+    lease_takeovers: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics(Mutex<Inner>);
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn transition(&self, kind: Kind, from: State, to: State) {
+        self.with(|m| *m.transitions.entry((kind, from, to)).or_default() += 1);
+    }
+
+    pub fn step(&self, kind: Kind, state: State, took: Duration) {
+        let secs = took.as_secs_f64();
+        self.with(|m| {
+            let h = m.step_seconds.entry((kind, state)).or_default();
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if secs <= *le {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        });
+    }
+
+    /// A step error, and whether the run was `retried` or `failed` because of it.
+    pub fn step_error(&self, class: ErrorClass, outcome: &'static str) {
+        self.with(|m| *m.step_errors.entry((class, outcome)).or_default() += 1);
+    }
+
+    pub fn aws_call(&self, operation: &'static str, outcome: &'static str) {
+        self.with(|m| *m.aws_calls.entry((operation, outcome)).or_default() += 1);
+    }
+
+    pub fn lease_takeovers(&self, n: u64) {
+        if n > 0 {
+            self.with(|m| m.lease_takeovers += n);
+        }
+    }
+
+    /// Prometheus text: the counters above, plus the store's view passed in.
+    pub fn render(
+        &self,
+        runs: &[(Kind, State, i64)],
+        oldest_unfinished: Option<Timestamp>,
+        now: Timestamp,
+    ) -> String {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = String::new();
+        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            &mut o,
+            "executor_runs",
+            "gauge",
+            "Runs in the store by kind and state.",
+        );
+        for (kind, state, n) in runs {
+            let _ = writeln!(o, "executor_runs{{kind=\"{kind}\",state=\"{state}\"}} {n}");
+        }
+        head(
+            &mut o,
+            "executor_oldest_unfinished_run_age_seconds",
+            "gauge",
+            "Age of the oldest run that is not terminal (0 when none).",
+        );
+        let age = oldest_unfinished
+            .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        let _ = writeln!(o, "executor_oldest_unfinished_run_age_seconds {age}");
+        head(
+            &mut o,
+            "executor_transitions_total",
+            "counter",
+            "Committed state changes.",
+        );
+        for ((kind, from, to), n) in &m.transitions {
+            let _ = writeln!(
+                o,
+                "executor_transitions_total{{kind=\"{kind}\",from=\"{from}\",to=\"{to}\"}} {n}"
+            );
+        }
+        head(
+            &mut o,
+            "executor_step_duration_seconds",
+            "histogram",
+            "Time one workflow step took.",
+        );
+        for ((kind, state), h) in &m.step_seconds {
+            let labels = format!("kind=\"{kind}\",state=\"{state}\"");
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "executor_step_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                o,
+                "executor_step_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                o,
+                "executor_step_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                o,
+                "executor_step_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+        head(
+            &mut o,
+            "executor_step_errors_total",
+            "counter",
+            "Step errors by class, and whether the run was retried or failed.",
+        );
+        for ((class, outcome), n) in &m.step_errors {
+            let _ = writeln!(
+                o,
+                "executor_step_errors_total{{class=\"{}\",outcome=\"{outcome}\"}} {n}",
+                class.as_str()
+            );
+        }
+        head(
+            &mut o,
+            "executor_aws_calls_total",
+            "counter",
+            "AWS calls by operation and outcome.",
+        );
+        for ((op, outcome), n) in &m.aws_calls {
+            let _ = writeln!(
+                o,
+                "executor_aws_calls_total{{operation=\"{op}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        head(
+            &mut o,
+            "executor_lease_takeovers_total",
+            "counter",
+            "Runs claimed after another holder's lease expired.",
+        );
+        let _ = writeln!(o, "executor_lease_takeovers_total {}", m.lease_takeovers);
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let m = Metrics::default();
+        m.transition(Kind::Training, State::Polling, State::Done);
+        m.step(Kind::Training, State::Polling, Duration::from_millis(20));
+        m.step(Kind::Training, State::Polling, Duration::from_secs(2));
+        m.step_error(ErrorClass::Retryable, "retried");
+        m.aws_call("CreateTrainingJob", "ok");
+        m.lease_takeovers(2);
+        let now = chrono::Utc::now();
+        let text = m.render(
+            &[(Kind::Training, State::Done, 3)],
+            Some(now - chrono::Duration::seconds(90)),
+            now,
+        );
+        for line in [
+            "executor_runs{kind=\"training\",state=\"Done\"} 3",
+            "executor_oldest_unfinished_run_age_seconds 90",
+            "executor_transitions_total{kind=\"training\",from=\"Polling\",to=\"Done\"} 1",
+            "executor_step_duration_seconds_bucket{kind=\"training\",state=\"Polling\",le=\"0.05\"} 1",
+            "executor_step_duration_seconds_bucket{kind=\"training\",state=\"Polling\",le=\"+Inf\"} 2",
+            "executor_step_duration_seconds_count{kind=\"training\",state=\"Polling\"} 2",
+            "executor_step_errors_total{class=\"retryable\",outcome=\"retried\"} 1",
+            "executor_aws_calls_total{operation=\"CreateTrainingJob\",outcome=\"ok\"} 1",
+            "executor_lease_takeovers_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}
