@@ -53,6 +53,7 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
                     request: serde_json::json!({}),
                     context: serde_json::json!({"polls": 0}),
                     resource_name: Some(format!("job-{}", id.simple())),
+                    submitted_by: None,
                     detail: "bench".into(),
                 },
                 clock.now(),

@@ -11,6 +11,7 @@ use support::{Emulator, Scratch, Service, client, training_body, unique};
 
 const OPERATOR: &str = "operator-token-for-tests-0123456789";
 const ESSEDUM: &str = "essedum-submitter-token-abcdefghij";
+const OTHER: &str = "another-submitter-token-klmnopqrst";
 
 fn hash(token: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"))
@@ -31,8 +32,10 @@ fn secured(s: &Scratch) -> Service {
     std::fs::write(
         &file,
         format!(
-            "[[tokens]]\nname = \"essedum\"\nrole = \"submitter\"\nsha256 = \"{}\"\n",
-            hash(ESSEDUM)
+            "[[tokens]]\nname = \"essedum\"\nrole = \"submitter\"\nsha256 = \"{}\"\n\n\
+             [[tokens]]\nname = \"other\"\nrole = \"submitter\"\nsha256 = \"{}\"\n",
+            hash(ESSEDUM),
+            hash(OTHER)
         ),
     )
     .unwrap();
@@ -280,4 +283,109 @@ fn without_tokens_only_loopback_is_served_unless_told_otherwise() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_submitter_sees_and_cancels_only_its_own_runs() {
+    let bucket = unique("own");
+    Emulator::shared().create_bucket(&bucket).await;
+    let s = Scratch::new();
+    let svc = secured(&s);
+    let (code, a, _) = call(
+        &svc,
+        "POST",
+        "/api/service/v1/pipelines/training/train",
+        Some(ESSEDUM),
+        Some(training_body(&bucket, "Completed", 100_000)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let id = a["id"].as_str().unwrap();
+    let name = a["name"].as_str().unwrap();
+    for path in [
+        format!("/status/{id}"),
+        format!("/status/{name}"),
+        format!("/api/v1/runs/{id}"),
+        format!("/api/service/v1/pipelines/training/{id}/get"),
+        format!("/api/service/v1/pipelines/training/{id}/cancel"),
+    ] {
+        assert_eq!(
+            call(&svc, "GET", &path, Some(OTHER), None).await.0,
+            404,
+            "{path}"
+        );
+        let own = path.replace("/cancel", "/get");
+        assert_eq!(
+            call(&svc, "GET", &own, Some(ESSEDUM), None).await.0,
+            200,
+            "{own}"
+        );
+    }
+    let cancel = format!("/api/v1/runs/{id}/cancel");
+    assert_eq!(
+        call(&svc, "POST", &cancel, Some(OTHER), Some(json!({})))
+            .await
+            .0,
+        404
+    );
+    let (_, theirs, _) = call(&svc, "GET", "/api/v1/runs", Some(OTHER), None).await;
+    assert_eq!(theirs["runs"].as_array().unwrap().len(), 0);
+    assert_eq!(theirs["counts"], json!({}));
+    let (_, list, _) = call(
+        &svc,
+        "GET",
+        "/api/service/v1/pipelines/training/list",
+        Some(OTHER),
+        None,
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    let (_, mine, _) = call(&svc, "GET", "/api/v1/runs", Some(ESSEDUM), None).await;
+    assert_eq!(mine["runs"][0]["id"], id);
+    let (_, all, _) = call(&svc, "GET", "/api/v1/runs", Some(OPERATOR), None).await;
+    assert_eq!(
+        all["runs"].as_array().unwrap().len(),
+        1,
+        "the operator sees every run"
+    );
+    let (code, _, _) = call(&svc, "POST", &cancel, Some(ESSEDUM), Some(json!({}))).await;
+    assert_eq!(code, 202, "the submitter cancels its own run");
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_store_or_the_logs() {
+    let s = Scratch::new();
+    let svc = secured(&s);
+    let wrong = "a-wrong-token-that-should-not-be-logged";
+    for token in [ESSEDUM, OPERATOR, wrong] {
+        call(&svc, "GET", "/api/v1/runs", Some(token), None).await;
+    }
+    let bucket = unique("secret");
+    Emulator::shared().create_bucket(&bucket).await;
+    let body = training_body(&bucket, "Completed", 0);
+    let submit = "/api/service/v1/pipelines/training/train";
+    let (_, a, _) = call(&svc, "POST", submit, Some(ESSEDUM), Some(body)).await;
+    svc.wait_terminal_with_token(a["id"].as_str().unwrap(), ESSEDUM)
+        .await;
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(s.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("executor.db")
+        {
+            stored.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(
+        stored.contains("essedum"),
+        "the database holds the submitter's name"
+    );
+    let logs = svc.stderr.all().join("\n");
+    for token in [ESSEDUM, OPERATOR, wrong] {
+        assert!(!stored.contains(token), "a token is in the database");
+        assert!(!logs.contains(token), "a token is in the log");
+    }
 }

@@ -163,4 +163,15 @@ async fn json_logs_carry_the_runs_span_fields() {
     assert_eq!(v["span"]["run_id"], id, "{v}");
     assert_eq!(v["span"]["kind"], "training");
     assert!(v["fields"]["to"].is_string());
+    assert!(
+        v["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("staged input at s3://"),
+        "{v}"
+    );
+    assert!(
+        v["span"]["aws_request_id"].is_string(),
+        "the step's AWS request id is on its span: {v}"
+    );
 }

@@ -227,6 +227,25 @@ async fn run_filters_counts_and_time_ranges() {
         .get(&format!("/api/v1/runs?created_before={before}"))
         .await;
     assert!(ids(&earlier).is_empty());
+    let (code, err) = svc
+        .get(&format!("/api/v1/runs?cursor={}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(
+        (code, err["field"].as_str()),
+        (400, Some("cursor")),
+        "an unknown cursor"
+    );
+    assert_eq!(svc.get("/api/v1/runs?limit=1000").await.0, 200);
+    assert_eq!(svc.get("/api/v1/runs?limit=1001").await.0, 422);
+    let (_, one) = svc.get("/api/v1/runs?limit=1").await;
+    let (_, rest) = svc
+        .get(&format!(
+            "/api/v1/runs?limit=1&cursor={}",
+            one["next_cursor"].as_str().unwrap()
+        ))
+        .await;
+    assert!(rest["next_cursor"].is_null(), "the last page has no cursor");
+    assert_eq!(ids(&one).len() + ids(&rest).len(), 2);
     let (code, err) = svc.get("/api/v1/runs?updated_after=yesterday").await;
     assert_eq!((code, err["field"].as_str()), (422, Some("updated_after")));
 }

@@ -1,10 +1,11 @@
 //! The operator API under `/api/v1`: list and inspect runs, cancel, and the declared workflows.
 
-use super::auth::Caller;
+use super::auth::{Caller, Role};
 use super::body::RawBody;
 use super::dto::{EventDto, RunSummary, Tag};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
+use crate::store::Run;
 use crate::store::{CancelOutcome, RetryOutcome, RunFilter};
 use crate::validate::{Fields, InputError};
 use poem::web::Data;
@@ -134,14 +135,27 @@ pub(super) fn state_of(api: &Option<AppState>) -> Result<&AppState, ApiError> {
         .ok_or_else(|| ApiError::unavailable("not serving"))
 }
 
+/// The submitter whose runs a caller is limited to: a submitter sees only what it submitted.
+pub(super) fn owner_scope(caller: &Caller) -> Option<&str> {
+    (caller.role == Role::Submitter).then_some(caller.name.as_str())
+}
+
+/// A run as the caller may see it: another submitter's run is reported as not found.
+pub(super) fn visible(caller: &Caller, run: Option<Run>) -> Option<Run> {
+    run.filter(|r| owner_scope(caller).is_none_or(|o| r.submitted_by.as_deref() == Some(o)))
+}
+
 /// Records a cancel request (shared by the operator and the Essedum routes).
 pub(super) async fn request_cancel(
     state: &AppState,
     id: Uuid,
-    who: &str,
+    caller: &Caller,
     reason: Option<&str>,
-) -> Result<crate::store::Run, ApiError> {
-    let detail = action_detail("cancel requested", who, reason);
+) -> Result<Run, ApiError> {
+    if visible(caller, state.store.get_run(id).await?).is_none() {
+        return Err(ApiError::not_found(format!("no run {id}")));
+    }
+    let detail = action_detail("cancel requested", &caller.name, reason);
     match state
         .store
         .request_cancel(id, state.clock.now(), &detail)
@@ -183,6 +197,7 @@ impl OperatorApi {
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
+        caller: Data<&Caller>,
     ) -> Result<Json<RunPage>, ApiError> {
         let app = state_of(&self.0)?;
         let after = cursor
@@ -197,6 +212,14 @@ impl OperatorApi {
                 })
             })
             .transpose()?;
+        if let Some(after) = after
+            && visible(&caller, app.store.get_run(after).await?).is_none()
+        {
+            return Err(ApiError::bad_request(
+                "cursor is not a cursor from a previous page",
+                Some("cursor"),
+            ));
+        }
         let limit = limit.0.unwrap_or(50);
         if !(1..=1000).contains(&limit) {
             return Err(
@@ -228,10 +251,14 @@ impl OperatorApi {
                 .0
                 .map(|s| now - chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64)),
             has_error: has_error.0,
+            submitted_by: owner_scope(&caller).map(str::to_string),
             limit,
         };
         let page = app.store.list_runs(&filter).await?;
-        let counts = app.store.count_by_state(kind.0).await?;
+        let counts = app
+            .store
+            .count_by_state(kind.0, owner_scope(&caller))
+            .await?;
         Ok(Json(RunPage {
             runs: page.runs.iter().map(RunSummary::from).collect(),
             counts: counts
@@ -244,13 +271,14 @@ impl OperatorApi {
 
     /// One run with its request, context, lease and whole transition history.
     #[oai(path = "/api/v1/runs/:id", method = "get", tag = "Tag::Runs")]
-    async fn get_run(&self, id: Path<String>) -> Result<Json<RunDetail>, ApiError> {
+    async fn get_run(
+        &self,
+        id: Path<String>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<RunDetail>, ApiError> {
         let app = state_of(&self.0)?;
         let id = parse_run_id(&id.0)?;
-        let run = app
-            .store
-            .get_run(id)
-            .await?
+        let run = visible(&caller, app.store.get_run(id).await?)
             .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
         let history = app.store.events(id).await?;
         Ok(Json(RunDetail {
@@ -276,8 +304,7 @@ impl OperatorApi {
     ) -> Result<CancelReply, ApiError> {
         let app = state_of(&self.0)?;
         let reason = parse_reason(body.0.value)?;
-        let run =
-            request_cancel(app, parse_run_id(&id.0)?, &caller.name, reason.as_deref()).await?;
+        let run = request_cancel(app, parse_run_id(&id.0)?, &caller, reason.as_deref()).await?;
         Ok(CancelReply::Accepted(Json(CancelAccepted {
             id: run.id.to_string(),
             state: run.state,

@@ -1,9 +1,12 @@
 //! Essedum's training routes (ESSEDUM-CONTRACT.md sections 1 and 3) and `GET /status/{id}`.
+// Every Essedum route takes the backend's four query parameters and Referer, so handlers have
+// many parameters by contract.
+#![allow(clippy::too_many_arguments)]
 
 use super::auth::Caller;
 use super::body::RawBody;
 use super::dto::{RunStatus, Tag, essedum_status, time, training_context};
-use super::operator::{request_cancel, state_of};
+use super::operator::{owner_scope, request_cancel, state_of, visible};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
 use crate::store::{NewRun, Run, RunFilter};
@@ -161,8 +164,8 @@ fn essedum_job(r: &Run) -> EssedumJob {
     }
 }
 
-async fn find_training(app: &AppState, id: &str) -> Result<Run, ApiError> {
-    match app.store.find_run(id).await? {
+async fn find_training(app: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {
+    match visible(caller, app.store.find_run(id).await?) {
         Some(r) if r.kind == Kind::Training => Ok(r),
         _ => Err(ApiError::not_found(format!(
             "no training run or job named {id:?}"
@@ -176,6 +179,7 @@ impl TrainingApi {
         body: serde_json::Value,
         project: Option<String>,
         adapter_instance: Option<String>,
+        caller: &Caller,
     ) -> Result<SubmitReply, ApiError> {
         let app = state_of(&self.0)?;
         let mut request = TrainingRequest::parse(body, &app.limits)?;
@@ -198,6 +202,7 @@ impl TrainingApi {
                     context: serde_json::to_value(TrainingContext::new(id))
                         .expect("context serialises"),
                     resource_name: Some(name.clone()),
+                    submitted_by: Some(caller.name.clone()),
                     detail: format!("accepted; training job name {name}"),
                 },
                 app.clock.now(),
@@ -228,8 +233,9 @@ impl TrainingApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
     ) -> Result<SubmitReply, ApiError> {
-        self.submit(body.0.value, project.0, adapter_instance.0)
+        self.submit(body.0.value, project.0, adapter_instance.0, &caller)
             .await
     }
 
@@ -243,19 +249,21 @@ impl TrainingApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
     ) -> Result<SubmitReply, ApiError> {
-        self.submit(body.0.value, project.0, adapter_instance.0)
+        self.submit(body.0.value, project.0, adapter_instance.0, &caller)
             .await
     }
 
     /// A run's status by run id or SageMaker job name.
     #[oai(path = "/status/:id", method = "get")]
-    async fn status(&self, id: Path<String>) -> Result<Json<RunStatus>, ApiError> {
+    async fn status(
+        &self,
+        id: Path<String>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<RunStatus>, ApiError> {
         let app = state_of(&self.0)?;
-        let run = app
-            .store
-            .find_run(&id.0)
-            .await?
+        let run = visible(&caller, app.store.find_run(&id.0).await?)
             .ok_or_else(|| ApiError::not_found(format!("no run or job named {:?}", id.0)))?;
         Ok(Json(RunStatus::from(&run)))
     }
@@ -270,13 +278,15 @@ impl TrainingApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
     ) -> Result<Json<EssedumJob>, ApiError> {
         let app = state_of(&self.0)?;
-        Ok(Json(essedum_job(&find_training(app, &id.0).await?)))
+        Ok(Json(essedum_job(
+            &find_training(app, &caller, &id.0).await?,
+        )))
     }
 
     /// Cancel a training run; the job is stopped. A finished run is a 409.
-    #[allow(clippy::too_many_arguments)]
     #[oai(path = "/api/service/v1/pipelines/training/:id/cancel", method = "get")]
     async fn cancel(
         &self,
@@ -289,8 +299,8 @@ impl TrainingApi {
         caller: Data<&Caller>,
     ) -> Result<Json<Stopping>, ApiError> {
         let app = state_of(&self.0)?;
-        let run = find_training(app, &id.0).await?;
-        request_cancel(app, run.id, &caller.name, None).await?;
+        let run = find_training(app, &caller, &id.0).await?;
+        request_cancel(app, run.id, &caller, None).await?;
         Ok(Json(Stopping {
             status: "Stopping".into(),
         }))
@@ -306,6 +316,7 @@ impl TrainingApi {
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         limit: Query<Option<u32>>,
+        caller: Data<&Caller>,
     ) -> Result<Json<Vec<EssedumJob>>, ApiError> {
         let app = state_of(&self.0)?;
         let limit = limit.0.unwrap_or(100).clamp(1, 1000);
@@ -313,6 +324,7 @@ impl TrainingApi {
             .store
             .list_runs(&RunFilter {
                 kind: Some(Kind::Training),
+                submitted_by: owner_scope(&caller).map(str::to_string),
                 limit,
                 ..RunFilter::default()
             })

@@ -11,6 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_sagemaker::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sagemaker::operation::RequestId;
 use aws_sdk_sagemaker::types::{
     AlgorithmSpecification, Channel, DataSource, OutputDataConfig, ResourceConfig,
     S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, TrainingInputMode,
@@ -98,6 +99,7 @@ where
         _ => classify(code.as_deref(), status, &message),
     };
     metrics::global().aws_call(operation, kind.label());
+    record_request_id(operation, err.meta().request_id());
     AwsError {
         kind,
         operation,
@@ -106,8 +108,17 @@ where
     }
 }
 
-fn record_ok(operation: &'static str) {
+/// Counts a successful call and puts its AWS request id on the current step's span.
+fn record_ok(operation: &'static str, request_id: Option<&str>) {
     metrics::global().aws_call(operation, "ok");
+    record_request_id(operation, request_id);
+}
+
+fn record_request_id(operation: &'static str, request_id: Option<&str>) {
+    if let Some(id) = request_id {
+        tracing::Span::current().record("aws_request_id", id);
+        tracing::debug!(operation, aws_request_id = id, "AWS call");
+    }
 }
 
 pub trait HasStatus {
@@ -162,7 +173,7 @@ impl SdkAws {
             .send()
             .await
             .map_err(|e| sdk_error("CreateMultipartUpload", e))
-            .inspect(|_| record_ok("CreateMultipartUpload"))?;
+            .inspect(|out| record_ok("CreateMultipartUpload", out.request_id()))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| terminal("CreateMultipartUpload", "no upload id returned".into()))?
@@ -218,7 +229,7 @@ impl SdkAws {
                 .send()
                 .await
                 .map_err(|e| sdk_error("UploadPart", e))
-                .inspect(|_| record_ok("UploadPart"))?;
+                .inspect(|out| record_ok("UploadPart", out.request_id()))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -241,7 +252,7 @@ impl SdkAws {
             .send()
             .await
             .map_err(|e| sdk_error("CompleteMultipartUpload", e))
-            .inspect(|_| record_ok("CompleteMultipartUpload"))?;
+            .inspect(|out| record_ok("CompleteMultipartUpload", out.request_id()))?;
         Ok(())
     }
 }
@@ -264,7 +275,7 @@ impl AwsPort for SdkAws {
             .send()
             .await
             .map_err(|e| sdk_error("PutObject", e))
-            .inspect(|_| record_ok("PutObject"))?;
+            .inspect(|out| record_ok("PutObject", out.request_id()))?;
         Ok(())
     }
 
@@ -294,7 +305,7 @@ impl AwsPort for SdkAws {
             .send()
             .await
             .map_err(|e| sdk_error("PutObject", e))
-            .inspect(|_| record_ok("PutObject"))?;
+            .inspect(|out| record_ok("PutObject", out.request_id()))?;
         Ok(())
     }
 
@@ -352,7 +363,7 @@ impl AwsPort for SdkAws {
             .send()
             .await
             .map_err(|e| sdk_error(OP, e))
-            .inspect(|_| record_ok(OP))?;
+            .inspect(|out| record_ok(OP, out.request_id()))?;
         Ok(out.training_job_arn().unwrap_or_default().to_string())
     }
 
@@ -365,7 +376,7 @@ impl AwsPort for SdkAws {
             .await
         {
             Ok(out) => {
-                record_ok("DescribeTrainingJob");
+                record_ok("DescribeTrainingJob", out.request_id());
                 out
             }
             Err(e) => {
@@ -403,7 +414,7 @@ impl AwsPort for SdkAws {
             .send()
             .await
             .map_err(|e| sdk_error("StopTrainingJob", e))
-            .inspect(|_| record_ok("StopTrainingJob"))?;
+            .inspect(|out| record_ok("StopTrainingJob", out.request_id()))?;
         Ok(())
     }
 }

@@ -281,7 +281,14 @@ impl Engine {
     /// Runs one step of a claimed run and commits its result.
     async fn execute(self: Arc<Self>, claimed: ClaimedRun) {
         let run = &claimed.run;
-        let span = tracing::info_span!("step", run_id = %run.id, kind = %run.kind, state = %run.state, attempt = run.attempt);
+        let span = tracing::info_span!(
+            "step",
+            run_id = %run.id,
+            kind = %run.kind,
+            state = %run.state,
+            attempt = run.attempt,
+            aws_request_id = tracing::field::Empty,
+        );
         self.clone().execute_in_span(claimed).instrument(span).await
     }
 
@@ -330,7 +337,7 @@ impl Engine {
                 }
                 if transition.to != run.state {
                     metrics::global().transition(run.kind, run.state, transition.to);
-                    tracing::info!(to = %transition.to, detail = ?transition.detail, "transition");
+                    tracing::info!(to = %transition.to, detail = transition.detail.as_deref().unwrap_or(""), "transition");
                 }
                 if let Some((class, msg)) = &transition.error {
                     tracing::warn!(class = class.as_str(), error = %msg, attempt = transition.attempt, "step error");

@@ -19,6 +19,8 @@ struct FakeAws {
     jobs: Mutex<HashMap<String, TrainingJobDescription>>,
     /// Errors returned by the next describe calls, in order.
     describe_errors: Mutex<VecDeque<AwsError>>,
+    /// Errors returned by the next uploads, in order.
+    put_errors: Mutex<VecDeque<AwsError>>,
     creates: Mutex<u32>,
 }
 
@@ -34,7 +36,10 @@ fn aws_error(kind: AwsErrorKind, code: &str) -> AwsError {
 #[async_trait]
 impl AwsPort for FakeAws {
     async fn put_object(&self, _: &str, _: &str, _: Vec<u8>, _: &str) -> AwsResult<()> {
-        Ok(())
+        match self.put_errors.lock().unwrap().pop_front() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
     async fn upload_file(&self, _: &str, _: &str, _: &Path, _: &str) -> AwsResult<()> {
         Ok(())
@@ -113,13 +118,13 @@ impl Harness {
             "RoleArn": "arn:aws:iam::123456789012:role/R",
             "Bucket": "bucket",
             "TrainingImage": "img:1",
-            "inputs": "s3://bucket/in/",
+            "inline_csv": "y,x\n1,2\n",
         });
         let req = TrainingRequest::parse(
             body,
             &InputLimits {
                 data_dir: None,
-                max_inline_csv_bytes: 10,
+                max_inline_csv_bytes: 100,
             },
         )
         .unwrap();
@@ -133,6 +138,7 @@ impl Harness {
                     request: serde_json::to_value(req).unwrap(),
                     context: serde_json::to_value(TrainingContext::new(id)).unwrap(),
                     resource_name: Some(job_name(id)),
+                    submitted_by: None,
                     detail: "accepted".into(),
                 },
                 self.clock.now(),
@@ -437,4 +443,111 @@ fn retry_delays_grow_exponentially_with_jitter_and_are_capped() {
         assert!(d >= floor.min(max), "attempt {attempt}: {d:?}");
         assert!(d <= max * 2, "attempt {attempt}: {d:?}");
     }
+}
+
+/// Fails a run in `state` with a terminal error, retries it as an operator would, and runs it to
+/// its end: it must resume in the declared state and never create a second job.
+async fn fail_in_then_retry(state: State) -> (Harness, Uuid) {
+    let h = harness().await;
+    let id = h.submit().await;
+    let terminal = |code: &str| aws_error(AwsErrorKind::Terminal, code);
+    if state == State::Uploading {
+        h.aws
+            .put_errors
+            .lock()
+            .unwrap()
+            .push_back(terminal("AccessDenied"));
+    } else {
+        h.step_when_due(id).await; // Uploading -> Submitted
+        if state != State::Submitted {
+            h.step_when_due(id).await; // Submitted -> Polling
+        }
+        if state == State::Cancelling {
+            h.store
+                .request_cancel(id, h.clock.now(), "test")
+                .await
+                .unwrap();
+            h.step_when_due(id).await; // Polling -> Cancelling
+        }
+        h.aws
+            .describe_errors
+            .lock()
+            .unwrap()
+            .push_back(terminal("AccessDeniedException"));
+    }
+    h.step_when_due(id).await;
+    assert_eq!(h.run(id).await.state, State::Failed);
+    let def = h.engine.workflows[&Kind::Training].def.clone();
+    let outcome = h
+        .store
+        .retry_run(id, h.clock.now(), "retry by test", |_, _, failed_in| {
+            def.retry_target(failed_in?)
+        })
+        .await
+        .unwrap();
+    let store::RetryOutcome::Rearmed(run) = outcome else {
+        panic!("not re-armed")
+    };
+    assert_eq!(run.state, state, "resumed where it failed");
+    assert_eq!((run.attempt, run.last_error.as_deref()), (0, None));
+    while !h.run(id).await.state.is_terminal() {
+        if h.run(id).await.state == State::Polling {
+            h.aws
+                .jobs
+                .lock()
+                .unwrap()
+                .get_mut(&job_name(id))
+                .unwrap()
+                .status = "Completed".into();
+        }
+        h.step_when_due(id).await;
+    }
+    assert!(*h.aws.creates.lock().unwrap() <= 1, "never a second job");
+    (h, id)
+}
+
+#[tokio::test]
+async fn a_run_failed_in_any_state_is_retried_from_that_state() {
+    for state in [State::Uploading, State::Submitted, State::Polling] {
+        let (h, id) = fail_in_then_retry(state).await;
+        assert_eq!(h.run(id).await.state, State::Done, "failed in {state}");
+        assert_eq!(*h.aws.creates.lock().unwrap(), 1);
+    }
+    let (h, id) = fail_in_then_retry(State::Cancelling).await;
+    assert_eq!(
+        h.run(id).await.state,
+        State::Cancelled,
+        "a failed cancel is retried as a cancel"
+    );
+}
+
+#[tokio::test]
+async fn done_and_cancelled_runs_are_not_retried() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.store
+        .request_cancel(id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    h.step_when_due(id).await;
+    assert_eq!(h.run(id).await.state, State::Cancelled);
+    let def = h.engine.workflows[&Kind::Training].def.clone();
+    let outcome = h
+        .store
+        .retry_run(id, h.clock.now(), "retry", |_, s, failed_in| {
+            if s.is_terminal() {
+                def.retry_target(failed_in?)
+            } else {
+                Some(s)
+            }
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        store::RetryOutcome::Refused {
+            state: State::Cancelled,
+            failed_in: None
+        }
+    ));
 }

@@ -25,6 +25,8 @@ pub struct Run {
     pub lease_until: Option<Timestamp>,
     pub cancel_requested: bool,
     pub last_error: Option<String>,
+    /// The caller that submitted the run.
+    pub submitted_by: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -58,6 +60,7 @@ pub struct NewRun {
     pub request: Value,
     pub context: Value,
     pub resource_name: Option<String>,
+    pub submitted_by: Option<String>,
     pub detail: String,
 }
 
@@ -98,6 +101,8 @@ pub struct RunFilter {
     pub stuck_since: Option<Timestamp>,
     /// Only runs with (true) or without (false) a recorded error.
     pub has_error: Option<bool>,
+    /// Only runs this caller submitted.
+    pub submitted_by: Option<String>,
     pub limit: u32,
 }
 
@@ -111,7 +116,7 @@ pub struct Page {
 macro_rules! run_columns {
     () => {
         "id, kind, state, request, context, resource_name, attempt, version, next_due_at, \
-         lease_owner, lease_until, cancel_requested, last_error, created_at, updated_at"
+         lease_owner, lease_until, cancel_requested, last_error, submitted_by, created_at, updated_at"
     };
 }
 
@@ -153,6 +158,7 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
         lease_until: opt_ts(row, "lease_until")?,
         cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
         last_error: row.try_get("last_error")?,
+        submitted_by: row.try_get("submitted_by")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
     })
@@ -226,8 +232,9 @@ impl Store {
         let at = to_db(now);
         let id = new.id.to_string();
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(concat!("INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7) RETURNING ", run_columns!(), ""))
+        let row = sqlx::query(concat!("INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at, created_at,
+                 updated_at, submitted_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8) RETURNING ", run_columns!(), ""))
         .bind(&id)
         .bind(new.kind.as_str())
         .bind(new.state.as_str())
@@ -235,6 +242,7 @@ impl Store {
         .bind(new.context.to_string())
         .bind(new.resource_name.as_deref())
         .bind(&at)
+        .bind(new.submitted_by.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         append_event(
@@ -545,6 +553,7 @@ impl Store {
                AND (?7 IS NULL OR updated_at >= ?7) AND (?8 IS NULL OR updated_at < ?8)
                AND (?9 IS NULL OR (next_due_at IS NOT NULL AND updated_at < ?9))
                AND (?10 IS NULL OR (last_error IS NOT NULL) = ?10)
+               AND (?11 IS NULL OR submitted_by = ?11)
              ORDER BY created_at DESC, id DESC LIMIT ?4"))
         .bind(f.kind.map(Kind::as_str))
         .bind(f.state.map(State::as_str))
@@ -556,6 +565,7 @@ impl Store {
         .bind(f.updated_before.map(to_db))
         .bind(f.stuck_since.map(to_db))
         .bind(f.has_error)
+        .bind(f.submitted_by.as_deref())
         .fetch_all(self.reader())
         .await?;
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
@@ -569,11 +579,18 @@ impl Store {
     }
 
     /// How many runs are in each state (of one kind, or all).
-    pub async fn count_by_state(&self, kind: Option<Kind>) -> Result<Vec<(State, i64)>> {
+    pub async fn count_by_state(
+        &self,
+        kind: Option<Kind>,
+        submitted_by: Option<&str>,
+    ) -> Result<Vec<(State, i64)>> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, COUNT(*) FROM runs WHERE (?1 IS NULL OR kind = ?1) GROUP BY state ORDER BY state",
+            "SELECT state, COUNT(*) FROM runs
+             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR submitted_by = ?2)
+             GROUP BY state ORDER BY state",
         )
         .bind(kind.map(Kind::as_str))
+        .bind(submitted_by)
         .fetch_all(self.reader())
         .await?;
         rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
