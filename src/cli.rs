@@ -90,6 +90,22 @@ struct Client {
 }
 
 impl Client {
+    /// An operator action on a run (`retry`, `cancel`) with an optional reason.
+    async fn action(
+        &self,
+        id: &str,
+        action: &str,
+        reason: Option<String>,
+    ) -> Result<Value, CliError> {
+        let path = format!("/api/v1/runs/{}/{action}", encode(id));
+        self.call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({ "reason": reason })),
+        )
+        .await
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -334,13 +350,7 @@ pub async fn run(args: ClientArgs, command: RunsCommand) -> Result<(), CliError>
             }
         }
         RunsCommand::Retry { id, reason } => {
-            let r = c
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/runs/{}/retry", encode(&id)),
-                    Some(json!({"reason": reason})),
-                )
-                .await?;
+            let r = c.action(&id, "retry", reason).await?;
             if json_out {
                 print_json(&r);
             } else {
@@ -353,13 +363,7 @@ pub async fn run(args: ClientArgs, command: RunsCommand) -> Result<(), CliError>
             }
         }
         RunsCommand::Cancel { id, reason } => {
-            let r = c
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/runs/{}/cancel", encode(&id)),
-                    Some(json!({"reason": reason})),
-                )
-                .await?;
+            let r = c.action(&id, "cancel", reason).await?;
             if json_out {
                 print_json(&r);
             } else {

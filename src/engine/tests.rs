@@ -148,6 +148,14 @@ impl Harness {
         id
     }
 
+    fn fail_next_describe(&self, kind: AwsErrorKind, code: &str) {
+        self.aws
+            .describe_errors
+            .lock()
+            .unwrap()
+            .push_back(aws_error(kind, code));
+    }
+
     async fn run(&self, id: Uuid) -> store::Run {
         self.store.get_run(id).await.unwrap().unwrap()
     }
@@ -234,11 +242,7 @@ async fn retryable_errors_back_off_then_fail_the_run_with_the_last_error() {
         .retry
         .max_attempts;
     for _ in 0..=max {
-        h.aws
-            .describe_errors
-            .lock()
-            .unwrap()
-            .push_back(aws_error(AwsErrorKind::Retryable, "ThrottlingException"));
+        h.fail_next_describe(AwsErrorKind::Retryable, "ThrottlingException");
     }
     let mut waits = vec![];
     for attempt in 1..=max {
@@ -280,11 +284,7 @@ async fn capacity_errors_wait_longer_than_throttling() {
     let h = harness().await;
     let id = h.submit().await;
     h.step_when_due(id).await;
-    h.aws
-        .describe_errors
-        .lock()
-        .unwrap()
-        .push_back(aws_error(AwsErrorKind::Capacity, "ResourceLimitExceeded"));
+    h.fail_next_describe(AwsErrorKind::Capacity, "ResourceLimitExceeded");
     h.step_when_due(id).await;
     let run = h.run(id).await;
     let wait = run.next_due_at.unwrap() - h.clock.now();
@@ -300,11 +300,7 @@ async fn a_terminal_error_fails_at_once() {
     let h = harness().await;
     let id = h.submit().await;
     h.step_when_due(id).await;
-    h.aws
-        .describe_errors
-        .lock()
-        .unwrap()
-        .push_back(aws_error(AwsErrorKind::Terminal, "AccessDeniedException"));
+    h.fail_next_describe(AwsErrorKind::Terminal, "AccessDeniedException");
     h.step_when_due(id).await;
     let run = h.run(id).await;
     assert_eq!((run.state, run.attempt), (State::Failed, 1));
