@@ -104,3 +104,6 @@ impl Store {
         self.reader.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests;
