@@ -2,16 +2,14 @@
 
 use poem::listener::{Acceptor, Listener};
 use sagemaker_executor::api::{self, AppState, Auth, HttpLimits};
+use sagemaker_executor::aws::AwsPort;
 use sagemaker_executor::aws::SdkAws;
 use sagemaker_executor::aws::sdk::AwsSettings;
 use sagemaker_executor::clock::{Clock, SystemClock};
 use sagemaker_executor::config::ServeArgs;
 use sagemaker_executor::engine::{Engine, EngineConfig};
 use sagemaker_executor::store::Store;
-use sagemaker_executor::workflows::{
-    self,
-    training::{InputLimits, TrainingWorkflow},
-};
+use sagemaker_executor::workflows::{self, input::InputLimits};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -49,12 +47,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             "no AWS region is configured: set AWS_REGION (or a profile with a region)".into(),
         );
     }
+    let aws: Arc<dyn AwsPort> = Arc::new(aws);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Arc::new(
         Engine::new(
             store.clone(),
             clock.clone(),
-            Arc::new(aws),
+            aws.clone(),
             EngineConfig {
                 owner: args.worker_id.clone(),
                 max_concurrency: args.max_concurrency.max(1),
@@ -65,7 +64,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 drain: Duration::from_secs(args.drain_secs),
                 ..EngineConfig::default()
             },
-            vec![Arc::new(TrainingWorkflow)],
+            workflows::handlers(),
             definitions.clone(),
         )
         .map_err(|e| format!("workflow definitions do not match their handlers: {e}"))?,
@@ -79,6 +78,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             max_inline_csv_bytes: args.max_inline_csv_bytes,
         },
         definitions: Arc::new(definitions),
+        aws,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -92,7 +92,7 @@ async fn killed_after_intent_commit_before_create_creates_the_job_once() {
         assert!(
             details(&run)
                 .iter()
-                .any(|d| d.starts_with("CreateTrainingJob accepted")),
+                .any(|d| d.starts_with("create accepted for training job")),
             "{run}"
         );
     }
@@ -110,7 +110,7 @@ async fn killed_right_after_create_adopts_the_existing_job() {
         );
         assert!(
             !d.iter()
-                .any(|d| d.starts_with("CreateTrainingJob accepted")),
+                .any(|d| d.starts_with("create accepted for training job")),
             "the create before the crash was never committed: {d:?}"
         );
         let name = run["name"].as_str().unwrap();

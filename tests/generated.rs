@@ -1,6 +1,6 @@
 //! Generated documents must equal what the code generates: the OpenAPI document under
 //! `openapi/` and the README's workflow section.
-//! To refresh it: `cargo run -- openapi > openapi/openapi.json`.
+//! To refresh them: `scripts/regenerate`.
 
 #[test]
 fn committed_openapi_document_is_current() {
@@ -9,7 +9,7 @@ fn committed_openapi_document_is_current() {
     let committed = std::fs::read_to_string(path).expect("openapi/openapi.json exists");
     assert!(
         committed == generated,
-        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json` and commit it"
+        "openapi/openapi.json is stale: run scripts/regenerate and commit it"
     );
 }
 
@@ -58,6 +58,6 @@ fn readme_workflow_section_is_current() {
         .expect("README has the workflows:end marker");
     assert!(
         readme[start..end] == generated,
-        "README's workflow section is stale: paste the output of `cargo run -- workflows` between its markers"
+        "README's workflow section is stale: run scripts/regenerate"
     );
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tokio::io::AsyncReadExt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -253,6 +254,11 @@ pub async fn guard<E: Endpoint>(
         }
     };
     if let Some(refused) = body_too_large(&req, limits.max_body_bytes) {
+        // Read and drop a moderately oversized body so that the client, still sending it, gets
+        // the 413 instead of a reset connection; a huge one is cut off.
+        let drain = (limits.max_body_bytes as u64).saturating_mul(8);
+        let mut body = req.take_body().into_async_read().take(drain);
+        let _ = tokio::io::copy(&mut body, &mut tokio::io::sink()).await;
         return Ok(refused);
     }
     req.extensions_mut().insert(caller);

@@ -3,7 +3,7 @@
 use crate::clock::{Timestamp, to_db};
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::{Event, Run};
-use crate::workflows::training::TrainingContext;
+use crate::workflows::job::JobContext;
 use poem_openapi::{Object, Tags};
 
 #[derive(Tags)]
@@ -82,7 +82,7 @@ impl From<&Event> for EventDto {
     }
 }
 
-/// The status of a training run, as `GET /status/{id}` reports it.
+/// The status of a job run, as `GET /status/{id}` reports it.
 #[derive(Object, Debug, Clone)]
 pub struct RunStatus {
     /// The run id.
@@ -99,8 +99,10 @@ pub struct RunStatus {
     pub secondary_status: Option<String>,
     /// SageMaker's FailureReason, or the error that failed the run.
     pub failure_reason: Option<String>,
-    /// Where the model artifacts are (`s3://...model.tar.gz`).
+    /// Where the model artifacts are (`s3://...model.tar.gz`; AutoML: the best candidate's).
     pub artifacts: Option<String>,
+    /// AutoML: the best candidate (name, objective metric, inference containers).
+    pub best_candidate: Option<serde_json::Value>,
     /// Where the input data is in S3.
     pub input_uri: Option<String>,
     pub cancel_requested: bool,
@@ -108,13 +110,14 @@ pub struct RunStatus {
     pub updated_at: String,
 }
 
-pub fn training_context(r: &Run) -> TrainingContext {
+/// A job run's recorded SageMaker details.
+pub fn job_context(r: &Run) -> JobContext {
     serde_json::from_value(r.context.clone()).unwrap_or_default()
 }
 
 impl From<&Run> for RunStatus {
     fn from(r: &Run) -> Self {
-        let c = training_context(r);
+        let c = job_context(r);
         RunStatus {
             id: r.id.to_string(),
             kind: r.kind,
@@ -130,6 +133,7 @@ impl From<&Run> for RunStatus {
                     .flatten()
             }),
             artifacts: c.model_artifacts,
+            best_candidate: c.best_candidate,
             input_uri: c.input_s3_uri,
             cancel_requested: r.cancel_requested,
             created_at: time(r.created_at),
@@ -142,7 +146,7 @@ impl From<&Run> for RunStatus {
 pub fn essedum_status(r: &Run) -> String {
     match r.state {
         State::Uploading | State::Submitted => "InProgress".into(),
-        State::Polling => training_context(r)
+        State::Polling => job_context(r)
             .sagemaker_status
             .unwrap_or_else(|| "InProgress".into()),
         State::Cancelling => "Stopping".into(),

@@ -13,10 +13,11 @@ mod training;
 pub use auth::{Auth, Caller, Role};
 pub use error::{ApiError, ErrorBody};
 
+use crate::aws::AwsPort;
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::workflows::WorkflowDef;
-use crate::workflows::training::InputLimits;
+use crate::workflows::input::InputLimits;
 use poem::middleware::{CatchPanic, SetHeader};
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
@@ -32,6 +33,8 @@ pub struct AppState {
     /// Wakes the engine when a run is inserted or a cancel requested.
     pub wake: Arc<Notify>,
     pub limits: InputLimits,
+    /// For the few checks a request needs before it is accepted (AutoML's CSV header).
+    pub aws: Arc<dyn AwsPort>,
     pub definitions: Arc<Vec<WorkflowDef>>,
 }
 

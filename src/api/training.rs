@@ -5,12 +5,15 @@
 
 use super::auth::Caller;
 use super::body::RawBody;
-use super::dto::{RunStatus, Tag, essedum_status, time, training_context};
+use super::dto::{RunStatus, Tag, essedum_status, job_context, time};
 use super::operator::{owner_scope, request_cancel, state_of, visible};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
 use crate::store::{NewRun, Run, RunFilter};
-use crate::workflows::training::{Origin, TrainingContext, TrainingRequest, job_name};
+use crate::workflows::automl::{self, AutomlRequest};
+use crate::workflows::input::Origin;
+use crate::workflows::job::JobContext;
+use crate::workflows::training::{self, TrainingRequest};
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
@@ -18,6 +21,44 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 pub struct TrainingApi(pub Option<AppState>);
+
+/// An AutoML (V2) request. Give exactly one of `inputs` (an S3 CSV object), `inline_csv` or
+/// `local_dataset_path`. Unknown fields are rejected with 400; a missing or invalid value with 422
+/// naming the field (also when the CSV header lacks the target column).
+#[derive(Object)]
+#[oai(rename = "AutomlRequest", deny_unknown_fields)]
+#[allow(dead_code)]
+struct AutomlRequestSchema {
+    #[oai(rename = "RoleArn")]
+    role_arn: String,
+    #[oai(rename = "Bucket")]
+    bucket: String,
+    /// The run writes under `{S3Prefix}/{run id}/` (input, output).
+    #[oai(rename = "S3Prefix")]
+    s3_prefix: Option<String>,
+    inputs: Option<String>,
+    inline_csv: Option<String>,
+    local_dataset_path: Option<String>,
+    /// The column to predict; it must be in the CSV header.
+    target_attribute_name: String,
+    /// Default `text/csv;header=present`.
+    content_type: Option<String>,
+    /// `BinaryClassification`, `MulticlassClassification` or `Regression` (SageMaker infers it
+    /// when absent).
+    problem_type: Option<String>,
+    /// e.g. `Accuracy`, `F1`, `AUC`, `MSE`, `RMSE`.
+    objective_metric: Option<String>,
+    /// 1 to 750, default 250.
+    max_candidates: Option<i32>,
+    /// Default 2592000 (30 days).
+    max_runtime_seconds: Option<i32>,
+    /// Tags for the AutoML job.
+    #[oai(rename = "Tags")]
+    tags: Option<HashMap<String, String>>,
+    /// `automl`.
+    #[oai(rename = "type")]
+    kind: Option<String>,
+}
 
 /// A training job request. Give exactly one of `inputs`, `inline_csv` or `local_dataset_path`.
 /// Unknown fields are rejected with 400; a missing or invalid value with 422 naming the field.
@@ -60,7 +101,7 @@ struct TrainingRequestSchema {
     hyper_parameters: Option<HashMap<String, String>>,
     /// The input's content type, default `text/csv`.
     content_type: Option<String>,
-    /// `training` (AutoML has its own route).
+    /// `training` (the default), or `automl` on `/pipelines/training` for an AutoML request.
     #[oai(rename = "type")]
     kind: Option<String>,
 }
@@ -124,6 +165,9 @@ struct EssedumJob {
     /// The run's recorded SageMaker details, as a JSON string.
     #[oai(rename = "rawPayload")]
     raw_payload: String,
+    /// AutoML: the best candidate (name, objective metric, inference containers).
+    #[oai(rename = "bestCandidate", skip_serializing_if_is_none)]
+    best_candidate: Option<serde_json::Value>,
 }
 
 #[derive(Object)]
@@ -132,11 +176,8 @@ struct Stopping {
 }
 
 fn essedum_job(r: &Run) -> EssedumJob {
-    let c: TrainingContext = training_context(r);
-    let origin = serde_json::from_value::<TrainingRequest>(r.request.clone())
-        .ok()
-        .and_then(|q| q.origin)
-        .unwrap_or_default();
+    let c = job_context(r);
+    let origin: Origin = serde_json::from_value(r.request["origin"].clone()).unwrap_or_default();
     EssedumJob {
         source_id: r.resource_name.clone(),
         name: r.resource_name.clone(),
@@ -150,7 +191,7 @@ fn essedum_job(r: &Run) -> EssedumJob {
         }),
         container: c.job_arn.clone(),
         artifacts: c.model_artifacts.clone(),
-        kind: "sagemaker-training".into(),
+        kind: essedum_type(r.kind).into(),
         state: r.state,
         adapter: origin.adapter_instance,
         project: origin.project,
@@ -161,12 +202,21 @@ fn essedum_job(r: &Run) -> EssedumJob {
         sourcename: Some("sagemaker".into()),
         deployment: None,
         raw_payload: r.context.to_string(),
+        best_candidate: c.best_candidate,
+    }
+}
+
+/// Essedum's `type` word for a kind of run.
+fn essedum_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Training => "sagemaker-training",
+        Kind::Automl => "sagemaker-automl",
     }
 }
 
 async fn find_training(app: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {
     match visible(caller, app.store.find_run(id).await?) {
-        Some(r) if r.kind == Kind::Training => Ok(r),
+        Some(r) if matches!(r.kind, Kind::Training | Kind::Automl) => Ok(r),
         _ => Err(ApiError::not_found(format!(
             "no training run or job named {id:?}"
         ))),
@@ -174,56 +224,107 @@ async fn find_training(app: &AppState, caller: &Caller, id: &str) -> Result<Run,
 }
 
 impl TrainingApi {
+    /// Validates and stores a run of the route's kind, or (`None`) of the kind the body's `type`
+    /// names, replying 202.
     async fn submit(
         &self,
         body: serde_json::Value,
-        project: Option<String>,
-        adapter_instance: Option<String>,
+        route_kind: Option<Kind>,
+        origin: Origin,
         caller: &Caller,
     ) -> Result<SubmitReply, ApiError> {
         let app = state_of(&self.0)?;
-        let mut request = TrainingRequest::parse(body, &app.limits)?;
-        if project.is_some() || adapter_instance.is_some() {
-            request.origin = Some(Origin {
-                project,
-                adapter_instance,
-            });
-        }
+        // The base route takes either kind, by the body's `type`; the others their own.
+        let is_automl = match route_kind {
+            Some(kind) => kind == Kind::Automl,
+            None => matches!(
+                body.get("type").and_then(|t| t.as_str()),
+                Some("automl" | "sagemaker-automl")
+            ),
+        };
+        let origin =
+            (origin.project.is_some() || origin.adapter_instance.is_some()).then_some(origin);
         let id = Uuid::now_v7();
-        let name = job_name(id);
+        let (kind, name, request) = if is_automl {
+            let mut req = AutomlRequest::parse(body, &app.limits)?;
+            match req.check_target_column(app.aws.as_ref()).await {
+                Ok(checked) => checked?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the AutoML input's header");
+                    return Err(ApiError::unavailable(format!(
+                        "could not read the input's CSV header from S3; try again: {e}"
+                    )));
+                }
+            }
+            req.origin = origin;
+            (
+                Kind::Automl,
+                automl::job_name(id),
+                serde_json::to_value(&req),
+            )
+        } else {
+            let mut req = TrainingRequest::parse(body, &app.limits)?;
+            req.origin = origin;
+            (
+                Kind::Training,
+                training::job_name(id),
+                serde_json::to_value(&req),
+            )
+        };
         let run = app
             .store
             .insert_run(
                 NewRun {
                     id,
-                    kind: Kind::Training,
+                    kind,
                     state: State::Uploading,
-                    request: serde_json::to_value(&request).expect("request serialises"),
-                    context: serde_json::to_value(TrainingContext::new(id))
-                        .expect("context serialises"),
+                    request: request.expect("request serialises"),
+                    context: JobContext::new(name.clone()).to_value(),
                     resource_name: Some(name.clone()),
                     submitted_by: Some(caller.name.clone()),
-                    detail: format!("accepted; training job name {name}"),
+                    detail: format!("accepted; job name {name}"),
                 },
                 app.clock.now(),
             )
             .await?;
         app.wake.notify_one();
-        tracing::info!(run_id = %id, job = %name, "training run accepted");
+        tracing::info!(run_id = %id, kind = %kind, job = %name, "run accepted");
         Ok(SubmitReply::Accepted(Json(TrainingAccepted {
             id: id.to_string(),
             name: name.clone(),
             source_id: name,
             status: "InProgress".into(),
             state: run.state,
-            kind: "sagemaker-training".into(),
+            kind: essedum_type(kind).into(),
         })))
     }
 }
 
 #[OpenApi(tag = "Tag::Training")]
 impl TrainingApi {
-    /// Submit a training run (the route in the executor's design document).
+    /// Submit an AutoML (V2) run. The CSV header must contain `target_attribute_name` (for an S3
+    /// input only the start of the object is read); replies 202 with the AutoML job name.
+    #[oai(path = "/api/service/v1/pipelines/training/automl", method = "post")]
+    async fn submit_automl(
+        &self,
+        body: Json<RawBody<AutomlRequestSchema>>,
+        adapter_instance: Query<Option<String>>,
+        project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<SubmitReply, ApiError> {
+        let origin = Origin {
+            project: project.0,
+            adapter_instance: adapter_instance.0,
+        };
+        self.submit(body.0.value, Some(Kind::Automl), origin, &caller)
+            .await
+    }
+
+    /// Submit a training run (the route in the executor's design document); with
+    /// `"type": "automl"` the body is an AutoML request instead.
     #[oai(path = "/api/service/v1/pipelines/training", method = "post")]
     async fn submit_training(
         &self,
@@ -235,8 +336,11 @@ impl TrainingApi {
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
     ) -> Result<SubmitReply, ApiError> {
-        self.submit(body.0.value, project.0, adapter_instance.0, &caller)
-            .await
+        let origin = Origin {
+            project: project.0,
+            adapter_instance: adapter_instance.0,
+        };
+        self.submit(body.0.value, None, origin, &caller).await
     }
 
     /// Submit a training run (the route the Essedum backend calls).
@@ -251,7 +355,11 @@ impl TrainingApi {
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
     ) -> Result<SubmitReply, ApiError> {
-        self.submit(body.0.value, project.0, adapter_instance.0, &caller)
+        let origin = Origin {
+            project: project.0,
+            adapter_instance: adapter_instance.0,
+        };
+        self.submit(body.0.value, Some(Kind::Training), origin, &caller)
             .await
     }
 

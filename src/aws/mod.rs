@@ -54,6 +54,18 @@ pub struct AwsError {
 
 pub type AwsResult<T> = Result<T, AwsError>;
 
+impl AwsError {
+    /// An error that retrying cannot fix, raised on our side of a call.
+    pub fn terminal(operation: &'static str, message: String) -> AwsError {
+        AwsError {
+            kind: AwsErrorKind::Terminal,
+            operation,
+            code: None,
+            message,
+        }
+    }
+}
+
 /// Everything CreateTrainingJob needs, already validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainingJobSpec {
@@ -70,15 +82,34 @@ pub struct TrainingJobSpec {
     pub output_s3_path: String,
 }
 
-/// What DescribeTrainingJob says about a job.
+/// What a Describe*Job call says about a job.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct TrainingJobDescription {
+pub struct JobDescription {
     pub arn: Option<String>,
     /// InProgress | Completed | Failed | Stopping | Stopped
     pub status: String,
     pub secondary_status: Option<String>,
     pub failure_reason: Option<String>,
+    /// Training: the model artifacts; AutoML: the best candidate's first model data.
     pub model_artifacts: Option<String>,
+    /// AutoML: the best candidate (name, objective metric, inference containers).
+    pub best_candidate: Option<serde_json::Value>,
+}
+
+/// Everything CreateAutoMLJobV2 needs (a tabular job), already validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutomlJobSpec {
+    pub name: String,
+    pub role_arn: String,
+    pub input_s3_uri: String,
+    pub content_type: String,
+    pub output_s3_path: String,
+    pub target_attribute_name: String,
+    pub problem_type: Option<String>,
+    pub objective_metric: Option<String>,
+    pub max_candidates: i32,
+    pub max_runtime_secs: i32,
+    pub tags: BTreeMap<String, String>,
 }
 
 #[async_trait]
@@ -99,9 +130,21 @@ pub trait AwsPort: Send + Sync + 'static {
         path: &Path,
         content_type: &str,
     ) -> AwsResult<()>;
+    /// Reads at most `max` bytes from the start of an object; `Ok(None)` when it does not exist.
+    async fn read_object_start(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: u64,
+    ) -> AwsResult<Option<Vec<u8>>>;
     /// Returns the job ARN.
     async fn create_training_job(&self, spec: &TrainingJobSpec) -> AwsResult<String>;
     /// `Ok(None)` when no job has that name.
-    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<TrainingJobDescription>>;
+    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
     async fn stop_training_job(&self, name: &str) -> AwsResult<()>;
+    /// CreateAutoMLJobV2; returns the job ARN.
+    async fn create_automl_job(&self, spec: &AutomlJobSpec) -> AwsResult<String>;
+    /// DescribeAutoMLJobV2; `Ok(None)` when no job has that name.
+    async fn describe_automl_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
+    async fn stop_automl_job(&self, name: &str) -> AwsResult<()>;
 }

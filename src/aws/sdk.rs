@@ -1,7 +1,8 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
 use super::{
-    AwsError, AwsErrorKind, AwsPort, AwsResult, TrainingJobDescription, TrainingJobSpec, classify,
+    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, JobDescription, TrainingJobSpec,
+    classify,
 };
 use crate::metrics;
 use async_trait::async_trait;
@@ -367,7 +368,7 @@ impl AwsPort for SdkAws {
         Ok(out.training_job_arn().unwrap_or_default().to_string())
     }
 
-    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<TrainingJobDescription>> {
+    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
         let out = match self
             .sagemaker
             .describe_training_job()
@@ -388,7 +389,7 @@ impl AwsPort for SdkAws {
                 };
             }
         };
-        Ok(Some(TrainingJobDescription {
+        Ok(Some(JobDescription {
             arn: out.training_job_arn().map(str::to_string),
             status: out
                 .training_job_status()
@@ -399,6 +400,7 @@ impl AwsPort for SdkAws {
                 .failure_reason()
                 .filter(|r| !r.is_empty())
                 .map(str::to_string),
+            best_candidate: None,
             model_artifacts: out
                 .model_artifacts()
                 .and_then(|m| m.s3_model_artifacts())
@@ -415,6 +417,197 @@ impl AwsPort for SdkAws {
             .await
             .map_err(|e| sdk_error("StopTrainingJob", e))
             .inspect(|out| record_ok("StopTrainingJob", out.request_id()))?;
+        Ok(())
+    }
+
+    async fn read_object_start(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: u64,
+    ) -> AwsResult<Option<Vec<u8>>> {
+        let out = match self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", max.saturating_sub(1)))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                record_ok("GetObject", out.request_id());
+                out
+            }
+            Err(e) => {
+                let err = sdk_error("GetObject", e);
+                return if err.kind == AwsErrorKind::NotFound
+                    || err.code.as_deref() == Some("NoSuchBucket")
+                {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| AwsError {
+                kind: AwsErrorKind::Retryable,
+                operation: "GetObject",
+                code: None,
+                message: format!("reading the object: {e}"),
+            })?
+            .into_bytes();
+        Ok(Some(bytes[..bytes.len().min(max as usize)].to_vec()))
+    }
+
+    async fn create_automl_job(&self, spec: &AutomlJobSpec) -> AwsResult<String> {
+        use aws_sdk_sagemaker::types::{
+            AutoMlChannelType, AutoMlDataSource, AutoMlJobChannel, AutoMlJobCompletionCriteria,
+            AutoMlJobObjective, AutoMlMetricEnum, AutoMlOutputDataConfig, AutoMlProblemTypeConfig,
+            AutoMls3DataSource, AutoMls3DataType, ProblemType, TabularJobConfig, Tag,
+        };
+        const OP: &str = "CreateAutoMLJobV2";
+        let mut tabular = TabularJobConfig::builder()
+            .target_attribute_name(&spec.target_attribute_name)
+            .completion_criteria(
+                AutoMlJobCompletionCriteria::builder()
+                    .max_candidates(spec.max_candidates)
+                    .max_auto_ml_job_runtime_in_seconds(spec.max_runtime_secs)
+                    .build(),
+            );
+        if let Some(p) = &spec.problem_type {
+            tabular = tabular.problem_type(ProblemType::from(p.as_str()));
+        }
+        let tabular = tabular.build();
+        let mut req = self
+            .sagemaker
+            .create_auto_ml_job_v2()
+            .auto_ml_job_name(&spec.name)
+            .role_arn(&spec.role_arn)
+            .auto_ml_job_input_data_config(
+                AutoMlJobChannel::builder()
+                    .channel_type(AutoMlChannelType::Training)
+                    .content_type(&spec.content_type)
+                    .data_source(
+                        AutoMlDataSource::builder()
+                            .s3_data_source(
+                                AutoMls3DataSource::builder()
+                                    .s3_data_type(AutoMls3DataType::S3Prefix)
+                                    .s3_uri(&spec.input_s3_uri)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .output_data_config(
+                AutoMlOutputDataConfig::builder()
+                    .s3_output_path(&spec.output_s3_path)
+                    .build(),
+            )
+            .auto_ml_problem_type_config(AutoMlProblemTypeConfig::TabularJobConfig(tabular));
+        if let Some(m) = &spec.objective_metric {
+            req = req.auto_ml_job_objective(
+                AutoMlJobObjective::builder()
+                    .metric_name(AutoMlMetricEnum::from(m.as_str()))
+                    .build(),
+            );
+        }
+        for (k, v) in &spec.tags {
+            req = req.tags(Tag::builder().key(k).value(v).build());
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(out.auto_ml_job_arn().unwrap_or_default().to_string())
+    }
+
+    async fn describe_automl_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
+        const OP: &str = "DescribeAutoMLJobV2";
+        let out = match self
+            .sagemaker
+            .describe_auto_ml_job_v2()
+            .auto_ml_job_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                record_ok(OP, out.request_id());
+                out
+            }
+            Err(e) => {
+                let err = sdk_error(OP, e);
+                return if err.kind == AwsErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let best = out.best_candidate().map(|c| {
+            let containers: Vec<serde_json::Value> = c
+                .inference_containers()
+                .iter()
+                .map(|ic| {
+                    serde_json::json!({
+                        "Image": ic.image(),
+                        "ModelDataUrl": ic.model_data_url(),
+                        "Environment": ic.environment(),
+                    })
+                })
+                .collect();
+            let metric = c.final_auto_ml_job_objective_metric();
+            serde_json::json!({
+                "CandidateName": c.candidate_name(),
+                "CandidateStatus": c.candidate_status().map(|s| s.as_str()),
+                "ObjectiveMetric": metric.map(|m| serde_json::json!({
+                    "MetricName": m.metric_name().map(|n| n.as_str()),
+                    "Value": m.value(),
+                })),
+                "InferenceContainers": containers,
+            })
+        });
+        let model_data = out
+            .best_candidate()
+            .and_then(|c| {
+                c.inference_containers()
+                    .iter()
+                    .find_map(|ic| ic.model_data_url())
+            })
+            .map(str::to_string);
+        Ok(Some(JobDescription {
+            arn: out.auto_ml_job_arn().map(str::to_string),
+            status: out
+                .auto_ml_job_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            secondary_status: out
+                .auto_ml_job_secondary_status()
+                .map(|s| s.as_str().to_string()),
+            failure_reason: out
+                .failure_reason()
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
+            // The best candidate exists while the job runs too; it counts once the job completed.
+            model_artifacts: model_data,
+            best_candidate: best,
+        }))
+    }
+
+    async fn stop_automl_job(&self, name: &str) -> AwsResult<()> {
+        self.sagemaker
+            .stop_auto_ml_job()
+            .auto_ml_job_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("StopAutoMLJob", e))
+            .inspect(|out| record_ok("StopAutoMLJob", out.request_id()))?;
         Ok(())
     }
 }

@@ -2,12 +2,14 @@
 //! (The emulator-backed tests in `tests/` cover the same paths through the real SDK.)
 
 use super::*;
-use crate::aws::{AwsError, AwsErrorKind, AwsResult, TrainingJobDescription, TrainingJobSpec};
+use crate::aws::{
+    AutomlJobSpec, AwsError, AwsErrorKind, AwsResult, JobDescription, TrainingJobSpec,
+};
 use crate::clock::ManualClock;
 use crate::store::NewRun;
-use crate::workflows::training::{
-    InputLimits, TrainingContext, TrainingRequest, TrainingWorkflow, job_name,
-};
+use crate::workflows::input::InputLimits;
+use crate::workflows::job::JobContext;
+use crate::workflows::training::{TrainingRequest, job_name};
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -16,7 +18,7 @@ use uuid::Uuid;
 
 #[derive(Default)]
 struct FakeAws {
-    jobs: Mutex<HashMap<String, TrainingJobDescription>>,
+    jobs: Mutex<HashMap<String, JobDescription>>,
     /// Errors returned by the next describe calls, in order.
     describe_errors: Mutex<VecDeque<AwsError>>,
     /// Errors returned by the next uploads, in order.
@@ -48,7 +50,7 @@ impl AwsPort for FakeAws {
         *self.creates.lock().unwrap() += 1;
         self.jobs.lock().unwrap().insert(
             spec.name.clone(),
-            TrainingJobDescription {
+            JobDescription {
                 arn: Some(format!(
                     "arn:aws:sagemaker:us-east-1:123456789012:training-job/{}",
                     spec.name
@@ -59,11 +61,23 @@ impl AwsPort for FakeAws {
         );
         Ok(format!("arn:{}", spec.name))
     }
-    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<TrainingJobDescription>> {
+    async fn describe_training_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
         if let Some(e) = self.describe_errors.lock().unwrap().pop_front() {
             return Err(e);
         }
         Ok(self.jobs.lock().unwrap().get(name).cloned())
+    }
+    async fn read_object_start(&self, _: &str, _: &str, _: u64) -> AwsResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    async fn create_automl_job(&self, _: &AutomlJobSpec) -> AwsResult<String> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn describe_automl_job(&self, _: &str) -> AwsResult<Option<JobDescription>> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn stop_automl_job(&self, _: &str) -> AwsResult<()> {
+        unimplemented!("the engine tests use training runs")
     }
     async fn stop_training_job(&self, name: &str) -> AwsResult<()> {
         if let Some(j) = self.jobs.lock().unwrap().get_mut(name) {
@@ -98,7 +112,7 @@ async fn harness() -> Harness {
                 poll_max: Some(Duration::from_secs(60)),
                 ..EngineConfig::default()
             },
-            vec![Arc::new(TrainingWorkflow)],
+            crate::workflows::handlers(),
             crate::workflows::load_definitions().unwrap(),
         )
         .unwrap(),
@@ -136,7 +150,7 @@ impl Harness {
                     kind: Kind::Training,
                     state: State::Uploading,
                     request: serde_json::to_value(req).unwrap(),
-                    context: serde_json::to_value(TrainingContext::new(id)).unwrap(),
+                    context: serde_json::to_value(JobContext::new(job_name(id))).unwrap(),
                     resource_name: Some(job_name(id)),
                     submitted_by: None,
                     detail: "accepted".into(),

@@ -1,7 +1,10 @@
 //! Workflows: the declared state machines (`workflows/*.toml`, embedded in the binary) and the
 //! step handlers that implement them. A handler decides; the engine commits (effects as data).
 
+pub mod automl;
 pub mod definition;
+pub mod input;
+pub mod job;
 pub mod training;
 
 pub use definition::{DefinitionError, PollPolicy, RetryPolicy, WorkflowDef};
@@ -123,10 +126,21 @@ pub trait Workflow: Send + Sync + 'static {
 
 /// The embedded definitions, one per kind.
 pub fn embedded_definitions() -> Vec<(&'static str, &'static str)> {
-    vec![(
-        "workflows/training.toml",
-        include_str!("../../workflows/training.toml"),
-    )]
+    vec![
+        (
+            "workflows/training.toml",
+            include_str!("../../workflows/training.toml"),
+        ),
+        (
+            "workflows/automl.toml",
+            include_str!("../../workflows/automl.toml"),
+        ),
+    ]
+}
+
+/// Every workflow handler the service runs.
+pub fn handlers() -> Vec<Arc<dyn Workflow>> {
+    vec![Arc::new(training::workflow()), Arc::new(automl::workflow())]
 }
 
 /// Loads every embedded definition.

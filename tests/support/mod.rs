@@ -13,6 +13,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// moto refuses anonymous S3 calls but does not verify signatures.
+const FAKE_SIGNATURE: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+
 pub const ROLE: &str = "arn:aws:iam::123456789012:role/SageMakerRole";
 
 fn repo() -> PathBuf {
@@ -153,15 +156,42 @@ impl Emulator {
         );
     }
 
+    /// Writes an object (path-style; moto only checks that a signature header is there).
+    pub async fn put_object(&self, bucket: &str, key: &str, body: &str) {
+        let r = client()
+            .put(format!("{}/{bucket}/{key}", self.url()))
+            .header("Authorization", FAKE_SIGNATURE)
+            .header("Content-Type", "text/csv")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "put {bucket}/{key}: {}",
+            r.status()
+        );
+    }
+
+    /// The extension's bookkeeping for one job of a kind (`training_jobs`, `automl_jobs`, ...).
+    pub async fn job_stats(&self, kind: &str, job: &str) -> Value {
+        let stats: Value = client()
+            .get(format!("{}/_emulator/stats", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats[kind][job].clone()
+    }
+
     /// Reads an object, if it exists.
     pub async fn get_object(&self, bucket: &str, key: &str) -> Option<String> {
         // moto refuses anonymous reads; it does not check signatures, only that one is there.
         let r = client()
             .get(format!("{}/{bucket}/{key}", self.url()))
-            .header(
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
-            )
+            .header("Authorization", FAKE_SIGNATURE)
             .send()
             .await
             .unwrap();

@@ -1,0 +1,383 @@
+//! The SageMaker AutoML workflow (`workflows/automl.toml`): the shared job steps
+//! ([`super::job`]) around CreateAutoMLJobV2, DescribeAutoMLJobV2 and StopAutoMLJob. Done records
+//! the best candidate (name, objective metric and value, inference containers).
+
+use super::input::{DATA_FIELDS, DataSpec, InputLimits, InputSource, Origin};
+use super::job::{JobContext, JobWorkflow, SageMakerJob};
+use crate::aws::{AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, JobDescription};
+use crate::model::Kind;
+use crate::store::Run;
+use crate::validate::{Fields, InputError, InputResult};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tokio::io::AsyncReadExt;
+use uuid::Uuid;
+
+/// A validated AutoML request, as stored with the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AutomlRequest {
+    #[serde(flatten)]
+    pub data: DataSpec,
+    pub target_attribute_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_metric: Option<String>,
+    pub max_candidates: i32,
+    pub max_runtime_secs: i32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The AutoML-specific request fields (besides [`DATA_FIELDS`]).
+pub const REQUEST_FIELDS: &[&str] = &[
+    "target_attribute_name",
+    "problem_type",
+    "objective_metric",
+    "max_candidates",
+    "max_runtime_seconds",
+    "Tags",
+    "type",
+];
+
+const PROBLEM_TYPES: &[&str] = &[
+    "BinaryClassification",
+    "MulticlassClassification",
+    "Regression",
+];
+
+const METRICS: &[&str] = &[
+    "Accuracy",
+    "MSE",
+    "F1",
+    "F1macro",
+    "AUC",
+    "RMSE",
+    "BalancedAccuracy",
+    "R2",
+    "Recall",
+    "RecallMacro",
+    "Precision",
+    "PrecisionMacro",
+    "MAE",
+    "MAPE",
+    "MASE",
+    "WAPE",
+    "AverageWeightedQuantileLoss",
+];
+
+/// How much of the data is read to find the CSV header.
+const HEADER_BYTES: u64 = 64 * 1024;
+
+fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> InputResult<Option<String>> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(InputError::invalid(
+            field,
+            format!("must be one of {}", allowed.join(", ")),
+        )),
+        other => Ok(other),
+    }
+}
+
+impl AutomlRequest {
+    /// Parses an untrusted body. Unknown fields are `Malformed`; bad values name their field.
+    pub fn parse(body: Value, limits: &InputLimits) -> InputResult<AutomlRequest> {
+        let allowed: Vec<&str> = DATA_FIELDS.iter().chain(REQUEST_FIELDS).copied().collect();
+        let mut f = Fields::new(body, &allowed)?;
+        if let Some(t) = f.opt_str("type")?
+            && !matches!(t.as_str(), "automl" | "sagemaker-automl")
+        {
+            return Err(InputError::invalid(
+                "type",
+                format!("{t:?} is not an AutoML type; use \"automl\""),
+            ));
+        }
+        let data = DataSpec::parse(&mut f, limits, "text/csv;header=present")?;
+        let target = f.str("target_attribute_name")?;
+        if target.len() > 256 || target.chars().any(char::is_control) {
+            return Err(InputError::invalid(
+                "target_attribute_name",
+                "must be a column name of at most 256 characters",
+            ));
+        }
+        let problem_type = one_of("problem_type", f.opt_str("problem_type")?, PROBLEM_TYPES)?;
+        let objective_metric = one_of("objective_metric", f.opt_str("objective_metric")?, METRICS)?;
+        let max_candidates = f.opt_int("max_candidates", 1, 750)?.unwrap_or(250) as i32;
+        let max_runtime_secs = f
+            .opt_int("max_runtime_seconds", 1, 2_592_000)?
+            .unwrap_or(2_592_000) as i32;
+        let tags = f.opt_string_map("Tags")?.unwrap_or_default();
+        if tags.len() > 50 {
+            return Err(InputError::invalid("Tags", "at most 50 tags"));
+        }
+        for (k, v) in &tags {
+            if k.is_empty() || k.len() > 128 || v.len() > 256 || k.starts_with("aws:") {
+                return Err(InputError::invalid(
+                    &format!("Tags.{k}"),
+                    "keys are 1-128 characters not starting with aws:, values at most 256",
+                ));
+            }
+        }
+        Ok(AutomlRequest {
+            data,
+            target_attribute_name: target,
+            problem_type,
+            objective_metric,
+            max_candidates,
+            max_runtime_secs,
+            tags,
+            origin: None,
+        })
+    }
+
+    /// Checks that the data's CSV header names the target column, reading only the start of the
+    /// data (for an S3 input, a ranged GET of the object). `Ok(Err(_))` is the client's mistake
+    /// (422); `Err(_)` is AWS failing to answer.
+    pub async fn check_target_column(
+        &self,
+        aws: &dyn AwsPort,
+    ) -> Result<InputResult<()>, AwsError> {
+        let (field, start) = match &self.data.input {
+            InputSource::InlineCsv { csv } => (
+                "inline_csv",
+                csv.as_bytes()[..csv.len().min(HEADER_BYTES as usize)].to_vec(),
+            ),
+            InputSource::LocalFile { path } => {
+                let mut buf = Vec::new();
+                let read = async {
+                    let file = tokio::fs::File::open(path).await?;
+                    file.take(HEADER_BYTES).read_to_end(&mut buf).await
+                };
+                if let Err(e) = read.await {
+                    return Ok(Err(InputError::invalid(
+                        "local_dataset_path",
+                        format!("cannot be read: {e}"),
+                    )));
+                }
+                ("local_dataset_path", buf)
+            }
+            InputSource::S3 { uri } => {
+                let rest = uri.trim_start_matches("s3://");
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                if key.is_empty() || key.ends_with('/') {
+                    return Ok(Err(InputError::invalid(
+                        "inputs",
+                        "must name a CSV object (s3://bucket/path/file.csv) so that its header can be checked",
+                    )));
+                }
+                match aws.read_object_start(bucket, key, HEADER_BYTES).await {
+                    Ok(Some(bytes)) => ("inputs", bytes),
+                    Ok(None) => {
+                        return Ok(Err(InputError::invalid(
+                            "inputs",
+                            format!("{uri} does not exist"),
+                        )));
+                    }
+                    Err(e) if e.kind == AwsErrorKind::Terminal => {
+                        return Ok(Err(InputError::invalid(
+                            "inputs",
+                            format!("{uri} cannot be read: {e}"),
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let columns = match csv_header(&start) {
+            Some(c) => c,
+            None => {
+                return Ok(Err(InputError::invalid(
+                    field,
+                    "has no CSV header line (or it is longer than 64 KiB)",
+                )));
+            }
+        };
+        if columns.iter().any(|c| c == &self.target_attribute_name) {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(InputError::invalid(
+                "target_attribute_name",
+                format!(
+                    "column {:?} is not in the CSV header ({})",
+                    self.target_attribute_name,
+                    columns.join(", ")
+                ),
+            )))
+        }
+    }
+}
+
+/// The column names of a CSV header line (quotes and surrounding spaces removed), or None when
+/// the data holds no complete, non-empty first line.
+pub fn csv_header(start: &[u8]) -> Option<Vec<String>> {
+    let text = String::from_utf8_lossy(start);
+    let text = text.trim_start_matches('\u{feff}');
+    let line = match text.find('\n') {
+        Some(i) => &text[..i],
+        None if (start.len() as u64) < HEADER_BYTES => text,
+        None => return None,
+    };
+    let line = line.trim_end_matches('\r');
+    if line.trim().is_empty() {
+        return None;
+    }
+    let mut columns = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => columns.push(std::mem::take(&mut field).trim().to_string()),
+            c => field.push(c),
+        }
+    }
+    columns.push(field.trim().to_string());
+    Some(columns)
+}
+
+/// The deterministic AutoML job name for a run: AutoML names are at most 32 characters, so it is
+/// `aml` and 29 hex digits of the run id (without the UUID's fixed version and variant digits).
+pub fn job_name(run_id: Uuid) -> String {
+    let hex = run_id.simple().to_string();
+    let entropy: String = hex
+        .char_indices()
+        .filter(|(i, _)| *i != 12 && *i != 16)
+        .map(|(_, c)| c)
+        .collect();
+    format!("aml{}", &entropy[..29])
+}
+
+/// SageMaker AutoML (V2) jobs.
+pub struct AutomlJob;
+
+/// The AutoML workflow.
+pub type AutomlWorkflow = JobWorkflow<AutomlJob>;
+
+pub fn workflow() -> AutomlWorkflow {
+    JobWorkflow(AutomlJob)
+}
+
+pub fn new_context(run_id: Uuid) -> JobContext {
+    JobContext::new(job_name(run_id))
+}
+
+#[async_trait]
+impl SageMakerJob for AutomlJob {
+    fn kind(&self) -> Kind {
+        Kind::Automl
+    }
+
+    fn noun(&self) -> &'static str {
+        "AutoML job"
+    }
+
+    async fn describe(&self, aws: &dyn AwsPort, name: &str) -> AwsResult<Option<JobDescription>> {
+        aws.describe_automl_job(name).await
+    }
+
+    async fn create(&self, aws: &dyn AwsPort, run: &Run, ctx: &JobContext) -> AwsResult<String> {
+        const OP: &str = "CreateAutoMLJobV2";
+        let req: AutomlRequest = serde_json::from_value(run.request.clone())
+            .map_err(|e| AwsError::terminal(OP, format!("stored request is unreadable: {e}")))?;
+        let spec = AutomlJobSpec {
+            name: ctx.job_name.clone(),
+            role_arn: req.data.role_arn.clone(),
+            input_s3_uri: ctx
+                .input_s3_uri
+                .clone()
+                .ok_or_else(|| AwsError::terminal(OP, "no input location recorded".into()))?,
+            content_type: req.data.content_type.clone(),
+            output_s3_path: req.data.output_path(run.id),
+            target_attribute_name: req.target_attribute_name.clone(),
+            problem_type: req.problem_type.clone(),
+            objective_metric: req.objective_metric.clone(),
+            max_candidates: req.max_candidates,
+            max_runtime_secs: req.max_runtime_secs,
+            tags: req.tags.clone(),
+        };
+        aws.create_automl_job(&spec).await
+    }
+
+    async fn stop(&self, aws: &dyn AwsPort, name: &str) -> AwsResult<()> {
+        aws.stop_automl_job(name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits() -> InputLimits {
+        InputLimits {
+            data_dir: None,
+            max_inline_csv_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn automl_job_names_are_deterministic_short_and_valid() {
+        let id = Uuid::now_v7();
+        let name = job_name(id);
+        assert_eq!(name, job_name(id));
+        assert_eq!(name.len(), 32);
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(job_name(Uuid::now_v7()), name);
+    }
+
+    #[test]
+    fn csv_headers_are_split_with_quotes_and_bom() {
+        assert_eq!(csv_header(b"a,b,c\n1,2,3\n").unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            csv_header("\u{feff}\"x, y\", z \r\n".as_bytes()).unwrap(),
+            ["x, y", "z"]
+        );
+        assert_eq!(
+            csv_header(b"\"he said \"\"hi\"\"\",b").unwrap(),
+            ["he said \"hi\"", "b"]
+        );
+        assert!(csv_header(b"\n1,2").is_none());
+        assert!(csv_header(&vec![b'a'; HEADER_BYTES as usize]).is_none());
+    }
+
+    #[test]
+    fn requests_are_validated_field_by_field() {
+        let body = json!({
+            "RoleArn": "arn:aws:iam::123456789012:role/R",
+            "Bucket": "bucket",
+            "S3Prefix": "p",
+            "inline_csv": "label,x\n1,2\n",
+            "target_attribute_name": "label",
+            "problem_type": "BinaryClassification",
+            "type": "automl",
+        });
+        let r = AutomlRequest::parse(body.clone(), &limits()).unwrap();
+        assert_eq!(r.data.content_type, "text/csv;header=present");
+        assert_eq!((r.max_candidates, r.max_runtime_secs), (250, 2_592_000));
+        for (k, v, field) in [
+            ("problem_type", json!("Clustering"), "problem_type"),
+            ("objective_metric", json!("Speed"), "objective_metric"),
+            ("max_candidates", json!(0), "max_candidates"),
+            ("Tags", json!({"aws:x": "1"}), "Tags.aws:x"),
+            ("type", json!("training"), "type"),
+            ("target_attribute_name", json!(""), "target_attribute_name"),
+        ] {
+            let mut b = body.clone();
+            b[k] = v;
+            assert_eq!(
+                AutomlRequest::parse(b, &limits()).unwrap_err().field(),
+                Some(field),
+                "{k}"
+            );
+        }
+    }
+}
