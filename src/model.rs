@@ -95,15 +95,18 @@ pub enum Kind {
     Training,
     /// A SageMaker AutoML (V2) job; Done records its best candidate.
     Automl,
+    /// A SageMaker batch transform job; Done records its output location.
+    Transform,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Training, Kind::Automl];
+    pub const ALL: [Kind; 3] = [Kind::Training, Kind::Automl, Kind::Transform];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Training => "training",
             Kind::Automl => "automl",
+            Kind::Transform => "transform",
         }
     }
 

@@ -40,11 +40,17 @@ pub type InputResult<T> = Result<T, InputError>;
 /// The fields of one JSON object, taken one by one; `finish` rejects whatever is left.
 pub struct Fields {
     map: Map<String, Value>,
+    /// `Outer.` for a nested object, so that errors name the full path.
+    prefix: String,
 }
 
 impl Fields {
     /// Checks the body is an object whose keys are all in `allowed`.
     pub fn new(body: Value, allowed: &[&str]) -> InputResult<Fields> {
+        Self::at(body, allowed, String::new())
+    }
+
+    fn at(body: Value, allowed: &[&str], prefix: String) -> InputResult<Fields> {
         let Value::Object(map) = body else {
             return Err(InputError::Malformed {
                 field: None,
@@ -58,14 +64,38 @@ impl Fields {
         unknown.sort();
         if let Some(first) = unknown.first() {
             return Err(InputError::Malformed {
-                field: Some(first.to_string()),
+                field: Some(format!("{prefix}{first}")),
                 message: format!(
                     "unknown field {first:?}; allowed fields are: {}",
                     allowed.join(", ")
                 ),
             });
         }
-        Ok(Fields { map })
+        Ok(Fields { map, prefix })
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// A required nested object, read with its own allowed fields; errors name `Outer.Inner`.
+    pub fn object(&mut self, name: &str, allowed: &[&str]) -> InputResult<Fields> {
+        self.opt_object(name, allowed)?
+            .ok_or_else(|| InputError::invalid(&self.path(name), "is required"))
+    }
+
+    /// An optional nested object.
+    pub fn opt_object(&mut self, name: &str, allowed: &[&str]) -> InputResult<Option<Fields>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v @ Value::Object(_)) => {
+                Fields::at(v, allowed, format!("{}.", self.path(name))).map(Some)
+            }
+            Some(other) => Err(InputError::invalid(
+                &self.path(name),
+                format!("must be an object, not {}", type_name(&other)),
+            )),
+        }
     }
 
     fn take(&mut self, name: &str) -> Option<Value> {
@@ -84,7 +114,7 @@ impl Fields {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(InputError::invalid(
-                name,
+                &self.path(name),
                 format!("must be a string, not {}", type_name(&other)),
             )),
         }
@@ -93,9 +123,9 @@ impl Fields {
     pub fn str(&mut self, name: &str) -> InputResult<String> {
         let s = self
             .opt_str(name)?
-            .ok_or_else(|| InputError::invalid(name, "is required"))?;
+            .ok_or_else(|| InputError::invalid(&self.path(name), "is required"))?;
         if s.trim().is_empty() {
-            return Err(InputError::invalid(name, "must not be empty"));
+            return Err(InputError::invalid(&self.path(name), "must not be empty"));
         }
         Ok(s)
     }
@@ -107,12 +137,12 @@ impl Fields {
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(i) if (min..=max).contains(&i) => Ok(Some(i)),
                 _ => Err(InputError::invalid(
-                    name,
+                    &self.path(name),
                     format!("must be an integer from {min} to {max}"),
                 )),
             },
             Some(other) => Err(InputError::invalid(
-                name,
+                &self.path(name),
                 format!("must be an integer, not {}", type_name(&other)),
             )),
         }
@@ -132,7 +162,7 @@ impl Fields {
                         Value::Bool(b) => b.to_string(),
                         other => {
                             return Err(InputError::invalid(
-                                &format!("{name}.{k}"),
+                                &format!("{}.{k}", self.path(name)),
                                 format!("must be a string, not {}", type_name(&other)),
                             ));
                         }
@@ -142,7 +172,7 @@ impl Fields {
                 Ok(Some(out))
             }
             Some(other) => Err(InputError::invalid(
-                name,
+                &self.path(name),
                 format!("must be an object, not {}", type_name(&other)),
             )),
         }

@@ -3,13 +3,16 @@
 use crate::clock::{Timestamp, to_db};
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::{Event, Run};
+use crate::workflows::input::Origin;
 use crate::workflows::job::JobContext;
 use poem_openapi::{Object, Tags};
 
 #[derive(Tags)]
 pub enum Tag {
-    /// Essedum's training routes (SageMaker training jobs).
+    /// Essedum's training routes (SageMaker training and AutoML jobs).
     Training,
+    /// Essedum's batch inference routes (SageMaker transform jobs).
+    Inference,
     /// Runs, their history and operator actions.
     Runs,
     /// Declared workflow state machines.
@@ -154,4 +157,92 @@ pub fn essedum_status(r: &Run) -> String {
         State::Failed => "Failed".into(),
         State::Cancelled => "Stopped".into(),
     }
+}
+
+/// Essedum's record shape for a job, plus the run's state.
+#[derive(Object)]
+pub struct EssedumJob {
+    #[oai(rename = "sourceID")]
+    pub source_id: Option<String>,
+    pub name: Option<String>,
+    /// The run id.
+    pub id: String,
+    /// SageMaker's status word (`InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`).
+    pub status: String,
+    /// SageMaker's secondary status.
+    #[oai(rename = "jobStatus")]
+    pub job_status: Option<String>,
+    #[oai(rename = "failureReason")]
+    pub failure_reason: Option<String>,
+    /// The job ARN.
+    pub container: Option<String>,
+    /// The model artifacts URI.
+    pub artifacts: Option<String>,
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub state: State,
+    pub adapter: Option<String>,
+    pub project: Option<String>,
+    #[oai(rename = "createdOn")]
+    pub created_on: String,
+    #[oai(rename = "syncDate")]
+    pub sync_date: String,
+    pub description: Option<String>,
+    #[oai(rename = "sourceOrg")]
+    pub source_org: Option<String>,
+    pub sourcename: Option<String>,
+    pub deployment: Option<String>,
+    /// The run's recorded SageMaker details, as a JSON string.
+    #[oai(rename = "rawPayload")]
+    pub raw_payload: String,
+    /// AutoML: the best candidate (name, objective metric, inference containers).
+    #[oai(rename = "bestCandidate", skip_serializing_if_is_none)]
+    pub best_candidate: Option<serde_json::Value>,
+}
+
+pub fn essedum_job(r: &Run) -> EssedumJob {
+    let c = job_context(r);
+    let origin: Origin = serde_json::from_value(r.request["origin"].clone()).unwrap_or_default();
+    EssedumJob {
+        source_id: r.resource_name.clone(),
+        name: r.resource_name.clone(),
+        id: r.id.to_string(),
+        status: essedum_status(r),
+        job_status: c.secondary_status.clone(),
+        failure_reason: c.failure_reason.clone().or_else(|| {
+            (r.state == State::Failed)
+                .then(|| r.last_error.clone())
+                .flatten()
+        }),
+        container: c.job_arn.clone(),
+        artifacts: c.model_artifacts.clone(),
+        kind: essedum_type(r.kind).into(),
+        state: r.state,
+        adapter: origin.adapter_instance,
+        project: origin.project,
+        created_on: time(r.created_at),
+        sync_date: time(r.updated_at),
+        description: None,
+        source_org: Some("AWS".into()),
+        sourcename: Some("sagemaker".into()),
+        deployment: None,
+        raw_payload: r.context.to_string(),
+        best_candidate: c.best_candidate,
+    }
+}
+
+/// Essedum's `type` word for a kind of run.
+pub fn essedum_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Training => "sagemaker-training",
+        Kind::Automl => "sagemaker-automl",
+        Kind::Transform => "sagemaker-transform",
+    }
+}
+
+/// The reply to an Essedum cancel: the job is being stopped.
+#[derive(Object)]
+pub struct Stopping {
+    /// Always `Stopping`.
+    pub status: String,
 }

@@ -73,6 +73,12 @@ impl From<InputError> for ApiError {
 
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
+        if let store::Error::NameTaken(name) = &e {
+            return ApiError::Conflict(body(
+                format!("a run already uses the job name {name:?}"),
+                None,
+            ));
+        }
         tracing::error!(error = %e, "store error while serving a request");
         ApiError::Internal(body(
             "internal error: the store failed; see the service log",

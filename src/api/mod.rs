@@ -7,6 +7,7 @@ mod body;
 mod dto;
 mod error;
 mod health;
+mod inference;
 mod operator;
 mod training;
 
@@ -40,6 +41,7 @@ pub struct AppState {
 
 pub type Apis = (
     training::TrainingApi,
+    inference::InferenceApi,
     operator::OperatorApi,
     health::HealthApi,
 );
@@ -48,6 +50,7 @@ pub fn openapi_service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             training::TrainingApi(state.clone()),
+            inference::InferenceApi(state.clone()),
             operator::OperatorApi(state.clone()),
             health::HealthApi(state),
         ),

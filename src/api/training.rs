@@ -5,7 +5,7 @@
 
 use super::auth::Caller;
 use super::body::RawBody;
-use super::dto::{RunStatus, Tag, essedum_status, job_context, time};
+use super::dto::{EssedumJob, RunStatus, Stopping, Tag, essedum_job, essedum_type};
 use super::operator::{owner_scope, request_cancel, state_of, visible};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
@@ -127,91 +127,6 @@ enum SubmitReply {
     /// Accepted and stored; the engine runs it.
     #[oai(status = 202)]
     Accepted(Json<TrainingAccepted>),
-}
-
-/// Essedum's record shape for a job, plus the run's state.
-#[derive(Object)]
-struct EssedumJob {
-    #[oai(rename = "sourceID")]
-    source_id: Option<String>,
-    name: Option<String>,
-    /// The run id.
-    id: String,
-    /// SageMaker's status word (`InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`).
-    status: String,
-    /// SageMaker's secondary status.
-    #[oai(rename = "jobStatus")]
-    job_status: Option<String>,
-    #[oai(rename = "failureReason")]
-    failure_reason: Option<String>,
-    /// The job ARN.
-    container: Option<String>,
-    /// The model artifacts URI.
-    artifacts: Option<String>,
-    #[oai(rename = "type")]
-    kind: String,
-    state: State,
-    adapter: Option<String>,
-    project: Option<String>,
-    #[oai(rename = "createdOn")]
-    created_on: String,
-    #[oai(rename = "syncDate")]
-    sync_date: String,
-    description: Option<String>,
-    #[oai(rename = "sourceOrg")]
-    source_org: Option<String>,
-    sourcename: Option<String>,
-    deployment: Option<String>,
-    /// The run's recorded SageMaker details, as a JSON string.
-    #[oai(rename = "rawPayload")]
-    raw_payload: String,
-    /// AutoML: the best candidate (name, objective metric, inference containers).
-    #[oai(rename = "bestCandidate", skip_serializing_if_is_none)]
-    best_candidate: Option<serde_json::Value>,
-}
-
-#[derive(Object)]
-struct Stopping {
-    status: String,
-}
-
-fn essedum_job(r: &Run) -> EssedumJob {
-    let c = job_context(r);
-    let origin: Origin = serde_json::from_value(r.request["origin"].clone()).unwrap_or_default();
-    EssedumJob {
-        source_id: r.resource_name.clone(),
-        name: r.resource_name.clone(),
-        id: r.id.to_string(),
-        status: essedum_status(r),
-        job_status: c.secondary_status.clone(),
-        failure_reason: c.failure_reason.clone().or_else(|| {
-            (r.state == State::Failed)
-                .then(|| r.last_error.clone())
-                .flatten()
-        }),
-        container: c.job_arn.clone(),
-        artifacts: c.model_artifacts.clone(),
-        kind: essedum_type(r.kind).into(),
-        state: r.state,
-        adapter: origin.adapter_instance,
-        project: origin.project,
-        created_on: time(r.created_at),
-        sync_date: time(r.updated_at),
-        description: None,
-        source_org: Some("AWS".into()),
-        sourcename: Some("sagemaker".into()),
-        deployment: None,
-        raw_payload: r.context.to_string(),
-        best_candidate: c.best_candidate,
-    }
-}
-
-/// Essedum's `type` word for a kind of run.
-fn essedum_type(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Training => "sagemaker-training",
-        Kind::Automl => "sagemaker-automl",
-    }
 }
 
 async fn find_training(app: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {

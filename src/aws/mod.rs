@@ -96,6 +96,30 @@ pub struct JobDescription {
     pub best_candidate: Option<serde_json::Value>,
 }
 
+/// Everything CreateTransformJob needs, already validated (SageMaker's own field names).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransformJobSpec {
+    pub model_name: String,
+    pub input_s3_uri: String,
+    /// `S3Prefix` or `ManifestFile`.
+    pub s3_data_type: String,
+    pub content_type: Option<String>,
+    pub split_type: Option<String>,
+    pub compression_type: Option<String>,
+    pub output_s3_path: String,
+    pub accept: Option<String>,
+    pub assemble_with: Option<String>,
+    pub instance_type: String,
+    pub instance_count: i32,
+    pub max_concurrent_transforms: Option<i32>,
+    #[serde(rename = "MaxPayloadInMB")]
+    pub max_payload_in_mb: Option<i32>,
+    pub batch_strategy: Option<String>,
+    pub environment: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
 /// Everything CreateAutoMLJobV2 needs (a tabular job), already validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AutomlJobSpec {
@@ -147,4 +171,10 @@ pub trait AwsPort: Send + Sync + 'static {
     /// DescribeAutoMLJobV2; `Ok(None)` when no job has that name.
     async fn describe_automl_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
     async fn stop_automl_job(&self, name: &str) -> AwsResult<()>;
+    /// CreateTransformJob named `name`; returns the job ARN.
+    async fn create_transform_job(&self, name: &str, spec: &TransformJobSpec) -> AwsResult<String>;
+    /// DescribeTransformJob; `Ok(None)` when no job has that name. `model_artifacts` holds the
+    /// output location.
+    async fn describe_transform_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
+    async fn stop_transform_job(&self, name: &str) -> AwsResult<()>;
 }

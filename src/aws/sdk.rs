@@ -2,7 +2,7 @@
 
 use super::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, JobDescription, TrainingJobSpec,
-    classify,
+    TransformJobSpec, classify,
 };
 use crate::metrics;
 use async_trait::async_trait;
@@ -608,6 +608,121 @@ impl AwsPort for SdkAws {
             .await
             .map_err(|e| sdk_error("StopAutoMLJob", e))
             .inspect(|out| record_ok("StopAutoMLJob", out.request_id()))?;
+        Ok(())
+    }
+
+    async fn create_transform_job(&self, name: &str, spec: &TransformJobSpec) -> AwsResult<String> {
+        use aws_sdk_sagemaker::types::{
+            AssemblyType, BatchStrategy, CompressionType, SplitType, Tag, TransformDataSource,
+            TransformInput, TransformInstanceType, TransformOutput, TransformResources,
+            TransformS3DataSource,
+        };
+        const OP: &str = "CreateTransformJob";
+        let mut input = TransformInput::builder().data_source(
+            TransformDataSource::builder()
+                .s3_data_source(
+                    TransformS3DataSource::builder()
+                        .s3_data_type(S3DataType::from(spec.s3_data_type.as_str()))
+                        .s3_uri(&spec.input_s3_uri)
+                        .build(),
+                )
+                .build(),
+        );
+        if let Some(c) = &spec.content_type {
+            input = input.content_type(c);
+        }
+        if let Some(t) = &spec.split_type {
+            input = input.split_type(SplitType::from(t.as_str()));
+        }
+        if let Some(c) = &spec.compression_type {
+            input = input.compression_type(CompressionType::from(c.as_str()));
+        }
+        let mut output = TransformOutput::builder().s3_output_path(&spec.output_s3_path);
+        if let Some(a) = &spec.accept {
+            output = output.accept(a);
+        }
+        if let Some(a) = &spec.assemble_with {
+            output = output.assemble_with(AssemblyType::from(a.as_str()));
+        }
+        let mut req = self
+            .sagemaker
+            .create_transform_job()
+            .transform_job_name(name)
+            .model_name(&spec.model_name)
+            .transform_input(input.build())
+            .transform_output(output.build())
+            .transform_resources(
+                TransformResources::builder()
+                    .instance_type(TransformInstanceType::from(spec.instance_type.as_str()))
+                    .instance_count(spec.instance_count)
+                    .build(),
+            )
+            .set_max_concurrent_transforms(spec.max_concurrent_transforms)
+            .set_max_payload_in_mb(spec.max_payload_in_mb)
+            .set_batch_strategy(spec.batch_strategy.as_deref().map(BatchStrategy::from));
+        for (k, v) in &spec.environment {
+            req = req.environment(k, v);
+        }
+        for (k, v) in &spec.tags {
+            req = req.tags(Tag::builder().key(k).value(v).build());
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(out.transform_job_arn().unwrap_or_default().to_string())
+    }
+
+    async fn describe_transform_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
+        const OP: &str = "DescribeTransformJob";
+        let out = match self
+            .sagemaker
+            .describe_transform_job()
+            .transform_job_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                record_ok(OP, out.request_id());
+                out
+            }
+            Err(e) => {
+                let err = sdk_error(OP, e);
+                return if err.kind == AwsErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        Ok(Some(JobDescription {
+            arn: out.transform_job_arn().map(str::to_string),
+            status: out
+                .transform_job_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            secondary_status: None,
+            failure_reason: out
+                .failure_reason()
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
+            model_artifacts: out
+                .transform_output()
+                .and_then(|o| o.s3_output_path())
+                .map(str::to_string),
+            best_candidate: None,
+        }))
+    }
+
+    async fn stop_transform_job(&self, name: &str) -> AwsResult<()> {
+        self.sagemaker
+            .stop_transform_job()
+            .transform_job_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("StopTransformJob", e))
+            .inspect(|out| record_ok("StopTransformJob", out.request_id()))?;
         Ok(())
     }
 }

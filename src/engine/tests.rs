@@ -79,6 +79,19 @@ impl AwsPort for FakeAws {
     async fn stop_automl_job(&self, _: &str) -> AwsResult<()> {
         unimplemented!("the engine tests use training runs")
     }
+    async fn create_transform_job(
+        &self,
+        _: &str,
+        _: &crate::aws::TransformJobSpec,
+    ) -> AwsResult<String> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn describe_transform_job(&self, _: &str) -> AwsResult<Option<JobDescription>> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn stop_transform_job(&self, _: &str) -> AwsResult<()> {
+        unimplemented!("the engine tests use training runs")
+    }
     async fn stop_training_job(&self, name: &str) -> AwsResult<()> {
         if let Some(j) = self.jobs.lock().unwrap().get_mut(name) {
             j.status = "Stopped".into();

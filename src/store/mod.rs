@@ -28,6 +28,8 @@ pub enum Error {
     BadUrl { url: String, reason: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("a run already uses the AWS resource name {0:?}")]
+    NameTaken(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

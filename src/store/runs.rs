@@ -244,7 +244,13 @@ impl Store {
         .bind(&at)
         .bind(new.submitted_by.as_deref())
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                Error::NameTaken(new.resource_name.clone().unwrap_or_default())
+            }
+            _ => Error::Database(e),
+        })?;
         append_event(
             &mut tx,
             &id,
@@ -594,6 +600,17 @@ impl Store {
         .fetch_all(self.reader())
         .await?;
         rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
+    }
+
+    /// Deletes a finished run and its history; false when there is no such finished run.
+    pub async fn delete_finished_run(&self, id: Uuid) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM runs WHERE id = ?1 AND next_due_at IS NULL")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// How many runs there are of each kind in each state (metrics).

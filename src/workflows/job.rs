@@ -81,6 +81,11 @@ pub trait SageMakerJob: Send + Sync + 'static {
     /// Creates the job named in `ctx` for `run`; returns its ARN.
     async fn create(&self, aws: &dyn AwsPort, run: &Run, ctx: &JobContext) -> AwsResult<String>;
     async fn stop(&self, aws: &dyn AwsPort, name: &str) -> AwsResult<()>;
+    /// The edges this kind's runs take: all of [`EDGES`], or [`EDGES_WITHOUT_UPLOAD`] for a
+    /// kind whose runs start in Submitted.
+    fn edges(&self) -> &'static [(State, State)] {
+        EDGES
+    }
 }
 
 use State::*;
@@ -89,6 +94,20 @@ use State::*;
 pub const EDGES: &[(State, State)] = &[
     (Uploading, Submitted),
     (Uploading, Cancelled),
+    (Submitted, Polling),
+    (Submitted, Cancelling),
+    (Polling, Polling),
+    (Polling, Done),
+    (Polling, Failed),
+    (Polling, Cancelling),
+    (Cancelling, Cancelling),
+    (Cancelling, Cancelled),
+    (Cancelling, Done),
+    (Cancelling, Failed),
+];
+
+/// The edges of a kind whose input is always in S3 already (its runs start in Submitted).
+pub const EDGES_WITHOUT_UPLOAD: &[(State, State)] = &[
     (Submitted, Polling),
     (Submitted, Cancelling),
     (Polling, Polling),
@@ -115,7 +134,7 @@ impl<J: SageMakerJob> Workflow for JobWorkflow<J> {
     }
 
     fn edges(&self) -> &'static [(State, State)] {
-        EDGES
+        self.0.edges()
     }
 
     async fn step(&self, run: &Run, cx: &StepContext) -> Result<StepOutput, StepError> {

@@ -6,6 +6,7 @@ pub mod definition;
 pub mod input;
 pub mod job;
 pub mod training;
+pub mod transform;
 
 pub use definition::{DefinitionError, PollPolicy, RetryPolicy, WorkflowDef};
 
@@ -135,12 +136,20 @@ pub fn embedded_definitions() -> Vec<(&'static str, &'static str)> {
             "workflows/automl.toml",
             include_str!("../../workflows/automl.toml"),
         ),
+        (
+            "workflows/transform.toml",
+            include_str!("../../workflows/transform.toml"),
+        ),
     ]
 }
 
 /// Every workflow handler the service runs.
 pub fn handlers() -> Vec<Arc<dyn Workflow>> {
-    vec![Arc::new(training::workflow()), Arc::new(automl::workflow())]
+    vec![
+        Arc::new(training::workflow()),
+        Arc::new(automl::workflow()),
+        Arc::new(transform::workflow()),
+    ]
 }
 
 /// Loads every embedded definition.

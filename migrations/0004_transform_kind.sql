@@ -1,0 +1,2 @@
+-- Batch transform runs.
+INSERT INTO run_kinds (name) VALUES ('transform');

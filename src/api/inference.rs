@@ -1,0 +1,249 @@
+//! Essedum's batch inference routes (ESSEDUM-CONTRACT.md section 3): SageMaker transform jobs as
+//! durable runs.
+// Every Essedum route takes the backend's four query parameters and Referer, so handlers have
+// many parameters by contract.
+#![allow(clippy::too_many_arguments)]
+
+use super::auth::Caller;
+use super::body::RawBody;
+use super::dto::{EssedumJob, Stopping, Tag, essedum_job, essedum_type};
+use super::operator::{owner_scope, request_cancel, state_of, visible};
+use super::{ApiError, AppState};
+use crate::model::{Kind, State};
+use crate::store::{NewRun, Run, RunFilter};
+use crate::workflows::input::Origin;
+use crate::workflows::job::JobContext;
+use crate::workflows::transform::TransformRequest;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+pub struct InferenceApi(pub Option<AppState>);
+
+/// SageMaker CreateTransformJob fields (the same names and nesting). `TransformJobName` is
+/// optional: without it the job is named after the run. Unknown fields are a 400; a missing or
+/// invalid value a 422 naming its path (e.g. `TransformInput.DataSource.S3DataSource.S3Uri`).
+#[derive(Object)]
+#[oai(rename = "TransformRequest", deny_unknown_fields)]
+#[allow(dead_code)]
+struct TransformRequestSchema {
+    #[oai(rename = "TransformJobName")]
+    transform_job_name: Option<String>,
+    #[oai(rename = "ModelName")]
+    model_name: String,
+    /// `{DataSource: {S3DataSource: {S3Uri, S3DataType?}}, ContentType?, SplitType?, CompressionType?}`
+    #[oai(rename = "TransformInput")]
+    transform_input: serde_json::Value,
+    /// `{S3OutputPath, Accept?, AssembleWith?}`
+    #[oai(rename = "TransformOutput")]
+    transform_output: serde_json::Value,
+    /// `{InstanceType, InstanceCount}`
+    #[oai(rename = "TransformResources")]
+    transform_resources: serde_json::Value,
+    #[oai(rename = "MaxConcurrentTransforms")]
+    max_concurrent_transforms: Option<i32>,
+    #[oai(rename = "MaxPayloadInMB")]
+    max_payload_in_mb: Option<i32>,
+    /// `MultiRecord` or `SingleRecord`.
+    #[oai(rename = "BatchStrategy")]
+    batch_strategy: Option<String>,
+    #[oai(rename = "Environment")]
+    environment: Option<HashMap<String, String>>,
+    #[oai(rename = "Tags")]
+    tags: Option<HashMap<String, String>>,
+}
+
+#[derive(Object)]
+struct TransformAccepted {
+    /// The run id.
+    id: String,
+    /// The transform job name.
+    name: String,
+    #[oai(rename = "sourceID")]
+    source_id: String,
+    status: String,
+    state: State,
+    #[oai(rename = "type")]
+    kind: String,
+}
+
+#[derive(ApiResponse)]
+enum SubmitReply {
+    /// Accepted and stored; the engine runs it.
+    #[oai(status = 202)]
+    Accepted(Json<TransformAccepted>),
+}
+
+#[derive(Object)]
+struct Deleted {
+    id: String,
+    deleted: bool,
+}
+
+async fn find_transform(app: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {
+    match visible(caller, app.store.find_run(id).await?) {
+        Some(r) if r.kind == Kind::Transform => Ok(r),
+        _ => Err(ApiError::not_found(format!(
+            "no transform run or job named {id:?}"
+        ))),
+    }
+}
+
+#[OpenApi(tag = "Tag::Inference")]
+impl InferenceApi {
+    /// Submit a batch transform job; replies 202 with the run id and job name.
+    #[oai(path = "/api/service/v1/pipelines/inference", method = "post")]
+    async fn submit(
+        &self,
+        body: Json<RawBody<TransformRequestSchema>>,
+        adapter_instance: Query<Option<String>>,
+        project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<SubmitReply, ApiError> {
+        let app = state_of(&self.0)?;
+        let mut request = TransformRequest::parse(body.0.value)?;
+        if project.0.is_some() || adapter_instance.0.is_some() {
+            request.origin = Some(Origin {
+                project: project.0,
+                adapter_instance: adapter_instance.0,
+            });
+        }
+        let id = Uuid::now_v7();
+        let name = request.name_for(id);
+        let run = app
+            .store
+            .insert_run(
+                NewRun {
+                    id,
+                    kind: Kind::Transform,
+                    state: State::Submitted,
+                    request: serde_json::to_value(&request).expect("request serialises"),
+                    context: JobContext {
+                        input_s3_uri: Some(request.spec.input_s3_uri.clone()),
+                        ..JobContext::new(name.clone())
+                    }
+                    .to_value(),
+                    resource_name: Some(name.clone()),
+                    submitted_by: Some(caller.name.clone()),
+                    detail: format!("accepted; job name {name}"),
+                },
+                app.clock.now(),
+            )
+            .await?;
+        app.wake.notify_one();
+        tracing::info!(run_id = %id, job = %name, "transform run accepted");
+        Ok(SubmitReply::Accepted(Json(TransformAccepted {
+            id: id.to_string(),
+            name: name.clone(),
+            source_id: name,
+            status: "InProgress".into(),
+            state: run.state,
+            kind: essedum_type(Kind::Transform).into(),
+        })))
+    }
+
+    /// Transform runs, newest first (filtered by `project` when given), at most `limit` (default 100).
+    #[oai(path = "/api/service/v1/pipelines/inference/list", method = "get")]
+    async fn list(
+        &self,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        limit: Query<Option<u32>>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<Vec<EssedumJob>>, ApiError> {
+        let app = state_of(&self.0)?;
+        let page = app
+            .store
+            .list_runs(&RunFilter {
+                kind: Some(Kind::Transform),
+                submitted_by: owner_scope(&caller).map(str::to_string),
+                limit: limit.0.unwrap_or(100).clamp(1, 1000),
+                ..RunFilter::default()
+            })
+            .await?;
+        Ok(Json(
+            page.runs
+                .iter()
+                .map(essedum_job)
+                .filter(|j| project.0.is_none() || j.project == project.0)
+                .collect(),
+        ))
+    }
+
+    /// A transform job in Essedum's shape (`artifacts` is its output location), by run id or job name.
+    #[oai(path = "/api/service/v1/pipelines/inference/:id/get", method = "post")]
+    async fn get(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<EssedumJob>, ApiError> {
+        let app = state_of(&self.0)?;
+        Ok(Json(essedum_job(
+            &find_transform(app, &caller, &id.0).await?,
+        )))
+    }
+
+    /// Cancel a transform run: StopTransformJob, then Cancelled. A finished run is a 409.
+    #[oai(
+        path = "/api/service/v1/pipelines/inference/:id/cancel",
+        method = "post"
+    )]
+    async fn cancel(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<Stopping>, ApiError> {
+        let app = state_of(&self.0)?;
+        let run = find_transform(app, &caller, &id.0).await?;
+        request_cancel(app, run.id, &caller, None).await?;
+        Ok(Json(Stopping {
+            status: "Stopping".into(),
+        }))
+    }
+
+    /// Forget a finished transform run and its history (SageMaker keeps its own record of the
+    /// job). An unfinished run is a 409: cancel it first.
+    #[oai(path = "/api/service/v1/pipelines/inference/:id", method = "delete")]
+    async fn delete(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<Deleted>, ApiError> {
+        let app = state_of(&self.0)?;
+        let run = find_transform(app, &caller, &id.0).await?;
+        if !app.store.delete_finished_run(run.id).await? {
+            return Err(ApiError::conflict(format!(
+                "the run is {}; cancel it and wait until it ends before deleting it",
+                run.state
+            )));
+        }
+        tracing::info!(run_id = %run.id, by = %caller.name, "transform run deleted");
+        Ok(Json(Deleted {
+            id: run.id.to_string(),
+            deleted: true,
+        }))
+    }
+}
