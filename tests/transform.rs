@@ -118,6 +118,25 @@ async fn failed_and_cancelled_transforms_and_chosen_names() {
         code, 409,
         "a second run may not take the same job name: {dup}"
     );
+    // Nor may a run (here on another service) adopt a job SageMaker has under the chosen name.
+    let mut foreign = transform_body(&bucket, "Completed", 0);
+    foreign["TransformJobName"] = json!(name);
+    let s2 = Scratch::new();
+    let other = Service::start(s2.config(Emulator::shared().url()));
+    svc.wait_run(b["id"].as_str().unwrap(), "Polling", |r| {
+        r["state"] == "Polling"
+    })
+    .await;
+    let (code, err) = other.post(BASE, &foreign).await;
+    assert_eq!(code, 409, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("already exists in SageMaker"),
+        "{err}"
+    );
+    assert_eq!(other.run_count().await, 0);
     let id = b["id"].as_str().unwrap();
     svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
         .await;

@@ -113,6 +113,24 @@ impl InferenceApi {
                 adapter_instance: adapter_instance.0,
             });
         }
+        // A name the caller chose may already belong to a job in SageMaker (names are never
+        // reused there); adopting that job would be wrong, so it is refused up front.
+        if let Some(chosen) = &request.job_name {
+            match app.aws.describe_transform_job(chosen).await {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return Err(ApiError::conflict(format!(
+                        "a transform job named {chosen:?} already exists in SageMaker; choose another TransformJobName"
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check the transform job name");
+                    return Err(ApiError::unavailable(format!(
+                        "could not check whether the job name is free; try again: {e}"
+                    )));
+                }
+            }
+        }
         let id = Uuid::now_v7();
         let name = request.name_for(id);
         let run = app
