@@ -280,6 +280,22 @@ pub fn token(field: &str, s: &str, max: usize) -> InputResult<String> {
     Ok(s.to_string())
 }
 
+/// A SageMaker resource name: 1 to 63 letters, digits and single hyphens inside.
+pub fn sagemaker_name(field: &str, s: &str) -> InputResult<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(InputError::invalid(
+            field,
+            "must be 1-63 letters, digits and hyphens, starting and ending with a letter or digit",
+        ));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -708,6 +708,10 @@ fn operation_names() {
         s("DescribeTrainingJob")
     );
     assert_eq!(
+        op("POST", "/endpoints/my-endpoint/invocations", None),
+        s("InvokeEndpoint")
+    );
+    assert_eq!(
         op("PUT", "/b/k?partNumber=2&uploadId=x", None),
         s("S3:UploadPart")
     );

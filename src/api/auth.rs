@@ -154,6 +154,9 @@ impl Auth {
     }
 }
 
+/// How long an inference request may take (the SDK gives InvokeEndpoint 70 s).
+const INFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+
 /// The role a route needs; `None` for open routes.
 fn required_role(method: &Method, path: &str, open_metrics: bool) -> Option<Role> {
     let open = matches!(path, "/healthz" | "/readyz" | "/openapi.json")
@@ -208,7 +211,12 @@ pub async fn guard<E: Endpoint>(
     auth: Auth,
     limits: super::HttpLimits,
 ) -> poem::Result<Response> {
-    let timeout = limits.request_timeout;
+    // A model may take a minute to answer; everything else is bounded by the configured time.
+    let timeout = if req.uri().path().ends_with("/infer") {
+        limits.request_timeout.max(INFER_TIMEOUT)
+    } else {
+        limits.request_timeout
+    };
     let caller = if !auth.enabled() {
         Caller {
             name: "anonymous".into(),

@@ -13,6 +13,8 @@ pub enum Tag {
     Training,
     /// Essedum's batch inference routes (SageMaker transform jobs).
     Inference,
+    /// Essedum's endpoint routes (real-time inference).
+    Endpoints,
     /// Runs, their history and operator actions.
     Runs,
     /// Declared workflow state machines.

@@ -5,10 +5,12 @@
 pub mod auth;
 mod body;
 mod dto;
+mod endpoints;
 mod error;
 mod health;
 mod inference;
 mod operator;
+mod raw;
 mod training;
 
 pub use auth::{Auth, Caller, Role};
@@ -42,6 +44,7 @@ pub struct AppState {
 pub type Apis = (
     training::TrainingApi,
     inference::InferenceApi,
+    endpoints::EndpointsApi,
     operator::OperatorApi,
     health::HealthApi,
 );
@@ -51,6 +54,7 @@ pub fn openapi_service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
         (
             training::TrainingApi(state.clone()),
             inference::InferenceApi(state.clone()),
+            endpoints::EndpointsApi(state.clone()),
             operator::OperatorApi(state.clone()),
             health::HealthApi(state),
         ),

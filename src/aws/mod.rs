@@ -120,6 +120,13 @@ pub struct TransformJobSpec {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A model's answer to InvokeEndpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvokeOutput {
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// Everything CreateAutoMLJobV2 needs (a tabular job), already validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AutomlJobSpec {
@@ -177,4 +184,14 @@ pub trait AwsPort: Send + Sync + 'static {
     /// output location.
     async fn describe_transform_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
     async fn stop_transform_job(&self, name: &str) -> AwsResult<()>;
+    /// InvokeEndpoint, once (the caller decides about retries). A model's own failure is an
+    /// error with code `ModelError`; an unknown or not-in-service endpoint `ValidationError`.
+    async fn invoke_endpoint(
+        &self,
+        endpoint: &str,
+        content_type: &str,
+        accept: Option<&str>,
+        body: Vec<u8>,
+        inference_id: &str,
+    ) -> AwsResult<InvokeOutput>;
 }

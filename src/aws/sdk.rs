@@ -1,8 +1,8 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
 use super::{
-    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, JobDescription, TrainingJobSpec,
-    TransformJobSpec, classify,
+    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, InvokeOutput, JobDescription,
+    TrainingJobSpec, TransformJobSpec, classify,
 };
 use crate::metrics;
 use async_trait::async_trait;
@@ -48,6 +48,7 @@ impl Default for AwsSettings {
 pub struct SdkAws {
     s3: aws_sdk_s3::Client,
     sagemaker: aws_sdk_sagemaker::Client,
+    runtime: aws_sdk_sagemakerruntime::Client,
     settings: AwsSettings,
 }
 
@@ -69,7 +70,19 @@ impl SdkAws {
         let sagemaker = aws_sdk_sagemaker::config::Builder::from(&shared)
             .retry_config(RetryConfig::standard().with_max_attempts(1))
             .build();
+        // A model may take up to a minute to answer; SageMaker's own limit is 60 s.
+        let runtime = aws_sdk_sagemakerruntime::config::Builder::from(&shared)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .operation_attempt_timeout(Duration::from_secs(70))
+                    .operation_timeout(Duration::from_secs(70))
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .build();
         SdkAws {
+            runtime: aws_sdk_sagemakerruntime::Client::from_conf(runtime),
             s3: aws_sdk_s3::Client::from_conf(s3),
             sagemaker: aws_sdk_sagemaker::Client::from_conf(sagemaker),
             settings,
@@ -724,5 +737,32 @@ impl AwsPort for SdkAws {
             .map_err(|e| sdk_error("StopTransformJob", e))
             .inspect(|out| record_ok("StopTransformJob", out.request_id()))?;
         Ok(())
+    }
+
+    async fn invoke_endpoint(
+        &self,
+        endpoint: &str,
+        content_type: &str,
+        accept: Option<&str>,
+        body: Vec<u8>,
+        inference_id: &str,
+    ) -> AwsResult<InvokeOutput> {
+        const OP: &str = "InvokeEndpoint";
+        let out = self
+            .runtime
+            .invoke_endpoint()
+            .endpoint_name(endpoint)
+            .content_type(content_type)
+            .set_accept(accept.map(str::to_string))
+            .inference_id(inference_id)
+            .body(aws_sdk_sagemakerruntime::primitives::Blob::new(body))
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(InvokeOutput {
+            content_type: out.content_type().map(str::to_string),
+            body: out.body().map(|b| b.as_ref().to_vec()).unwrap_or_default(),
+        })
     }
 }

@@ -92,6 +92,16 @@ impl AwsPort for FakeAws {
     async fn stop_transform_job(&self, _: &str) -> AwsResult<()> {
         unimplemented!("the engine tests use training runs")
     }
+    async fn invoke_endpoint(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+        _: Vec<u8>,
+        _: &str,
+    ) -> AwsResult<crate::aws::InvokeOutput> {
+        unimplemented!("the engine tests use training runs")
+    }
     async fn stop_training_job(&self, name: &str) -> AwsResult<()> {
         if let Some(j) = self.jobs.lock().unwrap().get_mut(name) {
             j.status = "Stopped".into();

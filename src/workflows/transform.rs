@@ -35,22 +35,6 @@ fn choice(field: &str, value: Option<String>, allowed: &[&str]) -> InputResult<O
     }
 }
 
-/// A SageMaker resource name: 1 to 63 letters, digits and single hyphens inside.
-pub fn resource_name(field: &str, s: &str) -> InputResult<String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-    if !ok {
-        return Err(InputError::invalid(
-            field,
-            "must be 1-63 letters, digits and hyphens, starting and ending with a letter or digit",
-        ));
-    }
-    Ok(s.to_string())
-}
-
 fn string_map(f: &mut Fields, name: &str, max: usize) -> InputResult<BTreeMap<String, String>> {
     let map = f.opt_string_map(name)?.unwrap_or_default();
     if map.len() > max {
@@ -79,9 +63,9 @@ impl TransformRequest {
         )?;
         let job_name = f
             .opt_str("TransformJobName")?
-            .map(|n| resource_name("TransformJobName", &n))
+            .map(|n| validate::sagemaker_name("TransformJobName", &n))
             .transpose()?;
-        let model_name = resource_name("ModelName", &f.str("ModelName")?)?;
+        let model_name = validate::sagemaker_name("ModelName", &f.str("ModelName")?)?;
         let mut input = f.object(
             "TransformInput",
             &["DataSource", "ContentType", "SplitType", "CompressionType"],

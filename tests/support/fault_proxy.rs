@@ -249,7 +249,9 @@ async fn handle_connection(sock: TcpStream, shared: Arc<Shared>) -> io::Result<(
         Some(op) => shared.state().decide(op),
         None => None, // emulator control path: forwarded, never faulted, not counted
     };
-    let is_sagemaker = req.head.get("x-amz-target").is_some();
+    // SageMaker (awsJson) or SageMaker Runtime's InvokeEndpoint (restJson): JSON error bodies.
+    let is_sagemaker =
+        req.head.get("x-amz-target").is_some() || op.as_deref() == Some("InvokeEndpoint");
     let reply = match fault {
         None => forward(shared.upstream, &req).await,
         Some(Fault::Delay(d)) => {
@@ -290,6 +292,9 @@ pub fn operation_name(method: &str, target: &str, x_amz_target: Option<&str>) ->
     if let Some(t) = x_amz_target {
         let t = t.trim();
         return Some(t.rsplit('.').next().unwrap_or(t).to_owned());
+    }
+    if path.starts_with("/endpoints/") && path.ends_with("/invocations") {
+        return Some("InvokeEndpoint".to_owned());
     }
     let has = |name: &str| {
         query

@@ -173,6 +173,81 @@ impl Emulator {
         );
     }
 
+    /// One SageMaker API call straight to the emulator (to set up fixtures such as endpoints).
+    pub async fn sagemaker(&self, operation: &str, body: Value) -> Value {
+        let r = client()
+            .post(format!("{}/", self.url()))
+            .header("X-Amz-Target", format!("SageMaker.{operation}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sagemaker/aws4_request, SignedHeaders=host, Signature=00",
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{operation}: {status} {v}");
+        v
+    }
+
+    /// A model, an endpoint config and an endpoint named `name`, InService (or, with `polls`,
+    /// still Creating for that many describes).
+    pub async fn endpoint(&self, name: &str, polls: u32) {
+        self.sagemaker(
+            "CreateModel",
+            json!({"ModelName": name, "ExecutionRoleArn": ROLE,
+                   "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}}),
+        )
+        .await;
+        self.sagemaker(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": name, "ProductionVariants": [{"VariantName": "v1",
+                   "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}),
+        )
+        .await;
+        self.sagemaker(
+            "CreateEndpoint",
+            json!({"EndpointName": name, "EndpointConfigName": name,
+                   "Tags": [{"Key": "_emulator_polls", "Value": polls.to_string()}]}),
+        )
+        .await;
+        if polls == 0 {
+            // The emulator moves an endpoint on when it is described.
+            self.sagemaker("DescribeEndpoint", json!({"EndpointName": name}))
+                .await;
+        }
+    }
+
+    /// Queues the next answer of an endpoint.
+    pub async fn queue_answer(&self, answer: Value) {
+        let r = client()
+            .post(format!("{}/_emulator/invoke-results", self.url()))
+            .json(&answer)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    /// What an endpoint received, oldest first.
+    pub async fn invocations(&self, endpoint: &str) -> Vec<Value> {
+        let v: Value = client()
+            .get(format!(
+                "{}/_emulator/invocations?endpoint={endpoint}",
+                self.url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().cloned().unwrap_or_default()
+    }
+
     /// The extension's bookkeeping for one job of a kind (`training_jobs`, `automl_jobs`, ...).
     pub async fn job_stats(&self, kind: &str, job: &str) -> Value {
         let stats: Value = client()

@@ -1,0 +1,201 @@
+//! Essedum's endpoint routes: real-time inference (`POST /api/service/v1/endpoints/{id}/infer`).
+// Every Essedum route takes the backend's query parameters and Referer, so handlers have many
+// parameters by contract.
+#![allow(clippy::too_many_arguments)]
+
+use super::auth::Caller;
+use super::dto::Tag;
+use super::error::ErrorBody;
+use super::operator::state_of;
+use super::raw::RawPayload;
+use crate::aws::{AwsError, AwsErrorKind};
+use crate::validate;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::{ApiResponse, OpenApi, payload::Json};
+use std::time::Duration;
+
+pub struct EndpointsApi(pub Option<super::AppState>);
+
+/// SageMaker's payload limit for InvokeEndpoint.
+const MAX_PAYLOAD: u64 = 6 * 1024 * 1024;
+
+#[derive(ApiResponse, Debug)]
+pub enum InferError {
+    /// The request body or endpoint name is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such endpoint.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The endpoint is not InService.
+    #[oai(status = 409)]
+    NotInService(Json<ErrorBody>),
+    /// The request names data that cannot be used (e.g. a missing S3 object).
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// The model answered with an error (SageMaker's ModelError); its message is returned.
+    #[oai(status = 424)]
+    ModelError(Json<ErrorBody>),
+    /// SageMaker refused the call (e.g. access denied).
+    #[oai(status = 502)]
+    Upstream(Json<ErrorBody>),
+    /// SageMaker is throttling or unavailable; retry after the given seconds.
+    #[oai(status = 503)]
+    Busy(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+fn body(error: impl Into<String>, field: Option<&str>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: error.into(),
+        field: field.map(str::to_string),
+    })
+}
+
+impl From<AwsError> for InferError {
+    fn from(e: AwsError) -> Self {
+        match (e.code.as_deref(), e.kind) {
+            (Some("ModelError"), _) => {
+                InferError::ModelError(body(format!("the model failed: {}", e.message), None))
+            }
+            (Some("ValidationError"), _) if e.message.contains("not found") => {
+                InferError::NotFound(body(e.message, None))
+            }
+            (Some("ValidationError"), _) => InferError::NotInService(body(e.message, None)),
+            (_, AwsErrorKind::Retryable | AwsErrorKind::Capacity) => {
+                InferError::Busy(body(format!("SageMaker is busy: {e}"), None), 1)
+            }
+            _ => InferError::Upstream(body(format!("SageMaker refused the call: {e}"), None)),
+        }
+    }
+}
+
+/// What to send to the model: CSV and other bodies as they are; a JSON `{"S3Uri": ...}` as the
+/// CSV object it names; any other JSON as JSON.
+async fn model_input(
+    app: &super::AppState,
+    payload: RawPayload,
+) -> Result<(String, Vec<u8>), InferError> {
+    if payload.body.is_empty() {
+        return Err(InferError::BadRequest(body(
+            "the request body is empty",
+            None,
+        )));
+    }
+    let is_json = payload.content_type.starts_with("application/json")
+        || payload
+            .content_type
+            .split(';')
+            .next()
+            .is_some_and(|m| m.trim().ends_with("+json"));
+    if !is_json {
+        return Ok((payload.content_type, payload.body));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&payload.body).map_err(|e| {
+        InferError::BadRequest(body(format!("the body is not valid JSON: {e}"), None))
+    })?;
+    let s3 = value
+        .as_object()
+        .filter(|m| m.len() == 1)
+        .and_then(|m| m.get("S3Uri"));
+    let Some(s3) = s3 else {
+        return Ok(("application/json".into(), payload.body));
+    };
+    let uri = s3
+        .as_str()
+        .ok_or_else(|| InferError::Unprocessable(body("S3Uri must be a string", Some("S3Uri"))))
+        .and_then(|u| {
+            validate::s3_uri("S3Uri", u)
+                .map_err(|e| InferError::Unprocessable(body(e.to_string(), Some("S3Uri"))))
+        })?;
+    let rest = uri.trim_start_matches("s3://");
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    let data = app
+        .aws
+        .read_object_start(bucket, key, MAX_PAYLOAD + 1)
+        .await
+        .map_err(InferError::from)?;
+    let Some(data) = data else {
+        return Err(InferError::Unprocessable(body(
+            format!("{uri} does not exist"),
+            Some("S3Uri"),
+        )));
+    };
+    if data.len() as u64 > MAX_PAYLOAD {
+        return Err(InferError::Unprocessable(body(
+            format!("{uri} is larger than SageMaker's 6 MB request limit; use a batch transform"),
+            Some("S3Uri"),
+        )));
+    }
+    Ok(("text/csv".into(), data))
+}
+
+#[OpenApi(tag = "Tag::Endpoints")]
+impl EndpointsApi {
+    /// Real-time inference: the body goes to InvokeEndpoint (JSON as `application/json`; CSV, or
+    /// `{"S3Uri": "s3://..."}` naming a CSV object, as `text/csv`; other content types as they
+    /// are) and the model's answer comes back with its content type. Throttling is retried
+    /// briefly, then answered 503 with `Retry-After`; a model error is a 424 with its message; an
+    /// endpoint that is not InService a 409.
+    #[oai(path = "/api/service/v1/endpoints/:id/infer", method = "post")]
+    async fn infer(
+        &self,
+        id: Path<String>,
+        payload: RawPayload,
+        #[oai(name = "Accept")] accept: Header<Option<String>>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<RawPayload, InferError> {
+        let app = state_of(&self.0).map_err(|_| InferError::Busy(body("not serving", None), 1))?;
+        let endpoint = validate::sagemaker_name("id", &id.0)
+            .map_err(|e| InferError::BadRequest(body(e.to_string(), Some("id"))))?;
+        let (content_type, data) = model_input(app, payload).await?;
+        let accept = accept.0.filter(|a| !a.is_empty() && a != "*/*");
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_millis(800))
+            .with_jitter()
+            .with_max_times(3)
+            .build();
+        loop {
+            let inference_id = uuid::Uuid::new_v4().to_string();
+            match app
+                .aws
+                .invoke_endpoint(
+                    &endpoint,
+                    &content_type,
+                    accept.as_deref(),
+                    data.clone(),
+                    &inference_id,
+                )
+                .await
+            {
+                Ok(out) => {
+                    tracing::debug!(endpoint, by = %caller.name, bytes = out.body.len(), "inference answered");
+                    return Ok(RawPayload {
+                        content_type: out
+                            .content_type
+                            .unwrap_or_else(|| "application/octet-stream".into()),
+                        body: out.body,
+                    });
+                }
+                Err(e)
+                    if e.kind == AwsErrorKind::Retryable
+                        && e.code.as_deref() != Some("ModelError") =>
+                {
+                    match delays.next() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
