@@ -135,6 +135,32 @@ fn record_request_id(operation: &'static str, request_id: Option<&str>) {
     }
 }
 
+/// Finishes a Describe*/Get* call: counts it, and turns "no such resource" into `Ok(None)`.
+fn found<T, E, R>(
+    operation: &'static str,
+    result: Result<T, SdkError<E, R>>,
+) -> AwsResult<Option<T>>
+where
+    T: RequestId,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    match result {
+        Ok(out) => {
+            record_ok(operation, out.request_id());
+            Ok(Some(out))
+        }
+        Err(e) => {
+            let err = sdk_error(operation, e);
+            if err.kind == AwsErrorKind::NotFound || err.code.as_deref() == Some("NoSuchBucket") {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
 pub trait HasStatus {
     fn status_code(&self) -> u16;
 }
@@ -382,25 +408,16 @@ impl AwsPort for SdkAws {
     }
 
     async fn describe_training_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
-        let out = match self
-            .sagemaker
-            .describe_training_job()
-            .training_job_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                record_ok("DescribeTrainingJob", out.request_id());
-                out
-            }
-            Err(e) => {
-                let err = sdk_error("DescribeTrainingJob", e);
-                return if err.kind == AwsErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(err)
-                };
-            }
+        let Some(out) = found(
+            "DescribeTrainingJob",
+            self.sagemaker
+                .describe_training_job()
+                .training_job_name(name)
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
         };
         Ok(Some(JobDescription {
             arn: out.training_job_arn().map(str::to_string),
@@ -439,29 +456,18 @@ impl AwsPort for SdkAws {
         key: &str,
         max: u64,
     ) -> AwsResult<Option<Vec<u8>>> {
-        let out = match self
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .range(format!("bytes=0-{}", max.saturating_sub(1)))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                record_ok("GetObject", out.request_id());
-                out
-            }
-            Err(e) => {
-                let err = sdk_error("GetObject", e);
-                return if err.kind == AwsErrorKind::NotFound
-                    || err.code.as_deref() == Some("NoSuchBucket")
-                {
-                    Ok(None)
-                } else {
-                    Err(err)
-                };
-            }
+        let Some(out) = found(
+            "GetObject",
+            self.s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .range(format!("bytes=0-{}", max.saturating_sub(1)))
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
         };
         let bytes = out
             .body
@@ -543,25 +549,16 @@ impl AwsPort for SdkAws {
 
     async fn describe_automl_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
         const OP: &str = "DescribeAutoMLJobV2";
-        let out = match self
-            .sagemaker
-            .describe_auto_ml_job_v2()
-            .auto_ml_job_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                record_ok(OP, out.request_id());
-                out
-            }
-            Err(e) => {
-                let err = sdk_error(OP, e);
-                return if err.kind == AwsErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(err)
-                };
-            }
+        let Some(out) = found(
+            OP,
+            self.sagemaker
+                .describe_auto_ml_job_v2()
+                .auto_ml_job_name(name)
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
         };
         let best = out.best_candidate().map(|c| {
             let containers: Vec<serde_json::Value> = c
@@ -689,25 +686,16 @@ impl AwsPort for SdkAws {
 
     async fn describe_transform_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
         const OP: &str = "DescribeTransformJob";
-        let out = match self
-            .sagemaker
-            .describe_transform_job()
-            .transform_job_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                record_ok(OP, out.request_id());
-                out
-            }
-            Err(e) => {
-                let err = sdk_error(OP, e);
-                return if err.kind == AwsErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(err)
-                };
-            }
+        let Some(out) = found(
+            OP,
+            self.sagemaker
+                .describe_transform_job()
+                .transform_job_name(name)
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
         };
         Ok(Some(JobDescription {
             arn: out.transform_job_arn().map(str::to_string),
