@@ -97,16 +97,24 @@ pub enum Kind {
     Automl,
     /// A SageMaker batch transform job; Done records its output location.
     Transform,
+    /// Putting an endpoint config into service on an endpoint (CreateEndpoint or UpdateEndpoint).
+    Deployment,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Training, Kind::Automl, Kind::Transform];
+    pub const ALL: [Kind; 4] = [
+        Kind::Training,
+        Kind::Automl,
+        Kind::Transform,
+        Kind::Deployment,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Training => "training",
             Kind::Automl => "automl",
             Kind::Transform => "transform",
+            Kind::Deployment => "deployment",
         }
     }
 

@@ -239,6 +239,7 @@ pub fn essedum_type(kind: Kind) -> &'static str {
         Kind::Training => "sagemaker-training",
         Kind::Automl => "sagemaker-automl",
         Kind::Transform => "sagemaker-transform",
+        Kind::Deployment => "sagemaker-deployment",
     }
 }
 

@@ -131,8 +131,99 @@ async fn model_input(
     Ok(("text/csv".into(), data))
 }
 
+/// `{EndpointConfigName, Tags?}`: the config to put into service; tags for a new endpoint.
+#[derive(poem_openapi::Object)]
+#[oai(rename = "DeployRequest", deny_unknown_fields)]
+#[allow(dead_code)]
+struct DeployRequestSchema {
+    #[oai(rename = "EndpointConfigName")]
+    endpoint_config_name: String,
+    #[oai(rename = "Tags")]
+    tags: Option<std::collections::HashMap<String, String>>,
+}
+
+#[derive(poem_openapi::Object)]
+struct DeployAccepted {
+    /// The deployment run's id (`GET /status/{id}`, `GET /api/v1/runs/{id}`).
+    id: String,
+    /// The endpoint.
+    name: String,
+    #[oai(rename = "sourceID")]
+    source_id: String,
+    state: crate::model::State,
+    #[oai(rename = "type")]
+    kind: String,
+}
+
+#[derive(ApiResponse)]
+enum DeployReply {
+    /// Accepted and stored; the engine creates or updates the endpoint.
+    #[oai(status = 202)]
+    Accepted(Json<DeployAccepted>),
+}
+
 #[OpenApi(tag = "Tag::Endpoints")]
 impl EndpointsApi {
+    /// Deploy an endpoint config to endpoint `{id}` as a durable run: CreateEndpoint when it does
+    /// not exist, UpdateEndpoint when it serves another config; Done once it is InService with
+    /// this config, Failed when SageMaker rolls the update back or the endpoint fails. One
+    /// unfinished deployment per endpoint (a second is a 409).
+    #[oai(path = "/api/service/v1/endpoints/:id/deploy_model", method = "post")]
+    async fn deploy_model(
+        &self,
+        id: Path<String>,
+        body: Json<super::body::RawBody<DeployRequestSchema>>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<DeployReply, super::ApiError> {
+        use crate::workflows::deployment::{DeployContext, DeployRequest};
+        let app = state_of(&self.0)?;
+        let req = DeployRequest::parse(&id.0, body.0.value)?;
+        let run_id = uuid::Uuid::now_v7();
+        let inserted = app
+            .store
+            .insert_run(
+                crate::store::NewRun {
+                    id: run_id,
+                    kind: crate::model::Kind::Deployment,
+                    state: crate::model::State::Submitted,
+                    request: serde_json::to_value(&req).expect("request serialises"),
+                    context: DeployContext::new(&req.endpoint_name).to_value(),
+                    resource_name: None,
+                    submitted_by: Some(caller.name.clone()),
+                    detail: format!(
+                        "accepted; deploy config {} to endpoint {}",
+                        req.endpoint_config_name, req.endpoint_name
+                    ),
+                },
+                app.clock.now(),
+            )
+            .await;
+        let run = match inserted {
+            Ok(run) => run,
+            Err(crate::store::Error::NameTaken(_)) => {
+                return Err(super::ApiError::conflict(format!(
+                    "a deployment to endpoint {} is still running; wait for it or cancel it",
+                    req.endpoint_name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        app.wake.notify_one();
+        Ok(DeployReply::Accepted(Json(DeployAccepted {
+            id: run_id.to_string(),
+            name: req.endpoint_name.clone(),
+            source_id: req.endpoint_name,
+            state: run.state,
+            kind: "sagemaker-deployment".into(),
+        })))
+    }
+
     /// Real-time inference: the body goes to InvokeEndpoint (JSON as `application/json`; CSV, or
     /// `{"S3Uri": "s3://..."}` naming a CSV object, as `text/csv`; other content types as they
     /// are) and the model's answer comes back with its content type. Throttling is retried

@@ -58,6 +58,10 @@ pub fn classify(code: Option<&str>, status: Option<u16>, message: &str) -> AwsEr
         if m.contains("could not find") || m.contains("not found") || m.contains("does not exist") {
             return AwsErrorKind::NotFound;
         }
+        // SageMaker reports a duplicate endpoint (config, model) name this way.
+        if m.contains("cannot create already existing") {
+            return AwsErrorKind::AlreadyExists;
+        }
         return AwsErrorKind::Terminal;
     }
     match status {
@@ -103,6 +107,12 @@ mod tests {
                 Terminal,
             ),
             (Some("AccessDeniedException"), Some(400), "denied", Terminal),
+            (
+                Some("ValidationException"),
+                Some(400),
+                "Cannot create already existing endpoint \"arn:x\".",
+                AlreadyExists,
+            ),
             (Some("ResourceNotFound"), Some(400), "", NotFound),
         ];
         for (code, status, msg, want) in cases {

@@ -120,6 +120,19 @@ pub struct TransformJobSpec {
     pub tags: BTreeMap<String, String>,
 }
 
+/// What DescribeEndpoint says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointDescription {
+    pub arn: Option<String>,
+    /// Creating | Updating | SystemUpdating | RollingBack | InService | OutOfService | Deleting | Failed
+    pub status: String,
+    /// The config the endpoint serves.
+    pub config_name: Option<String>,
+    /// The config an update in progress is moving to.
+    pub pending_config_name: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
 /// A model's answer to InvokeEndpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InvokeOutput {
@@ -184,6 +197,16 @@ pub trait AwsPort: Send + Sync + 'static {
     /// output location.
     async fn describe_transform_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
     async fn stop_transform_job(&self, name: &str) -> AwsResult<()>;
+    /// `Ok(None)` when no endpoint has that name.
+    async fn describe_endpoint(&self, name: &str) -> AwsResult<Option<EndpointDescription>>;
+    /// CreateEndpoint; returns its ARN. An existing name is `AlreadyExists`.
+    async fn create_endpoint(
+        &self,
+        name: &str,
+        config: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> AwsResult<String>;
+    async fn update_endpoint(&self, name: &str, config: &str) -> AwsResult<()>;
     /// InvokeEndpoint, once (the caller decides about retries). A model's own failure is an
     /// error with code `ModelError`; an unknown or not-in-service endpoint `ValidationError`.
     async fn invoke_endpoint(

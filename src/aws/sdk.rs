@@ -1,8 +1,8 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
 use super::{
-    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, InvokeOutput, JobDescription,
-    TrainingJobSpec, TransformJobSpec, classify,
+    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, EndpointDescription, InvokeOutput,
+    JobDescription, TrainingJobSpec, TransformJobSpec, classify,
 };
 use crate::metrics;
 use async_trait::async_trait;
@@ -18,6 +18,7 @@ use aws_sdk_sagemaker::types::{
     S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, TrainingInputMode,
     TrainingInstanceType,
 };
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -724,6 +725,73 @@ impl AwsPort for SdkAws {
             .await
             .map_err(|e| sdk_error("StopTransformJob", e))
             .inspect(|out| record_ok("StopTransformJob", out.request_id()))?;
+        Ok(())
+    }
+
+    async fn describe_endpoint(&self, name: &str) -> AwsResult<Option<EndpointDescription>> {
+        let Some(out) = found(
+            "DescribeEndpoint",
+            self.sagemaker
+                .describe_endpoint()
+                .endpoint_name(name)
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(EndpointDescription {
+            arn: out.endpoint_arn().map(str::to_string),
+            status: out
+                .endpoint_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            config_name: out.endpoint_config_name().map(str::to_string),
+            pending_config_name: out
+                .pending_deployment_summary()
+                .and_then(|p| p.endpoint_config_name())
+                .map(str::to_string),
+            failure_reason: out
+                .failure_reason()
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
+        }))
+    }
+
+    async fn create_endpoint(
+        &self,
+        name: &str,
+        config: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> AwsResult<String> {
+        use aws_sdk_sagemaker::types::Tag;
+        const OP: &str = "CreateEndpoint";
+        let mut req = self
+            .sagemaker
+            .create_endpoint()
+            .endpoint_name(name)
+            .endpoint_config_name(config);
+        for (k, v) in tags {
+            req = req.tags(Tag::builder().key(k).value(v).build());
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(out.endpoint_arn().unwrap_or_default().to_string())
+    }
+
+    async fn update_endpoint(&self, name: &str, config: &str) -> AwsResult<()> {
+        const OP: &str = "UpdateEndpoint";
+        self.sagemaker
+            .update_endpoint()
+            .endpoint_name(name)
+            .endpoint_config_name(config)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
         Ok(())
     }
 

@@ -92,6 +92,23 @@ impl AwsPort for FakeAws {
     async fn stop_transform_job(&self, _: &str) -> AwsResult<()> {
         unimplemented!("the engine tests use training runs")
     }
+    async fn describe_endpoint(
+        &self,
+        _: &str,
+    ) -> AwsResult<Option<crate::aws::EndpointDescription>> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn create_endpoint(
+        &self,
+        _: &str,
+        _: &str,
+        _: &std::collections::BTreeMap<String, String>,
+    ) -> AwsResult<String> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn update_endpoint(&self, _: &str, _: &str) -> AwsResult<()> {
+        unimplemented!("the engine tests use training runs")
+    }
     async fn invoke_endpoint(
         &self,
         _: &str,

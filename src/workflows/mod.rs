@@ -3,6 +3,7 @@
 
 pub mod automl;
 pub mod definition;
+pub mod deployment;
 pub mod input;
 pub mod job;
 pub mod training;
@@ -140,6 +141,10 @@ pub fn embedded_definitions() -> Vec<(&'static str, &'static str)> {
             "workflows/transform.toml",
             include_str!("../../workflows/transform.toml"),
         ),
+        (
+            "workflows/deployment.toml",
+            include_str!("../../workflows/deployment.toml"),
+        ),
     ]
 }
 
@@ -149,6 +154,7 @@ pub fn handlers() -> Vec<Arc<dyn Workflow>> {
         Arc::new(training::workflow()),
         Arc::new(automl::workflow()),
         Arc::new(transform::workflow()),
+        Arc::new(deployment::DeploymentWorkflow),
     ]
 }
 

@@ -1,0 +1,271 @@
+//! The endpoint deployment workflow (`workflows/deployment.toml`): put an endpoint config into
+//! service on an endpoint. Submitted creates the endpoint (CreateEndpoint) or, when it serves
+//! another config, updates it (UpdateEndpoint); Polling waits through Creating / Updating; the run
+//! is Done only when the endpoint is InService **with the requested config**. An update that
+//! SageMaker rolled back (InService on the old config after our update) is Failed with its reason.
+//!
+//! Restart safety: the endpoint name is the intent (it comes from the route); Submitted always
+//! describes first, and `update_sent` is committed before the run polls, so a resumed run never
+//! mistakes "not updated yet" for "rolled back" (it sends the update instead).
+
+use super::{Due, StepContext, StepError, StepOutput, Workflow};
+use crate::aws::{AwsErrorKind, EndpointDescription};
+use crate::failpoint;
+use crate::model::{Kind, State};
+use crate::store::Run;
+use crate::validate::{self, Fields, InputResult};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A validated deployment request, as stored with the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub endpoint_name: String,
+    pub endpoint_config_name: String,
+    /// Tags for an endpoint this run creates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl DeployRequest {
+    /// `endpoint` comes from the route; the body is `{EndpointConfigName, Tags?}`.
+    pub fn parse(endpoint: &str, body: Value) -> InputResult<DeployRequest> {
+        let endpoint_name = validate::sagemaker_name("id", endpoint)?;
+        let mut f = Fields::new(body, &["EndpointConfigName", "Tags"])?;
+        let endpoint_config_name =
+            validate::sagemaker_name("EndpointConfigName", &f.str("EndpointConfigName")?)?;
+        let tags = f.opt_string_map("Tags")?.unwrap_or_default();
+        Ok(DeployRequest {
+            endpoint_name,
+            endpoint_config_name,
+            tags,
+        })
+    }
+}
+
+/// What the workflow remembers (key names shared with the job context, for the status views).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeployContext {
+    /// The endpoint's name.
+    pub job_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sagemaker_status: Option<String>,
+    /// The config the endpoint serves now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_config_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// UpdateEndpoint was accepted for the requested config.
+    #[serde(default)]
+    pub update_sent: bool,
+    #[serde(default)]
+    pub polls: u32,
+}
+
+impl DeployContext {
+    pub fn new(endpoint: &str) -> Self {
+        DeployContext {
+            job_name: endpoint.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("context serialises")
+    }
+
+    fn record(&mut self, d: &EndpointDescription) {
+        if d.arn.is_some() {
+            self.job_arn.clone_from(&d.arn);
+        }
+        self.sagemaker_status = Some(d.status.clone());
+        self.endpoint_config_name.clone_from(&d.config_name);
+        self.failure_reason.clone_from(&d.failure_reason);
+    }
+}
+
+use State::*;
+
+const EDGES: &[(State, State)] = &[
+    (Submitted, Polling),
+    (Submitted, Done),
+    (Submitted, Failed),
+    (Submitted, Cancelled),
+    (Polling, Polling),
+    (Polling, Submitted),
+    (Polling, Done),
+    (Polling, Failed),
+    (Polling, Cancelled),
+];
+
+pub struct DeploymentWorkflow;
+
+fn parse(run: &Run) -> Result<(DeployRequest, DeployContext), StepError> {
+    let req = serde_json::from_value(run.request.clone())
+        .map_err(|e| StepError::terminal(format!("stored request is unreadable: {e}")))?;
+    let ctx = serde_json::from_value(run.context.clone())
+        .map_err(|e| StepError::terminal(format!("stored context is unreadable: {e}")))?;
+    Ok((req, ctx))
+}
+
+#[async_trait]
+impl Workflow for DeploymentWorkflow {
+    fn kind(&self) -> Kind {
+        Kind::Deployment
+    }
+
+    fn handled_states(&self) -> &'static [State] {
+        &[Submitted, Polling]
+    }
+
+    fn edges(&self) -> &'static [(State, State)] {
+        EDGES
+    }
+
+    async fn step(&self, run: &Run, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let (req, mut ctx) = parse(run)?;
+        if run.cancel_requested {
+            // SageMaker cannot stop an endpoint operation; the run stops following it.
+            return Ok(StepOutput::to(Cancelled, ctx.to_value()).detail(
+                "cancelled; an endpoint operation already started continues in SageMaker",
+            ));
+        }
+        let described = cx.aws.describe_endpoint(&req.endpoint_name).await?;
+        if let Some(d) = &described {
+            ctx.record(d);
+        }
+        let next_poll = Due::After(cx.poll_interval(ctx.polls));
+        match (run.state, described) {
+            (Submitted, None) => {
+                failpoint::hit("deployment.before_create").await;
+                match cx
+                    .aws
+                    .create_endpoint(&req.endpoint_name, &req.endpoint_config_name, &req.tags)
+                    .await
+                {
+                    Ok(arn) => {
+                        failpoint::hit("deployment.after_create").await;
+                        ctx.job_arn = Some(arn).filter(|a| !a.is_empty());
+                        Ok(StepOutput::to(Polling, ctx.to_value())
+                            .due(Due::After(cx.poll_interval(0)))
+                            .detail(format!(
+                                "CreateEndpoint accepted with config {}",
+                                req.endpoint_config_name
+                            )))
+                    }
+                    Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
+                        Ok(StepOutput::to(Polling, ctx.to_value())
+                            .detail("the endpoint already exists; following it"))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            (_, None) => Err(StepError::terminal(format!(
+                "endpoint {} no longer exists",
+                req.endpoint_name
+            ))),
+            (_, Some(d)) => {
+                let serves_requested =
+                    d.config_name.as_deref() == Some(req.endpoint_config_name.as_str());
+                match d.status.as_str() {
+                    "InService" if serves_requested => Ok(StepOutput::to(Done, ctx.to_value())
+                        .detail(format!(
+                            "InService with config {}",
+                            req.endpoint_config_name
+                        ))),
+                    "InService" if ctx.update_sent => {
+                        let reason = d
+                            .failure_reason
+                            .clone()
+                            .unwrap_or_else(|| "SageMaker rolled the update back".into());
+                        Ok(StepOutput::to(Failed, ctx.to_value())
+                            .detail(format!(
+                                "the update to {} was rolled back; the endpoint serves {}",
+                                req.endpoint_config_name,
+                                d.config_name.as_deref().unwrap_or("(unknown)")
+                            ))
+                            .failure(reason))
+                    }
+                    "InService" if run.state == Submitted => {
+                        failpoint::hit("deployment.before_update").await;
+                        cx.aws
+                            .update_endpoint(&req.endpoint_name, &req.endpoint_config_name)
+                            .await?;
+                        ctx.update_sent = true;
+                        Ok(StepOutput::to(Polling, ctx.to_value())
+                            .due(Due::After(cx.poll_interval(0)))
+                            .detail(format!(
+                                "UpdateEndpoint accepted from {} to {}",
+                                d.config_name.as_deref().unwrap_or("(unknown)"),
+                                req.endpoint_config_name
+                            )))
+                    }
+                    // InService on another config while polling, update not sent: send it now.
+                    "InService" => Ok(StepOutput::to(Submitted, ctx.to_value())
+                        .detail("the endpoint is InService on another config; updating it")),
+                    "Failed" => {
+                        let reason = d
+                            .failure_reason
+                            .clone()
+                            .unwrap_or_else(|| "the endpoint is Failed".into());
+                        Ok(StepOutput::to(Failed, ctx.to_value())
+                            .detail("endpoint Failed")
+                            .failure(reason))
+                    }
+                    "Deleting" | "OutOfService" => Err(StepError::terminal(format!(
+                        "endpoint {} is {}; it cannot be deployed to now",
+                        req.endpoint_name, d.status
+                    ))),
+                    // Creating, Updating, SystemUpdating, RollingBack: wait.
+                    _ => {
+                        let changed = run.state != Polling
+                            || run.context.get("sagemaker_status").and_then(Value::as_str)
+                                != Some(d.status.as_str());
+                        ctx.polls += 1;
+                        let mut out = StepOutput::to(Polling, ctx.to_value()).due(next_poll);
+                        if changed {
+                            out = out.detail(format!("endpoint {}", d.status));
+                        }
+                        Ok(out)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_name_their_fields() {
+        let r =
+            DeployRequest::parse("my-endpoint", json!({"EndpointConfigName": "cfg-1"})).unwrap();
+        assert_eq!(
+            (r.endpoint_name.as_str(), r.endpoint_config_name.as_str()),
+            ("my-endpoint", "cfg-1")
+        );
+        assert_eq!(
+            DeployRequest::parse("bad name", json!({"EndpointConfigName": "c"}))
+                .unwrap_err()
+                .field(),
+            Some("id")
+        );
+        assert_eq!(
+            DeployRequest::parse("e", json!({})).unwrap_err().field(),
+            Some("EndpointConfigName")
+        );
+        assert_eq!(
+            DeployRequest::parse("e", json!({"EndpointConfigName": "c", "X": 1}))
+                .unwrap_err()
+                .field(),
+            Some("X")
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! Endpoint deployments as durable runs against the emulator: create, update, rollback, failure,
+//! one deployment per endpoint at a time, and a kill right after CreateEndpoint.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Emulator, ROLE, Scratch, Service, unique};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A model and two endpoint configs for it; returns the config names.
+async fn configs(emu: &Emulator, base: &str) -> (String, String) {
+    emu.sagemaker(
+        "CreateModel",
+        json!({"ModelName": base, "ExecutionRoleArn": ROLE,
+               "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}}),
+    )
+    .await;
+    let mut names = vec![];
+    for suffix in ["a", "b"] {
+        let name = format!("{base}-{suffix}");
+        emu.sagemaker(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": name, "ProductionVariants": [{"VariantName": "v1",
+                   "ModelName": base, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}),
+        )
+        .await;
+        names.push(name);
+    }
+    (names[0].clone(), names[1].clone())
+}
+
+async fn deploy(svc: &Service, endpoint: &str, body: Value) -> (u16, Value) {
+    svc.post(
+        &format!("/api/service/v1/endpoints/{endpoint}/deploy_model"),
+        &body,
+    )
+    .await
+}
+
+fn details(run: &Value) -> Vec<String> {
+    run["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn deploy_creates_then_updates_the_endpoint_and_a_rollback_fails_the_run() {
+    let emu = Emulator::shared();
+    let base = unique("dep");
+    let (a, b) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+
+    let (code, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "2"}}),
+    )
+    .await;
+    assert_eq!(code, 202, "{r}");
+    assert_eq!(
+        (r["name"].as_str(), r["type"].as_str()),
+        (Some(endpoint.as_str()), Some("sagemaker-deployment"))
+    );
+    let id = r["id"].as_str().unwrap();
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(
+        (st["state"].as_str(), st["sagemaker_status"].as_str()),
+        (Some("Done"), Some("InService")),
+        "{st}"
+    );
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert!(
+        details(&run)
+            .iter()
+            .any(|d| d == &format!("CreateEndpoint accepted with config {a}")),
+        "{run}"
+    );
+    assert_eq!(run["context"]["endpoint_config_name"], a.as_str());
+
+    // Deploying the same config again is Done at once; another config is an update.
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": a})).await;
+    assert_eq!(
+        svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await["state"],
+        "Done"
+    );
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": b})).await;
+    let id = r["id"].as_str().unwrap();
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(run["context"]["endpoint_config_name"], b.as_str());
+    assert!(
+        details(&run)
+            .iter()
+            .any(|d| d.starts_with(&format!("UpdateEndpoint accepted from {a} to {b}"))),
+        "{run}"
+    );
+    let stats = emu.job_stats("endpoints", &endpoint).await;
+    assert_eq!(
+        (stats["creates"].as_i64(), stats["updates"].as_i64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+
+    // An update SageMaker rolls back leaves the old config serving: the run is Failed.
+    emu.sagemaker(
+        "AddTags",
+        json!({"ResourceArn": run["context"]["job_arn"], "Tags": [{"Key": "_emulator_update_outcome", "Value": "RolledBack"}]}),
+    )
+    .await;
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": a})).await;
+    let st = svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Failed", "{st}");
+    assert!(
+        st["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{st}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_endpoint_fails_the_run_and_requests_are_checked() {
+    let emu = Emulator::shared();
+    let base = unique("depf");
+    let (a, _) = configs(emu, &base).await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let endpoint = format!("{base}-ep");
+    let body = json!({"EndpointConfigName": a, "Tags": {"_emulator_outcome": "Failed", "_emulator_polls": "1",
+                       "_emulator_failure_reason": "ping health check failed"}});
+    let (_, r) = deploy(&svc, &endpoint, body).await;
+    let st = svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(
+        (st["state"].as_str(), st["failure_reason"].as_str()),
+        (Some("Failed"), Some("ping health check failed"))
+    );
+
+    // A config that does not exist: SageMaker refuses the create; the run fails with its message.
+    let (_, r) = deploy(
+        &svc,
+        &format!("{base}-other"),
+        json!({"EndpointConfigName": format!("{base}-missing")}),
+    )
+    .await;
+    let st = svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Failed", "{st}");
+
+    for (endpoint, body, want, field) in [
+        ("bad_name", json!({"EndpointConfigName": a}), 422, "id"),
+        ("ok-name", json!({}), 422, "EndpointConfigName"),
+        (
+            "ok-name",
+            json!({"EndpointConfigName": a, "Extra": 1}),
+            400,
+            "Extra",
+        ),
+    ] {
+        let (code, err) = deploy(&svc, endpoint, body).await;
+        assert_eq!((code, err["field"].as_str()), (want, Some(field)), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn one_deployment_per_endpoint_and_a_kill_after_create_adopts_the_endpoint() {
+    let emu = Emulator::shared();
+    let base = unique("depc");
+    let (a, b) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec!["deployment.after_create".into()];
+    let svc = Service::start(config);
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "1"}}),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let (code, err) = deploy(&svc, &endpoint, json!({"EndpointConfigName": b})).await;
+    assert_eq!(code, 409, "{err}");
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT deployment.after_create"
+        });
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    let stats = emu.job_stats("endpoints", &endpoint).await;
+    assert_eq!(
+        (
+            stats["creates"].as_i64(),
+            stats["duplicate_creates"].as_i64()
+        ),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
+    // Once it ended, the endpoint takes a new deployment.
+    let (code, _) = deploy(&svc, &endpoint, json!({"EndpointConfigName": b})).await;
+    assert_eq!(code, 202);
+}
