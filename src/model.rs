@@ -99,14 +99,17 @@ pub enum Kind {
     Transform,
     /// Putting an endpoint config into service on an endpoint (CreateEndpoint or UpdateEndpoint).
     Deployment,
+    /// Taking an endpoint down (DeleteEndpoint, then waiting until it is gone).
+    Teardown,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Training,
         Kind::Automl,
         Kind::Transform,
         Kind::Deployment,
+        Kind::Teardown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +118,7 @@ impl Kind {
             Kind::Automl => "automl",
             Kind::Transform => "transform",
             Kind::Deployment => "deployment",
+            Kind::Teardown => "teardown",
         }
     }
 

@@ -208,3 +208,112 @@ async fn one_deployment_per_endpoint_and_a_kill_after_create_adopts_the_endpoint
     let (code, _) = deploy(&svc, &endpoint, json!({"EndpointConfigName": b})).await;
     assert_eq!(code, 202);
 }
+
+#[tokio::test]
+async fn teardown_deletes_the_endpoint_and_a_missing_one_is_reported_not_an_error() {
+    let emu = Emulator::shared();
+    let base = unique("tear");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "0"}}),
+    )
+    .await;
+    let deployment = r["id"].as_str().unwrap().to_string();
+    assert_eq!(svc.wait_terminal(&deployment, WAIT).await["state"], "Done");
+
+    let (code, view) = svc
+        .get(&format!("/api/service/v1/endpoints/{endpoint}"))
+        .await;
+    assert_eq!(code, 200, "{view}");
+    assert_eq!(
+        (
+            view["status"].as_str(),
+            view["endpointConfigName"].as_str(),
+            view["deploymentRunId"].as_str()
+        ),
+        (
+            Some("InService"),
+            Some(a.as_str()),
+            Some(deployment.as_str())
+        )
+    );
+
+    let (code, t) = svc
+        .post(
+            &format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (code, t["type"].as_str()),
+        (202, Some("sagemaker-teardown")),
+        "{t}"
+    );
+    let st = svc.wait_terminal(t["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    let (_, run) = svc
+        .get(&format!("/api/v1/runs/{}", t["id"].as_str().unwrap()))
+        .await;
+    let d = details(&run);
+    assert!(
+        d.iter()
+            .any(|x| x == &format!("DeleteEndpoint accepted (it served {a})")),
+        "{d:?}"
+    );
+    assert!(
+        d.iter()
+            .any(|x| x == &format!("endpoint {endpoint} is deleted")),
+        "{d:?}"
+    );
+    assert_eq!(
+        svc.get(&format!("/api/service/v1/endpoints/{endpoint}"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 1);
+
+    // Deleting what does not exist is reported, not a failure.
+    let r = support::client()
+        .delete(svc.url(&format!("/api/service/v1/endpoints/{base}-never/delete")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let t: Value = r.json().await.unwrap();
+    let st = svc.wait_terminal(t["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Done");
+    let (_, run) = svc
+        .get(&format!("/api/v1/runs/{}", t["id"].as_str().unwrap()))
+        .await;
+    assert!(
+        details(&run)
+            .iter()
+            .any(|x| x.ends_with("does not exist; nothing to delete")),
+        "{run}"
+    );
+
+    // No teardown while a deployment of the same endpoint is running.
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "100000"}}),
+    )
+    .await;
+    svc.wait_run(r["id"].as_str().unwrap(), "Polling", |r| {
+        r["state"] == "Polling"
+    })
+    .await;
+    let (code, err) = svc
+        .post(
+            &format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(code, 409, "{err}");
+}

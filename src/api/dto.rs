@@ -240,6 +240,7 @@ pub fn essedum_type(kind: Kind) -> &'static str {
         Kind::Automl => "sagemaker-automl",
         Kind::Transform => "sagemaker-transform",
         Kind::Deployment => "sagemaker-deployment",
+        Kind::Teardown => "sagemaker-teardown",
     }
 }
 

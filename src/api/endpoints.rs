@@ -155,6 +155,26 @@ struct DeployAccepted {
     kind: String,
 }
 
+#[derive(poem_openapi::Object)]
+struct EndpointView {
+    /// The endpoint name.
+    name: String,
+    /// SageMaker's status (`Creating`, `InService`, `Updating`, `Failed`, ...).
+    status: String,
+    #[oai(rename = "endpointConfigName")]
+    endpoint_config_name: Option<String>,
+    /// The config an update in progress moves to.
+    #[oai(rename = "pendingEndpointConfigName")]
+    pending_endpoint_config_name: Option<String>,
+    #[oai(rename = "failureReason")]
+    failure_reason: Option<String>,
+    /// The endpoint's ARN.
+    container: Option<String>,
+    /// The newest deployment run of this endpoint, if any.
+    #[oai(rename = "deploymentRunId")]
+    deployment_run_id: Option<String>,
+}
+
 #[derive(ApiResponse)]
 enum DeployReply {
     /// Accepted and stored; the engine creates or updates the endpoint.
@@ -162,8 +182,133 @@ enum DeployReply {
     Accepted(Json<DeployAccepted>),
 }
 
+impl EndpointsApi {
+    /// Stores a teardown run for `endpoint` (one change per endpoint at a time).
+    async fn teardown(
+        &self,
+        endpoint: &str,
+        caller: &Caller,
+    ) -> Result<DeployReply, super::ApiError> {
+        use crate::workflows::deployment::DeployContext;
+        use crate::workflows::teardown::TeardownRequest;
+        let app = state_of(&self.0)?;
+        let req = TeardownRequest::parse(endpoint)?;
+        let run_id = uuid::Uuid::now_v7();
+        let inserted = app
+            .store
+            .insert_run(
+                crate::store::NewRun {
+                    id: run_id,
+                    kind: crate::model::Kind::Teardown,
+                    state: crate::model::State::Submitted,
+                    request: serde_json::to_value(&req).expect("request serialises"),
+                    context: DeployContext::new(&req.endpoint_name).to_value(),
+                    resource_name: None,
+                    submitted_by: Some(caller.name.clone()),
+                    detail: format!("accepted; delete endpoint {}", req.endpoint_name),
+                },
+                app.clock.now(),
+            )
+            .await;
+        let run = match inserted {
+            Ok(run) => run,
+            Err(crate::store::Error::NameTaken(_)) => {
+                return Err(super::ApiError::conflict(format!(
+                    "a deployment or teardown of endpoint {} is still running",
+                    req.endpoint_name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        app.wake.notify_one();
+        Ok(DeployReply::Accepted(Json(DeployAccepted {
+            id: run_id.to_string(),
+            name: req.endpoint_name.clone(),
+            source_id: req.endpoint_name,
+            state: run.state,
+            kind: "sagemaker-teardown".into(),
+        })))
+    }
+}
+
 #[OpenApi(tag = "Tag::Endpoints")]
 impl EndpointsApi {
+    /// Take endpoint `{id}` down as a durable run (DeleteEndpoint, then wait until it is gone).
+    /// An endpoint that does not exist ends the run Done, reported in its history.
+    #[oai(
+        path = "/api/service/v1/endpoints/:id/undeploy_models",
+        method = "post"
+    )]
+    async fn undeploy_models(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<DeployReply, super::ApiError> {
+        self.teardown(&id.0, &caller).await
+    }
+
+    /// The same as `undeploy_models`: delete endpoint `{id}` as a durable run.
+    #[oai(path = "/api/service/v1/endpoints/:id/delete", method = "delete")]
+    async fn delete_endpoint(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        caller: Data<&Caller>,
+    ) -> Result<DeployReply, super::ApiError> {
+        self.teardown(&id.0, &caller).await
+    }
+
+    /// Endpoint `{id}` as SageMaker describes it, with its newest deployment run.
+    #[oai(path = "/api/service/v1/endpoints/:id", method = "get")]
+    async fn get_endpoint(
+        &self,
+        id: Path<String>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+    ) -> Result<Json<EndpointView>, super::ApiError> {
+        let app = state_of(&self.0)?;
+        let name = validate::sagemaker_name("id", &id.0)?;
+        let described = match app.aws.describe_endpoint(&name).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "DescribeEndpoint failed");
+                return Err(super::ApiError::unavailable(format!(
+                    "could not describe the endpoint: {e}"
+                )));
+            }
+        };
+        let d =
+            described.ok_or_else(|| super::ApiError::not_found(format!("no endpoint {name:?}")))?;
+        let deployment = app
+            .store
+            .latest_run_for_endpoint(crate::model::Kind::Deployment, &name)
+            .await?;
+        Ok(Json(EndpointView {
+            name,
+            status: d.status,
+            endpoint_config_name: d.config_name,
+            pending_endpoint_config_name: d.pending_config_name,
+            failure_reason: d.failure_reason,
+            container: d.arn,
+            deployment_run_id: deployment.map(|u| u.to_string()),
+        }))
+    }
+
     /// Deploy an endpoint config to endpoint `{id}` as a durable run: CreateEndpoint when it does
     /// not exist, UpdateEndpoint when it serves another config; Done once it is InService with
     /// this config, Failed when SageMaker rolls the update back or the endpoint fails. One
@@ -208,7 +353,7 @@ impl EndpointsApi {
             Ok(run) => run,
             Err(crate::store::Error::NameTaken(_)) => {
                 return Err(super::ApiError::conflict(format!(
-                    "a deployment to endpoint {} is still running; wait for it or cancel it",
+                    "a deployment or teardown of endpoint {} is still running; wait for it or cancel it",
                     req.endpoint_name
                 )));
             }

@@ -795,6 +795,18 @@ impl AwsPort for SdkAws {
         Ok(())
     }
 
+    async fn delete_endpoint(&self, name: &str) -> AwsResult<()> {
+        const OP: &str = "DeleteEndpoint";
+        self.sagemaker
+            .delete_endpoint()
+            .endpoint_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(())
+    }
+
     async fn invoke_endpoint(
         &self,
         endpoint: &str,

@@ -109,6 +109,9 @@ impl AwsPort for FakeAws {
     async fn update_endpoint(&self, _: &str, _: &str) -> AwsResult<()> {
         unimplemented!("the engine tests use training runs")
     }
+    async fn delete_endpoint(&self, _: &str) -> AwsResult<()> {
+        unimplemented!("the engine tests use training runs")
+    }
     async fn invoke_endpoint(
         &self,
         _: &str,

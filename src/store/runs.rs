@@ -613,6 +613,24 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The newest run of `kind` for an endpoint (deployments and teardowns name it in their request).
+    pub async fn latest_run_for_endpoint(
+        &self,
+        kind: Kind,
+        endpoint: &str,
+    ) -> Result<Option<Uuid>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE kind = ?1 AND json_extract(request, '$.endpoint_name') = ?2
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(kind.as_str())
+        .bind(endpoint)
+        .fetch_optional(self.reader())
+        .await?;
+        id.map(|s| Uuid::parse_str(&s).map_err(|e| Error::Corrupt(format!("id: {e}"))))
+            .transpose()
+    }
+
     /// How many runs there are of each kind in each state (metrics).
     pub async fn count_by_kind_state(&self) -> Result<Vec<(Kind, State, i64)>> {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(

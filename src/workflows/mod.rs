@@ -6,6 +6,7 @@ pub mod definition;
 pub mod deployment;
 pub mod input;
 pub mod job;
+pub mod teardown;
 pub mod training;
 pub mod transform;
 
@@ -145,6 +146,10 @@ pub fn embedded_definitions() -> Vec<(&'static str, &'static str)> {
             "workflows/deployment.toml",
             include_str!("../../workflows/deployment.toml"),
         ),
+        (
+            "workflows/teardown.toml",
+            include_str!("../../workflows/teardown.toml"),
+        ),
     ]
 }
 
@@ -155,6 +160,7 @@ pub fn handlers() -> Vec<Arc<dyn Workflow>> {
         Arc::new(automl::workflow()),
         Arc::new(transform::workflow()),
         Arc::new(deployment::DeploymentWorkflow),
+        Arc::new(teardown::TeardownWorkflow),
     ]
 }
 
