@@ -105,6 +105,51 @@ impl Fields {
         }
     }
 
+    /// A required array of `min..=max` elements.
+    pub fn array(&mut self, name: &str, min: usize, max: usize) -> InputResult<Vec<Value>> {
+        match self.take(name) {
+            None => Err(InputError::invalid(&self.path(name), "is required")),
+            Some(Value::Array(items)) if (min..=max).contains(&items.len()) => Ok(items),
+            Some(Value::Array(_)) => Err(InputError::invalid(
+                &self.path(name),
+                format!("must have {min} to {max} elements"),
+            )),
+            Some(other) => Err(InputError::invalid(
+                &self.path(name),
+                format!("must be an array, not {}", type_name(&other)),
+            )),
+        }
+    }
+
+    /// An array element (or any object) read with its own allowed fields, errors named `prefix…`.
+    pub fn at_path(body: Value, allowed: &[&str], prefix: &str) -> InputResult<Fields> {
+        if !body.is_object() {
+            return Err(InputError::invalid(
+                prefix.trim_end_matches('.'),
+                format!("must be an object, not {}", type_name(&body)),
+            ));
+        }
+        Fields::at(body, allowed, prefix.to_string())
+    }
+
+    /// An optional number within `min..=max`.
+    pub fn opt_number(&mut self, name: &str, min: f64, max: f64) -> InputResult<Option<f64>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if (min..=max).contains(&x) => Ok(Some(x)),
+                _ => Err(InputError::invalid(
+                    &self.path(name),
+                    format!("must be a number from {min} to {max}"),
+                )),
+            },
+            Some(other) => Err(InputError::invalid(
+                &self.path(name),
+                format!("must be a number, not {}", type_name(&other)),
+            )),
+        }
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.map.get(name).is_some_and(|v| !v.is_null())
     }

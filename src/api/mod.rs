@@ -9,6 +9,7 @@ mod endpoints;
 mod error;
 mod health;
 mod inference;
+mod models;
 mod operator;
 mod raw;
 mod training;
@@ -45,6 +46,7 @@ pub type Apis = (
     training::TrainingApi,
     inference::InferenceApi,
     endpoints::EndpointsApi,
+    models::ModelsApi,
     operator::OperatorApi,
     health::HealthApi,
 );
@@ -55,6 +57,7 @@ pub fn openapi_service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
             training::TrainingApi(state.clone()),
             inference::InferenceApi(state.clone()),
             endpoints::EndpointsApi(state.clone()),
+            models::ModelsApi(state.clone()),
             operator::OperatorApi(state.clone()),
             health::HealthApi(state),
         ),

@@ -120,6 +120,50 @@ pub struct TransformJobSpec {
     pub tags: BTreeMap<String, String>,
 }
 
+/// One container of a model (SageMaker's field names).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSpec {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_data_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+}
+
+/// A model as CreateModel takes it and DescribeModel shows it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ModelSpec {
+    pub model_name: String,
+    pub execution_role_arn: String,
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// One production variant of an endpoint config.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VariantSpec {
+    pub variant_name: String,
+    pub model_name: String,
+    pub initial_instance_count: i32,
+    pub instance_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_variant_weight: Option<f32>,
+}
+
+/// An endpoint config as CreateEndpointConfig takes it and DescribeEndpointConfig shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointConfigSpec {
+    pub endpoint_config_name: String,
+    pub production_variants: Vec<VariantSpec>,
+}
+
 /// What DescribeEndpoint says.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EndpointDescription {
@@ -197,6 +241,19 @@ pub trait AwsPort: Send + Sync + 'static {
     /// output location.
     async fn describe_transform_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
     async fn stop_transform_job(&self, name: &str) -> AwsResult<()>;
+    /// CreateModel; returns its ARN. An existing name is `AlreadyExists`.
+    async fn create_model(&self, spec: &ModelSpec) -> AwsResult<String>;
+    /// DescribeModel: the model and its ARN; `Ok(None)` when no model has that name.
+    async fn describe_model(&self, name: &str) -> AwsResult<Option<(ModelSpec, Option<String>)>>;
+    /// DeleteModel; a missing model is `NotFound`.
+    async fn delete_model(&self, name: &str) -> AwsResult<()>;
+    /// CreateEndpointConfig; returns its ARN. An existing name is `AlreadyExists`.
+    async fn create_endpoint_config(&self, spec: &EndpointConfigSpec) -> AwsResult<String>;
+    /// DescribeEndpointConfig; `Ok(None)` when no config has that name.
+    async fn describe_endpoint_config(
+        &self,
+        name: &str,
+    ) -> AwsResult<Option<(EndpointConfigSpec, Option<String>)>>;
     /// `Ok(None)` when no endpoint has that name.
     async fn describe_endpoint(&self, name: &str) -> AwsResult<Option<EndpointDescription>>;
     /// CreateEndpoint; returns its ARN. An existing name is `AlreadyExists`.

@@ -1,8 +1,9 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
 use super::{
-    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, EndpointDescription, InvokeOutput,
-    JobDescription, TrainingJobSpec, TransformJobSpec, classify,
+    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec,
+    EndpointDescription, InvokeOutput, JobDescription, ModelSpec, TrainingJobSpec,
+    TransformJobSpec, VariantSpec, classify,
 };
 use crate::metrics;
 use async_trait::async_trait;
@@ -726,6 +727,159 @@ impl AwsPort for SdkAws {
             .map_err(|e| sdk_error("StopTransformJob", e))
             .inspect(|out| record_ok("StopTransformJob", out.request_id()))?;
         Ok(())
+    }
+
+    async fn create_model(&self, spec: &ModelSpec) -> AwsResult<String> {
+        use aws_sdk_sagemaker::types::{ContainerDefinition, ContainerMode};
+        const OP: &str = "CreateModel";
+        let mut req = self
+            .sagemaker
+            .create_model()
+            .model_name(&spec.model_name)
+            .execution_role_arn(&spec.execution_role_arn);
+        let containers: Vec<ContainerDefinition> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let mut b = ContainerDefinition::builder()
+                    .image(&c.image)
+                    .set_model_data_url(c.model_data_url.clone())
+                    .set_mode(c.mode.as_deref().map(ContainerMode::from))
+                    .set_container_hostname(c.container_hostname.clone());
+                for (k, v) in &c.environment {
+                    b = b.environment(k, v);
+                }
+                b.build()
+            })
+            .collect();
+        // One container is the primary container; several are an inference pipeline.
+        if containers.len() == 1 {
+            req = req.primary_container(containers[0].clone());
+        } else {
+            for c in containers {
+                req = req.containers(c);
+            }
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(out.model_arn().unwrap_or_default().to_string())
+    }
+
+    async fn describe_model(&self, name: &str) -> AwsResult<Option<(ModelSpec, Option<String>)>> {
+        let Some(out) = found(
+            "DescribeModel",
+            self.sagemaker
+                .describe_model()
+                .model_name(name)
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        let to_spec = |c: &aws_sdk_sagemaker::types::ContainerDefinition| ContainerSpec {
+            image: c.image().unwrap_or_default().to_string(),
+            model_data_url: c.model_data_url().map(str::to_string),
+            mode: c.mode().map(|m| m.as_str().to_string()),
+            container_hostname: c.container_hostname().map(str::to_string),
+            environment: c
+                .environment()
+                .map(|e| e.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        };
+        let containers = match out.primary_container() {
+            Some(p) => vec![to_spec(p)],
+            None => out.containers().iter().map(to_spec).collect(),
+        };
+        Ok(Some((
+            ModelSpec {
+                model_name: out.model_name().unwrap_or(name).to_string(),
+                execution_role_arn: out.execution_role_arn().unwrap_or_default().to_string(),
+                containers,
+            },
+            out.model_arn().map(str::to_string),
+        )))
+    }
+
+    async fn delete_model(&self, name: &str) -> AwsResult<()> {
+        const OP: &str = "DeleteModel";
+        self.sagemaker
+            .delete_model()
+            .model_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(())
+    }
+
+    async fn create_endpoint_config(&self, spec: &EndpointConfigSpec) -> AwsResult<String> {
+        use aws_sdk_sagemaker::types::{ProductionVariant, ProductionVariantInstanceType};
+        const OP: &str = "CreateEndpointConfig";
+        let mut req = self
+            .sagemaker
+            .create_endpoint_config()
+            .endpoint_config_name(&spec.endpoint_config_name);
+        for v in &spec.production_variants {
+            req = req.production_variants(
+                ProductionVariant::builder()
+                    .variant_name(&v.variant_name)
+                    .model_name(&v.model_name)
+                    .initial_instance_count(v.initial_instance_count)
+                    .instance_type(ProductionVariantInstanceType::from(
+                        v.instance_type.as_str(),
+                    ))
+                    .set_initial_variant_weight(v.initial_variant_weight)
+                    .build(),
+            );
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(out.endpoint_config_arn().unwrap_or_default().to_string())
+    }
+
+    async fn describe_endpoint_config(
+        &self,
+        name: &str,
+    ) -> AwsResult<Option<(EndpointConfigSpec, Option<String>)>> {
+        let Some(out) = found(
+            "DescribeEndpointConfig",
+            self.sagemaker
+                .describe_endpoint_config()
+                .endpoint_config_name(name)
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        let variants = out
+            .production_variants()
+            .iter()
+            .map(|v| VariantSpec {
+                variant_name: v.variant_name().unwrap_or_default().to_string(),
+                model_name: v.model_name().unwrap_or_default().to_string(),
+                initial_instance_count: v.initial_instance_count().unwrap_or_default(),
+                instance_type: v
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                initial_variant_weight: v.initial_variant_weight(),
+            })
+            .collect();
+        Ok(Some((
+            EndpointConfigSpec {
+                endpoint_config_name: out.endpoint_config_name().unwrap_or(name).to_string(),
+                production_variants: variants,
+            },
+            out.endpoint_config_arn().map(str::to_string),
+        )))
     }
 
     async fn describe_endpoint(&self, name: &str) -> AwsResult<Option<EndpointDescription>> {

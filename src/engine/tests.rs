@@ -92,6 +92,30 @@ impl AwsPort for FakeAws {
     async fn stop_transform_job(&self, _: &str) -> AwsResult<()> {
         unimplemented!("the engine tests use training runs")
     }
+    async fn create_model(&self, _: &crate::aws::ModelSpec) -> AwsResult<String> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn describe_model(
+        &self,
+        _: &str,
+    ) -> AwsResult<Option<(crate::aws::ModelSpec, Option<String>)>> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn delete_model(&self, _: &str) -> AwsResult<()> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn create_endpoint_config(
+        &self,
+        _: &crate::aws::EndpointConfigSpec,
+    ) -> AwsResult<String> {
+        unimplemented!("the engine tests use training runs")
+    }
+    async fn describe_endpoint_config(
+        &self,
+        _: &str,
+    ) -> AwsResult<Option<(crate::aws::EndpointConfigSpec, Option<String>)>> {
+        unimplemented!("the engine tests use training runs")
+    }
     async fn describe_endpoint(
         &self,
         _: &str,

@@ -6,7 +6,10 @@
 //! reads then writes waits for the lock instead of failing with "database is locked". Reads use a
 //! separate pool and never block the writer (WAL).
 
+mod owned;
 mod runs;
+
+pub use owned::{Owned, OwnedKind};
 
 pub use runs::{
     CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Transition,
