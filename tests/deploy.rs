@@ -317,3 +317,51 @@ async fn teardown_deletes_the_endpoint_and_a_missing_one_is_reported_not_an_erro
         .await;
     assert_eq!(code, 409, "{err}");
 }
+
+#[tokio::test]
+async fn the_endpoint_list_shows_each_endpoints_newest_change() {
+    let emu = Emulator::shared();
+    let base = unique("list");
+    let (a, _) = configs(emu, &base).await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let up = format!("{base}-up");
+    let gone = format!("{base}-gone");
+    for e in [&up, &gone] {
+        let (_, r) = deploy(
+            &svc,
+            e,
+            json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "0"}}),
+        )
+        .await;
+        svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await;
+    }
+    let (_, t) = svc
+        .post(
+            &format!("/api/service/v1/endpoints/{gone}/undeploy_models"),
+            &json!({}),
+        )
+        .await;
+    svc.wait_terminal(t["id"].as_str().unwrap(), WAIT).await;
+    let (code, list) = svc.get("/api/service/v1/endpoints/list").await;
+    assert_eq!(code, 200);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(
+        (
+            list[0]["name"].as_str(),
+            list[0]["lastRunKind"].as_str(),
+            list[0]["status"].as_str()
+        ),
+        (Some(gone.as_str()), Some("teardown"), Some("Deleted"))
+    );
+    assert_eq!(
+        (
+            list[1]["name"].as_str(),
+            list[1]["lastRunKind"].as_str(),
+            list[1]["status"].as_str()
+        ),
+        (Some(up.as_str()), Some("deployment"), Some("InService"))
+    );
+    assert_eq!(list[1]["endpointConfigName"], a.as_str());
+}

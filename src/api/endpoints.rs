@@ -175,6 +175,26 @@ struct EndpointView {
     deployment_run_id: Option<String>,
 }
 
+/// An endpoint this service deployed or tore down.
+#[derive(poem_openapi::Object)]
+struct EndpointSummary {
+    #[oai(rename = "sourceID")]
+    source_id: String,
+    name: String,
+    /// SageMaker's status when the newest run last looked.
+    status: Option<String>,
+    #[oai(rename = "endpointConfigName")]
+    endpoint_config_name: Option<String>,
+    #[oai(rename = "lastRunId")]
+    last_run_id: String,
+    #[oai(rename = "lastRunKind")]
+    last_run_kind: crate::model::Kind,
+    #[oai(rename = "lastRunState")]
+    last_run_state: crate::model::State,
+    #[oai(rename = "syncDate")]
+    sync_date: String,
+}
+
 #[derive(ApiResponse)]
 enum DeployReply {
     /// Accepted and stored; the engine creates or updates the endpoint.
@@ -267,6 +287,39 @@ impl EndpointsApi {
         caller: Data<&Caller>,
     ) -> Result<DeployReply, super::ApiError> {
         self.teardown(&id.0, &caller).await
+    }
+
+    /// The endpoints this service deployed or tore down, newest first, each with its newest
+    /// deployment or teardown run (its state says whether the endpoint is up, going, or gone).
+    #[oai(path = "/api/service/v1/endpoints/list", method = "get")]
+    async fn list_endpoints(
+        &self,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+    ) -> Result<Json<Vec<EndpointSummary>>, super::ApiError> {
+        let app = state_of(&self.0)?;
+        let rows = app.store.endpoints_with_latest_run().await?;
+        Ok(Json(
+            rows.into_iter()
+                .map(|(name, run)| EndpointSummary {
+                    source_id: name.clone(),
+                    name,
+                    status: run.context["sagemaker_status"].as_str().map(str::to_string),
+                    endpoint_config_name: run.context["endpoint_config_name"]
+                        .as_str()
+                        .or(run.request["endpoint_config_name"].as_str())
+                        .map(str::to_string),
+                    last_run_id: run.id.to_string(),
+                    last_run_kind: run.kind,
+                    last_run_state: run.state,
+                    sync_date: super::dto::time(run.updated_at),
+                })
+                .collect(),
+        ))
     }
 
     /// Endpoint `{id}` as SageMaker describes it, with its newest deployment run.

@@ -613,6 +613,25 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Every endpoint named by a deployment or teardown run, with its newest such run, newest first.
+    pub async fn endpoints_with_latest_run(&self) -> Result<Vec<(String, Run)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT json_extract(request, '$.endpoint_name') AS endpoint, ",
+            run_columns!(),
+            " FROM runs r WHERE kind IN ('deployment', 'teardown')
+               AND created_at = (SELECT MAX(created_at) FROM runs r2
+                                 WHERE r2.kind IN ('deployment', 'teardown')
+                                   AND json_extract(r2.request, '$.endpoint_name')
+                                       = json_extract(r.request, '$.endpoint_name'))
+             ORDER BY created_at DESC LIMIT 1000"
+        ))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get::<String, _>("endpoint")?, run_from_row(row)?)))
+            .collect()
+    }
+
     /// The newest run of `kind` for an endpoint (deployments and teardowns name it in their request).
     pub async fn latest_run_for_endpoint(
         &self,
