@@ -88,6 +88,7 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
                     record: true,
                     detail: Some("poll".into()),
                     error: None,
+                    spawn: Vec::new(),
                 };
                 matches!(
                     store.commit_transition(&c, &t, now).await.unwrap(),

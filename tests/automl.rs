@@ -185,7 +185,15 @@ async fn the_target_column_is_checked_before_anything_is_stored() {
             422,
             Some("max_candidates"),
         ),
-        (with("deploy", json!({})), 400, Some("deploy")),
+        (with("deploy", json!({})), 422, Some("deploy.instance_type")),
+        (
+            with(
+                "deploy",
+                json!({"instance_type": "ml.m5.large", "instance_count": 1, "x": 1}),
+            ),
+            400,
+            Some("deploy.x"),
+        ),
     ];
     for (body, want, field) in cases {
         let (code, err) = svc
@@ -257,4 +265,54 @@ async fn killed_right_after_create_adopts_the_automl_job() {
                 .is_some_and(|d| d.starts_with("adopted existing AutoML job"))),
         "{run}"
     );
+}
+
+#[tokio::test]
+async fn deploy_serves_the_best_candidate_through_a_linked_deployment_run() {
+    let (_s, svc, bucket) = setup().await;
+    let endpoint = unique("aml-ep");
+    let mut body = automl_body(&bucket, "Completed", 1);
+    body["deploy"] =
+        json!({"endpoint_name": endpoint, "instance_type": "ml.m5.large", "instance_count": 1});
+    let (code, a) = svc
+        .post("/api/service/v1/pipelines/training/automl", &body)
+        .await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    assert_eq!(svc.wait_terminal(id, WAIT).await["state"], "Done");
+    let (_, parent) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let done = parent["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let detail = done["detail"].as_str().unwrap();
+    let child = detail.rsplit("started deployment run ").next().unwrap();
+    assert!(detail.contains("started deployment run "), "{detail}");
+    let st = svc.wait_terminal(child, WAIT).await;
+    assert_eq!(
+        (st["kind"].as_str(), st["state"].as_str()),
+        (Some("deployment"), Some("Done")),
+        "{st}"
+    );
+    let (_, run) = svc.get(&format!("/api/v1/runs/{child}")).await;
+    assert_eq!(run["request"]["parent_run"], id);
+    assert_eq!(
+        run["history"][0]["detail"],
+        format!("started by AutoML run {id} to serve its best candidate")
+    );
+    let emu = Emulator::shared();
+    let hex = id.replace('-', "");
+    assert_eq!(
+        emu.job_stats("models", &format!("essedum-aml-model-{hex}"))
+            .await["creates"],
+        1
+    );
+    assert_eq!(
+        emu.job_stats("endpoint_configs", &format!("essedum-aml-cfg-{hex}"))
+            .await["creates"],
+        1
+    );
+    assert_eq!(emu.job_stats("endpoints", &endpoint).await["creates"], 1);
 }

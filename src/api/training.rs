@@ -55,6 +55,9 @@ struct AutomlRequestSchema {
     /// Tags for the AutoML job.
     #[oai(rename = "Tags")]
     tags: Option<HashMap<String, String>>,
+    /// `{endpoint_name?, instance_type, instance_count}`: once the job completes, deploy its best
+    /// candidate through a linked deployment run (model and endpoint config named after the run).
+    deploy: Option<serde_json::Value>,
     /// `automl`.
     #[oai(rename = "type")]
     kind: Option<String>,

@@ -387,6 +387,7 @@ pub fn decide(
                 record: out.record,
                 detail: out.detail,
                 error: failed,
+                spawn: out.spawn,
             }
         }
         Ok(out) => Transition {
@@ -396,6 +397,7 @@ pub fn decide(
             next_due_at: None,
             record: true,
             detail: None,
+            spawn: Vec::new(),
             error: Some((
                 ErrorClass::Terminal,
                 format!(
@@ -437,6 +439,7 @@ fn retry_or_fail(
             next_due_at: None,
             record: true,
             detail: Some(format!("failed in {}", run.state)),
+            spawn: Vec::new(),
             error: Some((e.class, message)),
         };
     }
@@ -455,6 +458,7 @@ fn retry_or_fail(
             "attempt {attempt} failed; retrying in {} ms",
             delay.as_millis()
         )),
+        spawn: Vec::new(),
         error: Some((e.class, e.message)),
     }
 }

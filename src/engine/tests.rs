@@ -397,6 +397,7 @@ fn to_submitted(c: &ClaimedRun, now: clock::Timestamp) -> Transition {
         record: true,
         detail: None,
         error: None,
+        spawn: Vec::new(),
     }
 }
 

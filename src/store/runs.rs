@@ -53,6 +53,7 @@ pub struct Event {
     pub error: Option<String>,
 }
 
+#[derive(Clone, Debug, PartialEq)]
 pub struct NewRun {
     pub id: Uuid,
     pub kind: Kind,
@@ -76,6 +77,8 @@ pub struct Transition {
     pub record: bool,
     pub detail: Option<String>,
     pub error: Option<(ErrorClass, String)>,
+    /// Runs to start in the same transaction (a linked child run, e.g. AutoML's deployment).
+    pub spawn: Vec<NewRun>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -220,6 +223,35 @@ pub enum RetryOutcome {
     NotFound,
 }
 
+/// Inserts a run, due now, with its first history row, inside a write transaction.
+async fn insert_in(tx: &mut sqlx::SqliteConnection, new: &NewRun, at: &str) -> Result<Run> {
+    let id = new.id.to_string();
+    let row = sqlx::query(concat!(
+        "INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at, created_at,
+                 updated_at, submitted_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8) RETURNING ",
+        run_columns!()
+    ))
+    .bind(&id)
+    .bind(new.kind.as_str())
+    .bind(new.state.as_str())
+    .bind(new.request.to_string())
+    .bind(new.context.to_string())
+    .bind(new.resource_name.as_deref())
+    .bind(at)
+    .bind(new.submitted_by.as_deref())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            Error::NameTaken(new.resource_name.clone().unwrap_or_default())
+        }
+        _ => Error::Database(e),
+    })?;
+    append_event(tx, &id, None, new.state, at, 0, Some(&new.detail), None).await?;
+    run_from_row(&row)
+}
+
 pub enum CancelOutcome {
     Requested(Box<Run>),
     AlreadyTerminal(State),
@@ -230,40 +262,10 @@ impl Store {
     /// Inserts a run, due now, with its first history row, in one transaction.
     pub async fn insert_run(&self, new: NewRun, now: Timestamp) -> Result<Run> {
         let at = to_db(now);
-        let id = new.id.to_string();
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(concat!("INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at, created_at,
-                 updated_at, submitted_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8) RETURNING ", run_columns!(), ""))
-        .bind(&id)
-        .bind(new.kind.as_str())
-        .bind(new.state.as_str())
-        .bind(new.request.to_string())
-        .bind(new.context.to_string())
-        .bind(new.resource_name.as_deref())
-        .bind(&at)
-        .bind(new.submitted_by.as_deref())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                Error::NameTaken(new.resource_name.clone().unwrap_or_default())
-            }
-            _ => Error::Database(e),
-        })?;
-        append_event(
-            &mut tx,
-            &id,
-            None,
-            new.state,
-            &at,
-            0,
-            Some(&new.detail),
-            None,
-        )
-        .await?;
+        let run = insert_in(&mut tx, &new, &at).await?;
         tx.commit().await?;
-        run_from_row(&row)
+        Ok(run)
     }
 
     /// Claims up to `limit` due, unleased (or lease-expired) runs for `owner` until `lease_until`.
@@ -361,7 +363,24 @@ impl Store {
         let Some(row) = row else {
             return Ok(TransitionOutcome::Lost);
         };
-        if t.record || t.to != run.state || t.error.is_some() {
+        // Linked runs start in the same transaction; a child that cannot start (its resource is
+        // busy) is reported in the parent's history instead.
+        let mut detail = t.detail.clone();
+        for child in &t.spawn {
+            let note = match insert_in(&mut tx, child, &at).await {
+                Ok(_) => format!("started {} run {}", child.kind, child.id),
+                Err(Error::NameTaken(_)) => format!(
+                    "{} run not started: another change of the same resource is running",
+                    child.kind
+                ),
+                Err(e) => return Err(e),
+            };
+            detail = Some(match detail {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
+        if t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty() {
             append_event(
                 &mut tx,
                 &id,
@@ -369,7 +388,7 @@ impl Store {
                 t.to,
                 &at,
                 t.attempt,
-                t.detail.as_deref(),
+                detail.as_deref(),
                 t.error.as_ref(),
             )
             .await?;

@@ -2,10 +2,16 @@
 //! ([`super::job`]) around CreateAutoMLJobV2, DescribeAutoMLJobV2 and StopAutoMLJob. Done records
 //! the best candidate (name, objective metric and value, inference containers).
 
+use super::StepError;
+use super::deployment::{DeployContext, DeployRequest};
 use super::input::{DATA_FIELDS, DataSpec, InputLimits, InputSource, Origin};
 use super::job::{JobContext, JobWorkflow, SageMakerJob};
-use crate::aws::{AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, JobDescription};
+use crate::aws::{
+    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec,
+    JobDescription, ModelSpec, VariantSpec,
+};
 use crate::model::Kind;
+use crate::store::NewRun;
 use crate::store::Run;
 use crate::validate::{Fields, InputError, InputResult};
 use async_trait::async_trait;
@@ -31,6 +37,17 @@ pub struct AutomlRequest {
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Deploy the best candidate once the job completed (a linked deployment run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<AutomlDeploy>,
+}
+
+/// Where and how to serve AutoML's best candidate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AutomlDeploy {
+    pub endpoint_name: String,
+    pub instance_type: String,
+    pub instance_count: i32,
 }
 
 /// The AutoML-specific request fields (besides [`DATA_FIELDS`]).
@@ -42,6 +59,7 @@ pub const REQUEST_FIELDS: &[&str] = &[
     "max_runtime_seconds",
     "Tags",
     "type",
+    "deploy",
 ];
 
 const PROBLEM_TYPES: &[&str] = &[
@@ -122,7 +140,37 @@ impl AutomlRequest {
                 ));
             }
         }
+        let deploy = match f.opt_object(
+            "deploy",
+            &["endpoint_name", "instance_type", "instance_count"],
+        )? {
+            None => None,
+            Some(mut d) => {
+                let endpoint_name = d
+                    .opt_str("endpoint_name")?
+                    .map(|n| crate::validate::sagemaker_name("deploy.endpoint_name", &n))
+                    .transpose()?
+                    .unwrap_or_default();
+                let instance_type = d.str("instance_type")?;
+                if !instance_type.starts_with("ml.") {
+                    return Err(InputError::invalid(
+                        "deploy.instance_type",
+                        "must be a SageMaker instance type such as ml.m5.large",
+                    ));
+                }
+                let instance_count = d
+                    .opt_int("instance_count", 1, 100)?
+                    .ok_or_else(|| InputError::invalid("deploy.instance_count", "is required"))?
+                    as i32;
+                Some(AutomlDeploy {
+                    endpoint_name,
+                    instance_type,
+                    instance_count,
+                })
+            }
+        };
         Ok(AutomlRequest {
+            deploy,
             data,
             target_attribute_name: target,
             problem_type,
@@ -309,6 +357,81 @@ impl SageMakerJob for AutomlJob {
 
     async fn stop(&self, aws: &dyn AwsPort, name: &str) -> AwsResult<()> {
         aws.stop_automl_job(name).await
+    }
+
+    /// With `deploy`, a deployment run of the best candidate: its model (the candidate's
+    /// inference containers) and endpoint config are named after this run, so a repeated
+    /// attempt reuses them.
+    fn on_done(&self, run: &Run, ctx: &JobContext) -> Result<Vec<NewRun>, StepError> {
+        let req: AutomlRequest = serde_json::from_value(run.request.clone())
+            .map_err(|e| StepError::terminal(format!("stored request is unreadable: {e}")))?;
+        let Some(deploy) = req.deploy else {
+            return Ok(Vec::new());
+        };
+        let containers: Vec<ContainerSpec> = ctx
+            .best_candidate
+            .as_ref()
+            .and_then(|b| b["InferenceContainers"].as_array())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| ContainerSpec {
+                        image: c["Image"].as_str().unwrap_or_default().to_string(),
+                        model_data_url: c["ModelDataUrl"].as_str().map(str::to_string),
+                        mode: None,
+                        container_hostname: None,
+                        environment: serde_json::from_value(c["Environment"].clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if containers.is_empty() {
+            return Err(StepError::terminal(
+                "the AutoML job completed without a best candidate to deploy",
+            ));
+        }
+        let hex = run.id.simple();
+        let endpoint = if deploy.endpoint_name.is_empty() {
+            format!("essedum-aml-{hex}")
+        } else {
+            deploy.endpoint_name.clone()
+        };
+        let model = ModelSpec {
+            model_name: format!("essedum-aml-model-{hex}"),
+            execution_role_arn: req.data.role_arn.clone(),
+            containers,
+        };
+        let config = EndpointConfigSpec {
+            endpoint_config_name: format!("essedum-aml-cfg-{hex}"),
+            production_variants: vec![VariantSpec {
+                variant_name: "AllTraffic".into(),
+                model_name: model.model_name.clone(),
+                initial_instance_count: deploy.instance_count,
+                instance_type: deploy.instance_type.clone(),
+                initial_variant_weight: None,
+            }],
+        };
+        let child = DeployRequest {
+            endpoint_name: endpoint.clone(),
+            endpoint_config_name: config.endpoint_config_name.clone(),
+            tags: BTreeMap::new(),
+            model: Some(model),
+            config: Some(config),
+            parent_run: Some(run.id.to_string()),
+        };
+        Ok(vec![NewRun {
+            id: Uuid::now_v7(),
+            kind: Kind::Deployment,
+            state: crate::model::State::Submitted,
+            request: serde_json::to_value(&child).expect("request serialises"),
+            context: DeployContext::new(&endpoint).to_value(),
+            resource_name: None,
+            submitted_by: run.submitted_by.clone(),
+            detail: format!(
+                "started by AutoML run {} to serve its best candidate",
+                run.id
+            ),
+        }])
     }
 }
 

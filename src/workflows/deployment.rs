@@ -9,7 +9,7 @@
 //! mistakes "not updated yet" for "rolled back" (it sends the update instead).
 
 use super::{Due, StepContext, StepError, StepOutput, Workflow};
-use crate::aws::{AwsErrorKind, EndpointDescription};
+use crate::aws::{AwsErrorKind, AwsPort, EndpointConfigSpec, EndpointDescription, ModelSpec};
 use crate::failpoint;
 use crate::model::{Kind, State};
 use crate::store::Run;
@@ -27,6 +27,15 @@ pub struct DeployRequest {
     /// Tags for an endpoint this run creates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// A model to create first when missing (a deployment started by AutoML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// An endpoint config to create first when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<EndpointConfigSpec>,
+    /// The run that started this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run: Option<String>,
 }
 
 impl DeployRequest {
@@ -41,6 +50,9 @@ impl DeployRequest {
             endpoint_name,
             endpoint_config_name,
             tags,
+            model: None,
+            config: None,
+            parent_run: None,
         })
     }
 }
@@ -104,6 +116,33 @@ const EDGES: &[(State, State)] = &[
 
 pub struct DeploymentWorkflow;
 
+/// Creates the model and endpoint config a deployment brings along, when they are missing
+/// (describe first; `AlreadyExists` means another attempt created them).
+async fn ensure_model_and_config(aws: &dyn AwsPort, req: &DeployRequest) -> Result<(), StepError> {
+    if let Some(model) = &req.model
+        && aws.describe_model(&model.model_name).await?.is_none()
+    {
+        match aws.create_model(model).await {
+            Ok(_) => {}
+            Err(e) if e.kind == AwsErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(config) = &req.config
+        && aws
+            .describe_endpoint_config(&config.endpoint_config_name)
+            .await?
+            .is_none()
+    {
+        match aws.create_endpoint_config(config).await {
+            Ok(_) => {}
+            Err(e) if e.kind == AwsErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 fn parse(run: &Run) -> Result<(DeployRequest, DeployContext), StepError> {
     let req = serde_json::from_value(run.request.clone())
         .map_err(|e| StepError::terminal(format!("stored request is unreadable: {e}")))?;
@@ -141,6 +180,7 @@ impl Workflow for DeploymentWorkflow {
         let next_poll = Due::After(cx.poll_interval(ctx.polls));
         match (run.state, described) {
             (Submitted, None) => {
+                ensure_model_and_config(cx.aws.as_ref(), &req).await?;
                 failpoint::hit("deployment.before_create").await;
                 match cx
                     .aws

@@ -86,6 +86,14 @@ pub trait SageMakerJob: Send + Sync + 'static {
     fn edges(&self) -> &'static [(State, State)] {
         EDGES
     }
+    /// Linked runs to start when the job completes (AutoML's optional deployment).
+    fn on_done(
+        &self,
+        _run: &Run,
+        _ctx: &JobContext,
+    ) -> Result<Vec<crate::store::NewRun>, StepError> {
+        Ok(Vec::new())
+    }
 }
 
 use State::*;
@@ -149,7 +157,7 @@ impl<J: SageMakerJob> Workflow for JobWorkflow<J> {
             Polling if run.cancel_requested => {
                 Ok(StepOutput::to(Cancelling, ctx.to_value()).detail("cancel requested"))
             }
-            Polling => poll(job, ctx, cx).await,
+            Polling => poll(job, run, ctx, cx).await,
             Cancelling => cancel(job, &mut ctx, cx).await,
             Done | Failed | Cancelled => {
                 Err(StepError::terminal(format!("{} is terminal", run.state)))
@@ -252,6 +260,7 @@ async fn submit(
 
 async fn poll(
     job: &dyn SageMakerJob,
+    run: &Run,
     mut ctx: JobContext,
     cx: &StepContext,
 ) -> Result<StepOutput, StepError> {
@@ -267,10 +276,15 @@ async fn poll(
     let changed = previous != (ctx.sagemaker_status.clone(), ctx.secondary_status.clone());
     let status_text = describe_status(&d);
     match d.status.as_str() {
-        "Completed" => Ok(StepOutput::to(Done, ctx.to_value()).detail(format!(
-            "{status_text}; model artifacts at {}",
-            ctx.model_artifacts.as_deref().unwrap_or("(none)")
-        ))),
+        "Completed" => {
+            let children = job.on_done(run, &ctx)?;
+            Ok(StepOutput::to(Done, ctx.to_value())
+                .detail(format!(
+                    "{status_text}; model artifacts at {}",
+                    ctx.model_artifacts.as_deref().unwrap_or("(none)")
+                ))
+                .spawn(children))
+        }
         "Failed" => {
             let reason = d
                 .failure_reason

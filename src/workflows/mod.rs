@@ -40,6 +40,8 @@ pub struct StepOutput {
     pub record: bool,
     /// The run ends Failed for this reason (an outcome such as SageMaker's FailureReason).
     pub failure: Option<String>,
+    /// Linked runs to start with this transition (same transaction).
+    pub spawn: Vec<crate::store::NewRun>,
 }
 
 impl StepOutput {
@@ -51,7 +53,12 @@ impl StepOutput {
             detail: None,
             record: false,
             failure: None,
+            spawn: Vec::new(),
         }
+    }
+    pub fn spawn(mut self, runs: Vec<crate::store::NewRun>) -> Self {
+        self.spawn = runs;
+        self
     }
     pub fn due(mut self, due: Due) -> Self {
         self.due = due;
