@@ -89,6 +89,7 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
                     detail: Some("poll".into()),
                     error: None,
                     spawn: Vec::new(),
+                    forget: Vec::new(),
                 };
                 matches!(
                     store.commit_transition(&c, &t, now).await.unwrap(),

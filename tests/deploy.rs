@@ -365,3 +365,49 @@ async fn the_endpoint_list_shows_each_endpoints_newest_change() {
     );
     assert_eq!(list[1]["endpointConfigName"], a.as_str());
 }
+
+#[tokio::test]
+async fn a_deployment_can_be_cancelled_and_a_teardown_survives_a_kill_before_its_delete() {
+    let emu = Emulator::shared();
+    let base = unique("depx");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec!["teardown.before_delete".into()];
+    let svc = Service::start(config);
+
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "100000"}}),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap();
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let (code, _) = svc
+        .post(
+            &format!("/api/v1/runs/{id}/cancel"),
+            &json!({"reason": "wrong config"}),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+
+    let (_, t) = svc
+        .post(
+            &format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+            &json!({}),
+        )
+        .await;
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT teardown.before_delete"
+        });
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(t["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 1);
+}

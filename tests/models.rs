@@ -208,4 +208,30 @@ async fn from_a_model_to_an_answer_through_the_essedum_routes() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+
+    // Deleting the endpoint also deletes the config registered here; then the model can go.
+    assert_eq!(
+        delete(&svc, &format!("/api/service/v1/models/{m}")).await.0,
+        409
+    );
+    let (code, t) = delete(&svc, &format!("/api/service/v1/endpoints/{e}/delete")).await;
+    assert_eq!(code, 202, "{t}");
+    assert_eq!(
+        svc.wait_terminal(t["id"].as_str().unwrap(), Duration::from_secs(60))
+            .await["state"],
+        "Done"
+    );
+    let (_, run) = svc
+        .get(&format!("/api/v1/runs/{}", t["id"].as_str().unwrap()))
+        .await;
+    let last = run["history"].as_array().unwrap().last().unwrap()["detail"].clone();
+    assert_eq!(
+        last,
+        format!("endpoint {e} is deleted; deleted its endpoint config {c}")
+    );
+    assert_eq!(emu.job_stats("endpoint_configs", &c).await["deletes"], 1);
+    assert_eq!(
+        delete(&svc, &format!("/api/service/v1/models/{m}")).await.0,
+        200
+    );
 }

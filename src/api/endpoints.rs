@@ -207,12 +207,23 @@ impl EndpointsApi {
     async fn teardown(
         &self,
         endpoint: &str,
+        delete_config: bool,
         caller: &Caller,
     ) -> Result<DeployReply, super::ApiError> {
         use crate::workflows::deployment::DeployContext;
         use crate::workflows::teardown::TeardownRequest;
         let app = state_of(&self.0)?;
-        let req = TeardownRequest::parse(endpoint)?;
+        let owned = if delete_config {
+            app.store
+                .list_owned(crate::store::OwnedKind::EndpointConfig)
+                .await?
+                .into_iter()
+                .map(|o| o.name)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let req = TeardownRequest::parse(endpoint, delete_config, owned)?;
         let run_id = uuid::Uuid::now_v7();
         let inserted = app
             .store
@@ -270,10 +281,11 @@ impl EndpointsApi {
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
     ) -> Result<DeployReply, super::ApiError> {
-        self.teardown(&id.0, &caller).await
+        self.teardown(&id.0, false, &caller).await
     }
 
-    /// The same as `undeploy_models`: delete endpoint `{id}` as a durable run.
+    /// Delete endpoint `{id}` as a durable run, like `undeploy_models`, then the endpoint config
+    /// it served when that config was registered here.
     #[oai(path = "/api/service/v1/endpoints/:id/delete", method = "delete")]
     async fn delete_endpoint(
         &self,
@@ -286,7 +298,7 @@ impl EndpointsApi {
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
     ) -> Result<DeployReply, super::ApiError> {
-        self.teardown(&id.0, &caller).await
+        self.teardown(&id.0, true, &caller).await
     }
 
     /// The endpoints this service deployed or tore down, newest first, each with its newest

@@ -266,6 +266,8 @@ pub trait AwsPort: Send + Sync + 'static {
     async fn update_endpoint(&self, name: &str, config: &str) -> AwsResult<()>;
     /// DeleteEndpoint; an endpoint that does not exist is `NotFound`.
     async fn delete_endpoint(&self, name: &str) -> AwsResult<()>;
+    /// DeleteEndpointConfig; a config that does not exist is `NotFound`.
+    async fn delete_endpoint_config(&self, name: &str) -> AwsResult<()>;
     /// InvokeEndpoint, once (the caller decides about retries). A model's own failure is an
     /// error with code `ModelError`; an unknown or not-in-service endpoint `ValidationError`.
     async fn invoke_endpoint(

@@ -961,6 +961,18 @@ impl AwsPort for SdkAws {
         Ok(())
     }
 
+    async fn delete_endpoint_config(&self, name: &str) -> AwsResult<()> {
+        const OP: &str = "DeleteEndpointConfig";
+        self.sagemaker
+            .delete_endpoint_config()
+            .endpoint_config_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))
+            .inspect(|out| record_ok(OP, out.request_id()))?;
+        Ok(())
+    }
+
     async fn invoke_endpoint(
         &self,
         endpoint: &str,

@@ -388,6 +388,7 @@ pub fn decide(
                 detail: out.detail,
                 error: failed,
                 spawn: out.spawn,
+                forget: out.forget,
             }
         }
         Ok(out) => Transition {
@@ -398,6 +399,7 @@ pub fn decide(
             record: true,
             detail: None,
             spawn: Vec::new(),
+            forget: Vec::new(),
             error: Some((
                 ErrorClass::Terminal,
                 format!(
@@ -440,6 +442,7 @@ fn retry_or_fail(
             record: true,
             detail: Some(format!("failed in {}", run.state)),
             spawn: Vec::new(),
+            forget: Vec::new(),
             error: Some((e.class, message)),
         };
     }
@@ -459,6 +462,7 @@ fn retry_or_fail(
             delay.as_millis()
         )),
         spawn: Vec::new(),
+        forget: Vec::new(),
         error: Some((e.class, e.message)),
     }
 }

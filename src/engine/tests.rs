@@ -136,6 +136,9 @@ impl AwsPort for FakeAws {
     async fn delete_endpoint(&self, _: &str) -> AwsResult<()> {
         unimplemented!("the engine tests use training runs")
     }
+    async fn delete_endpoint_config(&self, _: &str) -> AwsResult<()> {
+        unimplemented!("the engine tests use training runs")
+    }
     async fn invoke_endpoint(
         &self,
         _: &str,
@@ -398,6 +401,7 @@ fn to_submitted(c: &ClaimedRun, now: clock::Timestamp) -> Transition {
         detail: None,
         error: None,
         spawn: Vec::new(),
+        forget: Vec::new(),
     }
 }
 

@@ -5,7 +5,8 @@ use crate::clock::{Timestamp, from_db, to_db};
 use serde_json::Value;
 
 /// What a registered resource is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OwnedKind {
     Model,
     EndpointConfig,
@@ -25,6 +26,20 @@ pub struct Owned {
     pub name: String,
     pub spec: Value,
     pub created_at: Timestamp,
+}
+
+/// Forgets a registered resource inside a write transaction.
+pub(super) async fn forget_in(
+    tx: &mut sqlx::SqliteConnection,
+    kind: OwnedKind,
+    name: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM owned_resources WHERE kind = ?1 AND name = ?2")
+        .bind(kind.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 impl Store {
@@ -53,13 +68,21 @@ impl Store {
 
     pub async fn forget_owned(&self, kind: OwnedKind, name: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM owned_resources WHERE kind = ?1 AND name = ?2")
-            .bind(kind.as_str())
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        forget_in(&mut tx, kind, name).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Whether a resource was registered here.
+    pub async fn is_owned(&self, kind: OwnedKind, name: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM owned_resources WHERE kind = ?1 AND name = ?2",
+        )
+        .bind(kind.as_str())
+        .bind(name)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(n > 0)
     }
 
     /// Registered resources of a kind, newest first.

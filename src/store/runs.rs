@@ -79,6 +79,8 @@ pub struct Transition {
     pub error: Option<(ErrorClass, String)>,
     /// Runs to start in the same transaction (a linked child run, e.g. AutoML's deployment).
     pub spawn: Vec<NewRun>,
+    /// Registered resources the step deleted in SageMaker, to forget in the same transaction.
+    pub forget: Vec<(super::OwnedKind, String)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -379,6 +381,9 @@ impl Store {
                 Some(d) => format!("{d}; {note}"),
                 None => note,
             });
+        }
+        for (kind, name) in &t.forget {
+            super::owned::forget_in(&mut tx, *kind, name).await?;
         }
         if t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty() {
             append_event(

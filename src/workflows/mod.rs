@@ -42,6 +42,8 @@ pub struct StepOutput {
     pub failure: Option<String>,
     /// Linked runs to start with this transition (same transaction).
     pub spawn: Vec<crate::store::NewRun>,
+    /// Registered resources this step deleted, to forget with this transition.
+    pub forget: Vec<(crate::store::OwnedKind, String)>,
 }
 
 impl StepOutput {
@@ -54,6 +56,7 @@ impl StepOutput {
             record: false,
             failure: None,
             spawn: Vec::new(),
+            forget: Vec::new(),
         }
     }
     pub fn spawn(mut self, runs: Vec<crate::store::NewRun>) -> Self {

@@ -16,12 +16,28 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TeardownRequest {
     pub endpoint_name: String,
+    /// Also delete the endpoint config the endpoint served, when it is one of `owned_configs`
+    /// (the endpoint configs registered here when the teardown was asked for).
+    #[serde(default)]
+    pub delete_config: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_configs: Vec<String>,
 }
 
 impl TeardownRequest {
-    pub fn parse(endpoint: &str) -> InputResult<TeardownRequest> {
+    pub fn parse(
+        endpoint: &str,
+        delete_config: bool,
+        owned_configs: Vec<String>,
+    ) -> InputResult<TeardownRequest> {
         Ok(TeardownRequest {
             endpoint_name: validate::sagemaker_name("id", endpoint)?,
+            delete_config,
+            owned_configs: if delete_config {
+                owned_configs
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -65,15 +81,32 @@ impl Workflow for TeardownWorkflow {
         }
         let Some(d) = cx.aws.describe_endpoint(&req.endpoint_name).await? else {
             ctx.sagemaker_status = Some("Deleted".into());
-            let detail = if run.state == Submitted {
-                format!(
+            if run.state == Submitted {
+                return Ok(StepOutput::to(Done, ctx.to_value()).detail(format!(
                     "endpoint {} does not exist; nothing to delete",
                     req.endpoint_name
-                )
-            } else {
-                format!("endpoint {} is deleted", req.endpoint_name)
-            };
-            return Ok(StepOutput::to(Done, ctx.to_value()).detail(detail));
+                )));
+            }
+            let mut detail = format!("endpoint {} is deleted", req.endpoint_name);
+            let mut forget = Vec::new();
+            if let Some(config) = ctx.endpoint_config_name.clone()
+                && req.delete_config
+                && req.owned_configs.contains(&config)
+            {
+                match cx.aws.delete_endpoint_config(&config).await {
+                    Ok(())
+                    | Err(crate::aws::AwsError {
+                        kind: AwsErrorKind::NotFound,
+                        ..
+                    }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                detail.push_str(&format!("; deleted its endpoint config {config}"));
+                forget.push((crate::store::OwnedKind::EndpointConfig, config));
+            }
+            let mut out = StepOutput::to(Done, ctx.to_value()).detail(detail);
+            out.forget = forget;
+            return Ok(out);
         };
         ctx.sagemaker_status = Some(d.status.clone());
         ctx.endpoint_config_name.clone_from(&d.config_name);
