@@ -207,23 +207,20 @@ impl EndpointsApi {
     async fn teardown(
         &self,
         endpoint: &str,
-        delete_config: bool,
         caller: &Caller,
     ) -> Result<DeployReply, super::ApiError> {
         use crate::workflows::deployment::DeployContext;
         use crate::workflows::teardown::TeardownRequest;
         let app = state_of(&self.0)?;
-        let owned = if delete_config {
-            app.store
-                .list_owned(crate::store::OwnedKind::EndpointConfig)
-                .await?
-                .into_iter()
-                .map(|o| o.name)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let req = TeardownRequest::parse(endpoint, delete_config, owned)?;
+        // The configs registered here: the one the endpoint serves is deleted after it, if listed.
+        let owned = app
+            .store
+            .list_owned(crate::store::OwnedKind::EndpointConfig)
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        let req = TeardownRequest::parse(endpoint, true, owned)?;
         let run_id = uuid::Uuid::now_v7();
         let inserted = app
             .store
@@ -264,8 +261,9 @@ impl EndpointsApi {
 
 #[OpenApi(tag = "Tag::Endpoints")]
 impl EndpointsApi {
-    /// Take endpoint `{id}` down as a durable run (DeleteEndpoint, then wait until it is gone).
-    /// An endpoint that does not exist ends the run Done, reported in its history.
+    /// Take endpoint `{id}` down as a durable run: DeleteEndpoint, wait until it is gone, then
+    /// delete the endpoint config it served when that config was registered here. An endpoint
+    /// that does not exist ends the run Done, reported in its history.
     #[oai(
         path = "/api/service/v1/endpoints/:id/undeploy_models",
         method = "post"
@@ -281,11 +279,10 @@ impl EndpointsApi {
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
     ) -> Result<DeployReply, super::ApiError> {
-        self.teardown(&id.0, false, &caller).await
+        self.teardown(&id.0, &caller).await
     }
 
-    /// Delete endpoint `{id}` as a durable run, like `undeploy_models`, then the endpoint config
-    /// it served when that config was registered here.
+    /// The same as `undeploy_models` (Essedum calls both).
     #[oai(path = "/api/service/v1/endpoints/:id/delete", method = "delete")]
     async fn delete_endpoint(
         &self,
@@ -298,7 +295,7 @@ impl EndpointsApi {
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
     ) -> Result<DeployReply, super::ApiError> {
-        self.teardown(&id.0, true, &caller).await
+        self.teardown(&id.0, &caller).await
     }
 
     /// The endpoints this service deployed or tore down, newest first, each with its newest
