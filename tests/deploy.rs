@@ -411,3 +411,61 @@ async fn a_deployment_can_be_cancelled_and_a_teardown_survives_a_kill_before_its
     assert_eq!(st["state"], "Done", "{st}");
     assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 1);
 }
+
+#[tokio::test]
+async fn a_teardown_cancelled_before_its_delete_leaves_the_endpoint_and_bad_names_are_refused() {
+    let emu = Emulator::shared();
+    let base = unique("tearx");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec!["teardown.before_delete".into()];
+    let svc = Service::start(config);
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "0"}}),
+    )
+    .await;
+    assert_eq!(
+        svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await["state"],
+        "Done"
+    );
+
+    let (code, err) = svc
+        .post(
+            "/api/service/v1/endpoints/not_a_name!/undeploy_models",
+            &json!({}),
+        )
+        .await;
+    assert_eq!((code, err["field"].as_str()), (422, Some("id")), "{err}");
+
+    // The step is parked before DeleteEndpoint; the cancel is recorded, the process killed, and
+    // the restarted service ends the run Cancelled without deleting anything.
+    let (_, t) = svc
+        .post(
+            &format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+            &json!({}),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap();
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT teardown.before_delete"
+        });
+    let (code, _) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202);
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+    assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 0);
+    assert_eq!(
+        svc.get(&format!("/api/service/v1/endpoints/{endpoint}"))
+            .await
+            .0,
+        200
+    );
+}
