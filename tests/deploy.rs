@@ -469,3 +469,45 @@ async fn a_teardown_cancelled_before_its_delete_leaves_the_endpoint_and_bad_name
         200
     );
 }
+
+#[tokio::test]
+async fn a_teardown_that_sagemaker_keeps_refusing_fails_with_the_reason() {
+    use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+    let emu = Emulator::shared();
+    let base = unique("tearf");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let s = Scratch::new();
+    let mut config = s.config(proxy.url());
+    config
+        .extra_env
+        .push(("EXECUTOR_RETRY_BASE_MS".into(), "5".into()));
+    let svc = Service::start(config);
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "0"}}),
+    )
+    .await;
+    assert_eq!(
+        svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await["state"],
+        "Done"
+    );
+
+    proxy.set_plan(FaultPlan::always(Fault::Throttle).only(["DeleteEndpoint"]));
+    let (_, t) = svc
+        .post(
+            &format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+            &json!({}),
+        )
+        .await;
+    let st = svc.wait_terminal(t["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Failed", "{st}");
+    let reason = st["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("gave up after") && reason.contains("ThrottlingException"),
+        "{reason}"
+    );
+    assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 0);
+}
