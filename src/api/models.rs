@@ -243,6 +243,71 @@ fn same_config(a: &EndpointConfigSpec, b: &EndpointConfigSpec) -> bool {
             .all(|(x, y)| norm(x) == norm(y))
 }
 
+/// What a registration is about.
+struct Registration<'a> {
+    kind: OwnedKind,
+    /// "model", "endpoint config": for messages.
+    noun: &'static str,
+    /// Essedum's `type` word.
+    type_word: &'static str,
+    name: &'a str,
+    spec: Value,
+}
+
+/// The one registration procedure: adopt an identical existing resource (200), refuse a different
+/// one (409), else record the intent and create it (201); a create SageMaker refuses for good
+/// forgets the intent again.
+async fn register<S>(
+    app: &AppState,
+    what: Registration<'_>,
+    existing: Option<(S, Option<String>)>,
+    same: impl Fn(&S) -> bool,
+    create: impl std::future::Future<Output = Result<String, AwsError>>,
+) -> Result<RegisterReply, ApiError> {
+    let Registration {
+        kind,
+        noun,
+        type_word,
+        name,
+        spec,
+    } = what;
+    if let Some((existing, arn)) = existing {
+        if !same(&existing) {
+            return Err(ApiError::conflict(format!(
+                "a different {noun} named {name:?} exists"
+            )));
+        }
+        app.store
+            .record_owned(kind, name, &spec, app.clock.now())
+            .await?;
+        return Ok(RegisterReply::Adopted(Json(record(
+            type_word, name, "Adopted", arn, &spec, None,
+        ))));
+    }
+    app.store
+        .record_owned(kind, name, &spec, app.clock.now())
+        .await?;
+    match create.await {
+        Ok(arn) => Ok(RegisterReply::Created(Json(record(
+            type_word,
+            name,
+            "Created",
+            Some(arn).filter(|a| !a.is_empty()),
+            &spec,
+            Some(time(app.clock.now())),
+        )))),
+        Err(e) if e.kind == AwsErrorKind::AlreadyExists => Err(ApiError::conflict(format!(
+            "a {noun} named {name:?} was created meanwhile; register again"
+        ))),
+        Err(e) => {
+            if e.kind == AwsErrorKind::Terminal {
+                app.store.forget_owned(kind, name).await?;
+            }
+            Err(aws_failure(e))
+        }
+    }
+}
+
 fn aws_failure(e: AwsError) -> ApiError {
     match e.kind {
         AwsErrorKind::Retryable | AwsErrorKind::Capacity => {
@@ -268,48 +333,23 @@ impl ModelsApi {
     ) -> Result<RegisterReply, ApiError> {
         let app = state_of(&self.0)?;
         let spec = parse_model(body.0.value)?;
-        let spec_json = serde_json::to_value(&spec).expect("spec serialises");
         let name = spec.model_name.clone();
-        if let Some((existing, arn)) = app.aws.describe_model(&name).await.map_err(aws_failure)? {
-            if !same_model(&existing, &spec) {
-                return Err(ApiError::conflict(format!(
-                    "a different model named {name:?} exists"
-                )));
-            }
-            app.store
-                .record_owned(OwnedKind::Model, &name, &spec_json, app.clock.now())
-                .await?;
-            return Ok(RegisterReply::Adopted(Json(record(
-                "sagemaker-model",
-                &name,
-                "Adopted",
-                arn,
-                &spec_json,
-                None,
-            ))));
-        }
-        app.store
-            .record_owned(OwnedKind::Model, &name, &spec_json, app.clock.now())
-            .await?;
-        match app.aws.create_model(&spec).await {
-            Ok(arn) => Ok(RegisterReply::Created(Json(record(
-                "sagemaker-model",
-                &name,
-                "Created",
-                Some(arn).filter(|a| !a.is_empty()),
-                &spec_json,
-                Some(time(app.clock.now())),
-            )))),
-            Err(e) if e.kind == AwsErrorKind::AlreadyExists => Err(ApiError::conflict(format!(
-                "a model named {name:?} was created meanwhile; register again"
-            ))),
-            Err(e) => {
-                if e.kind == AwsErrorKind::Terminal {
-                    app.store.forget_owned(OwnedKind::Model, &name).await?;
-                }
-                Err(aws_failure(e))
-            }
-        }
+        let existing = app.aws.describe_model(&name).await.map_err(aws_failure)?;
+        let what = Registration {
+            kind: OwnedKind::Model,
+            noun: "model",
+            type_word: "sagemaker-model",
+            name: &name,
+            spec: serde_json::to_value(&spec).expect("spec serialises"),
+        };
+        register(
+            app,
+            what,
+            existing,
+            |e| same_model(e, &spec),
+            app.aws.create_model(&spec),
+        )
+        .await
     }
 
     /// The models registered here, newest first.
@@ -420,64 +460,26 @@ impl ModelsApi {
     ) -> Result<RegisterReply, ApiError> {
         let app = state_of(&self.0)?;
         let spec = parse_config(body.0.value)?;
-        let spec_json = serde_json::to_value(&spec).expect("spec serialises");
         let name = spec.endpoint_config_name.clone();
-        if let Some((existing, arn)) = app
+        let existing = app
             .aws
             .describe_endpoint_config(&name)
             .await
-            .map_err(aws_failure)?
-        {
-            if !same_config(&existing, &spec) {
-                return Err(ApiError::conflict(format!(
-                    "a different endpoint config named {name:?} exists"
-                )));
-            }
-            app.store
-                .record_owned(
-                    OwnedKind::EndpointConfig,
-                    &name,
-                    &spec_json,
-                    app.clock.now(),
-                )
-                .await?;
-            return Ok(RegisterReply::Adopted(Json(record(
-                "sagemaker-endpoint-config",
-                &name,
-                "Adopted",
-                arn,
-                &spec_json,
-                None,
-            ))));
-        }
-        app.store
-            .record_owned(
-                OwnedKind::EndpointConfig,
-                &name,
-                &spec_json,
-                app.clock.now(),
-            )
-            .await?;
-        match app.aws.create_endpoint_config(&spec).await {
-            Ok(arn) => Ok(RegisterReply::Created(Json(record(
-                "sagemaker-endpoint-config",
-                &name,
-                "Created",
-                Some(arn).filter(|a| !a.is_empty()),
-                &spec_json,
-                Some(time(app.clock.now())),
-            )))),
-            Err(e) if e.kind == AwsErrorKind::AlreadyExists => Err(ApiError::conflict(format!(
-                "an endpoint config named {name:?} was created meanwhile; register again"
-            ))),
-            Err(e) => {
-                if e.kind == AwsErrorKind::Terminal {
-                    app.store
-                        .forget_owned(OwnedKind::EndpointConfig, &name)
-                        .await?;
-                }
-                Err(aws_failure(e))
-            }
-        }
+            .map_err(aws_failure)?;
+        let what = Registration {
+            kind: OwnedKind::EndpointConfig,
+            noun: "endpoint config",
+            type_word: "sagemaker-endpoint-config",
+            name: &name,
+            spec: serde_json::to_value(&spec).expect("spec serialises"),
+        };
+        register(
+            app,
+            what,
+            existing,
+            |e| same_config(e, &spec),
+            app.aws.create_endpoint_config(&spec),
+        )
+        .await
     }
 }
