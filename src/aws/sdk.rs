@@ -137,6 +137,24 @@ fn record_request_id(operation: &'static str, request_id: Option<&str>) {
     }
 }
 
+/// Finishes a call whose answer is needed: counts it (with its request id on the step's span) and
+/// classifies its error.
+trait Sent<T> {
+    fn sent(self, operation: &'static str) -> AwsResult<T>;
+}
+
+impl<T, E, R> Sent<T> for Result<T, SdkError<E, R>>
+where
+    T: RequestId,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    fn sent(self, operation: &'static str) -> AwsResult<T> {
+        self.map_err(|e| sdk_error(operation, e))
+            .inspect(|out| record_ok(operation, out.request_id()))
+    }
+}
+
 /// Finishes a Describe*/Get* call: counts it, and turns "no such resource" into `Ok(None)`.
 fn found<T, E, R>(
     operation: &'static str,
@@ -214,8 +232,7 @@ impl SdkAws {
             .content_type(content_type)
             .send()
             .await
-            .map_err(|e| sdk_error("CreateMultipartUpload", e))
-            .inspect(|out| record_ok("CreateMultipartUpload", out.request_id()))?;
+            .sent("CreateMultipartUpload")?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| terminal("CreateMultipartUpload", "no upload id returned".into()))?
@@ -270,8 +287,7 @@ impl SdkAws {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| sdk_error("UploadPart", e))
-                .inspect(|out| record_ok("UploadPart", out.request_id()))?;
+                .sent("UploadPart")?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -293,8 +309,7 @@ impl SdkAws {
             )
             .send()
             .await
-            .map_err(|e| sdk_error("CompleteMultipartUpload", e))
-            .inspect(|out| record_ok("CompleteMultipartUpload", out.request_id()))?;
+            .sent("CompleteMultipartUpload")?;
         Ok(())
     }
 }
@@ -316,8 +331,7 @@ impl AwsPort for SdkAws {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| sdk_error("PutObject", e))
-            .inspect(|out| record_ok("PutObject", out.request_id()))?;
+            .sent("PutObject")?;
         Ok(())
     }
 
@@ -346,8 +360,7 @@ impl AwsPort for SdkAws {
             .body(body)
             .send()
             .await
-            .map_err(|e| sdk_error("PutObject", e))
-            .inspect(|out| record_ok("PutObject", out.request_id()))?;
+            .sent("PutObject")?;
         Ok(())
     }
 
@@ -404,8 +417,7 @@ impl AwsPort for SdkAws {
             )
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+            .sent(OP)?;
         Ok(out.training_job_arn().unwrap_or_default().to_string())
     }
 
@@ -447,8 +459,7 @@ impl AwsPort for SdkAws {
             .training_job_name(name)
             .send()
             .await
-            .map_err(|e| sdk_error("StopTrainingJob", e))
-            .inspect(|out| record_ok("StopTrainingJob", out.request_id()))?;
+            .sent("StopTrainingJob")?;
         Ok(())
     }
 
@@ -541,11 +552,7 @@ impl AwsPort for SdkAws {
         for (k, v) in &spec.tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+        let out = req.send().await.sent(OP)?;
         Ok(out.auto_ml_job_arn().unwrap_or_default().to_string())
     }
 
@@ -618,8 +625,7 @@ impl AwsPort for SdkAws {
             .auto_ml_job_name(name)
             .send()
             .await
-            .map_err(|e| sdk_error("StopAutoMLJob", e))
-            .inspect(|out| record_ok("StopAutoMLJob", out.request_id()))?;
+            .sent("StopAutoMLJob")?;
         Ok(())
     }
 
@@ -678,11 +684,7 @@ impl AwsPort for SdkAws {
         for (k, v) in &spec.tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+        let out = req.send().await.sent(OP)?;
         Ok(out.transform_job_arn().unwrap_or_default().to_string())
     }
 
@@ -724,8 +726,7 @@ impl AwsPort for SdkAws {
             .transform_job_name(name)
             .send()
             .await
-            .map_err(|e| sdk_error("StopTransformJob", e))
-            .inspect(|out| record_ok("StopTransformJob", out.request_id()))?;
+            .sent("StopTransformJob")?;
         Ok(())
     }
 
@@ -760,11 +761,7 @@ impl AwsPort for SdkAws {
                 req = req.containers(c);
             }
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+        let out = req.send().await.sent(OP)?;
         Ok(out.model_arn().unwrap_or_default().to_string())
     }
 
@@ -811,8 +808,7 @@ impl AwsPort for SdkAws {
             .model_name(name)
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+            .sent(OP)?;
         Ok(())
     }
 
@@ -836,11 +832,7 @@ impl AwsPort for SdkAws {
                     .build(),
             );
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+        let out = req.send().await.sent(OP)?;
         Ok(out.endpoint_config_arn().unwrap_or_default().to_string())
     }
 
@@ -928,11 +920,7 @@ impl AwsPort for SdkAws {
         for (k, v) in tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+        let out = req.send().await.sent(OP)?;
         Ok(out.endpoint_arn().unwrap_or_default().to_string())
     }
 
@@ -944,8 +932,7 @@ impl AwsPort for SdkAws {
             .endpoint_config_name(config)
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+            .sent(OP)?;
         Ok(())
     }
 
@@ -956,8 +943,7 @@ impl AwsPort for SdkAws {
             .endpoint_name(name)
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+            .sent(OP)?;
         Ok(())
     }
 
@@ -968,8 +954,7 @@ impl AwsPort for SdkAws {
             .endpoint_config_name(name)
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+            .sent(OP)?;
         Ok(())
     }
 
@@ -992,8 +977,7 @@ impl AwsPort for SdkAws {
             .body(aws_sdk_sagemakerruntime::primitives::Blob::new(body))
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))
-            .inspect(|out| record_ok(OP, out.request_id()))?;
+            .sent(OP)?;
         Ok(InvokeOutput {
             content_type: out.content_type().map(str::to_string),
             body: out.body().map(|b| b.as_ref().to_vec()).unwrap_or_default(),
