@@ -79,6 +79,13 @@ async fn automl_run_reaches_done_with_its_best_candidate() {
     );
     assert_eq!(job["bestCandidate"], *best);
     assert_eq!(job["project"], "p1");
+    let (_, list) = svc
+        .get("/api/service/v1/pipelines/training/list?project=p1")
+        .await;
+    assert_eq!(
+        list[0]["type"], "sagemaker-automl",
+        "AutoML runs are listed with training: {list}"
+    );
     let stats = Emulator::shared().job_stats("automl_jobs", name).await;
     assert_eq!(stats["creates"], 1, "{stats}");
 

@@ -250,3 +250,29 @@ pub struct Stopping {
     /// Always `Stopping`.
     pub status: String,
 }
+
+/// Essedum's list of runs of some kinds, newest first: a submitter's own only, filtered by
+/// `project` when given, at most `limit` (default 100).
+pub async fn essedum_list(
+    app: &super::AppState,
+    caller: &super::auth::Caller,
+    kinds: &[Kind],
+    project: Option<String>,
+    limit: Option<u32>,
+) -> Result<Vec<EssedumJob>, super::ApiError> {
+    let page = app
+        .store
+        .list_runs(&crate::store::RunFilter {
+            kinds: kinds.to_vec(),
+            submitted_by: super::operator::owner_scope(caller).map(str::to_string),
+            limit: limit.unwrap_or(100).clamp(1, 1000),
+            ..Default::default()
+        })
+        .await?;
+    Ok(page
+        .runs
+        .iter()
+        .map(essedum_job)
+        .filter(|j| project.is_none() || j.project == project)
+        .collect())
+}

@@ -6,11 +6,11 @@
 
 use super::auth::Caller;
 use super::body::RawBody;
-use super::dto::{EssedumJob, Stopping, Tag, essedum_job, essedum_type};
-use super::operator::{owner_scope, request_cancel, state_of, visible};
+use super::dto::{EssedumJob, Stopping, Tag, essedum_job, essedum_list, essedum_type};
+use super::operator::{request_cancel, state_of, visible};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
-use crate::store::{NewRun, Run, RunFilter};
+use crate::store::{NewRun, Run};
 use crate::workflows::input::Origin;
 use crate::workflows::job::JobContext;
 use crate::workflows::transform::TransformRequest;
@@ -178,21 +178,8 @@ impl InferenceApi {
         caller: Data<&Caller>,
     ) -> Result<Json<Vec<EssedumJob>>, ApiError> {
         let app = state_of(&self.0)?;
-        let page = app
-            .store
-            .list_runs(&RunFilter {
-                kind: Some(Kind::Transform),
-                submitted_by: owner_scope(&caller).map(str::to_string),
-                limit: limit.0.unwrap_or(100).clamp(1, 1000),
-                ..RunFilter::default()
-            })
-            .await?;
         Ok(Json(
-            page.runs
-                .iter()
-                .map(essedum_job)
-                .filter(|j| project.0.is_none() || j.project == project.0)
-                .collect(),
+            essedum_list(app, &caller, &[Kind::Transform], project.0, limit.0).await?,
         ))
     }
 

@@ -253,6 +253,7 @@ impl OperatorApi {
             has_error: has_error.0,
             submitted_by: owner_scope(&caller).map(str::to_string),
             limit,
+            ..RunFilter::default()
         };
         let page = app.store.list_runs(&filter).await?;
         let counts = app

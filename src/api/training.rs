@@ -5,11 +5,11 @@
 
 use super::auth::Caller;
 use super::body::RawBody;
-use super::dto::{EssedumJob, RunStatus, Stopping, Tag, essedum_job, essedum_type};
-use super::operator::{owner_scope, request_cancel, state_of, visible};
+use super::dto::{EssedumJob, RunStatus, Stopping, Tag, essedum_job, essedum_list, essedum_type};
+use super::operator::{request_cancel, state_of, visible};
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
-use crate::store::{NewRun, Run, RunFilter};
+use crate::store::{NewRun, Run};
 use crate::workflows::automl::{self, AutomlRequest};
 use crate::workflows::input::Origin;
 use crate::workflows::job::JobContext;
@@ -332,7 +332,8 @@ impl TrainingApi {
         }))
     }
 
-    /// Training runs, newest first (filtered by `project` when given), at most `limit` (default 100).
+    /// Training and AutoML runs, newest first (filtered by `project` when given), at most `limit`
+    /// (default 100).
     #[oai(path = "/api/service/v1/pipelines/training/list", method = "get")]
     async fn list(
         &self,
@@ -345,22 +346,15 @@ impl TrainingApi {
         caller: Data<&Caller>,
     ) -> Result<Json<Vec<EssedumJob>>, ApiError> {
         let app = state_of(&self.0)?;
-        let limit = limit.0.unwrap_or(100).clamp(1, 1000);
-        let page = app
-            .store
-            .list_runs(&RunFilter {
-                kind: Some(Kind::Training),
-                submitted_by: owner_scope(&caller).map(str::to_string),
-                limit,
-                ..RunFilter::default()
-            })
-            .await?;
         Ok(Json(
-            page.runs
-                .iter()
-                .map(essedum_job)
-                .filter(|j| project.0.is_none() || j.project == project.0)
-                .collect(),
+            essedum_list(
+                app,
+                &caller,
+                &[Kind::Training, Kind::Automl],
+                project.0,
+                limit.0,
+            )
+            .await?,
         ))
     }
 }

@@ -95,6 +95,8 @@ pub enum TransitionOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
     pub kind: Option<Kind>,
+    /// Only runs of one of these kinds (empty: any).
+    pub kinds: Vec<Kind>,
     pub state: Option<State>,
     /// Return runs strictly older (in listing order) than this run.
     pub after: Option<Uuid>,
@@ -584,6 +586,7 @@ impl Store {
                AND (?9 IS NULL OR (next_due_at IS NOT NULL AND updated_at < ?9))
                AND (?10 IS NULL OR (last_error IS NOT NULL) = ?10)
                AND (?11 IS NULL OR submitted_by = ?11)
+               AND (?12 IS NULL OR instr(?12, ',' || kind || ',') > 0)
              ORDER BY created_at DESC, id DESC LIMIT ?4"))
         .bind(f.kind.map(Kind::as_str))
         .bind(f.state.map(State::as_str))
@@ -596,6 +599,10 @@ impl Store {
         .bind(f.stuck_since.map(to_db))
         .bind(f.has_error)
         .bind(f.submitted_by.as_deref())
+        .bind((!f.kinds.is_empty()).then(|| {
+            let names: Vec<&str> = f.kinds.iter().map(|k| k.as_str()).collect();
+            format!(",{},", names.join(","))
+        }))
         .fetch_all(self.reader())
         .await?;
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
