@@ -144,6 +144,46 @@ pub struct ServeArgs {
     /// Timeout of one AWS call attempt, in seconds.
     #[arg(long, env = "EXECUTOR_AWS_TIMEOUT_SECS", default_value_t = 60)]
     pub aws_timeout_secs: u64,
+
+    /// Largest dataset file accepted by `POST /api/service/v1/datasets`, in bytes (413 above it).
+    #[arg(long, env = "EXECUTOR_MAX_DATASET_BYTES", default_value_t = 5 * 1024 * 1024 * 1024)]
+    pub max_dataset_bytes: u64,
+
+    /// Longest a dataset upload may take, in seconds.
+    #[arg(long, env = "EXECUTOR_UPLOAD_TIMEOUT_SECS", default_value_t = 3600)]
+    pub upload_timeout_secs: u64,
+
+    /// The bucket dataset routes use when a request names none (and its connection none).
+    #[arg(long, env = "EXECUTOR_DATASETS_BUCKET")]
+    pub datasets_bucket: Option<String>,
+
+    /// Essedum backend base URLs (comma-separated) whose connection endpoint may be asked for AWS
+    /// credentials. A request with `adapter_instance`, `project` and a `Referer` on this list
+    /// uses that connection; another Referer is refused (403). Empty: connection lookup is off
+    /// and every request uses the standard AWS credential chain.
+    #[arg(long, env = "EXECUTOR_CONNECTION_ALLOW", value_delimiter = ',')]
+    pub connection_allow: Vec<String>,
+
+    /// Timeout of one connection lookup, in milliseconds.
+    #[arg(long, env = "EXECUTOR_CONNECTION_TIMEOUT_MS", default_value_t = 3_000)]
+    pub connection_timeout_ms: u64,
+
+    /// How long a looked-up connection is reused, in seconds.
+    #[arg(long, env = "EXECUTOR_CONNECTION_CACHE_SECS", default_value_t = 300)]
+    pub connection_cache_secs: u64,
+
+    /// Bearer token sent to the Essedum backend's connection endpoint.
+    #[arg(long, env = "EXECUTOR_CONNECTION_TOKEN", hide_env_values = true)]
+    pub connection_token: Option<String>,
+
+    /// Key (64 hex characters) that encrypts credentials stored with runs. Unset: the key file.
+    #[arg(long, env = "EXECUTOR_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// File holding the credentials key; created with mode 0600 on first start. Default:
+    /// `executor.key` beside the SQLite database.
+    #[arg(long, env = "EXECUTOR_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// Applies `serve --config FILE` (or `EXECUTOR_CONFIG`): each `key = value` of the TOML file sets

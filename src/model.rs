@@ -28,6 +28,9 @@ pub enum State {
     Polling,
     /// An operator asked to cancel; the engine stops the AWS job and waits for it to stop.
     Cancelling,
+    /// The AWS job ended; the engine collects its log and output artifacts, then moves the run
+    /// to the outcome it remembered (script jobs).
+    Collecting,
     /// Terminal: the work completed and its results are recorded.
     Done,
     /// Terminal: the work failed (AWS reason or the last error is recorded). An operator may retry.
@@ -37,11 +40,12 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Uploading,
         State::Submitted,
         State::Polling,
         State::Cancelling,
+        State::Collecting,
         State::Done,
         State::Failed,
         State::Cancelled,
@@ -53,6 +57,7 @@ impl State {
             State::Submitted => "Submitted",
             State::Polling => "Polling",
             State::Cancelling => "Cancelling",
+            State::Collecting => "Collecting",
             State::Done => "Done",
             State::Failed => "Failed",
             State::Cancelled => "Cancelled",
@@ -101,15 +106,19 @@ pub enum Kind {
     Deployment,
     /// Taking an endpoint down (DeleteEndpoint, then waiting until it is gone).
     Teardown,
+    /// A script run as a SageMaker Processing job (Essedum's `/execute`); its log and output
+    /// artifacts are collected when it ends.
+    Script,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Training,
         Kind::Automl,
         Kind::Transform,
         Kind::Deployment,
         Kind::Teardown,
+        Kind::Script,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +128,7 @@ impl Kind {
             Kind::Transform => "transform",
             Kind::Deployment => "deployment",
             Kind::Teardown => "teardown",
+            Kind::Script => "script",
         }
     }
 

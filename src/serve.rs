@@ -105,6 +105,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             HttpLimits {
                 max_body_bytes: args.max_body_bytes,
                 request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+                max_dataset_bytes: args.max_dataset_bytes,
+                upload_timeout: Duration::from_secs(args.upload_timeout_secs.max(1)),
             },
         ),
         async move {

@@ -212,10 +212,19 @@ pub async fn guard<E: Endpoint>(
     limits: super::HttpLimits,
 ) -> poem::Result<Response> {
     // A model may take a minute to answer; everything else is bounded by the configured time.
-    let timeout = if req.uri().path().ends_with("/infer") {
+    let dataset_upload =
+        req.method() == Method::POST && req.uri().path() == "/api/service/v1/datasets";
+    let timeout = if dataset_upload {
+        limits.upload_timeout
+    } else if req.uri().path().ends_with("/infer") {
         limits.request_timeout.max(INFER_TIMEOUT)
     } else {
         limits.request_timeout
+    };
+    let max_body = if dataset_upload {
+        usize::try_from(limits.max_dataset_bytes).unwrap_or(usize::MAX)
+    } else {
+        limits.max_body_bytes
     };
     let caller = if !auth.enabled() {
         Caller {
@@ -261,7 +270,7 @@ pub async fn guard<E: Endpoint>(
             }
         }
     };
-    if let Some(refused) = body_too_large(&req, limits.max_body_bytes) {
+    if let Some(refused) = body_too_large(&req, max_body) {
         // Read and drop a moderately oversized body so that the client, still sending it, gets
         // the 413 instead of a reset connection; a huge one is cut off.
         let drain = (limits.max_body_bytes as u64).saturating_mul(8);

@@ -151,7 +151,7 @@ impl From<&Run> for RunStatus {
 pub fn essedum_status(r: &Run) -> String {
     match r.state {
         State::Uploading | State::Submitted => "InProgress".into(),
-        State::Polling => job_context(r)
+        State::Polling | State::Collecting => job_context(r)
             .sagemaker_status
             .unwrap_or_else(|| "InProgress".into()),
         State::Cancelling => "Stopping".into(),
@@ -241,6 +241,7 @@ pub fn essedum_type(kind: Kind) -> &'static str {
         Kind::Transform => "sagemaker-transform",
         Kind::Deployment => "sagemaker-deployment",
         Kind::Teardown => "sagemaker-teardown",
+        Kind::Script => "sagemaker-processing",
     }
 }
 

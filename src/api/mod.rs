@@ -12,6 +12,7 @@ mod inference;
 mod models;
 mod operator;
 mod raw;
+pub mod scope;
 mod training;
 
 pub use auth::{Auth, Caller, Role};
@@ -85,11 +86,16 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Longest a handler may take (503 after it).
     pub request_timeout: Duration,
+    /// Largest dataset upload (`POST /api/service/v1/datasets`).
+    pub max_dataset_bytes: u64,
+    /// Longest a dataset upload may take.
+    pub upload_timeout: Duration,
 }
 
 /// The whole HTTP application: routes, documentation, then (inside out) body size limit,
 /// authentication and timeout, JSON errors for everything, panic safety and security headers.
 pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
+    let default_aws = state.aws.clone();
     let api = openapi_service(Some(state));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -97,6 +103,8 @@ pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        // Inside the auth guard, so an unauthenticated request triggers no connection lookup.
+        .around(move |ep, req| scope::attach(ep, req, default_aws.clone()))
         .around(move |ep, req| auth::guard(ep, req, auth.clone(), limits))
         .catch_all_error(error::json_error)
         .with(CatchPanic::new().with_handler(|_| {

@@ -6,10 +6,12 @@
 //! restarting a whole upload).
 
 mod classify;
+pub mod objects;
 pub mod sdk;
 
 pub use classify::classify;
 pub use sdk::SdkAws;
+pub use objects::{ObjectInfo, ObjectPage, ObjectStore, UploadBody};
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -200,8 +202,41 @@ pub struct AutomlJobSpec {
     pub tags: BTreeMap<String, String>,
 }
 
+/// One S3 location mounted into (or collected from) a processing job's container.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessingChannel {
+    pub name: String,
+    pub s3_uri: String,
+    pub local_path: String,
+}
+
+/// Everything CreateProcessingJob needs for a script job, already validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessingJobSpec {
+    pub name: String,
+    pub role_arn: String,
+    pub image: String,
+    pub entrypoint: Vec<String>,
+    pub instance_type: String,
+    pub instance_count: i32,
+    pub volume_size_gb: i32,
+    pub max_runtime_secs: i32,
+    pub environment: BTreeMap<String, String>,
+    pub inputs: Vec<ProcessingChannel>,
+    pub output: ProcessingChannel,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A job's log as read so far.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobLog {
+    pub text: String,
+    /// The log was longer than the reader's limit; `text` is its start.
+    pub truncated: bool,
+}
+
 #[async_trait]
-pub trait AwsPort: Send + Sync + 'static {
+pub trait AwsPort: ObjectStore {
     /// Writes one object (small data) at a deterministic key; repeating it is harmless.
     async fn put_object(
         &self,
@@ -268,6 +303,15 @@ pub trait AwsPort: Send + Sync + 'static {
     async fn delete_endpoint(&self, name: &str) -> AwsResult<()>;
     /// DeleteEndpointConfig; a config that does not exist is `NotFound`.
     async fn delete_endpoint_config(&self, name: &str) -> AwsResult<()>;
+    /// CreateProcessingJob; returns the job ARN.
+    async fn create_processing_job(&self, spec: &ProcessingJobSpec) -> AwsResult<String>;
+    /// DescribeProcessingJob; `Ok(None)` when no job has that name. `model_artifacts` holds the
+    /// first output's S3 location; `failure_reason` the FailureReason (or ExitMessage).
+    async fn describe_processing_job(&self, name: &str) -> AwsResult<Option<JobDescription>>;
+    async fn stop_processing_job(&self, name: &str) -> AwsResult<()>;
+    /// The processing job's CloudWatch log (group `/aws/sagemaker/ProcessingJobs`, streams
+    /// `<job>/...`), events joined by newlines, at most `max_bytes`. No stream yet: empty.
+    async fn processing_job_log(&self, name: &str, max_bytes: usize) -> AwsResult<JobLog>;
     /// InvokeEndpoint, once (the caller decides about retries). A model's own failure is an
     /// error with code `ModelError`; an unknown or not-in-service endpoint `ValidationError`.
     async fn invoke_endpoint(

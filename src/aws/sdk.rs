@@ -1,17 +1,18 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
+mod objects;
+
 use super::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec,
     EndpointDescription, InvokeOutput, JobDescription, ModelSpec, TrainingJobSpec,
-    TransformJobSpec, VariantSpec, classify,
+    JobLog, ProcessingJobSpec, TransformJobSpec, VariantSpec, classify,
 };
 use crate::metrics;
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sagemaker::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemaker::operation::RequestId;
 use aws_sdk_sagemaker::types::{
@@ -51,6 +52,7 @@ pub struct SdkAws {
     s3: aws_sdk_s3::Client,
     sagemaker: aws_sdk_sagemaker::Client,
     runtime: aws_sdk_sagemakerruntime::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
     settings: AwsSettings,
 }
 
@@ -83,7 +85,11 @@ impl SdkAws {
             )
             .retry_config(RetryConfig::standard().with_max_attempts(1))
             .build();
+        let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .build();
         SdkAws {
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
             runtime: aws_sdk_sagemakerruntime::Client::from_conf(runtime),
             s3: aws_sdk_s3::Client::from_conf(s3),
             sagemaker: aws_sdk_sagemaker::Client::from_conf(sagemaker),
@@ -215,105 +221,6 @@ fn terminal(operation: &'static str, message: String) -> AwsError {
     }
 }
 
-impl SdkAws {
-    async fn multipart(
-        &self,
-        bucket: &str,
-        key: &str,
-        path: &Path,
-        size: u64,
-        content_type: &str,
-    ) -> AwsResult<()> {
-        let created = self
-            .s3
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .send()
-            .await
-            .sent("CreateMultipartUpload")?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| terminal("CreateMultipartUpload", "no upload id returned".into()))?
-            .to_string();
-        let result = self.upload_parts(bucket, key, path, size, &upload_id).await;
-        if result.is_err() {
-            // Nothing half-written may remain; a failed abort is only logged (S3 lifecycle rules
-            // clean up after it), the upload error is what the caller needs.
-            if let Err(e) = self
-                .s3
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await
-            {
-                tracing::warn!(bucket, key, error = %sdk_error("AbortMultipartUpload", e), "abort failed");
-            }
-        }
-        result
-    }
-
-    async fn upload_parts(
-        &self,
-        bucket: &str,
-        key: &str,
-        path: &Path,
-        size: u64,
-        upload_id: &str,
-    ) -> AwsResult<()> {
-        let part_size = self.settings.multipart_part_size.max(5 * 1024 * 1024);
-        let mut parts = Vec::new();
-        let mut offset = 0u64;
-        let mut number = 1i32;
-        while offset < size {
-            let len = part_size.min(size - offset);
-            let body = ByteStream::read_from()
-                .path(path)
-                .offset(offset)
-                .length(Length::Exact(len))
-                .build()
-                .await
-                .map_err(|e| terminal("UploadPart", format!("reading {}: {e}", path.display())))?;
-            let out = self
-                .s3
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(body)
-                .send()
-                .await
-                .sent("UploadPart")?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .build(),
-            );
-            offset += len;
-            number += 1;
-        }
-        self.s3
-            .complete_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .sent("CompleteMultipartUpload")?;
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl AwsPort for SdkAws {
     async fn put_object(
@@ -347,21 +254,15 @@ impl AwsPort for SdkAws {
             .map_err(|e| io_error("UploadFile", path, e))?
             .len();
         if size > self.settings.multipart_threshold {
-            return self.multipart(bucket, key, path, size, content_type).await;
+            let mut parts = objects::FileParts::new(path, size, self.part_size());
+            self.multipart_upload(bucket, key, content_type, &mut parts)
+                .await?;
+            return Ok(());
         }
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| terminal("PutObject", format!("reading {}: {e}", path.display())))?;
-        self.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(body)
-            .send()
-            .await
-            .sent("PutObject")?;
-        Ok(())
+        self.put_body(bucket, key, content_type, body).await
     }
 
     async fn create_training_job(&self, spec: &TrainingJobSpec) -> AwsResult<String> {
@@ -728,6 +629,182 @@ impl AwsPort for SdkAws {
             .await
             .sent("StopTransformJob")?;
         Ok(())
+    }
+
+    async fn create_processing_job(&self, spec: &ProcessingJobSpec) -> AwsResult<String> {
+        use aws_sdk_sagemaker::types::{
+            AppSpecification, ProcessingClusterConfig, ProcessingInput, ProcessingInstanceType,
+            ProcessingOutput, ProcessingOutputConfig, ProcessingResources, ProcessingS3DataType,
+            ProcessingS3InputMode, ProcessingS3Input, ProcessingS3Output, ProcessingS3UploadMode,
+            ProcessingStoppingCondition, Tag,
+        };
+        const OP: &str = "CreateProcessingJob";
+        let mut req = self
+            .sagemaker
+            .create_processing_job()
+            .processing_job_name(&spec.name)
+            .role_arn(&spec.role_arn)
+            .app_specification(
+                AppSpecification::builder()
+                    .image_uri(&spec.image)
+                    .set_container_entrypoint(Some(spec.entrypoint.clone()))
+                    .build(),
+            )
+            .processing_resources(
+                ProcessingResources::builder()
+                    .cluster_config(
+                        ProcessingClusterConfig::builder()
+                            .instance_type(ProcessingInstanceType::from(spec.instance_type.as_str()))
+                            .instance_count(spec.instance_count)
+                            .volume_size_in_gb(spec.volume_size_gb)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .stopping_condition(
+                ProcessingStoppingCondition::builder()
+                    .max_runtime_in_seconds(spec.max_runtime_secs)
+                    .build(),
+            )
+            .processing_output_config(
+                ProcessingOutputConfig::builder()
+                    .outputs(
+                        ProcessingOutput::builder()
+                            .output_name(&spec.output.name)
+                            .s3_output(
+                                ProcessingS3Output::builder()
+                                    .s3_uri(&spec.output.s3_uri)
+                                    .local_path(&spec.output.local_path)
+                                    .s3_upload_mode(ProcessingS3UploadMode::EndOfJob)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            );
+        for input in &spec.inputs {
+            req = req.processing_inputs(
+                ProcessingInput::builder()
+                    .input_name(&input.name)
+                    .s3_input(
+                        ProcessingS3Input::builder()
+                            .s3_uri(&input.s3_uri)
+                            .local_path(&input.local_path)
+                            .s3_data_type(ProcessingS3DataType::S3Prefix)
+                            .s3_input_mode(ProcessingS3InputMode::File)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        for (k, v) in &spec.environment {
+            req = req.environment(k, v);
+        }
+        for (k, v) in &spec.tags {
+            req = req.tags(Tag::builder().key(k).value(v).build());
+        }
+        let out = req.send().await.sent(OP)?;
+        Ok(out.processing_job_arn().unwrap_or_default().to_string())
+    }
+
+    async fn describe_processing_job(&self, name: &str) -> AwsResult<Option<JobDescription>> {
+        const OP: &str = "DescribeProcessingJob";
+        let Some(out) = found(
+            OP,
+            self.sagemaker
+                .describe_processing_job()
+                .processing_job_name(name)
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        let failure_reason = out
+            .failure_reason()
+            .or(out.exit_message())
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        Ok(Some(JobDescription {
+            arn: out.processing_job_arn().map(str::to_string),
+            status: out
+                .processing_job_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            secondary_status: None,
+            failure_reason,
+            model_artifacts: out
+                .processing_output_config()
+                .and_then(|c| c.outputs().first())
+                .and_then(|o| o.s3_output())
+                .and_then(|o| o.s3_uri())
+                .map(str::to_string),
+            best_candidate: None,
+        }))
+    }
+
+    async fn stop_processing_job(&self, name: &str) -> AwsResult<()> {
+        self.sagemaker
+            .stop_processing_job()
+            .processing_job_name(name)
+            .send()
+            .await
+            .sent("StopProcessingJob")?;
+        Ok(())
+    }
+
+    async fn processing_job_log(&self, name: &str, max_bytes: usize) -> AwsResult<JobLog> {
+        const GROUP: &str = "/aws/sagemaker/ProcessingJobs";
+        let Some(streams) = found(
+            "DescribeLogStreams",
+            self.logs
+                .describe_log_streams()
+                .log_group_name(GROUP)
+                .log_stream_name_prefix(format!("{name}/"))
+                .send()
+                .await,
+        )?
+        else {
+            return Ok(JobLog::default());
+        };
+        let mut names: Vec<String> = streams
+            .log_streams()
+            .iter()
+            .filter_map(|s| s.log_stream_name().map(str::to_string))
+            .collect();
+        names.sort();
+        let mut log = JobLog::default();
+        for stream in names {
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .logs
+                    .get_log_events()
+                    .log_group_name(GROUP)
+                    .log_stream_name(&stream)
+                    .start_from_head(true)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await
+                    .sent("GetLogEvents")?;
+                for event in out.events() {
+                    let line = event.message().unwrap_or_default();
+                    if log.text.len() + line.len() + 1 > max_bytes {
+                        log.truncated = true;
+                        return Ok(log);
+                    }
+                    log.text.push_str(line);
+                    log.text.push('\n');
+                }
+                // CloudWatch answers the token it was given once nothing new is left.
+                let next = out.next_forward_token().map(str::to_string);
+                if out.events().is_empty() || next.is_none() || next == token {
+                    break;
+                }
+                token = next;
+            }
+        }
+        Ok(log)
     }
 
     async fn create_model(&self, spec: &ModelSpec) -> AwsResult<String> {

@@ -36,7 +36,50 @@ fn aws_error(kind: AwsErrorKind, code: &str) -> AwsError {
 }
 
 #[async_trait]
+impl crate::aws::ObjectStore for FakeAws {
+    async fn list_objects(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+        _: i32,
+    ) -> AwsResult<crate::aws::ObjectPage> {
+        unimplemented!()
+    }
+    async fn head_object(&self, _: &str, _: &str) -> AwsResult<Option<crate::aws::ObjectInfo>> {
+        unimplemented!()
+    }
+    async fn delete_object(&self, _: &str, _: &str) -> AwsResult<()> {
+        unimplemented!()
+    }
+    async fn copy_object(&self, _: &str, _: &str, _: &str, _: &str) -> AwsResult<()> {
+        unimplemented!()
+    }
+    async fn download_to_file(&self, _: &str, _: &str, _: &std::path::Path, _: u64) -> AwsResult<u64> {
+        unimplemented!()
+    }
+    async fn upload_stream(&self, _: &str, _: &str, _: &str, _: crate::aws::UploadBody) -> AwsResult<u64> {
+        unimplemented!()
+    }
+}
+
+#[async_trait]
 impl AwsPort for FakeAws {
+    async fn create_processing_job(
+        &self,
+        _: &crate::aws::ProcessingJobSpec,
+    ) -> AwsResult<String> {
+        unimplemented!()
+    }
+    async fn describe_processing_job(&self, _: &str) -> AwsResult<Option<JobDescription>> {
+        unimplemented!()
+    }
+    async fn stop_processing_job(&self, _: &str) -> AwsResult<()> {
+        unimplemented!()
+    }
+    async fn processing_job_log(&self, _: &str, _: usize) -> AwsResult<crate::aws::JobLog> {
+        unimplemented!()
+    }
     async fn put_object(&self, _: &str, _: &str, _: Vec<u8>, _: &str) -> AwsResult<()> {
         match self.put_errors.lock().unwrap().pop_front() {
             Some(e) => Err(e),

@@ -162,6 +162,10 @@ impl<J: SageMakerJob> Workflow for JobWorkflow<J> {
             Done | Failed | Cancelled => {
                 Err(StepError::terminal(format!("{} is terminal", run.state)))
             }
+            Collecting => Err(StepError::terminal(format!(
+                "{} runs have no Collecting state",
+                job.kind()
+            ))),
         }
     }
 }

@@ -9,6 +9,9 @@ ones:
   one step per Describe call, and end in an outcome the test picks through
   reserved ``_emulator_*`` knobs; Stop calls and duplicate-name rejection
   work as in SageMaker;
+* processing jobs write their log to CloudWatch Logs
+  (``/aws/sagemaker/ProcessingJobs``), a line per describe, and on success
+  upload output objects to S3, through moto's own logs and S3 backends;
 * models and endpoint configs reject duplicate names instead of overwriting;
 * endpoints go Creating -> InService (or Failed), Updating -> InService (or
   rolled back), Deleting -> gone, one step per DescribeEndpoint;
@@ -62,7 +65,8 @@ from werkzeug.wrappers import Request  # noqa: E402
 
 from moto.core.common_types import TYPE_RESPONSE  # noqa: E402
 from moto.core.responses import ActionResult, EmptyResult  # noqa: E402
-from moto.core.utils import utcnow  # noqa: E402
+from moto.core.utils import unix_time, unix_time_millis, utcnow  # noqa: E402
+from moto.logs.models import logs_backends  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -80,7 +84,10 @@ from moto.sagemaker.models import (  # noqa: E402
     sagemaker_backends,
 )
 from moto.sagemaker.responses import SageMakerResponse  # noqa: E402
+from moto.s3.exceptions import MissingBucket  # noqa: E402
+from moto.s3.models import s3_backends  # noqa: E402
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse  # noqa: E402
+from moto.utilities.utils import get_partition  # noqa: E402
 
 READY_PREFIX = "EMULATOR_READY"
 KNOB_PREFIX = "_emulator_"
@@ -355,9 +362,11 @@ class JobPatch:
     time) and fills in the hooks; ``install`` then
 
     * wraps create: a duplicate name raises ``ResourceInUse`` and leaves the
-      existing job untouched; knobs become a ``Plan`` (a bad knob raises
-      ``ValidationException``); the job starts in ``VOCAB.running``;
-    * wraps describe: each call advances the job by one step;
+      existing job untouched; knobs become a ``Plan`` (a bad knob, also one
+      ``check_knobs`` refuses, raises ``ValidationException``); the job
+      starts in ``VOCAB.running``;
+    * wraps describe: each call advances the job by one step, then runs
+      ``on_describe``;
     * installs Stop (backend method and response handler).
 
     moto renders Describe from the job object's attributes (snake_case ->
@@ -390,6 +399,11 @@ class JobPatch:
         raise NotImplementedError
 
     @classmethod
+    def check_knobs(cls, knobs: Mapping[str, str]) -> None:
+        """Validate resource-specific knobs; raise ``KnobError`` (the create
+        then fails with ``ValidationException``)."""
+
+    @classmethod
     def prepare(cls, args: dict[str, Any]) -> Callable[[Any], None] | None:
         """Validate or adjust the create arguments before moto sees them.
 
@@ -404,6 +418,11 @@ class JobPatch:
     @classmethod
     def on_change(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         """Resource-specific fields after any state change."""
+
+    @classmethod
+    def on_describe(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        """Side effects of every describe, after the job has advanced (also
+        when its status did not change)."""
 
     @classmethod
     def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
@@ -452,6 +471,7 @@ class JobPatch:
                     try:
                         knobs = cls.knobs({**bound.arguments, **extras})
                         plan = Plan.from_knobs(knobs, cls.VOCAB)
+                        cls.check_knobs(knobs)
                     except KnobError as err:
                         raise ValidationError(str(err)) from None
                     fix_up = cls.prepare(bound.arguments)
@@ -476,8 +496,10 @@ class JobPatch:
                     job = getattr(backend, cls.STORE).get(name)
                     if job is not None:
                         lifecycle = registry.get(cls.KIND, _key(backend, name))
-                        if lifecycle is not None and lifecycle.observe():
-                            cls._apply(job, lifecycle)
+                        if lifecycle is not None:
+                            if lifecycle.observe():
+                                cls._apply(job, lifecycle)
+                            cls.on_describe(job, lifecycle, utcnow())
                     # unknown names: moto's own error
                     return cls.describe_result(original(*bound.args, **bound.kwargs))
 
@@ -775,11 +797,93 @@ class TransformJobPatch(JobPatch):
 # --------------------------------------------------------------------------
 
 
+class ProcessingRun:
+    """What one processing job's container produces: its CloudWatch Logs
+    stream and, on success, its S3 outputs.
+
+    Real SageMaker writes a processing job's container output to log group
+    ``/aws/sagemaker/ProcessingJobs``, stream
+    ``<job>/algo-1-<epoch seconds of creation>``.  Here the stream is created
+    with the job, and ``pending`` lines are appended as the job advances
+    (``ProcessingJobPatch``).  Everything goes through moto's own logs and S3
+    backends, so it is visible through the regular APIs.  Callers hold the
+    registry lock.
+    """
+
+    GROUP = "/aws/sagemaker/ProcessingJobs"
+
+    def __init__(self, account: str, region: str, stream: str, lines: Iterable[str], default_log: bool, outputs: Mapping[str, str]):
+        self.account = account
+        self.region = region
+        self.stream = stream
+        self.pending: deque[str] = deque(lines)
+        self.default_log = default_log
+        self.outputs = dict(outputs)
+        self._last_timestamp = 0
+
+    def open(self) -> None:
+        logs = logs_backends[self.account][self.region]
+        logs.ensure_log_group(self.GROUP)
+        logs.ensure_log_stream(self.GROUP, self.stream)
+
+    def emit(self, messages: Iterable[str], now: Any) -> None:
+        """Append log events, timestamps in ms and strictly increasing."""
+        now_ms = int(unix_time_millis(now))
+        events = []
+        for message in messages:
+            self._last_timestamp = max(now_ms, self._last_timestamp + 1)
+            events.append({"timestamp": self._last_timestamp, "message": message})
+        if events:
+            self.open()  # the test may have deleted the group or stream
+            logs_backends[self.account][self.region].put_log_events(self.GROUP, self.stream, events)
+
+    def emit_next(self, now: Any) -> None:
+        if self.pending:
+            self.emit([self.pending.popleft()], now)
+
+    def emit_rest(self, tail: Iterable[str], now: Any) -> None:
+        lines = list(self.pending) + list(tail)
+        self.pending.clear()
+        self.emit(lines, now)
+
+    def upload(self, output_config: Mapping[str, Any] | None) -> None:
+        """Write ``outputs`` under every ``S3Output.S3Uri`` whose bucket exists."""
+        s3 = s3_backends[self.account][get_partition(self.region)]
+        for output in (output_config or {}).get("Outputs") or []:
+            uri = ((output or {}).get("S3Output") or {}).get("S3Uri") or ""
+            if not uri.startswith("s3://"):
+                continue  # e.g. a FeatureStoreOutput
+            bucket, _, prefix = uri[len("s3://"):].partition("/")
+            try:
+                s3.get_bucket(bucket)
+            except MissingBucket:
+                continue  # real SageMaker would fail the job; the emulator skips silently
+            prefix = prefix.rstrip("/")
+            for relative, content in self.outputs.items():
+                key = f"{prefix}/{relative}" if prefix else relative
+                s3.put_object(bucket, key, content.encode("utf-8"))
+
+
 class ProcessingJobPatch(JobPatch):
     """Knobs: Environment, then Tags (a tag wins).  Stock moto is Completed
     at once, overwrites duplicates, drops Environment and
     ProcessingResources, and its StopProcessingJob jumps straight to Stopped
-    (even for a finished job)."""
+    (even for a finished job).
+
+    Each job also gets a CloudWatch Logs stream that grows as the job
+    advances, and a Completed job writes objects under its S3 outputs (see
+    ``ProcessingRun``):
+
+    * ``_emulator_log``: the container's log lines, separated by newlines.
+      Default: "emulated processing job <name> started", "running:
+      <ContainerEntrypoint + ContainerArguments>", and finally
+      "emulated processing job <name> finished" when Completed.  Each
+      describe that still shows InProgress appends the next line; the
+      describe that shows a terminal status appends the rest, plus
+      "ERROR: <FailureReason>" when Failed or "stopped" when Stopped.
+    * ``_emulator_outputs``: a JSON object ``{"relative/key": "content"}``
+      written under each ``S3Output.S3Uri`` once Completed.
+    """
 
     KIND = "processing_jobs"
     LABEL = "processing job"
@@ -793,12 +897,19 @@ class ProcessingJobPatch(JobPatch):
     STATUS_ATTR = "processing_job_status"
     END_TIME_ATTR = "processing_end_time"
     EXTRA_CREATE_ARGS = ("environment", "processing_resources")
+    BOOK = "processing_runs"
+    LOG_KNOB = KNOB_PREFIX + "log"
+    OUTPUTS_KNOB = KNOB_PREFIX + "outputs"
+
+    _runs: dict[Key, ProcessingRun] = {}
 
     @classmethod
     def install(cls, registry: Registry) -> None:
         if cls._installed:
             return
         super().install(registry)
+        # a registry book: cleared (in place) by every reset
+        cls._runs = registry.book(cls.BOOK, dict)
 
         # moto's handler does not pass Environment and ProcessingResources on
         def create_processing_job(self: SageMakerResponse) -> ActionResult:
@@ -824,14 +935,97 @@ class ProcessingJobPatch(JobPatch):
         return {**knobs_from(args.get("environment")), **knobs_from_tags(args["tags"])}
 
     @classmethod
+    def check_knobs(cls, knobs: Mapping[str, str]) -> None:
+        cls._outputs(knobs, "")
+
+    @classmethod
+    def _log_lines(cls, knobs: Mapping[str, str]) -> list[str] | None:
+        """The ``_emulator_log`` lines; None when the knob is absent."""
+        raw = knobs.get(cls.LOG_KNOB)
+        if raw is None:
+            return None
+        lines = raw.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()  # "a\nb\n" is two lines, "" is none
+        return lines
+
+    @classmethod
+    def _outputs(cls, knobs: Mapping[str, str], name: str) -> dict[str, str]:
+        raw = knobs.get(cls.OUTPUTS_KNOB)
+        if raw is None:
+            return {"result.json": json.dumps({"job": name, "status": "ok"}), "metrics.txt": "accuracy=0.93"}
+        try:
+            outputs = json.loads(raw)
+        except ValueError:
+            outputs = None
+        if not isinstance(outputs, dict) or not all(
+            isinstance(k, str) and k and not k.startswith("/") and isinstance(v, str) for k, v in outputs.items()
+        ):
+            raise KnobError(
+                f"{cls.OUTPUTS_KNOB} must be a JSON object mapping relative keys to string contents, got {raw!r}"
+            )
+        return outputs
+
+    @staticmethod
+    def _where(job: Any) -> tuple[str, str]:
+        """(account id, region) of a job, from its ARN
+        (arn:<partition>:sagemaker:<region>:<account>:processing-job/<name>)."""
+        parts = job.arn.split(":")
+        return parts[4], parts[3]
+
+    @classmethod
+    def _run(cls, job: Any) -> ProcessingRun | None:
+        account, region = cls._where(job)
+        return cls._runs.get((account, region, job.processing_job_name))
+
+    @classmethod
     def on_create(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         job.processing_start_time = now
         job.exit_message = None
+        name = job.processing_job_name
+        knobs = cls.knobs({"environment": getattr(job, "environment", None), "tags": job.tags})
+        lines = cls._log_lines(knobs)
+        if lines is None:
+            app = job.app_specification or {}
+            command = [*(app.get("ContainerEntrypoint") or []), *(app.get("ContainerArguments") or [])]
+            shown = " ".join(str(part) for part in command) or str(app.get("ImageUri", ""))
+            lines = [f"emulated processing job {name} started", f"running: {shown}"]
+        account, region = cls._where(job)
+        run = ProcessingRun(
+            account,
+            region,
+            stream=f"{name}/algo-1-{int(unix_time(job.creation_time))}",
+            lines=lines,
+            default_log=cls.LOG_KNOB not in knobs,
+            outputs=cls._outputs(knobs, name),
+        )
+        cls._runs[(account, region, name)] = run
+        run.open()
+
+    @classmethod
+    def on_describe(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
+        run = cls._run(job)
+        if run is not None and lifecycle.status == cls.VOCAB.running:
+            run.emit_next(now)
 
     @classmethod
     def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         if lifecycle.status == cls.VOCAB.failed:
             job.exit_message = lifecycle.failure_reason
+        run = cls._run(job)
+        if run is None:
+            return
+        tail: list[str] = []
+        if lifecycle.status == cls.VOCAB.succeeded:
+            if run.default_log:
+                tail.append(f"emulated processing job {job.processing_job_name} finished")
+        elif lifecycle.status == cls.VOCAB.failed:
+            tail.append(f"ERROR: {lifecycle.failure_reason}")
+        else:
+            tail.append("stopped")
+        run.emit_rest(tail, now)
+        if lifecycle.status == cls.VOCAB.succeeded:
+            run.upload(job.processing_output_config)
 
 
 # --------------------------------------------------------------------------

@@ -123,15 +123,16 @@ def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict
         return err.code, err.read()
 
 
-def clients(url: str) -> tuple[Any, Any, Any]:
+def clients(url: str, region: str = REGION) -> tuple[Any, Any, Any, Any]:
     session = boto3.session.Session(
-        aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION
+        aws_access_key_id="test", aws_secret_access_key="test", region_name=region
     )
     cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"})
     return (
         session.client("sagemaker", endpoint_url=url, config=cfg),
         session.client("s3", endpoint_url=url, config=cfg),
         session.client("sagemaker-runtime", endpoint_url=url, config=cfg),
+        session.client("logs", endpoint_url=url, config=cfg),
     )
 
 
@@ -172,7 +173,7 @@ def error_of(fn: Callable[[], Any]) -> dict[str, Any]:
 
 
 def run_checks(emu: Launcher) -> None:
-    sm, s3, rt = clients(emu.url)
+    sm, s3, rt, logs = clients(emu.url)
     raw = RawCapture(sm)
     rt_raw = RawCapture(rt, errors_only=True)
 
@@ -417,6 +418,7 @@ def run_checks(emu: Launcher) -> None:
         expect_eq(json.loads(invoke("ep-1")[0]), {"predictions": [0]}, "answer queue cleared")
         expect_eq(error_of(lambda: describe("job-ok"))["code"], "ValidationException", "moto data cleared")
         expect_eq(s3.list_buckets()["Buckets"], [], "S3 cleared too")
+        expect_eq(logs.describe_log_groups()["logGroups"], [], "CloudWatch Logs cleared too")
         create("job-ok")  # same name is free again, fresh lifecycle
         expect_eq(describe("job-ok")["SecondaryStatus"], "Starting", "fresh lifecycle after reset")
         expect_eq(stats()["job-ok"]["describes"], 1, "fresh counters after reset")
@@ -496,23 +498,51 @@ def run_checks(emu: Launcher) -> None:
 
     processing_resources = {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 10}}
 
-    def create_processing(name: str, environment: dict | None = None, tag_knobs: dict | None = None) -> str:
-        return sm.create_processing_job(
+    def create_processing(
+        name: str,
+        environment: dict | None = None,
+        tag_knobs: dict | None = None,
+        outputs: tuple[str, ...] = ("s3://emulator-bucket/proc/out/",),
+        arguments: list[str] | None = None,
+        client: Any = None,
+    ) -> str:
+        app: dict[str, Any] = {"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/proc:1", "ContainerEntrypoint": ["python3", "run.py"]}
+        if arguments is not None:
+            app["ContainerArguments"] = arguments
+        return (client or sm).create_processing_job(
             ProcessingJobName=name,
             RoleArn=ROLE,
-            AppSpecification={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/proc:1", "ContainerEntrypoint": ["python3", "run.py"]},
+            AppSpecification=app,
             ProcessingResources=processing_resources,
             ProcessingOutputConfig={
                 "Outputs": [
                     {
-                        "OutputName": "out",
-                        "S3Output": {"S3Uri": "s3://emulator-bucket/proc/out/", "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"},
+                        "OutputName": f"out{i}",
+                        "S3Output": {"S3Uri": uri, "LocalPath": f"/opt/ml/processing/output{i}", "S3UploadMode": "EndOfJob"},
                     }
+                    for i, uri in enumerate(outputs)
                 ]
             },
             Environment=environment or {},
             Tags=tags(**(tag_knobs or {})),
         )["ProcessingJobArn"]
+
+    proc_group = "/aws/sagemaker/ProcessingJobs"
+
+    def proc_stream(name: str, client: Any = None) -> str:
+        streams = (client or logs).describe_log_streams(logGroupName=proc_group, logStreamNamePrefix=name + "/")["logStreams"]
+        expect_eq(len(streams), 1, f"one log stream for {name}")
+        return streams[0]["logStreamName"]
+
+    def proc_events(name: str, client: Any = None) -> list[dict[str, Any]]:
+        return (client or logs).get_log_events(logGroupName=proc_group, logStreamName=proc_stream(name, client), startFromHead=True)["events"]
+
+    def proc_log(name: str, client: Any = None) -> list[str]:
+        return [e["message"] for e in proc_events(name, client)]
+
+    def s3_objects(bucket: str, prefix: str) -> dict[str, bytes]:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
     def describe_processing(name: str) -> dict[str, Any]:
         return sm.describe_processing_job(ProcessingJobName=name)
@@ -718,6 +748,130 @@ def run_checks(emu: Launcher) -> None:
         err = error_of(lambda: create_processing("proc-dup", environment={"OTHER": "1"}))
         expect_eq((err["code"], err["status"]), ("ResourceInUse", 400), "duplicate create")
         expect_eq(describe_processing("proc-dup")["Environment"], {"_emulator_polls": "3"}, "first job untouched")
+
+    def t_processing_log_progressive() -> None:
+        create_processing("proc-log", environment={"_emulator_log": "line one\nline two\nline three\nline four", "_emulator_polls": "2"})
+        stream = proc_stream("proc-log")
+        expect_eq(proc_log("proc-log"), [], "stream exists, empty, before the first describe")
+        first = logs.get_log_events(logGroupName=proc_group, logStreamName=stream, startFromHead=True)
+        expect_eq(first["events"], [], "no events yet")
+        token = first["nextForwardToken"]
+        seen = []
+        for _ in range(3):
+            d = describe_processing("proc-log")
+            page = logs.get_log_events(logGroupName=proc_group, logStreamName=stream, startFromHead=True, nextToken=token)
+            seen.append((d["ProcessingJobStatus"], [e["message"] for e in page["events"]]))
+            expect(page["nextForwardToken"] != token, "token moves when there are new events")
+            token = page["nextForwardToken"]
+        expect_eq(
+            seen,
+            [("InProgress", ["line one"]), ("InProgress", ["line two"]), ("Completed", ["line three", "line four"])],
+            "one line per InProgress describe, the rest at the end (no extra line when the knob is given)",
+        )
+        created = int(d["CreationTime"].timestamp())
+        prefix = "proc-log/algo-1-"
+        expect(stream.startswith(prefix) and stream[len(prefix):].isdigit(), f"stream name {stream}")
+        expect(abs(int(stream[len(prefix):]) - created) <= 1, f"stream name {stream} carries the creation time {created}")
+        # paging terminates: nothing new -> same token back
+        page = logs.get_log_events(logGroupName=proc_group, logStreamName=stream, startFromHead=True, nextToken=token)
+        expect_eq((page["events"], page["nextForwardToken"]), ([], token), "nothing new: empty page, same forward token")
+        describe_processing("proc-log")
+        page = logs.get_log_events(logGroupName=proc_group, logStreamName=stream, startFromHead=True, nextToken=token)
+        expect_eq((page["events"], page["nextForwardToken"]), ([], token), "describes after the end add nothing")
+        events = proc_events("proc-log")
+        expect_eq([e["message"] for e in events], ["line one", "line two", "line three", "line four"], "whole log from head")
+        stamps = [e["timestamp"] for e in events]
+        expect(all(a < b for a, b in zip(stamps, stamps[1:])) and stamps[0] > 10**12, f"ms timestamps, increasing: {stamps}")
+        filtered = logs.filter_log_events(logGroupName=proc_group, logStreamNames=[stream])["events"]
+        expect_eq([(e["logStreamName"], e["message"]) for e in filtered], [(stream, m) for m in ["line one", "line two", "line three", "line four"]], "FilterLogEvents")
+        expect_eq(logs.describe_log_groups(logGroupNamePrefix=proc_group)["logGroups"][0]["logGroupName"], proc_group, "log group")
+
+    def t_processing_log_failed() -> None:
+        create_processing("proc-log-bad", environment={"_emulator_log": "a\nb\nc\n", "_emulator_outcome": "Failed", "_emulator_polls": "1"}, tag_knobs={"_emulator_failure_reason": "AlgorithmError: boom"})
+        expect_eq(describe_processing("proc-log-bad")["ProcessingJobStatus"], "InProgress", "first describe")
+        expect_eq(proc_log("proc-log-bad"), ["a"], "first line while InProgress")
+        expect_eq(describe_processing("proc-log-bad")["ProcessingJobStatus"], "Failed", "failed")
+        expect_eq(proc_log("proc-log-bad"), ["a", "b", "c", "ERROR: AlgorithmError: boom"], "rest plus ERROR line (trailing newline adds no line)")
+        create_processing("proc-log-empty", environment={"_emulator_log": "", "_emulator_polls": "1"})
+        expect_eq([describe_processing("proc-log-empty")["ProcessingJobStatus"] for _ in range(2)], ["InProgress", "Completed"], "empty log job")
+        expect_eq(proc_log("proc-log-empty"), [], "empty _emulator_log: no lines")
+
+    def t_processing_log_defaults() -> None:
+        create_processing("proc-log-default", arguments=["--alpha", "1"])
+        expect_eq([describe_processing("proc-log-default")["ProcessingJobStatus"] for _ in range(3)], ["InProgress", "InProgress", "Completed"], "default lifecycle")
+        expect_eq(
+            proc_log("proc-log-default"),
+            ["emulated processing job proc-log-default started", "running: python3 run.py --alpha 1", "emulated processing job proc-log-default finished"],
+            "default lines, Completed",
+        )
+        create_processing("proc-log-default-bad", environment={"_emulator_outcome": "Failed", "_emulator_polls": "0"})
+        expect_eq(describe_processing("proc-log-default-bad")["ProcessingJobStatus"], "Failed", "failed at once")
+        expect_eq(
+            proc_log("proc-log-default-bad"),
+            ["emulated processing job proc-log-default-bad started", "running: python3 run.py", "ERROR: AlgorithmError: emulated failure"],
+            "default lines, Failed",
+        )
+        create_processing("proc-log-stop", environment={"_emulator_stop_polls": "1"})
+        describe_processing("proc-log-stop")
+        sm.stop_processing_job(ProcessingJobName="proc-log-stop")
+        expect_eq(describe_processing("proc-log-stop")["ProcessingJobStatus"], "Stopping", "stopping")
+        expect_eq(proc_log("proc-log-stop"), ["emulated processing job proc-log-stop started"], "nothing added while Stopping")
+        expect_eq(describe_processing("proc-log-stop")["ProcessingJobStatus"], "Stopped", "stopped")
+        expect_eq(
+            proc_log("proc-log-stop"),
+            ["emulated processing job proc-log-stop started", "running: python3 run.py", "stopped"],
+            "default lines, Stopped",
+        )
+        # another region: group and stream live in that region's logs
+        sm_eu, _, _, logs_eu = clients(emu.url, "eu-west-1")
+        create_processing("proc-log-eu", environment={"_emulator_polls": "0"}, outputs=(), client=sm_eu)
+        sm_eu.describe_processing_job(ProcessingJobName="proc-log-eu")
+        expect_eq(proc_log("proc-log-eu", logs_eu)[-1], "emulated processing job proc-log-eu finished", "eu-west-1 log")
+        streams = logs.describe_log_streams(logGroupName=proc_group, logStreamNamePrefix="proc-log-eu/")["logStreams"]
+        expect_eq(streams, [], "not in us-east-1")
+
+    def t_processing_outputs() -> None:
+        uris = ("s3://emulator-bucket/proc/default-out/", "s3://emulator-bucket/proc/second", "s3://no-such-emulator-bucket/out/")
+        create_processing("proc-out", environment={"_emulator_polls": "1"}, outputs=uris)
+        describe_processing("proc-out")
+        expect_eq(s3_objects("emulator-bucket", "proc/default-out/"), {}, "no outputs while InProgress")
+        expect_eq(describe_processing("proc-out")["ProcessingJobStatus"], "Completed", "completed despite a missing bucket")
+        want = {"result.json": b'{"job": "proc-out", "status": "ok"}', "metrics.txt": b"accuracy=0.93"}
+        expect_eq(s3_objects("emulator-bucket", "proc/default-out/"), {f"proc/default-out/{k}": v for k, v in want.items()}, "default outputs (trailing slash)")
+        expect_eq(s3_objects("emulator-bucket", "proc/second/"), {f"proc/second/{k}": v for k, v in want.items()}, "default outputs (no slash)")
+        expect_eq(json.loads(want["result.json"]), {"job": "proc-out", "status": "ok"}, "result.json is JSON")
+        expect("no-such-emulator-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]], "missing bucket not created")
+        custom = {"report/summary.csv": "a,b\n1,2\n", "model.txt": "weights"}
+        create_processing("proc-out-custom", environment={"_emulator_polls": "0", "_emulator_outputs": json.dumps(custom)}, outputs=("s3://emulator-bucket/proc/custom/",))
+        describe_processing("proc-out-custom")
+        expect_eq(
+            s3_objects("emulator-bucket", "proc/custom/"),
+            {"proc/custom/report/summary.csv": b"a,b\n1,2\n", "proc/custom/model.txt": b"weights"},
+            "custom outputs",
+        )
+        create_processing("proc-out-tag", tag_knobs={"_emulator_polls": "0", "_emulator_outputs": "{}"}, outputs=("s3://emulator-bucket/proc/none/",))
+        describe_processing("proc-out-tag")
+        expect_eq(s3_objects("emulator-bucket", "proc/none/"), {}, "_emulator_outputs={} (from a tag) writes nothing")
+
+    def t_processing_no_outputs() -> None:
+        create_processing("proc-out-bad", environment={"_emulator_polls": "0", "_emulator_outcome": "Failed"}, outputs=("s3://emulator-bucket/proc/failed/",))
+        expect_eq(describe_processing("proc-out-bad")["ProcessingJobStatus"], "Failed", "failed")
+        create_processing("proc-out-stop", environment={"_emulator_stop_polls": "0"}, outputs=("s3://emulator-bucket/proc/stopped/",))
+        sm.stop_processing_job(ProcessingJobName="proc-out-stop")
+        expect_eq(describe_processing("proc-out-stop")["ProcessingJobStatus"], "Stopped", "stopped")
+        expect_eq(s3_objects("emulator-bucket", "proc/failed/"), {}, "no outputs after Failed")
+        expect_eq(s3_objects("emulator-bucket", "proc/stopped/"), {}, "no outputs after Stopped")
+
+    def t_processing_invalid_outputs() -> None:
+        for raw_value in ("not json", '["a"]', '{"a.txt": 3}', '{"": "x"}', '{"/abs.txt": "x"}'):
+            err = error_of(lambda: create_processing("proc-out-knob", environment={"_emulator_outputs": raw_value}))
+            expect_eq((err["code"], err["status"]), ("ValidationException", 400), f"rejected: {raw_value}")
+            expect("_emulator_outputs" in err["message"], err["message"])
+        err = error_of(lambda: create_processing("proc-out-knob", tag_knobs={"_emulator_outputs": "{"}))
+        expect_eq(err["code"], "ValidationException", "rejected from a tag")
+        expect_eq(error_of(lambda: describe_processing("proc-out-knob"))["code"], "ValidationException", "rejected job not created")
+        streams = logs.describe_log_streams(logGroupName=proc_group, logStreamNamePrefix="proc-out-knob/")["logStreams"]
+        expect_eq(streams, [], "no log stream for a rejected job")
 
     # ------------------------------------------------------------------
     # models and endpoint configs
@@ -1021,6 +1175,12 @@ def run_checks(emu: Launcher) -> None:
     check("processing job -> Failed", t_processing_failed)
     check("processing stop -> Stopping -> Stopped", t_processing_stop)
     check("processing duplicate -> ResourceInUse", t_processing_duplicate)
+    check("processing logs: stream name, a line per InProgress describe, paging", t_processing_log_progressive)
+    check("processing logs: Failed -> rest plus ERROR line", t_processing_log_failed)
+    check("processing logs: default lines (Completed, Failed, Stopped, region)", t_processing_log_defaults)
+    check("processing outputs after Completed (default, custom)", t_processing_outputs)
+    check("processing: no outputs after Failed or Stopped", t_processing_no_outputs)
+    check("processing: invalid _emulator_outputs rejected", t_processing_invalid_outputs)
     check("model duplicate -> ValidationException", t_model_duplicate)
     check("endpoint config duplicate -> ValidationException", t_endpoint_config_duplicate)
     check("endpoint Creating -> InService", t_endpoint_create)
