@@ -104,7 +104,11 @@ impl DataSpec {
                 InputSource::InlineCsv { csv }
             }
             _ => InputSource::LocalFile {
-                path: local_path(&f.str("local_dataset_path")?, limits)?,
+                path: local_path(
+                    "local_dataset_path",
+                    &f.str("local_dataset_path")?,
+                    limits,
+                )?,
             },
         };
         let content_type = match f.opt_str("content_type")? {
@@ -149,29 +153,28 @@ impl DataSpec {
     }
 }
 
-/// Resolves `local_dataset_path` inside the data directory, following symlinks, so that no path
-/// (absolute, `..`, or a link) can name a file outside it.
-fn local_path(given: &str, limits: &InputLimits) -> InputResult<PathBuf> {
-    const FIELD: &str = "local_dataset_path";
+/// Resolves a local file path (the request field `field`) inside the data directory, following
+/// symlinks, so that no path (absolute, `..`, or a link) can name a file outside it.
+pub fn local_path(field: &str, given: &str, limits: &InputLimits) -> InputResult<PathBuf> {
     let Some(dir) = &limits.data_dir else {
         return Err(InputError::invalid(
-            FIELD,
+            field,
             "local files are disabled: the service has no data directory configured (EXECUTOR_DATA_DIR)",
         ));
     };
     let root = dir
         .canonicalize()
-        .map_err(|_| InputError::invalid(FIELD, "the configured data directory does not exist"))?;
+        .map_err(|_| InputError::invalid(field, "the configured data directory does not exist"))?;
     let candidate = Path::new(given);
     let joined = if candidate.is_absolute() {
         candidate.to_path_buf()
     } else {
         root.join(candidate)
     };
-    let outside = || InputError::invalid(FIELD, "must name a file inside the data directory");
+    let outside = || InputError::invalid(field, "must name a file inside the data directory");
     let real = joined.canonicalize().map_err(|_| {
         if joined.starts_with(&root) && !given.contains("..") {
-            InputError::invalid(FIELD, "no such file in the data directory")
+            InputError::invalid(field, "no such file in the data directory")
         } else {
             outside()
         }
@@ -180,7 +183,7 @@ fn local_path(given: &str, limits: &InputLimits) -> InputResult<PathBuf> {
         return Err(outside());
     }
     if !real.is_file() {
-        return Err(InputError::invalid(FIELD, "must name a regular file"));
+        return Err(InputError::invalid(field, "must name a regular file"));
     }
     Ok(real)
 }
