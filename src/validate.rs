@@ -150,6 +150,11 @@ impl Fields {
         }
     }
 
+    /// Takes a value as it is (null counts as absent), for types this module has no reader for.
+    pub fn take_value(&mut self, name: &str) -> Option<Value> {
+        self.take(name)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.map.get(name).is_some_and(|v| !v.is_null())
     }

@@ -7,9 +7,11 @@
 
 mod classify;
 pub mod objects;
+pub mod provider;
 pub mod sdk;
 
 pub use classify::classify;
+pub use provider::{AwsProvider, AwsTarget, RunSecret, StaticCredentials};
 pub use sdk::SdkAws;
 pub use objects::{ObjectInfo, ObjectPage, ObjectStore, UploadBody};
 

@@ -56,17 +56,45 @@ pub struct SdkAws {
     settings: AwsSettings,
 }
 
+/// What differs from the standard configuration chain for one set of clients.
+#[derive(Clone, Default)]
+pub struct Overrides {
+    /// Static credentials instead of the chain's.
+    pub credentials: Option<super::provider::StaticCredentials>,
+    pub region: Option<String>,
+    /// Another S3-compatible endpoint (a script job's object store).
+    pub endpoint: Option<String>,
+}
+
 impl SdkAws {
     pub async fn from_env(settings: AwsSettings) -> SdkAws {
-        let shared = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(settings.connect_timeout)
-                    .operation_attempt_timeout(settings.operation_timeout)
-                    .build(),
-            )
-            .load()
-            .await;
+        Self::build(settings, Overrides::default()).await
+    }
+
+    /// Clients from the standard chain with `overrides` applied.
+    pub async fn build(settings: AwsSettings, overrides: Overrides) -> SdkAws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .operation_attempt_timeout(settings.operation_timeout)
+                .build(),
+        );
+        if let Some(c) = overrides.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                c.access_key,
+                c.secret_key.expose(),
+                c.session_token.map(|t| t.expose().to_string()),
+                None,
+                "sagemaker-executor",
+            ));
+        }
+        if let Some(r) = overrides.region {
+            loader = loader.region(aws_config::Region::new(r));
+        }
+        if let Some(e) = overrides.endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        let shared = loader.load().await;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(3))

@@ -18,7 +18,9 @@
 //! and jitter (backon), capacity errors wait longer, terminal errors fail the run; every attempt
 //! is a history row, and a run that runs out of attempts is Failed with its last error.
 
-use crate::aws::AwsPort;
+use crate::aws::{AwsProvider, RunSecret};
+use crate::connection::ConnectionRef;
+use crate::store::Run;
 use crate::clock::{self, Clock};
 use crate::metrics;
 use crate::model::{ErrorClass, Kind, State};
@@ -75,7 +77,7 @@ struct Registered {
 pub struct Engine {
     store: Store,
     clock: Arc<dyn Clock>,
-    aws: Arc<dyn AwsPort>,
+    provider: Arc<AwsProvider>,
     config: EngineConfig,
     workflows: HashMap<Kind, Registered>,
     wake: Arc<Notify>,
@@ -99,7 +101,7 @@ impl Engine {
     pub fn new(
         store: Store,
         clock: Arc<dyn Clock>,
-        aws: Arc<dyn AwsPort>,
+        provider: Arc<AwsProvider>,
         config: EngineConfig,
         handlers: Vec<Arc<dyn Workflow>>,
         defs: Vec<WorkflowDef>,
@@ -141,7 +143,7 @@ impl Engine {
         Ok(Engine {
             store,
             clock,
-            aws,
+            provider,
             config,
             workflows,
             wake: Arc::new(Notify::new()),
@@ -278,6 +280,39 @@ impl Engine {
         }
     }
 
+    /// What a step of `run` works with: the AWS of its connection or its sealed credentials
+    /// (resolved again for every step, so a restart needs nothing kept in memory).
+    async fn step_context(&self, run: &Run, reg: &Registered) -> Result<StepContext, StepError> {
+        let connection: Option<ConnectionRef> = match run.request.get("connection") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                StepError::terminal(format!("stored connection reference is unreadable: {e}"))
+            })?),
+        };
+        let secret = match self
+            .store
+            .run_secret(run.id)
+            .await
+            .map_err(|e| StepError {
+                class: ErrorClass::Retryable,
+                message: format!("reading the run's credentials: {e}"),
+            })? {
+            Some(sealed) => self.provider.open(run.id, &sealed)?,
+            None => RunSecret::default(),
+        };
+        let aws = self
+            .provider
+            .for_run(connection.as_ref(), secret.aws.as_ref())
+            .await?;
+        Ok(StepContext {
+            aws,
+            now: self.clock.now(),
+            poll: reg.def.poll,
+            secret: secret.workflow,
+            provider: self.provider.clone(),
+        })
+    }
+
     /// Runs one step of a claimed run and commits its result.
     async fn execute(self: Arc<Self>, claimed: ClaimedRun) {
         let run = &claimed.run;
@@ -298,15 +333,12 @@ impl Engine {
             tracing::error!("no workflow registered for this kind");
             return;
         };
-        let cx = StepContext {
-            aws: self.aws.clone(),
-            now: self.clock.now(),
-            poll: reg.def.poll,
-        };
         let heartbeat = self.clone().heartbeat(claimed.clone());
         let started = std::time::Instant::now();
-        let step =
-            tokio::time::timeout(reg.def.step_timeout(run.state), reg.handler.step(run, &cx));
+        let step = tokio::time::timeout(reg.def.step_timeout(run.state), async {
+            let cx = self.step_context(run, reg).await?;
+            reg.handler.step(run, &cx).await
+        });
         let result = tokio::select! {
             r = step => r.unwrap_or_else(|_| Err(StepError {
                 class: ErrorClass::Retryable,

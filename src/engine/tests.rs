@@ -5,6 +5,7 @@ use super::*;
 use crate::aws::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsResult, JobDescription, TrainingJobSpec,
 };
+use crate::aws::AwsPort;
 use crate::clock::ManualClock;
 use crate::store::NewRun;
 use crate::workflows::input::InputLimits;
@@ -219,7 +220,7 @@ async fn harness() -> Harness {
         Engine::new(
             store.clone(),
             clock.clone(),
-            aws.clone(),
+            Arc::new(crate::aws::AwsProvider::fixed(aws.clone())),
             EngineConfig {
                 poll_min: Some(Duration::from_secs(5)),
                 poll_max: Some(Duration::from_secs(60)),

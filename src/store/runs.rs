@@ -272,6 +272,35 @@ impl Store {
         Ok(run)
     }
 
+    /// Inserts a run with its sealed credentials (see [`crate::secrets`]), in one transaction.
+    pub async fn insert_run_with_secret(
+        &self,
+        new: NewRun,
+        sealed: Vec<u8>,
+        now: Timestamp,
+    ) -> Result<Run> {
+        let at = to_db(now);
+        let mut tx = self.begin_write().await?;
+        let run = insert_in(&mut tx, &new, &at).await?;
+        sqlx::query("INSERT INTO run_secrets (run_id, sealed) VALUES (?1, ?2)")
+            .bind(new.id.to_string())
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// The sealed credentials stored with a run, if any.
+    pub async fn run_secret(&self, id: Uuid) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT sealed FROM run_secrets WHERE run_id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(self.reader())
+                .await?,
+        )
+    }
+
     /// Claims up to `limit` due, unleased (or lease-expired) runs for `owner` until `lease_until`.
     /// Claiming bumps the version, so a worker whose lease ran out can no longer commit.
     pub async fn claim_due(

@@ -218,7 +218,7 @@ async fn upload(
         .detail(format!("staged input at {uri}; job name {}", ctx.job_name)))
 }
 
-async fn submit(
+pub(super) async fn submit(
     job: &dyn SageMakerJob,
     run: &Run,
     mut ctx: JobContext,
@@ -262,7 +262,7 @@ async fn submit(
     }
 }
 
-async fn poll(
+pub(super) async fn poll(
     job: &dyn SageMakerJob,
     run: &Run,
     mut ctx: JobContext,
@@ -318,7 +318,7 @@ async fn poll(
     }
 }
 
-async fn cancel(
+pub(super) async fn cancel(
     job: &dyn SageMakerJob,
     ctx: &mut JobContext,
     cx: &StepContext,

@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod input;
 pub mod job;
 pub mod teardown;
+pub mod script;
 pub mod training;
 pub mod transform;
 
@@ -113,9 +114,14 @@ impl From<AwsError> for StepError {
 
 /// What a step may use.
 pub struct StepContext {
+    /// The AWS the run talks to (its connection, its own credentials, or the default chain).
     pub aws: Arc<dyn AwsPort>,
     pub now: Timestamp,
     pub poll: PollPolicy,
+    /// The workflow part of the run's sealed secret, opened (script jobs); Null when none.
+    pub secret: Value,
+    /// Builds clients for other targets (a script job's object store).
+    pub provider: Arc<crate::aws::AwsProvider>,
 }
 
 impl StepContext {
@@ -160,6 +166,10 @@ pub fn embedded_definitions() -> Vec<(&'static str, &'static str)> {
             "workflows/teardown.toml",
             include_str!("../../workflows/teardown.toml"),
         ),
+        (
+            "workflows/script.toml",
+            include_str!("../../workflows/script.toml"),
+        ),
     ]
 }
 
@@ -171,6 +181,7 @@ pub fn handlers() -> Vec<Arc<dyn Workflow>> {
         Arc::new(transform::workflow()),
         Arc::new(deployment::DeploymentWorkflow),
         Arc::new(teardown::TeardownWorkflow),
+        Arc::new(script::ScriptWorkflow),
     ]
 }
 

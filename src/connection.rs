@@ -1,0 +1,853 @@
+//! Essedum connection lookup: resolving the AWS credentials of an Essedum connection by asking
+//! the Essedum backend that sent the request, but only if that backend is allow-listed.
+//!
+//! A request from the backend names the connection with the query parameters `project`,
+//! `adapter_instance` and optional `isInstance`, and the backend itself with its `Referer`
+//! header (its base URL). [`AllowList::admit`] maps the Referer to a configured base URL (never
+//! the raw header) and [`ConnectionResolver::resolve`] calls
+//! `GET {base}api/aip/services/fetchConnectionDetailsByAdapterInstance` there, caching the
+//! answer for a while.
+//!
+//! Nothing in this module logs or formats a credential: secrets are [`Secret`]s, and error
+//! messages only name fields.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::{Host, Url};
+
+use crate::secrets::Secret;
+
+/// Path of the backend's connection endpoint, relative to its base URL.
+pub const CONNECTION_ENDPOINT: &str = "api/aip/services/fetchConnectionDetailsByAdapterInstance";
+
+/// Largest answer body read from the backend.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Cached answers are pruned of expired entries once the cache holds this many.
+const CACHE_PRUNE_AT: usize = 256;
+
+/// Which connection of which (allow-listed) backend. Holds no secret; stored with runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectionRef {
+    /// The allow-listed base URL (normalised, ends with `/`), never a raw Referer.
+    pub base_url: String,
+    pub project: String,
+    pub adapter_instance: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_instance: Option<String>,
+}
+
+/// Why a connection could not be resolved. Messages never contain credentials.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// The backend is not (or no longer) on the allow-list, or the reference is unusable.
+    #[error("connection lookup not allowed: {0}")]
+    NotAllowed(String),
+    /// The backend could not be reached, timed out or answered 5xx/408/429; worth retrying.
+    #[error("Essedum backend unreachable: {0}")]
+    Unreachable(String),
+    /// The backend does not know the connection (404 or an empty `connection`).
+    #[error("Essedum connection not found: {0}")]
+    NotFound(String),
+    /// The answer was unusable: not JSON, a field missing, a redirect or another 4xx.
+    #[error("Essedum backend gave an unusable answer: {0}")]
+    BadAnswer(String),
+}
+
+impl ConnectionError {
+    /// Whether trying again later may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, ConnectionError::Unreachable(_))
+    }
+}
+
+/// Credentials and settings of one Essedum connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionDetails {
+    pub access_key: String,
+    pub secret_key: Secret,
+    pub session_token: Option<Secret>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub name: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allow-list
+// ---------------------------------------------------------------------------------------------
+
+/// Base URLs of the Essedum backends the executor may call.
+#[derive(Clone, Debug, Default)]
+pub struct AllowList {
+    /// Parsed entries; their paths end with `/`.
+    entries: Vec<Url>,
+}
+
+impl AllowList {
+    /// Parses base URLs: each must be `http` or `https` with a host and no user info, query or
+    /// fragment. Paths are normalised to end with `/`.
+    pub fn parse(bases: &[String]) -> Result<AllowList, String> {
+        let mut entries: Vec<Url> = Vec::with_capacity(bases.len());
+        for raw in bases {
+            let base = raw.trim();
+            let mut url = Url::parse(base)
+                .map_err(|e| format!("allowed backend URL {base:?} is not a valid URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!(
+                    "allowed backend URL {base:?} must be http or https"
+                ));
+            }
+            if url.host().is_none() {
+                return Err(format!("allowed backend URL {base:?} has no host"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(format!(
+                    "allowed backend URL {base:?} must not contain user info"
+                ));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!(
+                    "allowed backend URL {base:?} must not have a query or fragment"
+                ));
+            }
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            if !entries.contains(&url) {
+                entries.push(url);
+            }
+        }
+        Ok(AllowList { entries })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The normalised entries.
+    pub fn entries(&self) -> Vec<String> {
+        self.entries.iter().map(Url::to_string).collect()
+    }
+
+    /// The allowed base URL (normalised) that `referer` belongs to: same scheme, host and
+    /// effective port, and a path under the entry's path. A Referer with user info is never
+    /// admitted. When several entries match, the one with the longest path wins.
+    pub fn admit(&self, referer: &str) -> Option<String> {
+        let url = Url::parse(referer.trim()).ok()?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return None;
+        }
+        let host = url.host()?;
+        let port = url.port_or_known_default()?;
+        let path = url.path();
+        self.entries
+            .iter()
+            .filter(|e| {
+                e.scheme() == url.scheme()
+                    && e.host().is_some_and(|h| same_host(&h, &host))
+                    && e.port_or_known_default() == Some(port)
+                    && under(path, e.path())
+            })
+            .max_by_key(|e| e.path().len())
+            .map(Url::to_string)
+    }
+
+    /// Whether `base_url` (as stored in a [`ConnectionRef`]) is exactly an allowed entry.
+    pub fn contains(&self, base_url: &str) -> bool {
+        self.entries.iter().any(|e| e.as_str() == base_url)
+    }
+
+    /// A [`ConnectionRef`] for a request from the backend that sent `referer`, or
+    /// [`ConnectionError::NotAllowed`].
+    pub fn reference(
+        &self,
+        referer: &str,
+        project: &str,
+        adapter_instance: &str,
+        is_instance: Option<&str>,
+    ) -> Result<ConnectionRef, ConnectionError> {
+        let base_url = self.admit(referer).ok_or_else(|| {
+            ConnectionError::NotAllowed("the Referer is not an allow-listed Essedum backend".into())
+        })?;
+        if project.is_empty() || adapter_instance.is_empty() {
+            return Err(ConnectionError::NotAllowed(
+                "project and adapter_instance are required to look up a connection".into(),
+            ));
+        }
+        Ok(ConnectionRef {
+            base_url,
+            project: project.to_owned(),
+            adapter_instance: adapter_instance.to_owned(),
+            is_instance: is_instance.filter(|s| !s.is_empty()).map(str::to_owned),
+        })
+    }
+}
+
+fn same_host(a: &Host<&str>, b: &Host<&str>) -> bool {
+    match (a, b) {
+        (Host::Domain(a), Host::Domain(b)) => a.eq_ignore_ascii_case(b),
+        _ => a == b,
+    }
+}
+
+/// Whether `path` lies under `base` (which ends with `/`); `/app` counts as under `/app/`.
+fn under(path: &str, base: &str) -> bool {
+    path.starts_with(base) || base.strip_suffix('/') == Some(path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolver
+// ---------------------------------------------------------------------------------------------
+
+/// Fetches and caches connection details from allow-listed Essedum backends.
+pub struct ConnectionResolver {
+    allow: AllowList,
+    client: reqwest::Client,
+    ttl: Duration,
+    authorization: Option<HeaderValue>,
+    cache: Mutex<HashMap<ConnectionRef, (Instant, Arc<ConnectionDetails>)>>,
+    calls: AtomicU64,
+}
+
+impl fmt::Debug for ConnectionResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionResolver")
+            .field("allow", &self.allow)
+            .field("ttl", &self.ttl)
+            .field("bearer_token", &self.authorization.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionResolver {
+    /// A resolver for the backends in `allow`. Each fetch is bounded by `timeout`; answers are
+    /// reused for `ttl` (zero = always fetch). Redirects are never followed. Fails for a token
+    /// that cannot be sent as a header, or for `https` entries (this build's HTTP client has no
+    /// TLS support).
+    pub fn new(
+        allow: AllowList,
+        timeout: Duration,
+        ttl: Duration,
+        bearer_token: Option<Secret>,
+    ) -> Result<ConnectionResolver, String> {
+        if let Some(https) = allow.entries.iter().find(|e| e.scheme() == "https") {
+            return Err(format!(
+                "allowed backend {https} uses https, but this build's HTTP client has no TLS \
+                 support; use an http base URL (e.g. through a local proxy)"
+            ));
+        }
+        let authorization = match bearer_token {
+            None => None,
+            Some(token) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        "the backend bearer token contains characters not allowed in an HTTP header"
+                            .to_owned()
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client for connection lookups: {e}"))?;
+        Ok(ConnectionResolver {
+            allow,
+            client,
+            ttl,
+            authorization,
+            cache: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    pub fn allow_list(&self) -> &AllowList {
+        &self.allow
+    }
+
+    /// Number of requests sent to backends so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Drops the cached answer for `r` (e.g. after AWS rejected its credentials).
+    pub fn forget(&self, r: &ConnectionRef) {
+        self.cache.lock().expect("connection cache lock").remove(r);
+    }
+
+    /// The details of connection `r`: from the cache while younger than the TTL, else fetched
+    /// from its backend, which must still be on the allow-list.
+    pub async fn resolve(
+        &self,
+        r: &ConnectionRef,
+    ) -> Result<Arc<ConnectionDetails>, ConnectionError> {
+        if !self.allow.contains(&r.base_url) {
+            return Err(ConnectionError::NotAllowed(format!(
+                "backend {} is not on the allow-list",
+                r.base_url
+            )));
+        }
+        if let Some((at, details)) = self.cache.lock().expect("connection cache lock").get(r)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(details.clone());
+        }
+        let details = Arc::new(self.fetch(r).await?);
+        let mut cache = self.cache.lock().expect("connection cache lock");
+        if cache.len() >= CACHE_PRUNE_AT {
+            let ttl = self.ttl;
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        if !self.ttl.is_zero() {
+            cache.insert(r.clone(), (Instant::now(), details.clone()));
+        }
+        Ok(details)
+    }
+
+    async fn fetch(&self, r: &ConnectionRef) -> Result<ConnectionDetails, ConnectionError> {
+        let url = lookup_url(r)?;
+        let what = describe(r);
+        let mut request = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(auth) = &self.authorization {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut response = request.send().await.map_err(|e| {
+            ConnectionError::Unreachable(format!("{what}: {}", transport_error(&e)))
+        })?;
+        let status = response.status();
+        if status.as_u16() == 404 {
+            return Err(ConnectionError::NotFound(format!(
+                "{what}: backend answered 404"
+            )));
+        }
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
+            return Err(ConnectionError::Unreachable(format!(
+                "{what}: backend answered {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(ConnectionError::BadAnswer(format!(
+                "{what}: backend answered {status}"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ConnectionError::Unreachable(format!("{what}: {}", transport_error(&e))))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(ConnectionError::BadAnswer(format!(
+                    "{what}: answer larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_answer(&body).map_err(|e| match e {
+            ConnectionError::NotFound(m) => ConnectionError::NotFound(format!("{what}: {m}")),
+            ConnectionError::BadAnswer(m) => ConnectionError::BadAnswer(format!("{what}: {m}")),
+            other => other,
+        })
+    }
+}
+
+/// `{base}api/aip/services/fetchConnectionDetailsByAdapterInstance?project=…&adapter_instance=…`
+fn lookup_url(r: &ConnectionRef) -> Result<Url, ConnectionError> {
+    let base = Url::parse(&r.base_url)
+        .map_err(|_| ConnectionError::NotAllowed(format!("invalid base URL {}", r.base_url)))?;
+    let mut url = base
+        .join(CONNECTION_ENDPOINT)
+        .map_err(|_| ConnectionError::NotAllowed(format!("invalid base URL {}", r.base_url)))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("project", &r.project);
+        q.append_pair("adapter_instance", &r.adapter_instance);
+        if let Some(i) = &r.is_instance {
+            q.append_pair("isInstance", i);
+        }
+    }
+    Ok(url)
+}
+
+fn describe(r: &ConnectionRef) -> String {
+    format!(
+        "connection of adapter instance {:?} in project {:?} at {}",
+        r.adapter_instance, r.project, r.base_url
+    )
+}
+
+/// A transport error, without the URL (already in the message) and with its causes.
+fn transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut out = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Describes a JSON syntax problem without quoting any of the input.
+fn json_problem(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+/// Parses the backend's answer
+/// `{"connection": {"name": "...", "connectionDetails": "<JSON string>"}}`.
+/// `connectionDetails` may also be an object.
+pub fn parse_answer(body: &[u8]) -> Result<ConnectionDetails, ConnectionError> {
+    let answer: Value = serde_json::from_slice(body).map_err(|e| {
+        ConnectionError::BadAnswer(format!("answer is not JSON ({})", json_problem(&e)))
+    })?;
+    let Value::Object(answer) = answer else {
+        return Err(ConnectionError::BadAnswer(
+            "answer is not a JSON object".into(),
+        ));
+    };
+    let connection = match answer.get("connection") {
+        None | Some(Value::Null) => {
+            return Err(ConnectionError::NotFound("answer has no connection".into()));
+        }
+        Some(Value::Object(c)) if c.is_empty() => {
+            return Err(ConnectionError::NotFound(
+                "answer has an empty connection".into(),
+            ));
+        }
+        Some(Value::Object(c)) => c,
+        Some(_) => {
+            return Err(ConnectionError::BadAnswer(
+                "`connection` is not an object".into(),
+            ));
+        }
+    };
+    let name = optional_string(connection, "name", "connection.name")?;
+    let details = match connection.get("connectionDetails") {
+        None | Some(Value::Null) => {
+            return Err(ConnectionError::BadAnswer(
+                "connection has no `connectionDetails`".into(),
+            ));
+        }
+        Some(Value::String(text)) => serde_json::from_str::<Value>(text).map_err(|e| {
+            ConnectionError::BadAnswer(format!(
+                "`connectionDetails` is not JSON ({})",
+                json_problem(&e)
+            ))
+        })?,
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            return Err(ConnectionError::BadAnswer(
+                "`connectionDetails` is neither a JSON string nor an object".into(),
+            ));
+        }
+    };
+    let Value::Object(details) = details else {
+        return Err(ConnectionError::BadAnswer(
+            "`connectionDetails` does not hold a JSON object".into(),
+        ));
+    };
+    let access_key = required_string(&details, "accessKey")?;
+    let secret_key = Secret::new(required_string(&details, "secretKey")?);
+    let session_token = optional_string(&details, "sessionToken", "sessionToken")?.map(Secret::new);
+    let region = optional_string(&details, "region", "region")?;
+    let bucket = optional_string(&details, "bucketName", "bucketName")?;
+    Ok(ConnectionDetails {
+        access_key,
+        secret_key,
+        session_token,
+        region,
+        bucket,
+        name,
+    })
+}
+
+fn required_string(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<String, ConnectionError> {
+    optional_string(obj, field, field)?
+        .ok_or_else(|| ConnectionError::BadAnswer(format!("connection details lack `{field}`")))
+}
+
+/// A string field; absent, null or blank is `None`; another type is an error naming `shown`.
+fn optional_string(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    shown: &str,
+) -> Result<Option<String>, ConnectionError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
+        Some(_) => Err(ConnectionError::BadAnswer(format!(
+            "`{shown}` is not a string"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allow(bases: &[&str]) -> AllowList {
+        AllowList::parse(&bases.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn parse_normalises_and_validates() {
+        let a = allow(&[
+            "http://Backend:8080",
+            "https://essedum.example/app",
+            "http://b/x/",
+        ]);
+        assert_eq!(
+            a.entries(),
+            vec![
+                "http://backend:8080/",
+                "https://essedum.example/app/",
+                "http://b/x/"
+            ]
+        );
+        assert!(!a.is_empty());
+        assert!(allow(&[]).is_empty());
+        // Default port is dropped.
+        assert_eq!(allow(&["http://b:80/"]).entries(), vec!["http://b/"]);
+        for bad in [
+            "ftp://backend/",
+            "backend:8080",
+            "http://user:pw@backend/",
+            "http://user@backend/",
+            "http://backend/?x=1",
+            "http://backend/#frag",
+            "file:///etc/passwd",
+            "not a url",
+            "",
+        ] {
+            assert!(AllowList::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admit_positive() {
+        let a = allow(&["http://backend:8080/"]);
+        assert_eq!(
+            a.admit("http://backend:8080/").as_deref(),
+            Some("http://backend:8080/")
+        );
+        assert_eq!(
+            a.admit("http://backend:8080").as_deref(),
+            Some("http://backend:8080/")
+        );
+        assert_eq!(
+            a.admit("http://BACKEND:8080/some/page?x=1#y").as_deref(),
+            Some("http://backend:8080/")
+        );
+        let a = allow(&["http://backend/"]);
+        assert_eq!(
+            a.admit("http://backend:80/").as_deref(),
+            Some("http://backend/")
+        );
+        assert_eq!(
+            a.admit("http://backend/").as_deref(),
+            Some("http://backend/")
+        );
+        let a = allow(&["https://ess.example/essedum"]);
+        assert_eq!(
+            a.admit("https://ess.example/essedum/").as_deref(),
+            Some("https://ess.example/essedum/")
+        );
+        assert_eq!(
+            a.admit("https://ess.example:443/essedum").as_deref(),
+            Some("https://ess.example/essedum/")
+        );
+        assert_eq!(
+            a.admit("https://ess.example/essedum/page").as_deref(),
+            Some("https://ess.example/essedum/")
+        );
+        let a = allow(&["http://127.0.0.1:9000/", "http://[::1]:9000/"]);
+        assert_eq!(
+            a.admit("http://127.0.0.1:9000/").as_deref(),
+            Some("http://127.0.0.1:9000/")
+        );
+        assert_eq!(
+            a.admit("http://[::1]:9000/x").as_deref(),
+            Some("http://[::1]:9000/")
+        );
+        // Longest matching path wins.
+        let a = allow(&["http://b/", "http://b/app/"]);
+        assert_eq!(a.admit("http://b/app/x").as_deref(), Some("http://b/app/"));
+        assert_eq!(a.admit("http://b/other").as_deref(), Some("http://b/"));
+    }
+
+    #[test]
+    fn admit_refuses_tricks() {
+        let a = allow(&["http://allowed.example/", "http://backend:8080/app/"]);
+        for bad in [
+            "http://allowed.example@evil/",
+            "http://allowed.example:80@evil/",
+            "http://allowed.example.evil.com/",
+            "http://evil.allowed.example/",
+            "http://evil/?http://allowed.example/",
+            "http://evil/#http://allowed.example/",
+            "http://evil/http://allowed.example/",
+            "http://user@allowed.example/",
+            "http://user:pw@allowed.example/",
+            "http://allowed.example:8080/",
+            "https://allowed.example/",
+            "http://backend:8081/app/",
+            "http://backend/app/",
+            "http://backend:8080/",
+            "http://backend:8080/application/",
+            "http://backend:8080/ap",
+            "http://backend:8080/app/../other/",
+            "http://backend:8080/app/%2e%2e/other/",
+            "http://allowed.example./",
+            "//allowed.example/",
+            "allowed.example",
+            "ftp://allowed.example/",
+            "",
+            "not a url",
+        ] {
+            assert_eq!(a.admit(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn reference_uses_allowed_entry_not_referer() {
+        let a = allow(&["http://backend:8080/"]);
+        let r = a
+            .reference(
+                "http://BACKEND:8080/ui/page?q=1",
+                "proj",
+                "ai-1",
+                Some("true"),
+            )
+            .unwrap();
+        assert_eq!(r.base_url, "http://backend:8080/");
+        assert_eq!(r.is_instance.as_deref(), Some("true"));
+        assert!(matches!(
+            a.reference("http://evil/", "proj", "ai", None),
+            Err(ConnectionError::NotAllowed(_))
+        ));
+        assert!(matches!(
+            a.reference("http://backend:8080/", "", "ai", None),
+            Err(ConnectionError::NotAllowed(_))
+        ));
+        // Stored form omits a missing is_instance.
+        let r = a.reference("http://backend:8080/", "p", "a", None).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"base_url":"http://backend:8080/","project":"p","adapter_instance":"a"}"#
+        );
+        let back: ConnectionRef =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn lookup_url_encodes_values() {
+        let r = ConnectionRef {
+            base_url: "http://backend:8080/app/".into(),
+            project: "my proj&x=1".into(),
+            adapter_instance: "a/b?c".into(),
+            is_instance: Some("true".into()),
+        };
+        assert_eq!(
+            lookup_url(&r).unwrap().as_str(),
+            "http://backend:8080/app/api/aip/services/fetchConnectionDetailsByAdapterInstance\
+             ?project=my+proj%26x%3D1&adapter_instance=a%2Fb%3Fc&isInstance=true"
+        );
+    }
+
+    fn answer(details: Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "connection": {"name": "aws-conn", "connectionDetails": details.to_string()}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn parses_full_answer() {
+        let d = parse_answer(&answer(serde_json::json!({
+            "accessKey": "AKIAEXAMPLE",
+            "secretKey": "SECRETVALUE",
+            "sessionToken": "TOKENVALUE",
+            "region": "eu-west-1",
+            "bucketName": "my-bucket",
+            "other": 42
+        })))
+        .unwrap();
+        assert_eq!(d.access_key, "AKIAEXAMPLE");
+        assert_eq!(d.secret_key.expose(), "SECRETVALUE");
+        assert_eq!(d.session_token.as_ref().unwrap().expose(), "TOKENVALUE");
+        assert_eq!(d.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(d.bucket.as_deref(), Some("my-bucket"));
+        assert_eq!(d.name.as_deref(), Some("aws-conn"));
+        let shown = format!("{d:?}");
+        assert!(
+            !shown.contains("SECRETVALUE") && !shown.contains("TOKENVALUE"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn parses_minimal_answer_and_object_details() {
+        let d = parse_answer(&answer(
+            serde_json::json!({"accessKey": "A", "secretKey": "S"}),
+        ))
+        .unwrap();
+        assert_eq!((d.region, d.bucket, d.session_token), (None, None, None));
+        let body = serde_json::json!({"connection": {"connectionDetails": {"accessKey": "A", "secretKey": "S", "sessionToken": ""}}});
+        let d = parse_answer(body.to_string().as_bytes()).unwrap();
+        assert_eq!(d.name, None);
+        assert_eq!(d.session_token, None);
+    }
+
+    #[test]
+    fn missing_fields_named_without_values() {
+        let err =
+            parse_answer(&answer(serde_json::json!({"secretKey": "SECRETVALUE"}))).unwrap_err();
+        assert!(
+            matches!(&err, ConnectionError::BadAnswer(m) if m.contains("accessKey")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("SECRETVALUE"));
+        let err = parse_answer(&answer(
+            serde_json::json!({"accessKey": "AKIAX", "secretKey": ""}),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConnectionError::BadAnswer(m) if m.contains("secretKey")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("AKIAX"));
+        let err = parse_answer(&answer(
+            serde_json::json!({"accessKey": "A", "secretKey": 12345678}),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConnectionError::BadAnswer(m) if m.contains("secretKey")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("12345678"));
+        assert!(!err.retryable());
+    }
+
+    #[test]
+    fn malformed_answers() {
+        // Invalid inner JSON: the message must not quote it.
+        let body = serde_json::json!({"connection": {"connectionDetails": "{\"secretKey\": \"SECRETVALUE\" oops"}});
+        let err = parse_answer(body.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(err, ConnectionError::BadAnswer(_)), "{err}");
+        assert!(!err.to_string().contains("SECRETVALUE"), "{err}");
+        let err = parse_answer(b"<html>SECRETVALUE</html>").unwrap_err();
+        assert!(matches!(err, ConnectionError::BadAnswer(_)));
+        assert!(!err.to_string().contains("SECRETVALUE"), "{err}");
+        for body in [
+            r#"[]"#,
+            r#"{"connection": "x"}"#,
+            r#"{"connection": {"name": "n"}}"#,
+            r#"{"connection": {"connectionDetails": "[1]"}}"#,
+            r#"{"connection": {"connectionDetails": 5}}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_answer(body.as_bytes()),
+                    Err(ConnectionError::BadAnswer(_))
+                ),
+                "{body}"
+            );
+        }
+        for body in [r#"{}"#, r#"{"connection": null}"#, r#"{"connection": {}}"#] {
+            assert!(
+                matches!(
+                    parse_answer(body.as_bytes()),
+                    Err(ConnectionError::NotFound(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn retryable_only_when_unreachable() {
+        assert!(ConnectionError::Unreachable("x".into()).retryable());
+        assert!(!ConnectionError::NotFound("x".into()).retryable());
+        assert!(!ConnectionError::NotAllowed("x".into()).retryable());
+        assert!(!ConnectionError::BadAnswer("x".into()).retryable());
+    }
+
+    #[test]
+    fn resolver_refuses_https_and_bad_tokens() {
+        let t = Duration::from_secs(1);
+        assert!(ConnectionResolver::new(allow(&["https://b/"]), t, t, None).is_err());
+        assert!(
+            ConnectionResolver::new(allow(&["http://b/"]), t, t, Some(Secret::new("a\nb")))
+                .is_err()
+        );
+        let r =
+            ConnectionResolver::new(allow(&["http://b/"]), t, t, Some(Secret::new("TOKENVALUE")))
+                .unwrap();
+        assert!(!format!("{r:?}").contains("TOKENVALUE"));
+    }
+
+    #[test]
+    fn resolve_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let t = Duration::from_secs(1);
+        let res = ConnectionResolver::new(allow(&["http://b/"]), t, t, None).unwrap();
+        let r = ConnectionRef {
+            base_url: "http://b/".into(),
+            project: "p".into(),
+            adapter_instance: "a".into(),
+            is_instance: None,
+        };
+        assert_send(&res.resolve(&r));
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<ConnectionResolver>();
+    }
+
+    #[tokio::test]
+    async fn resolve_refuses_refs_no_longer_allowed() {
+        let t = Duration::from_secs(1);
+        let res = ConnectionResolver::new(allow(&["http://b/"]), t, t, None).unwrap();
+        let r = ConnectionRef {
+            base_url: "http://old-backend/".into(),
+            project: "p".into(),
+            adapter_instance: "a".into(),
+            is_instance: None,
+        };
+        assert!(matches!(
+            res.resolve(&r).await,
+            Err(ConnectionError::NotAllowed(_))
+        ));
+        assert_eq!(res.calls(), 0);
+    }
+}
