@@ -1,0 +1,503 @@
+//! Essedum's remote-job API (ESSEDUM-CONTRACT.md section 2): scripts submitted to `/execute`
+//! (or `POST /api/service/v1/pipelines/training/custom_script`) and polled by task id. Each task
+//! is a script run (`workflows/script.toml`). The backend parses these replies strictly: the
+//! status words, the key names and the time format below are the contract.
+
+use super::auth::Caller;
+use super::body::RawBody;
+use super::operator::{owner_scope, state_of, visible};
+use super::scope::AwsScope;
+use super::{ApiError, AppState};
+use crate::clock::{Timestamp, from_db};
+use crate::model::{Kind, State};
+use crate::store::{CancelOutcome, NewRun, Run, RunFilter};
+use crate::workflows::script::{self, LOG_LIMIT, ScriptContext, ScriptRequest};
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+pub struct ExecuteApi(pub Option<AppState>);
+
+#[derive(poem_openapi::Tags)]
+enum Tag {
+    /// Essedum's remote-job API: scripts run as SageMaker Processing jobs.
+    Execute,
+}
+
+/// The object store the input artifacts are read from.
+#[derive(Object)]
+#[oai(rename = "ExecuteCredentials", deny_unknown_fields)]
+#[allow(dead_code)]
+struct CredentialsSchema {
+    /// The store's URL (`local` storage ignores it).
+    endpoint: String,
+    access_key: String,
+    /// Stored only encrypted; never logged or returned.
+    secret_key: String,
+}
+
+/// SageMaker settings of the job.
+#[derive(Object)]
+#[oai(rename = "ExecuteConfigs", deny_unknown_fields)]
+#[allow(dead_code)]
+struct ConfigsSchema {
+    /// Staging bucket for the script, inputs, outputs and log (default: `bucket`).
+    bucket: Option<String>,
+    /// With `aws_secret_access_key`: the AWS keys the job runs with (stored only encrypted).
+    /// Empty: the service's AWS credential chain.
+    aws_access_key_id: Option<String>,
+    aws_secret_access_key: Option<String>,
+    region_name: Option<String>,
+    /// The execution role of the processing job (required).
+    role: Option<String>,
+    py_version: Option<String>,
+    /// The container image that runs the command (required).
+    container: Option<String>,
+    /// A whole number (string or number), default 1.
+    instance_count: Option<String>,
+    /// Default `ml.t3.medium`.
+    instance_type: Option<String>,
+    /// A script file staged beside `run.sh` in the code directory.
+    source: Option<String>,
+}
+
+/// A script job. Every key is required and no other is accepted (400 otherwise); an empty or
+/// non-string value is 422, naming the field.
+#[derive(Object)]
+#[oai(rename = "ExecuteRequest", deny_unknown_fields)]
+#[allow(dead_code)]
+struct ExecuteRequestSchema {
+    /// The bucket the input artifacts are in (and the default staging bucket).
+    bucket: String,
+    project_id: String,
+    name: String,
+    version: String,
+    credentials: CredentialsSchema,
+    /// Comma-separated: keys in `bucket` or `s3://bucket/key` URIs (storage `s3`, `minio`), or
+    /// paths inside the data directory (storage `local`).
+    input_artifacts: String,
+    /// The shell command, run in the directory holding the input artifacts; files written to
+    /// `$OUTPUT_DIR` are the output artifacts.
+    command: String,
+    /// `local`, `minio` or `s3`.
+    storage: String,
+    /// Environment variables of the job (stored only encrypted); a string means none.
+    environment: HashMap<String, String>,
+    configs: ConfigsSchema,
+}
+
+/// The reply to a submitted script job.
+#[derive(Object)]
+pub struct TaskAccepted {
+    pub task_id: String,
+    /// Always `Submitted`.
+    pub task_status: String,
+    /// Where the job's log is kept once it ends (S3); read it with `getLog`.
+    pub log_path: String,
+}
+
+/// A script job's status, in the shape the Essedum backend parses.
+#[derive(Object)]
+pub struct TaskStatus {
+    pub task_id: String,
+    /// The SageMaker processing job's name (there is no local process).
+    pub pid: Option<String>,
+    /// `WAITING` (staging, submitting), `RUNNING`, `COMPLETED`, `ERROR` or `CANCELLED`.
+    pub task_status: String,
+    pub log_path: String,
+    /// Where the job's output artifacts are written (S3).
+    pub output_dir: String,
+    /// `yyyy-MM-dd HH:mm:ss.SSSSSSXXX`, UTC.
+    pub submitted: Option<String>,
+    /// When the processing job was confirmed (same format); set on every finished job.
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    /// Seconds from `started` to `finished`, on finished jobs.
+    pub timestamp: Option<f64>,
+    /// Why the job failed, on `ERROR`.
+    pub error: Option<String>,
+}
+
+/// The reply to `stop`.
+#[derive(Object)]
+pub struct TaskCancelled {
+    /// True when the job is being (or was) cancelled; false when it had already ended.
+    #[oai(rename = "Task cancelled")]
+    pub task_cancelled: bool,
+}
+
+/// The log so far.
+#[derive(Object)]
+pub struct TaskLogContent {
+    pub content: String,
+}
+
+#[derive(Object)]
+pub struct TaskLog {
+    pub logs: TaskLogContent,
+}
+
+#[derive(ApiResponse)]
+enum SubmitReply {
+    /// Accepted and stored; the job runs in the background.
+    #[oai(status = 201)]
+    Created(Json<TaskAccepted>),
+}
+
+/// The backend's time format: `2026-11-27 12:00:00.123456+00:00`.
+pub fn essedum_time(t: Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
+}
+
+/// The backend's status word for a script run.
+pub fn task_status(state: State) -> &'static str {
+    match state {
+        State::Uploading | State::Submitted => "WAITING",
+        State::Polling | State::Cancelling | State::Collecting => "RUNNING",
+        State::Done => "COMPLETED",
+        State::Failed => "ERROR",
+        State::Cancelled => "CANCELLED",
+    }
+}
+
+fn request_of(run: &Run) -> Result<ScriptRequest, ApiError> {
+    serde_json::from_value(run.request.clone()).map_err(|e| {
+        tracing::error!(run_id = %run.id, error = %e, "stored script request is unreadable");
+        ApiError::unavailable("the task's stored request is unreadable; see the service log")
+    })
+}
+
+fn context_of(run: &Run) -> ScriptContext {
+    serde_json::from_value(run.context.clone()).unwrap_or_default()
+}
+
+fn status_of(run: &Run) -> Result<TaskStatus, ApiError> {
+    let req = request_of(run)?;
+    let ctx = context_of(run);
+    let terminal = run.state.is_terminal();
+    let submitted = run.created_at;
+    let started = ctx
+        .started_at
+        .as_deref()
+        .and_then(from_db)
+        .or(terminal.then_some(submitted));
+    let finished = terminal.then_some(run.updated_at);
+    let timestamp = match (started, finished) {
+        (Some(s), Some(f)) => {
+            let micros = (f - s).num_microseconds().unwrap_or(0).max(0);
+            Some(micros as f64 / 1e6)
+        }
+        _ => None,
+    };
+    Ok(TaskStatus {
+        task_id: run.id.to_string(),
+        pid: Some(ctx.job.job_name.clone()),
+        task_status: task_status(run.state).into(),
+        log_path: req.log_path(run.id),
+        output_dir: req.output_dir(run.id),
+        submitted: Some(essedum_time(submitted)),
+        started: started.map(essedum_time),
+        finished: finished.map(essedum_time),
+        timestamp,
+        error: (run.state == State::Failed)
+            .then(|| run.last_error.clone())
+            .flatten(),
+    })
+}
+
+/// A task id from the path: 400 when it is not a UUID.
+fn task_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::bad_request(
+            format!("{id:?} is not a task id (a UUID)"),
+            Some("task_id"),
+        )
+    })
+}
+
+impl ExecuteApi {
+    async fn submit(
+        &self,
+        body: Value,
+        scope: &AwsScope,
+        caller: &Caller,
+    ) -> Result<SubmitReply, ApiError> {
+        let app = state_of(&self.0)?;
+        let (mut request, secret) = ScriptRequest::parse(body, &app.limits)?;
+        request.connection = scope.connection.clone();
+        let id = Uuid::now_v7();
+        let name = script::job_name(id);
+        let log_path = request.log_path(id);
+        let sealed = app.provider.seal(id, &secret);
+        app.store
+            .insert_run_with_secret(
+                NewRun {
+                    id,
+                    kind: Kind::Script,
+                    state: State::Uploading,
+                    request: serde_json::to_value(&request).expect("request serialises"),
+                    context: ScriptContext::new(name.clone()).to_value(),
+                    resource_name: Some(name.clone()),
+                    submitted_by: Some(caller.name.clone()),
+                    detail: format!("accepted; processing job name {name}"),
+                },
+                sealed,
+                app.clock.now(),
+            )
+            .await?;
+        app.wake.notify_one();
+        tracing::info!(run_id = %id, job = %name, "script task accepted");
+        Ok(SubmitReply::Created(Json(TaskAccepted {
+            task_id: id.to_string(),
+            task_status: "Submitted".into(),
+            log_path,
+        })))
+    }
+
+    /// The caller's script run `id`: 400 malformed, 404 unknown (or another submitter's).
+    async fn task(&self, id: &str, caller: &Caller) -> Result<(&AppState, Run), ApiError> {
+        let app = state_of(&self.0)?;
+        let id = task_id(id)?;
+        match visible(caller, app.store.get_run(id).await?) {
+            Some(run) if run.kind == Kind::Script => Ok((app, run)),
+            _ => Err(ApiError::not_found(format!("no task {id}"))),
+        }
+    }
+}
+
+#[OpenApi(tag = "Tag::Execute")]
+impl ExecuteApi {
+    /// Submit a script job: validated, stored (credentials and environment encrypted), then run
+    /// as a SageMaker Processing job in the background. Replies 201 at once.
+    #[oai(path = "/execute", method = "post")]
+    async fn execute(
+        &self,
+        body: Json<RawBody<ExecuteRequestSchema>>,
+        scope: Data<&AwsScope>,
+        caller: Data<&Caller>,
+    ) -> Result<SubmitReply, ApiError> {
+        self.submit(body.0.value, &scope, &caller).await
+    }
+
+    /// The same as `POST /execute`, on Essedum's training route for custom scripts. With a
+    /// configured connection lookup, the job uses the Essedum connection the query names.
+    #[oai(
+        path = "/api/service/v1/pipelines/training/custom_script",
+        method = "post"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn custom_script(
+        &self,
+        body: Json<RawBody<ExecuteRequestSchema>>,
+        #[oai(name = "adapter_instance")] _adapter_instance: Query<Option<String>>,
+        #[oai(name = "project")] _project: Query<Option<String>>,
+        #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
+        #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
+        #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        scope: Data<&AwsScope>,
+        caller: Data<&Caller>,
+    ) -> Result<SubmitReply, ApiError> {
+        self.submit(body.0.value, &scope, &caller).await
+    }
+
+    /// The last 100 script jobs, newest first.
+    #[oai(path = "/execute", method = "get")]
+    async fn list(&self, caller: Data<&Caller>) -> Result<Json<Vec<TaskStatus>>, ApiError> {
+        let app = state_of(&self.0)?;
+        let page = app
+            .store
+            .list_runs(&RunFilter {
+                kind: Some(Kind::Script),
+                submitted_by: owner_scope(&caller).map(str::to_string),
+                limit: 100,
+                ..RunFilter::default()
+            })
+            .await?;
+        Ok(Json(
+            page.runs
+                .iter()
+                .map(status_of)
+                .collect::<Result<Vec<_>, _>>()?,
+        ))
+    }
+
+    /// A script job's status.
+    #[oai(path = "/execute/:task_id/getStatus", method = "get")]
+    async fn get_status(
+        &self,
+        task_id: Path<String>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<TaskStatus>, ApiError> {
+        let (_, run) = self.task(&task_id.0, &caller).await?;
+        Ok(Json(status_of(&run)?))
+    }
+
+    /// Cancel a script job: its processing job is stopped and it ends `CANCELLED` (with the log
+    /// up to the stop). `false` when the job had already ended.
+    #[oai(path = "/execute/:task_id/stop", method = "get")]
+    async fn stop(
+        &self,
+        task_id: Path<String>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<TaskCancelled>, ApiError> {
+        let (app, run) = self.task(&task_id.0, &caller).await?;
+        let detail = format!("stop requested by {} (/execute)", caller.name);
+        let cancelled = match app
+            .store
+            .request_cancel(run.id, app.clock.now(), &detail)
+            .await?
+        {
+            CancelOutcome::Requested(_) => {
+                app.wake.notify_one();
+                true
+            }
+            CancelOutcome::AlreadyTerminal(state) => state == State::Cancelled,
+            CancelOutcome::NotFound => {
+                return Err(ApiError::not_found(format!("no task {}", run.id)));
+            }
+        };
+        Ok(Json(TaskCancelled {
+            task_cancelled: cancelled,
+        }))
+    }
+
+    /// The job's log so far: read from CloudWatch while it runs, from the collected copy once
+    /// it ended. Empty before the job starts.
+    #[oai(path = "/execute/:task_id/getLog", method = "get")]
+    async fn get_log(
+        &self,
+        task_id: Path<String>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<TaskLog>, ApiError> {
+        let (app, run) = self.task(&task_id.0, &caller).await?;
+        let req = request_of(&run)?;
+        let ctx = context_of(&run);
+        let aws = run_aws(app, &run, &req).await?;
+        let text = if ctx.log_collected {
+            aws.read_object_start(
+                &req.staging_bucket,
+                &ScriptRequest::log_key(run.id),
+                LOG_LIMIT as u64,
+            )
+            .await
+            .map_err(aws_unavailable)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+        } else if ctx.job_exists() {
+            aws.processing_job_log(&ctx.job.job_name, LOG_LIMIT)
+                .await
+                .map_err(aws_unavailable)?
+                .text
+        } else {
+            String::new()
+        };
+        Ok(Json(TaskLog {
+            logs: TaskLogContent { content: text },
+        }))
+    }
+
+    /// The job's output artifacts by file stem: `{"<stem>": {"content": ...}}` — the parsed
+    /// JSON of a `.json` file, else its text (at most 1 MiB each). Empty until the job ended.
+    #[oai(path = "/execute/:task_id/getOutputArtifacts", method = "get")]
+    async fn get_output_artifacts(
+        &self,
+        task_id: Path<String>,
+        caller: Data<&Caller>,
+    ) -> Result<Json<Value>, ApiError> {
+        const MAX_ARTIFACT: u64 = 1024 * 1024;
+        let (app, run) = self.task(&task_id.0, &caller).await?;
+        let req = request_of(&run)?;
+        let ctx = context_of(&run);
+        let aws = run_aws(app, &run, &req).await?;
+        let prefix = ScriptRequest::output_prefix(run.id);
+        let mut out = Map::new();
+        for rel in ctx.artifacts.iter().take(100) {
+            let Some(bytes) = aws
+                .read_object_start(&req.staging_bucket, &format!("{prefix}{rel}"), MAX_ARTIFACT)
+                .await
+                .map_err(aws_unavailable)?
+            else {
+                continue;
+            };
+            let stem = artifact_stem(rel);
+            let content = if rel.ends_with(".json") {
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            } else {
+                Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            };
+            let mut key = stem.clone();
+            let mut n = 2;
+            while out.contains_key(&key) {
+                key = format!("{stem}-{n}");
+                n += 1;
+            }
+            out.insert(key, serde_json::json!({ "content": content }));
+        }
+        Ok(Json(Value::Object(out)))
+    }
+}
+
+/// `dir/result.json` → `dir/result`.
+fn artifact_stem(rel: &str) -> String {
+    let (dir, file) = rel.rsplit_once('/').map_or(("", rel), |(d, f)| (d, f));
+    let stem = file
+        .rsplit_once('.')
+        .map_or(file, |(s, _)| if s.is_empty() { file } else { s });
+    if dir.is_empty() {
+        stem.to_string()
+    } else {
+        format!("{dir}/{stem}")
+    }
+}
+
+/// The AWS the run itself uses (its connection or sealed credentials).
+async fn run_aws(
+    app: &AppState,
+    run: &Run,
+    req: &ScriptRequest,
+) -> Result<std::sync::Arc<dyn crate::aws::AwsPort>, ApiError> {
+    let secret = match app.store.run_secret(run.id).await? {
+        Some(sealed) => app.provider.open(run.id, &sealed).map_err(aws_unavailable)?,
+        None => Default::default(),
+    };
+    app.provider
+        .for_run(req.connection.as_ref(), secret.aws.as_ref())
+        .await
+        .map_err(aws_unavailable)
+}
+
+fn aws_unavailable(e: crate::aws::AwsError) -> ApiError {
+    tracing::warn!(error = %e, "AWS call for a task failed");
+    ApiError::unavailable(format!("AWS is not answering as expected; try again: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_use_the_backends_pattern() {
+        let t = from_db("2026-11-27T12:00:00.123456Z").unwrap();
+        assert_eq!(essedum_time(t), "2026-11-27 12:00:00.123456+00:00");
+    }
+
+    #[test]
+    fn stems_drop_the_extension_only() {
+        assert_eq!(artifact_stem("result.json"), "result");
+        assert_eq!(artifact_stem("a/b.tar.gz"), "a/b.tar");
+        assert_eq!(artifact_stem(".env"), ".env");
+        assert_eq!(artifact_stem("README"), "README");
+    }
+
+    #[test]
+    fn every_state_has_a_backend_status_word() {
+        let words: Vec<&str> = State::ALL.into_iter().map(task_status).collect();
+        for w in &words {
+            assert!(["WAITING", "RUNNING", "COMPLETED", "ERROR", "CANCELLED"].contains(w));
+        }
+    }
+}

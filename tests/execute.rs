@@ -1,0 +1,488 @@
+//! Script jobs through Essedum's remote-job API (`/execute`), end to end: the real binary, a
+//! real SQLite file and the emulator's processing jobs, CloudWatch log and S3 outputs.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::{Emulator, Scratch, Service, unique};
+
+const STORAGE_SECRET: &str = "storage-secret-Zq81x";
+const AWS_SECRET: &str = "aws-secret-Kp44w";
+const ENV_SECRET: &str = "env-secret-Vb23n";
+
+/// A valid `/execute` body whose input is `s3://{bucket}/in/train.csv` in the emulator.
+fn body(emu: &Emulator, bucket: &str, env: Value) -> Value {
+    json!({
+        "bucket": bucket,
+        "project_id": "proj-7",
+        "name": "churn-script",
+        "version": "3",
+        "credentials": {"endpoint": emu.url(), "access_key": "test", "secret_key": STORAGE_SECRET},
+        "input_artifacts": "in/train.csv",
+        "command": "python3 train.py --epochs 2",
+        "storage": "s3",
+        "environment": env,
+        "configs": {
+            "bucket": "", "aws_access_key_id": "", "aws_secret_access_key": "",
+            "region_name": "", "role": "arn:aws:iam::123456789012:role/SageMakerRole",
+            "py_version": "3.11", "container": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sklearn:1",
+            "instance_count": "1", "instance_type": "ml.m5.large", "source": ""
+        }
+    })
+}
+
+async fn setup() -> (Scratch, Service, String) {
+    let emu = Emulator::shared();
+    let bucket = unique("exe");
+    emu.create_bucket(&bucket).await;
+    emu.put_object(&bucket, "in/train.csv", "a,b,label\n1,2,0\n")
+        .await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    (s, svc, bucket)
+}
+
+async fn submit(svc: &Service, body: &Value) -> String {
+    let (code, a) = svc.post("/execute", body).await;
+    assert_eq!(code, 201, "{a}");
+    assert_eq!(a["task_status"], "Submitted", "{a}");
+    assert!(a["log_path"].as_str().unwrap().starts_with("s3://"), "{a}");
+    a["task_id"].as_str().unwrap().to_string()
+}
+
+async fn status(svc: &Service, id: &str) -> Value {
+    let (code, s) = svc.get(&format!("/execute/{id}/getStatus")).await;
+    assert_eq!(code, 200, "{s}");
+    s
+}
+
+async fn wait_status(svc: &Service, id: &str, pred: impl Fn(&str) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(svc, id).await;
+        if pred(s["task_status"].as_str().unwrap_or("")) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "task {id}: {s}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn finished(word: &str) -> bool {
+    matches!(word, "COMPLETED" | "ERROR" | "CANCELLED")
+}
+
+/// Parses `yyyy-MM-dd HH:mm:ss.SSSSSSXXX` as the backend does; returns microseconds since the
+/// epoch (UTC), or None when the text does not match the pattern exactly.
+fn backend_time(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+    };
+    if b.len() < 27 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' || b[19] != b'.' {
+        return None;
+    }
+    let offset_secs = match &text[26..] {
+        "Z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (digits(27..29)? * 3600 + digits(30..32)? * 60)
+        }
+        _ => return None,
+    };
+    let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (h, mi, s, us) = (
+        digits(11..13)?,
+        digits(14..16)?,
+        digits(17..19)?,
+        digits(20..26)?,
+    );
+    // Days from civil (proleptic Gregorian).
+    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + s - offset_secs) * 1_000_000) + us)
+}
+
+/// The backend's parsing rules, replayed on a real reply: every key present, the status word
+/// one of its five (case-sensitive), times in its pattern, and finish = started + timestamp.
+fn assert_backend_accepts(s: &Value) {
+    for key in [
+        "task_id",
+        "pid",
+        "task_status",
+        "log_path",
+        "output_dir",
+        "submitted",
+        "started",
+        "finished",
+        "timestamp",
+    ] {
+        assert!(s.get(key).is_some(), "{key} missing from {s}");
+    }
+    let word = s["task_status"].as_str().unwrap();
+    assert!(
+        ["WAITING", "RUNNING", "COMPLETED", "ERROR", "CANCELLED"].contains(&word),
+        "{word}"
+    );
+    assert!(
+        backend_time(s["submitted"].as_str().unwrap()).is_some(),
+        "{s}"
+    );
+    if finished(word) {
+        let started = backend_time(s["started"].as_str().expect("started")).expect("pattern");
+        let finished = backend_time(s["finished"].as_str().expect("finished")).expect("pattern");
+        let elapsed = s["timestamp"].as_f64().expect("timestamp is a number");
+        assert!(elapsed >= 0.0, "{s}");
+        let computed = started + (elapsed * 1e6).round() as i64;
+        assert!((computed - finished).abs() <= 1, "{s}");
+        assert!(s["output_dir"].as_str().unwrap().starts_with("s3://"));
+    }
+}
+
+#[tokio::test]
+async fn script_job_completes_with_its_log_and_output_artifacts() {
+    let emu = Emulator::shared();
+    let (_s, svc, bucket) = setup().await;
+    let id = submit(&svc, &body(emu, &bucket, json!({"EPOCHS": "2"}))).await;
+    let first = status(&svc, &id).await;
+    assert_backend_accepts(&first);
+    let s = wait_status(&svc, &id, finished).await;
+    assert_eq!(s["task_status"], "COMPLETED", "{s}");
+    assert_backend_accepts(&s);
+
+    // The processing job ran the staged script on the staged input, with the environment.
+    let job = s["pid"].as_str().unwrap();
+    let d = emu
+        .sagemaker(
+            "DescribeProcessingJob",
+            json!({"ProcessingJobName": job}),
+        )
+        .await;
+    assert_eq!(d["ProcessingJobStatus"], "Completed", "{d}");
+    assert_eq!(d["Environment"]["EPOCHS"], "2", "{d}");
+    assert_eq!(d["Environment"]["ESSEDUM_PY_VERSION"], "3.11", "{d}");
+    let prefix = format!("essedum-executor/scripts/{id}/");
+    let script = emu
+        .get_object(&bucket, &format!("{prefix}code/run.sh"))
+        .await
+        .unwrap();
+    assert!(script.contains("\npython3 train.py --epochs 2\n"), "{script}");
+    assert_eq!(
+        emu.get_object(&bucket, &format!("{prefix}input/00-train.csv"))
+            .await
+            .as_deref(),
+        Some("a,b,label\n1,2,0\n")
+    );
+    assert_eq!(emu.job_stats("processing_jobs", job).await["creates"], 1);
+
+    let (code, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+    assert_eq!(code, 200, "{log}");
+    let content = log["logs"]["content"].as_str().unwrap();
+    assert!(
+        content.contains(&format!("emulated processing job {job} started")),
+        "{content}"
+    );
+    assert!(
+        content.contains(&format!("emulated processing job {job} finished")),
+        "{content}"
+    );
+    // The collected copy is where log_path says.
+    let kept = emu
+        .get_object(&bucket, &format!("{prefix}logs/job.log"))
+        .await
+        .unwrap();
+    assert_eq!(kept, content);
+
+    let (code, arts) = svc
+        .get(&format!("/execute/{id}/getOutputArtifacts"))
+        .await;
+    assert_eq!(code, 200, "{arts}");
+    assert_eq!(
+        arts,
+        json!({
+            "result": {"content": {"job": job, "status": "ok"}},
+            "metrics": {"content": "accuracy=0.93"}
+        })
+    );
+
+    // A finished task cannot be cancelled any more.
+    let (code, stop) = svc.get(&format!("/execute/{id}/stop")).await;
+    assert_eq!((code, &stop), (200, &json!({"Task cancelled": false})));
+    assert_eq!(status(&svc, &id).await["task_status"], "COMPLETED");
+
+    let (code, list) = svc.get("/execute").await;
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["task_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn failing_script_ends_in_error_with_its_log() {
+    let emu = Emulator::shared();
+    let (_s, svc, bucket) = setup().await;
+    let env = json!({
+        "_emulator_outcome": "Failed",
+        "_emulator_failure_reason": "AlgorithmError: division by zero",
+        "_emulator_log": "loading data\ntraining"
+    });
+    let id = submit(&svc, &body(emu, &bucket, env)).await;
+    let s = wait_status(&svc, &id, finished).await;
+    assert_eq!(s["task_status"], "ERROR", "{s}");
+    assert_backend_accepts(&s);
+    assert!(
+        s["error"].as_str().unwrap().contains("division by zero"),
+        "{s}"
+    );
+    let (_, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+    let content = log["logs"]["content"].as_str().unwrap();
+    assert_eq!(
+        content,
+        "loading data\ntraining\nERROR: AlgorithmError: division by zero\n"
+    );
+    let (_, arts) = svc
+        .get(&format!("/execute/{id}/getOutputArtifacts"))
+        .await;
+    assert_eq!(arts, json!({}));
+}
+
+#[tokio::test]
+async fn stop_stops_the_processing_job_and_ends_cancelled_with_the_log_so_far() {
+    let emu = Emulator::shared();
+    let (_s, svc, bucket) = setup().await;
+    let env = json!({"_emulator_polls": "1000", "_emulator_log": "epoch 1\nepoch 2\nepoch 3"});
+    let id = submit(&svc, &body(emu, &bucket, env)).await;
+    let running = wait_status(&svc, &id, |w| w == "RUNNING").await;
+    assert_backend_accepts(&running);
+    assert!(running["started"].is_string(), "{running}");
+    // While it runs, the log grows and can be read.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+        if log["logs"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("epoch 1\n")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log while running: {log}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (code, stop) = svc.get(&format!("/execute/{id}/stop")).await;
+    assert_eq!((code, &stop), (200, &json!({"Task cancelled": true})));
+    let s = wait_status(&svc, &id, finished).await;
+    assert_eq!(s["task_status"], "CANCELLED", "{s}");
+    assert_backend_accepts(&s);
+    let d = emu
+        .sagemaker(
+            "DescribeProcessingJob",
+            json!({"ProcessingJobName": s["pid"]}),
+        )
+        .await;
+    assert_eq!(d["ProcessingJobStatus"], "Stopped", "{d}");
+    let (_, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+    let content = log["logs"]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("epoch 1\n") && content.ends_with("stopped\n"),
+        "{content}"
+    );
+    let (_, again) = svc.get(&format!("/execute/{id}/stop")).await;
+    assert_eq!(again, json!({"Task cancelled": true}));
+}
+
+#[tokio::test]
+async fn restart_in_the_middle_of_a_script_job_creates_exactly_one_processing_job() {
+    let emu = Emulator::shared();
+    let bucket = unique("exe");
+    emu.create_bucket(&bucket).await;
+    emu.put_object(&bucket, "in/train.csv", "a,b\n1,2\n").await;
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec!["script.after_create".into()];
+    let svc = Service::start(config);
+    let id = submit(&svc, &body(emu, &bucket, json!({"_emulator_polls": "3"}))).await;
+    svc.stderr.wait_for(
+        "the failpoint",
+        Duration::from_secs(30),
+        |l| l == "FAILPOINT script.after_create",
+    );
+    // Killed after CreateProcessingJob was accepted, before the result was committed.
+    let svc = svc.kill_and_restart();
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    let job = st["pid"].as_str().unwrap();
+    let stats = emu.job_stats("processing_jobs", job).await;
+    assert_eq!(
+        (stats["creates"].as_u64(), stats["duplicate_creates"].as_u64()),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let history = run["history"].to_string();
+    assert!(history.contains("adopted"), "{history}");
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_with_the_field_and_nothing_is_stored() {
+    let emu = Emulator::shared();
+    let (_s, svc, bucket) = setup().await;
+    let good = body(emu, &bucket, json!({}));
+    let mut cases: Vec<(Value, u16, &str)> = vec![];
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("command");
+    cases.push((missing, 400, "command"));
+    let mut extra = good.clone();
+    extra["priority"] = json!("high");
+    cases.push((extra, 400, "priority"));
+    let mut cred = good.clone();
+    cred["credentials"].as_object_mut().unwrap().remove("endpoint");
+    cases.push((cred, 400, "credentials.endpoint"));
+    let mut empty = good.clone();
+    empty["name"] = json!("");
+    cases.push((empty, 422, "name"));
+    let mut number = good.clone();
+    number["version"] = json!(3);
+    cases.push((number, 422, "version"));
+    let mut storage = good.clone();
+    storage["storage"] = json!("ftp");
+    cases.push((storage, 422, "storage"));
+    let mut role = good.clone();
+    role["configs"]["role"] = json!("");
+    cases.push((role, 422, "configs.role"));
+    let mut half_keys = good.clone();
+    half_keys["configs"]["aws_access_key_id"] = json!("AKIAONLYHALF");
+    cases.push((half_keys, 422, "configs.aws_secret_access_key"));
+    let mut local = good.clone();
+    local["storage"] = json!("local");
+    local["input_artifacts"] = json!("../../etc/passwd");
+    cases.push((local, 422, "input_artifacts"));
+    for (b, want, field) in cases {
+        let (code, e) = svc.post("/execute", &b).await;
+        assert_eq!(code, want, "{field}: {e}");
+        assert_eq!(e["field"], field, "{e}");
+        assert!(e["error"].is_string(), "{e}");
+    }
+    let (code, e) = svc.post("/execute", &json!([1, 2])).await;
+    assert_eq!(code, 400, "{e}");
+    let (_, list) = svc.get("/execute").await;
+    assert_eq!(list, json!([]));
+    assert_eq!(svc.run_count().await, 0);
+}
+
+#[tokio::test]
+async fn task_ids_are_checked_on_every_route() {
+    let (_s, svc, _bucket) = setup().await;
+    for route in ["getStatus", "stop", "getLog", "getOutputArtifacts"] {
+        let (code, e) = svc.get(&format!("/execute/not-a-uuid/{route}")).await;
+        assert_eq!((code, e["field"].as_str()), (400, Some("task_id")), "{e}");
+        let (code, e) = svc
+            .get(&format!(
+                "/execute/0190a6a4-9d6c-7000-8000-000000000000/{route}"
+            ))
+            .await;
+        assert_eq!(code, 404, "{route}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn local_storage_stages_a_file_from_the_data_directory() {
+    let emu = Emulator::shared();
+    let (s, svc, bucket) = setup().await;
+    std::fs::write(s.data_dir().join("local.csv"), "x,y\n3,4\n").unwrap();
+    let mut b = body(emu, &bucket, json!(""));
+    b["storage"] = json!("local");
+    b["input_artifacts"] = json!("local.csv");
+    let id = submit(&svc, &b).await;
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    assert_eq!(
+        emu.get_object(
+            &bucket,
+            &format!("essedum-executor/scripts/{id}/input/00-local.csv")
+        )
+        .await
+        .as_deref(),
+        Some("x,y\n3,4\n")
+    );
+}
+
+#[tokio::test]
+async fn custom_script_route_takes_the_same_body() {
+    let emu = Emulator::shared();
+    let (_s, svc, bucket) = setup().await;
+    let (code, a) = svc
+        .post(
+            "/api/service/v1/pipelines/training/custom_script?project=p&adapter_instance=a&isCached=true",
+            &body(emu, &bucket, json!({})),
+        )
+        .await;
+    assert_eq!(code, 201, "{a}");
+    let id = a["task_id"].as_str().unwrap();
+    let st = wait_status(&svc, id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+}
+
+#[tokio::test]
+async fn no_secret_from_a_request_reaches_the_database_the_log_or_a_reply() {
+    let emu = Emulator::shared();
+    let (s, svc, bucket) = setup().await;
+    let mut b = body(emu, &bucket, json!({"API_TOKEN": ENV_SECRET}));
+    b["configs"]["aws_access_key_id"] = json!("AKIAREQUESTKEY");
+    b["configs"]["aws_secret_access_key"] = json!(AWS_SECRET);
+    let id = submit(&svc, &b).await;
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    // The job really got the sealed environment and ran with the request's credentials.
+    let d = emu
+        .sagemaker(
+            "DescribeProcessingJob",
+            json!({"ProcessingJobName": st["pid"]}),
+        )
+        .await;
+    assert_eq!(d["Environment"]["API_TOKEN"], ENV_SECRET);
+
+    let mut replies = vec![st.to_string()];
+    for path in [
+        "/execute".to_string(),
+        format!("/execute/{id}/getLog"),
+        format!("/execute/{id}/getOutputArtifacts"),
+        format!("/api/v1/runs/{id}"),
+        "/api/v1/runs".to_string(),
+    ] {
+        replies.push(svc.get(&path).await.1.to_string());
+    }
+    let mut svc = svc;
+    svc.terminate();
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(s.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            stored.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    let logs = svc.stderr.all().join("\n");
+    for secret in [STORAGE_SECRET, AWS_SECRET, ENV_SECRET] {
+        assert!(!stored.contains(secret), "{secret} is in the data directory");
+        assert!(!logs.contains(secret), "{secret} is in the service log");
+        for r in &replies {
+            assert!(!r.contains(secret), "{secret} is in a reply: {r}");
+        }
+    }
+    // The key file sits beside the database, readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.path().join("executor.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
