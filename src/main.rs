@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(*args).await,
         Command::HashToken => {
             let mut token = String::new();
             std::io::stdin()

@@ -2,7 +2,9 @@
 
 use poem::listener::{Acceptor, Listener};
 use sagemaker_executor::api::{self, AppState, Auth, HttpLimits};
-use sagemaker_executor::aws::AwsPort;
+use sagemaker_executor::aws::{AwsPort, AwsProvider};
+use sagemaker_executor::connection::{AllowList, ConnectionResolver};
+use sagemaker_executor::secrets::{Secret, SecretBox};
 use sagemaker_executor::aws::SdkAws;
 use sagemaker_executor::aws::sdk::AwsSettings;
 use sagemaker_executor::clock::{Clock, SystemClock};
@@ -31,29 +33,56 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         tracing::warn!(bind = %args.bind, "authentication is OFF: every caller has the operator role");
     }
+    if let Some(b) = &args.datasets_bucket {
+        sagemaker_executor::validate::bucket_name("datasets_bucket", b)
+            .map_err(|e| format!("EXECUTOR_DATASETS_BUCKET: {e}"))?;
+    }
     let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
     let store = Store::open(&args.db.database_url)
         .await
         .map_err(|e| format!("opening the store: {e}"))?;
-    let aws = SdkAws::from_env(AwsSettings {
+    let settings = AwsSettings {
         force_path_style: args.s3_force_path_style,
         operation_timeout: Duration::from_secs(args.aws_timeout_secs),
         multipart_threshold: args.multipart_threshold_bytes,
         ..AwsSettings::default()
-    })
-    .await;
+    };
+    let aws = SdkAws::from_env(settings.clone()).await;
     if aws.region().is_none() {
         return Err(
             "no AWS region is configured: set AWS_REGION (or a profile with a region)".into(),
         );
     }
     let aws: Arc<dyn AwsPort> = Arc::new(aws);
+    let key_file = args
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| default_key_file(&args.db.database_url));
+    let secrets = SecretBox::load(args.secret_key.as_deref(), &key_file)?;
+    let allow = AllowList::parse(&args.connection_allow)?;
+    let connections = if allow.is_empty() {
+        None
+    } else {
+        tracing::info!(backends = ?allow.entries(), "Essedum connection lookup is on");
+        Some(ConnectionResolver::new(
+            allow,
+            Duration::from_millis(args.connection_timeout_ms.max(1)),
+            Duration::from_secs(args.connection_cache_secs),
+            args.connection_token.clone().map(Secret::new),
+        )?)
+    };
+    let provider = Arc::new(AwsProvider::new(
+        aws.clone(),
+        settings,
+        connections,
+        Arc::new(secrets),
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Arc::new(
         Engine::new(
             store.clone(),
             clock.clone(),
-            aws.clone(),
+            provider.clone(),
             EngineConfig {
                 owner: args.worker_id.clone(),
                 max_concurrency: args.max_concurrency.max(1),
@@ -79,6 +108,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         definitions: Arc::new(definitions),
         aws,
+        provider,
+        datasets_bucket: args.datasets_bucket.clone(),
+        max_dataset_bytes: args.max_dataset_bytes,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -131,4 +163,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `executor.key` beside a SQLite database file (the working directory for other URLs).
+fn default_key_file(database_url: &str) -> std::path::PathBuf {
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .filter(|p| !p.is_empty() && *p != ":memory:");
+    match path.and_then(|p| std::path::Path::new(p).parent()) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("executor.key"),
+        _ => std::path::PathBuf::from("executor.key"),
+    }
 }

@@ -4,9 +4,11 @@
 
 pub mod auth;
 mod body;
+mod datasets;
 mod dto;
 mod endpoints;
 mod error;
+mod execute;
 mod health;
 mod inference;
 mod models;
@@ -41,6 +43,12 @@ pub struct AppState {
     /// For the few checks a request needs before it is accepted (AutoML's CSV header).
     pub aws: Arc<dyn AwsPort>,
     pub definitions: Arc<Vec<WorkflowDef>>,
+    /// The AWS of a connection or of a run's own credentials.
+    pub provider: Arc<crate::aws::AwsProvider>,
+    /// The bucket dataset routes use when a request names none.
+    pub datasets_bucket: Option<String>,
+    /// Largest dataset file (`POST /api/service/v1/datasets`); larger is refused while streaming.
+    pub max_dataset_bytes: u64,
 }
 
 pub type Apis = (
@@ -48,6 +56,8 @@ pub type Apis = (
     inference::InferenceApi,
     endpoints::EndpointsApi,
     models::ModelsApi,
+    datasets::DatasetsApi,
+    execute::ExecuteApi,
     operator::OperatorApi,
     health::HealthApi,
 );
@@ -59,6 +69,8 @@ pub fn openapi_service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
             inference::InferenceApi(state.clone()),
             endpoints::EndpointsApi(state.clone()),
             models::ModelsApi(state.clone()),
+            datasets::DatasetsApi(state.clone()),
+            execute::ExecuteApi(state.clone()),
             operator::OperatorApi(state.clone()),
             health::HealthApi(state),
         ),
@@ -95,7 +107,7 @@ pub struct HttpLimits {
 /// The whole HTTP application: routes, documentation, then (inside out) body size limit,
 /// authentication and timeout, JSON errors for everything, panic safety and security headers.
 pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
-    let default_aws = state.aws.clone();
+    let provider = state.provider.clone();
     let api = openapi_service(Some(state));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -104,7 +116,7 @@ pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         // Inside the auth guard, so an unauthenticated request triggers no connection lookup.
-        .around(move |ep, req| scope::attach(ep, req, default_aws.clone()))
+        .around(move |ep, req| scope::attach(ep, req, provider.clone()))
         .around(move |ep, req| auth::guard(ep, req, auth.clone(), limits))
         .catch_all_error(error::json_error)
         .with(CatchPanic::new().with_handler(|_| {

@@ -3,6 +3,7 @@
 //! SQLite file and a free loopback port, and small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod fake_backend;
 pub mod fault_proxy;
 
 use serde_json::{Value, json};
@@ -544,4 +545,196 @@ pub fn training_body(bucket: &str, outcome: &str, polls: u32) -> Value {
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
+}
+
+// ---- Datasets (S3 objects) -------------------------------------------------------------------
+
+impl Emulator {
+    /// An object's bytes, if it exists.
+    pub async fn get_object_bytes(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let r = client()
+            .get(format!("{}/{bucket}/{key}", self.url()))
+            .header("Authorization", FAKE_SIGNATURE)
+            .send()
+            .await
+            .unwrap();
+        if !r.status().is_success() {
+            return None;
+        }
+        Some(r.bytes().await.unwrap().to_vec())
+    }
+
+    /// Every key in a bucket under `prefix` (ListObjectsV2, all pages).
+    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = client()
+                .get(format!("{}/{bucket}", self.url()))
+                .header("Authorization", FAKE_SIGNATURE)
+                .query(&[("list-type", "2"), ("prefix", prefix)]);
+            if let Some(t) = &token {
+                req = req.query(&[("continuation-token", t.as_str())]);
+            }
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "list {bucket}: {}", r.status());
+            let xml = r.text().await.unwrap();
+            keys.extend(xml_values(&xml, "Key"));
+            token = xml_values(&xml, "NextContinuationToken").into_iter().next();
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    /// The multipart uploads still open in a bucket (ListMultipartUploads), as their keys.
+    pub async fn open_multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        let r = client()
+            .get(format!("{}/{bucket}?uploads", self.url()))
+            .header("Authorization", FAKE_SIGNATURE)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "uploads {bucket}: {}", r.status());
+        let xml = r.text().await.unwrap();
+        xml.split("<Upload>")
+            .skip(1)
+            .flat_map(|u| xml_values(u, "Key").into_iter().take(1))
+            .collect()
+    }
+}
+
+/// The texts of every `<tag>...</tag>` in an XML document (S3's replies are that simple).
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(open.as_str())
+        .skip(1)
+        .filter_map(|s| s.split_once(close.as_str()).map(|(v, _)| v))
+        .map(|v| {
+            v.replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+        })
+        .collect()
+}
+
+/// One part of a `multipart/form-data` body.
+pub enum FormPart<'a> {
+    Text(&'a str, &'a str),
+    /// Field name, file name (None: no `filename`), bytes.
+    File(&'a str, Option<&'a str>, &'a [u8]),
+}
+
+/// A `multipart/form-data` body with its content type, built by hand so that tests choose the
+/// order of the parts.
+pub fn form(parts: &[FormPart<'_>]) -> (String, Vec<u8>) {
+    let boundary = format!("test-boundary-{}", uuid::Uuid::new_v4().simple());
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match part {
+            FormPart::Text(name, value) => {
+                body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                        .as_bytes(),
+                );
+            }
+            FormPart::File(name, file_name, data) => {
+                let file_name = file_name
+                    .map(|f| format!("; filename=\"{f}\""))
+                    .unwrap_or_default();
+                body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"{file_name}\r\nContent-Type: text/csv\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(data);
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Service {
+    /// Sends a `multipart/form-data` body; the reply's status, JSON and headers.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        parts: &[FormPart<'_>],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let (content_type, body) = form(parts);
+        let r = client()
+            .post(self.url(path))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, r.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    /// A GET with the reply's headers too.
+    pub async fn get_with_headers(&self, path: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+        let r = client().get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, r.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = client().delete(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The value of one `/metrics` sample (0 when absent), e.g.
+    /// `executor_aws_calls_total{operation="UploadPart",outcome="ok"}`.
+    pub async fn metric(&self, sample: &str) -> u64 {
+        let text = client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0)
+    }
+}
+
+// ---- Regions (connections) -------------------------------------------------------------------
+
+impl Emulator {
+    /// One SageMaker API call straight to the emulator, signed for `region` (moto keeps regions
+    /// apart); the status and JSON reply, success or not.
+    pub async fn sagemaker_in(&self, region: &str, operation: &str, body: Value) -> (u16, Value) {
+        let r = client()
+            .post(format!("{}/", self.url()))
+            .header("X-Amz-Target", format!("SageMaker.{operation}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header(
+                "Authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=test/20260101/{region}/sagemaker/aws4_request, SignedHeaders=host, Signature=00"
+                ),
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
 }
