@@ -8,6 +8,7 @@ use super::dto::Tag;
 use super::error::ErrorBody;
 use super::operator::state_of;
 use super::raw::RawPayload;
+use super::scope::AwsScope;
 use crate::aws::{AwsError, AwsErrorKind};
 use crate::validate;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -74,7 +75,7 @@ impl From<AwsError> for InferError {
 /// What to send to the model: CSV and other bodies as they are; a JSON `{"S3Uri": ...}` as the
 /// CSV object it names; any other JSON as JSON.
 async fn model_input(
-    app: &super::AppState,
+    aws: &dyn crate::aws::AwsPort,
     payload: RawPayload,
 ) -> Result<(String, Vec<u8>), InferError> {
     if payload.body.is_empty() {
@@ -111,8 +112,7 @@ async fn model_input(
         })?;
     let rest = uri.trim_start_matches("s3://");
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-    let data = app
-        .aws
+    let data = aws
         .read_object_start(bucket, key, MAX_PAYLOAD + 1)
         .await
         .map_err(InferError::from)?;
@@ -208,6 +208,7 @@ impl EndpointsApi {
         &self,
         endpoint: &str,
         caller: &Caller,
+        scope: &AwsScope,
     ) -> Result<DeployReply, super::ApiError> {
         use crate::workflows::deployment::DeployContext;
         use crate::workflows::teardown::TeardownRequest;
@@ -229,7 +230,8 @@ impl EndpointsApi {
                     id: run_id,
                     kind: crate::model::Kind::Teardown,
                     state: crate::model::State::Submitted,
-                    request: serde_json::to_value(&req).expect("request serialises"),
+                    // The connection's reference (never its credentials) goes with the run.
+                    request: scope.tag(serde_json::to_value(&req).expect("request serialises")),
                     context: DeployContext::new(&req.endpoint_name).to_value(),
                     resource_name: None,
                     submitted_by: Some(caller.name.clone()),
@@ -278,8 +280,9 @@ impl EndpointsApi {
         #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<DeployReply, super::ApiError> {
-        self.teardown(&id.0, &caller).await
+        self.teardown(&id.0, &caller, &scope).await
     }
 
     /// The same as `undeploy_models` (Essedum calls both).
@@ -294,8 +297,9 @@ impl EndpointsApi {
         #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<DeployReply, super::ApiError> {
-        self.teardown(&id.0, &caller).await
+        self.teardown(&id.0, &caller, &scope).await
     }
 
     /// The endpoints this service deployed or tore down, newest first, each with its newest
@@ -342,10 +346,11 @@ impl EndpointsApi {
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        scope: Data<&AwsScope>,
     ) -> Result<Json<EndpointView>, super::ApiError> {
         let app = state_of(&self.0)?;
         let name = validate::sagemaker_name("id", &id.0)?;
-        let described = match app.aws.describe_endpoint(&name).await {
+        let described = match scope.aws.describe_endpoint(&name).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "DescribeEndpoint failed");
@@ -387,6 +392,7 @@ impl EndpointsApi {
         #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<DeployReply, super::ApiError> {
         use crate::workflows::deployment::{DeployContext, DeployRequest};
         let app = state_of(&self.0)?;
@@ -399,7 +405,8 @@ impl EndpointsApi {
                     id: run_id,
                     kind: crate::model::Kind::Deployment,
                     state: crate::model::State::Submitted,
-                    request: serde_json::to_value(&req).expect("request serialises"),
+                    // The connection's reference (never its credentials) goes with the run.
+                    request: scope.tag(serde_json::to_value(&req).expect("request serialises")),
                     context: DeployContext::new(&req.endpoint_name).to_value(),
                     resource_name: None,
                     submitted_by: Some(caller.name.clone()),
@@ -449,11 +456,12 @@ impl EndpointsApi {
         #[oai(name = "isOnline")] _is_online: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<RawPayload, InferError> {
-        let app = state_of(&self.0).map_err(|_| InferError::Busy(body("not serving", None), 1))?;
+        state_of(&self.0).map_err(|_| InferError::Busy(body("not serving", None), 1))?;
         let endpoint = validate::sagemaker_name("id", &id.0)
             .map_err(|e| InferError::BadRequest(body(e.to_string(), Some("id"))))?;
-        let (content_type, data) = model_input(app, payload).await?;
+        let (content_type, data) = model_input(scope.aws.as_ref(), payload).await?;
         let accept = accept.0.filter(|a| !a.is_empty() && a != "*/*");
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -463,7 +471,7 @@ impl EndpointsApi {
             .build();
         loop {
             let inference_id = uuid::Uuid::new_v4().to_string();
-            match app
+            match scope
                 .aws
                 .invoke_endpoint(
                     &endpoint,

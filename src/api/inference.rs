@@ -8,6 +8,7 @@ use super::auth::Caller;
 use super::body::RawBody;
 use super::dto::{EssedumJob, Stopping, Tag, essedum_job, essedum_list, essedum_type};
 use super::operator::{request_cancel, state_of, visible};
+use super::scope::AwsScope;
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
 use crate::store::{NewRun, Run};
@@ -104,6 +105,7 @@ impl InferenceApi {
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<SubmitReply, ApiError> {
         let app = state_of(&self.0)?;
         let mut request = TransformRequest::parse(body.0.value)?;
@@ -116,7 +118,7 @@ impl InferenceApi {
         // A name the caller chose may already belong to a job in SageMaker (names are never
         // reused there); adopting that job would be wrong, so it is refused up front.
         if let Some(chosen) = &request.job_name {
-            match app.aws.describe_transform_job(chosen).await {
+            match scope.aws.describe_transform_job(chosen).await {
                 Ok(None) => {}
                 Ok(Some(_)) => {
                     return Err(ApiError::conflict(format!(
@@ -140,7 +142,8 @@ impl InferenceApi {
                     id,
                     kind: Kind::Transform,
                     state: State::Submitted,
-                    request: serde_json::to_value(&request).expect("request serialises"),
+                    // The connection's reference (never its credentials) goes with the run.
+                    request: scope.tag(serde_json::to_value(&request).expect("request serialises")),
                     context: JobContext {
                         input_s3_uri: Some(request.spec.input_s3_uri.clone()),
                         ..JobContext::new(name.clone())

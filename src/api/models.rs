@@ -10,12 +10,14 @@
 use super::body::RawBody;
 use super::dto::{Tag, time};
 use super::operator::state_of;
+use super::scope::AwsScope;
 use super::{ApiError, AppState};
 use crate::aws::{
     AwsError, AwsErrorKind, ContainerSpec, EndpointConfigSpec, ModelSpec, VariantSpec,
 };
 use crate::store::OwnedKind;
 use crate::validate::{self, Fields, InputError, InputResult};
+use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use serde_json::Value;
@@ -330,11 +332,12 @@ impl ModelsApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        scope: Data<&AwsScope>,
     ) -> Result<RegisterReply, ApiError> {
         let app = state_of(&self.0)?;
         let spec = parse_model(body.0.value)?;
         let name = spec.model_name.clone();
-        let existing = app.aws.describe_model(&name).await.map_err(aws_failure)?;
+        let existing = scope.aws.describe_model(&name).await.map_err(aws_failure)?;
         let what = Registration {
             kind: OwnedKind::Model,
             noun: "model",
@@ -347,7 +350,7 @@ impl ModelsApi {
             what,
             existing,
             |e| same_model(e, &spec),
-            app.aws.create_model(&spec),
+            scope.aws.create_model(&spec),
         )
         .await
     }
@@ -391,10 +394,11 @@ impl ModelsApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        scope: Data<&AwsScope>,
     ) -> Result<Json<ResourceRecord>, ApiError> {
-        let app = state_of(&self.0)?;
+        state_of(&self.0)?;
         let name = validate::sagemaker_name("id", &id.0)?;
-        let (spec, arn) = app
+        let (spec, arn) = scope
             .aws
             .describe_model(&name)
             .await
@@ -421,6 +425,7 @@ impl ModelsApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        scope: Data<&AwsScope>,
     ) -> Result<Json<ModelDeleted>, ApiError> {
         let app = state_of(&self.0)?;
         let name = validate::sagemaker_name("id", &id.0)?;
@@ -431,7 +436,7 @@ impl ModelsApi {
                 users.join(", ")
             )));
         }
-        match app.aws.delete_model(&name).await {
+        match scope.aws.delete_model(&name).await {
             Ok(()) => {}
             Err(e) if e.kind == AwsErrorKind::NotFound => {
                 app.store.forget_owned(OwnedKind::Model, &name).await?;
@@ -457,11 +462,12 @@ impl ModelsApi {
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
+        scope: Data<&AwsScope>,
     ) -> Result<RegisterReply, ApiError> {
         let app = state_of(&self.0)?;
         let spec = parse_config(body.0.value)?;
         let name = spec.endpoint_config_name.clone();
-        let existing = app
+        let existing = scope
             .aws
             .describe_endpoint_config(&name)
             .await
@@ -478,7 +484,7 @@ impl ModelsApi {
             what,
             existing,
             |e| same_config(e, &spec),
-            app.aws.create_endpoint_config(&spec),
+            scope.aws.create_endpoint_config(&spec),
         )
         .await
     }

@@ -7,6 +7,7 @@ use super::auth::Caller;
 use super::body::RawBody;
 use super::dto::{EssedumJob, RunStatus, Stopping, Tag, essedum_job, essedum_list, essedum_type};
 use super::operator::{request_cancel, state_of, visible};
+use super::scope::AwsScope;
 use super::{ApiError, AppState};
 use crate::model::{Kind, State};
 use crate::store::{NewRun, Run};
@@ -150,6 +151,7 @@ impl TrainingApi {
         route_kind: Option<Kind>,
         origin: Origin,
         caller: &Caller,
+        scope: &AwsScope,
     ) -> Result<SubmitReply, ApiError> {
         let app = state_of(&self.0)?;
         // The base route takes either kind, by the body's `type`; the others their own.
@@ -165,7 +167,7 @@ impl TrainingApi {
         let id = Uuid::now_v7();
         let (kind, name, request) = if is_automl {
             let mut req = AutomlRequest::parse(body, &app.limits)?;
-            match req.check_target_column(app.aws.as_ref()).await {
+            match req.check_target_column(scope.aws.as_ref()).await {
                 Ok(checked) => checked?,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the AutoML input's header");
@@ -196,7 +198,8 @@ impl TrainingApi {
                     id,
                     kind,
                     state: State::Uploading,
-                    request: request.expect("request serialises"),
+                    // The connection's reference (never its credentials) goes with the run.
+                    request: scope.tag(request.expect("request serialises")),
                     context: JobContext::new(name.clone()).to_value(),
                     resource_name: Some(name.clone()),
                     submitted_by: Some(caller.name.clone()),
@@ -232,12 +235,13 @@ impl TrainingApi {
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<SubmitReply, ApiError> {
         let origin = Origin {
             project: project.0,
             adapter_instance: adapter_instance.0,
         };
-        self.submit(body.0.value, Some(Kind::Automl), origin, &caller)
+        self.submit(body.0.value, Some(Kind::Automl), origin, &caller, &scope)
             .await
     }
 
@@ -253,12 +257,14 @@ impl TrainingApi {
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<SubmitReply, ApiError> {
         let origin = Origin {
             project: project.0,
             adapter_instance: adapter_instance.0,
         };
-        self.submit(body.0.value, None, origin, &caller).await
+        self.submit(body.0.value, None, origin, &caller, &scope)
+            .await
     }
 
     /// Submit a training run (the route the Essedum backend calls).
@@ -272,12 +278,13 @@ impl TrainingApi {
         #[oai(name = "isInstance")] _is_instance: Query<Option<String>>,
         #[oai(name = "Referer")] _referer: Header<Option<String>>,
         caller: Data<&Caller>,
+        scope: Data<&AwsScope>,
     ) -> Result<SubmitReply, ApiError> {
         let origin = Origin {
             project: project.0,
             adapter_instance: adapter_instance.0,
         };
-        self.submit(body.0.value, Some(Kind::Training), origin, &caller)
+        self.submit(body.0.value, Some(Kind::Training), origin, &caller, &scope)
             .await
     }
 

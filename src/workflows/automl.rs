@@ -419,11 +419,18 @@ impl SageMakerJob for AutomlJob {
             config: Some(config),
             parent_run: Some(run.id.to_string()),
         };
+        let mut request = serde_json::to_value(&child).expect("request serialises");
+        // The child deploys with the parent's AWS: it carries the same connection reference.
+        if let (Some(connection), Some(map)) =
+            (run.request.get("connection"), request.as_object_mut())
+        {
+            map.insert("connection".into(), connection.clone());
+        }
         Ok(vec![NewRun {
             id: Uuid::now_v7(),
             kind: Kind::Deployment,
             state: crate::model::State::Submitted,
-            request: serde_json::to_value(&child).expect("request serialises"),
+            request,
             context: DeployContext::new(&endpoint).to_value(),
             resource_name: None,
             submitted_by: run.submitted_by.clone(),
@@ -502,5 +509,62 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn the_linked_deployment_carries_the_parents_connection() {
+        let body = json!({
+            "RoleArn": "arn:aws:iam::123456789012:role/R",
+            "Bucket": "bucket",
+            "inline_csv": "label,x\n1,2\n",
+            "target_attribute_name": "label",
+            "deploy": {"instance_type": "ml.m5.large", "instance_count": 1},
+        });
+        let req = AutomlRequest::parse(body, &limits()).unwrap();
+        let connection = json!({
+            "base_url": "http://backend.example/",
+            "project": "p1",
+            "adapter_instance": "a1",
+        });
+        // The stored request carries the reference; reading it back ignores the extra key.
+        let mut stored = serde_json::to_value(&req).unwrap();
+        stored["connection"] = connection.clone();
+        assert_eq!(
+            serde_json::from_value::<AutomlRequest>(stored.clone()).unwrap(),
+            req
+        );
+        let now = chrono::Utc::now();
+        let mut run = Run {
+            id: Uuid::now_v7(),
+            kind: Kind::Automl,
+            state: crate::model::State::Polling,
+            request: stored,
+            context: Value::Null,
+            resource_name: None,
+            attempt: 0,
+            version: 1,
+            next_due_at: None,
+            lease_owner: None,
+            lease_until: None,
+            cancel_requested: false,
+            last_error: None,
+            submitted_by: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let ctx = JobContext {
+            best_candidate: Some(json!({"InferenceContainers": [{"Image": "img:1"}]})),
+            ..JobContext::new(job_name(run.id))
+        };
+        let children = AutomlJob.on_done(&run, &ctx).unwrap();
+        assert_eq!(children.len(), 1);
+        assert_eq!(children[0].request["connection"], connection);
+        let child: DeployRequest = serde_json::from_value(children[0].request.clone()).unwrap();
+        assert_eq!(child.parent_run, Some(run.id.to_string()));
+
+        // Without a connection the child has none either.
+        run.request.as_object_mut().unwrap().remove("connection");
+        let children = AutomlJob.on_done(&run, &ctx).unwrap();
+        assert!(children[0].request.get("connection").is_none());
     }
 }

@@ -1,0 +1,307 @@
+//! Essedum connections end to end: the real binary, the emulator and a fake Essedum backend. A
+//! request naming a connection (`adapter_instance`, `project`, an allow-listed `Referer`) runs
+//! with that connection's credentials and region; the run stores only the reference and resolves
+//! it again after a restart; a Referer off the allow-list is refused before any outbound call.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use support::fake_backend::FakeBackend;
+use support::{Emulator, ROLE, Scratch, Service, client, training_body, unique};
+
+const WAIT: Duration = Duration::from_secs(60);
+const SECRET: &str = "connection-secret-value-123";
+const QUERY: &str = "adapter_instance=a1&project=p1&isCached=false&isInstance=false";
+
+/// The connection the fake backend hands out: another region than the service's default.
+fn details() -> Value {
+    json!({"accessKey": "AKIACONNECTION", "secretKey": SECRET, "region": "eu-west-1"})
+}
+
+/// A fake backend knowing connection (p1, a1), and a service allow-listing it (or, with
+/// `lookup` false, a service with connection lookup off).
+async fn setup(lookup: bool) -> (FakeBackend, Scratch, Service, String) {
+    let emu = Emulator::shared();
+    let bucket = unique("conn");
+    emu.create_bucket(&bucket).await;
+    let backend = FakeBackend::start().await;
+    backend.set_connection("p1", "a1", details());
+    let scratch = Scratch::new();
+    let mut config = scratch.config(emu.url());
+    if lookup {
+        config
+            .extra_env
+            .push(("EXECUTOR_CONNECTION_ALLOW".into(), backend.base_url()));
+    }
+    let svc = Service::start(config);
+    (backend, scratch, svc, bucket)
+}
+
+/// POSTs JSON with a `Referer`; the status and JSON reply.
+async fn post_from(svc: &Service, path: &str, referer: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(svc.url(path))
+        .header("Referer", referer)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// GETs with a `Referer`; the status and JSON reply.
+async fn get_from(svc: &Service, path: &str, referer: &str) -> (u16, Value) {
+    let r = client()
+        .get(svc.url(path))
+        .header("Referer", referer)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Whether training job `name` exists in `region` of the emulator.
+async fn training_job_in(region: &str, name: &str) -> Option<Value> {
+    let (code, d) = Emulator::shared()
+        .sagemaker_in(
+            region,
+            "DescribeTrainingJob",
+            json!({"TrainingJobName": name}),
+        )
+        .await;
+    match code {
+        200 => Some(d),
+        400 => None,
+        _ => panic!("DescribeTrainingJob {name} in {region}: {code} {d}"),
+    }
+}
+
+/// Submits a training run naming connection (p1, a1) from `referer`.
+async fn submit(svc: &Service, referer: &str, bucket: &str, polls: u32) -> (String, String) {
+    let (code, a) = post_from(
+        svc,
+        &format!("/api/service/v1/pipelines/training/train?{QUERY}"),
+        referer,
+        &training_body(bucket, "Completed", polls),
+    )
+    .await;
+    assert_eq!(code, 202, "{a}");
+    (
+        a["id"].as_str().unwrap().to_string(),
+        a["name"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The database file and its companions (`-wal`, `-shm`) hold no trace of `secret`.
+fn assert_not_in_database(db: &Path, secret: &str) {
+    let dir = db.parent().unwrap();
+    let stem = db.file_name().unwrap().to_str().unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(stem) {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{name} contains the connection's secret"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "no database file found in {}", dir.display());
+}
+
+fn assert_not_logged(svc: &Service, secret: &str) {
+    let lines = svc.stderr.all();
+    assert!(!lines.is_empty(), "the service logged nothing");
+    assert!(
+        !lines.iter().any(|l| l.contains(secret)),
+        "the service log contains the connection's secret"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_run_uses_the_connections_credentials_and_region() {
+    let (backend, scratch, svc, bucket) = setup(true).await;
+    let referer = format!("{}ui/pipelines", backend.base_url());
+    let (id, name) = submit(&svc, &referer, &bucket, 1).await;
+    assert!(
+        backend.calls() >= 1,
+        "the backend was asked for the connection"
+    );
+    assert_eq!(
+        backend.last_query().unwrap().get("adapter_instance"),
+        Some(&"a1".to_string())
+    );
+
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+
+    // The job lives in the connection's region, not in the service's default one.
+    let d = training_job_in("eu-west-1", &name)
+        .await
+        .expect("the job is in eu-west-1");
+    assert_eq!(d["TrainingJobStatus"], "Completed");
+    assert!(
+        d["TrainingJobArn"]
+            .as_str()
+            .unwrap()
+            .contains(":eu-west-1:"),
+        "{d}"
+    );
+    assert!(
+        training_job_in("us-east-1", &name).await.is_none(),
+        "the job must not be in us-east-1"
+    );
+    let stats = Emulator::shared().training_stats(&name).await;
+    assert_eq!(stats["creates"], 1, "{stats}");
+
+    // The run keeps the reference, never the credentials.
+    let (code, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(code, 200, "{run}");
+    assert_eq!(
+        run["request"]["connection"],
+        json!({"base_url": backend.base_url(), "project": "p1", "adapter_instance": "a1",
+               "is_instance": "false"})
+    );
+    let text = run.to_string();
+    assert!(!text.contains(SECRET), "{text}");
+    assert!(!text.contains("AKIACONNECTION"), "{text}");
+
+    assert_not_in_database(&scratch.db(), SECRET);
+    assert_not_logged(&svc, SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referer_off_the_allow_list_is_refused_without_an_outbound_call() {
+    let (backend, scratch, svc, bucket) = setup(true).await;
+    for path in [
+        format!("/api/service/v1/pipelines/training/train?{QUERY}"),
+        format!("/api/service/v1/pipelines/training?{QUERY}"),
+    ] {
+        let (code, err) = post_from(
+            &svc,
+            &path,
+            "http://evil.example:1/",
+            &training_body(&bucket, "Completed", 0),
+        )
+        .await;
+        assert_eq!(code, 403, "{err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{err}"
+        );
+    }
+    // Close lookalikes of the allowed backend are refused too.
+    let port = backend.addr().port();
+    for referer in [
+        format!("http://localhost:{port}/"),
+        format!("http://127.0.0.1:{}/", port.wrapping_add(1).max(1)),
+        format!("http://user@127.0.0.1:{port}/"),
+    ] {
+        let (code, err) = get_from(
+            &svc,
+            &format!("/api/service/v1/endpoints/some-endpoint?{QUERY}"),
+            &referer,
+        )
+        .await;
+        assert_eq!(code, 403, "{referer}: {err}");
+    }
+    assert_eq!(svc.run_count().await, 0, "nothing was persisted");
+    assert_eq!(backend.calls(), 0, "no outbound call was made");
+    assert_not_in_database(&scratch.db(), SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_run_resolves_its_connection_again() {
+    let (backend, scratch, svc, bucket) = setup(true).await;
+    let (id, name) = submit(&svc, &backend.base_url(), &bucket, 30).await;
+    svc.wait_run(&id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let before = backend.calls();
+    assert!(before >= 1);
+
+    // SIGKILL while polling; the new process has nothing of the connection in memory.
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert!(
+        backend.calls() > before,
+        "the connection was looked up again after the restart ({} calls, {before} before)",
+        backend.calls()
+    );
+    assert!(training_job_in("eu-west-1", &name).await.is_some());
+    assert!(training_job_in("us-east-1", &name).await.is_none());
+    let stats = Emulator::shared().training_stats(&name).await;
+    assert_eq!(stats["creates"], 1, "exactly one training job: {stats}");
+    assert_eq!(stats["duplicate_creates"], 0, "{stats}");
+    assert_eq!(svc.run_count().await, 1);
+
+    assert_not_in_database(&scratch.db(), SECRET);
+    assert_not_logged(&svc, SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_lookup_configured_the_default_chain_is_used() {
+    let (backend, scratch, svc, bucket) = setup(false).await;
+    let (id, name) = submit(&svc, &backend.base_url(), &bucket, 0).await;
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert!(training_job_in("us-east-1", &name).await.is_some());
+    assert!(training_job_in("eu-west-1", &name).await.is_none());
+    assert_eq!(backend.calls(), 0, "no lookup without an allow-list");
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert!(run["request"].get("connection").is_none(), "{run}");
+    // The query parameters still say where the run came from.
+    assert_eq!(run["request"]["origin"]["project"], "p1", "{run}");
+    assert_not_in_database(&scratch.db(), SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_registered_and_read_with_the_connection() {
+    let (backend, _scratch, svc, _bucket) = setup(true).await;
+    let model = unique("conn-model");
+    let body = json!({
+        "ModelName": model,
+        "ExecutionRoleArn": ROLE,
+        "Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/m:1"}],
+    });
+    let (code, rec) = post_from(
+        &svc,
+        &format!("/api/service/v1/models/register?{QUERY}"),
+        &backend.base_url(),
+        &body,
+    )
+    .await;
+    assert_eq!(code, 201, "{rec}");
+    assert!(
+        rec["container"].as_str().unwrap().contains(":eu-west-1:"),
+        "{rec}"
+    );
+    let emu = Emulator::shared();
+    let (code, _) = emu
+        .sagemaker_in("eu-west-1", "DescribeModel", json!({"ModelName": model}))
+        .await;
+    assert_eq!(code, 200, "the model is in eu-west-1");
+    let (code, _) = emu
+        .sagemaker_in("us-east-1", "DescribeModel", json!({"ModelName": model}))
+        .await;
+    assert_ne!(code, 200, "the model is not in us-east-1");
+
+    // Read through the connection it is there; through the default chain it is not.
+    let (code, got) = get_from(
+        &svc,
+        &format!("/api/service/v1/models/{model}?{QUERY}"),
+        &backend.base_url(),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    let (code, got) = svc.get(&format!("/api/service/v1/models/{model}")).await;
+    assert_eq!(code, 404, "{got}");
+}
