@@ -2,14 +2,14 @@
 
 use poem::listener::{Acceptor, Listener};
 use sagemaker_executor::api::{self, AppState, Auth, HttpLimits};
-use sagemaker_executor::aws::{AwsPort, AwsProvider};
-use sagemaker_executor::connection::{AllowList, ConnectionResolver};
-use sagemaker_executor::secrets::{Secret, SecretBox};
 use sagemaker_executor::aws::SdkAws;
 use sagemaker_executor::aws::sdk::AwsSettings;
+use sagemaker_executor::aws::{AwsPort, AwsProvider};
 use sagemaker_executor::clock::{Clock, SystemClock};
 use sagemaker_executor::config::ServeArgs;
+use sagemaker_executor::connection::{AllowList, ConnectionResolver};
 use sagemaker_executor::engine::{Engine, EngineConfig};
+use sagemaker_executor::secrets::{Secret, SecretBox};
 use sagemaker_executor::store::Store;
 use sagemaker_executor::workflows::{self, input::InputLimits};
 use std::sync::Arc;

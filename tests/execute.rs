@@ -79,7 +79,9 @@ fn backend_time(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let digits = |r: std::ops::Range<usize>| -> Option<i64> {
         let s = text.get(r)?;
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
     };
     if b.len() < 27 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' {
         return None;
@@ -103,7 +105,11 @@ fn backend_time(text: &str) -> Option<i64> {
         digits(20..26)?,
     );
     // Days from civil (proleptic Gregorian).
-    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
     let doy = (153 * m2 + 2) / 5 + d - 1;
@@ -162,10 +168,7 @@ async fn script_job_completes_with_its_log_and_output_artifacts() {
     // The processing job ran the staged script on the staged input, with the environment.
     let job = s["pid"].as_str().unwrap();
     let d = emu
-        .sagemaker(
-            "DescribeProcessingJob",
-            json!({"ProcessingJobName": job}),
-        )
+        .sagemaker("DescribeProcessingJob", json!({"ProcessingJobName": job}))
         .await;
     assert_eq!(d["ProcessingJobStatus"], "Completed", "{d}");
     assert_eq!(d["Environment"]["EPOCHS"], "2", "{d}");
@@ -175,7 +178,10 @@ async fn script_job_completes_with_its_log_and_output_artifacts() {
         .get_object(&bucket, &format!("{prefix}code/run.sh"))
         .await
         .unwrap();
-    assert!(script.contains("\npython3 train.py --epochs 2\n"), "{script}");
+    assert!(
+        script.contains("\npython3 train.py --epochs 2\n"),
+        "{script}"
+    );
     assert_eq!(
         emu.get_object(&bucket, &format!("{prefix}input/00-train.csv"))
             .await
@@ -202,9 +208,7 @@ async fn script_job_completes_with_its_log_and_output_artifacts() {
         .unwrap();
     assert_eq!(kept, content);
 
-    let (code, arts) = svc
-        .get(&format!("/execute/{id}/getOutputArtifacts"))
-        .await;
+    let (code, arts) = svc.get(&format!("/execute/{id}/getOutputArtifacts")).await;
     assert_eq!(code, 200, "{arts}");
     assert_eq!(
         arts,
@@ -248,9 +252,7 @@ async fn failing_script_ends_in_error_with_its_log() {
         content,
         "loading data\ntraining\nERROR: AlgorithmError: division by zero\n"
     );
-    let (_, arts) = svc
-        .get(&format!("/execute/{id}/getOutputArtifacts"))
-        .await;
+    let (_, arts) = svc.get(&format!("/execute/{id}/getOutputArtifacts")).await;
     assert_eq!(arts, json!({}));
 }
 
@@ -310,11 +312,10 @@ async fn restart_in_the_middle_of_a_script_job_creates_exactly_one_processing_jo
     config.failpoints = vec!["script.after_create".into()];
     let svc = Service::start(config);
     let id = submit(&svc, &body(emu, &bucket, json!({"_emulator_polls": "3"}))).await;
-    svc.stderr.wait_for(
-        "the failpoint",
-        Duration::from_secs(30),
-        |l| l == "FAILPOINT script.after_create",
-    );
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT script.after_create"
+        });
     // Killed after CreateProcessingJob was accepted, before the result was committed.
     let svc = svc.kill_and_restart();
     let st = wait_status(&svc, &id, finished).await;
@@ -322,7 +323,10 @@ async fn restart_in_the_middle_of_a_script_job_creates_exactly_one_processing_jo
     let job = st["pid"].as_str().unwrap();
     let stats = emu.job_stats("processing_jobs", job).await;
     assert_eq!(
-        (stats["creates"].as_u64(), stats["duplicate_creates"].as_u64()),
+        (
+            stats["creates"].as_u64(),
+            stats["duplicate_creates"].as_u64()
+        ),
         (Some(1), Some(0)),
         "{stats}"
     );
@@ -344,7 +348,10 @@ async fn bad_bodies_are_refused_with_the_field_and_nothing_is_stored() {
     extra["priority"] = json!("high");
     cases.push((extra, 400, "priority"));
     let mut cred = good.clone();
-    cred["credentials"].as_object_mut().unwrap().remove("endpoint");
+    cred["credentials"]
+        .as_object_mut()
+        .unwrap()
+        .remove("endpoint");
     cases.push((cred, 400, "credentials.endpoint"));
     let mut empty = good.clone();
     empty["name"] = json!("");
@@ -472,7 +479,10 @@ async fn no_secret_from_a_request_reaches_the_database_the_log_or_a_reply() {
     let stored = String::from_utf8_lossy(&stored);
     let logs = svc.stderr.all().join("\n");
     for secret in [STORAGE_SECRET, AWS_SECRET, ENV_SECRET] {
-        assert!(!stored.contains(secret), "{secret} is in the data directory");
+        assert!(
+            !stored.contains(secret),
+            "{secret} is in the data directory"
+        );
         assert!(!logs.contains(secret), "{secret} is in the service log");
         for r in &replies {
             assert!(!r.contains(secret), "{secret} is in a reply: {r}");

@@ -211,10 +211,7 @@ fn status_of(run: &Run) -> Result<TaskStatus, ApiError> {
 /// A task id from the path: 400 when it is not a UUID.
 fn task_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| {
-        ApiError::bad_request(
-            format!("{id:?} is not a task id (a UUID)"),
-            Some("task_id"),
-        )
+        ApiError::bad_request(format!("{id:?} is not a task id (a UUID)"), Some("task_id"))
     })
 }
 
@@ -461,7 +458,10 @@ async fn run_aws(
     req: &ScriptRequest,
 ) -> Result<std::sync::Arc<dyn crate::aws::AwsPort>, ApiError> {
     let secret = match app.store.run_secret(run.id).await? {
-        Some(sealed) => app.provider.open(run.id, &sealed).map_err(aws_unavailable)?,
+        Some(sealed) => app
+            .provider
+            .open(run.id, &sealed)
+            .map_err(aws_unavailable)?,
         None => Default::default(),
     };
     app.provider

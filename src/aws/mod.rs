@@ -11,9 +11,9 @@ pub mod provider;
 pub mod sdk;
 
 pub use classify::classify;
+pub use objects::{ObjectInfo, ObjectPage, ObjectStore, UploadBody};
 pub use provider::{AwsProvider, AwsTarget, RunSecret, StaticCredentials};
 pub use sdk::SdkAws;
-pub use objects::{ObjectInfo, ObjectPage, ObjectStore, UploadBody};
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;

@@ -114,8 +114,7 @@ impl AwsProvider {
 
     /// Seals a run's secret; the run id is the associated data, so the blob only opens for it.
     pub fn seal(&self, run_id: uuid::Uuid, secret: &RunSecret) -> Vec<u8> {
-        self.secrets
-            .seal_json(secret, run_id.as_bytes())
+        self.secrets.seal_json(secret, run_id.as_bytes())
     }
 
     /// Opens a run's sealed secret.

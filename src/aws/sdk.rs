@@ -4,8 +4,8 @@ mod objects;
 
 use super::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec,
-    EndpointDescription, InvokeOutput, JobDescription, ModelSpec, TrainingJobSpec,
-    JobLog, ProcessingJobSpec, TransformJobSpec, VariantSpec, classify,
+    EndpointDescription, InvokeOutput, JobDescription, JobLog, ModelSpec, ProcessingJobSpec,
+    TrainingJobSpec, TransformJobSpec, VariantSpec, classify,
 };
 use crate::metrics;
 use async_trait::async_trait;
@@ -663,7 +663,7 @@ impl AwsPort for SdkAws {
         use aws_sdk_sagemaker::types::{
             AppSpecification, ProcessingClusterConfig, ProcessingInput, ProcessingInstanceType,
             ProcessingOutput, ProcessingOutputConfig, ProcessingResources, ProcessingS3DataType,
-            ProcessingS3InputMode, ProcessingS3Input, ProcessingS3Output, ProcessingS3UploadMode,
+            ProcessingS3Input, ProcessingS3InputMode, ProcessingS3Output, ProcessingS3UploadMode,
             ProcessingStoppingCondition, Tag,
         };
         const OP: &str = "CreateProcessingJob";
@@ -682,7 +682,9 @@ impl AwsPort for SdkAws {
                 ProcessingResources::builder()
                     .cluster_config(
                         ProcessingClusterConfig::builder()
-                            .instance_type(ProcessingInstanceType::from(spec.instance_type.as_str()))
+                            .instance_type(ProcessingInstanceType::from(
+                                spec.instance_type.as_str(),
+                            ))
                             .instance_count(spec.instance_count)
                             .volume_size_in_gb(spec.volume_size_gb)
                             .build(),

@@ -19,11 +19,11 @@
 //! is a history row, and a run that runs out of attempts is Failed with its last error.
 
 use crate::aws::{AwsProvider, RunSecret};
-use crate::connection::ConnectionRef;
-use crate::store::Run;
 use crate::clock::{self, Clock};
+use crate::connection::ConnectionRef;
 use crate::metrics;
 use crate::model::{ErrorClass, Kind, State};
+use crate::store::Run;
 use crate::store::{self, ClaimedRun, Store, Transition, TransitionOutcome};
 use crate::workflows::{
     DefinitionError, Due, RetryPolicy, StepContext, StepError, StepOutput, Workflow, WorkflowDef,
@@ -289,14 +289,10 @@ impl Engine {
                 StepError::terminal(format!("stored connection reference is unreadable: {e}"))
             })?),
         };
-        let secret = match self
-            .store
-            .run_secret(run.id)
-            .await
-            .map_err(|e| StepError {
-                class: ErrorClass::Retryable,
-                message: format!("reading the run's credentials: {e}"),
-            })? {
+        let secret = match self.store.run_secret(run.id).await.map_err(|e| StepError {
+            class: ErrorClass::Retryable,
+            message: format!("reading the run's credentials: {e}"),
+        })? {
             Some(sealed) => self.provider.open(run.id, &sealed)?,
             None => RunSecret::default(),
         };

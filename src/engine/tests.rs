@@ -2,10 +2,10 @@
 //! (The emulator-backed tests in `tests/` cover the same paths through the real SDK.)
 
 use super::*;
+use crate::aws::AwsPort;
 use crate::aws::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsResult, JobDescription, TrainingJobSpec,
 };
-use crate::aws::AwsPort;
 use crate::clock::ManualClock;
 use crate::store::NewRun;
 use crate::workflows::input::InputLimits;
@@ -56,20 +56,29 @@ impl crate::aws::ObjectStore for FakeAws {
     async fn copy_object(&self, _: &str, _: &str, _: &str, _: &str) -> AwsResult<()> {
         unimplemented!()
     }
-    async fn download_to_file(&self, _: &str, _: &str, _: &std::path::Path, _: u64) -> AwsResult<u64> {
+    async fn download_to_file(
+        &self,
+        _: &str,
+        _: &str,
+        _: &std::path::Path,
+        _: u64,
+    ) -> AwsResult<u64> {
         unimplemented!()
     }
-    async fn upload_stream(&self, _: &str, _: &str, _: &str, _: crate::aws::UploadBody) -> AwsResult<u64> {
+    async fn upload_stream(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: crate::aws::UploadBody,
+    ) -> AwsResult<u64> {
         unimplemented!()
     }
 }
 
 #[async_trait]
 impl AwsPort for FakeAws {
-    async fn create_processing_job(
-        &self,
-        _: &crate::aws::ProcessingJobSpec,
-    ) -> AwsResult<String> {
+    async fn create_processing_job(&self, _: &crate::aws::ProcessingJobSpec) -> AwsResult<String> {
         unimplemented!()
     }
     async fn describe_processing_job(&self, _: &str) -> AwsResult<Option<JobDescription>> {

@@ -104,11 +104,7 @@ impl DataSpec {
                 InputSource::InlineCsv { csv }
             }
             _ => InputSource::LocalFile {
-                path: local_path(
-                    "local_dataset_path",
-                    &f.str("local_dataset_path")?,
-                    limits,
-                )?,
+                path: local_path("local_dataset_path", &f.str("local_dataset_path")?, limits)?,
             },
         };
         let content_type = match f.opt_str("content_type")? {

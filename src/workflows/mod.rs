@@ -6,8 +6,8 @@ pub mod definition;
 pub mod deployment;
 pub mod input;
 pub mod job;
-pub mod teardown;
 pub mod script;
+pub mod teardown;
 pub mod training;
 pub mod transform;
 

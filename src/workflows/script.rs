@@ -215,7 +215,10 @@ fn store_artifact(field: &str, entry: &str, bucket: &str) -> InputResult<Artifac
             let (b, k) = rest.split_once('/').unwrap_or((rest, ""));
             (validate::bucket_name(field, b)?, k.to_string())
         }
-        None => (bucket.to_string(), entry.trim_start_matches('/').to_string()),
+        None => (
+            bucket.to_string(),
+            entry.trim_start_matches('/').to_string(),
+        ),
     };
     if key.is_empty() || key.ends_with('/') || key.len() > 1024 {
         return Err(InputError::invalid(
@@ -358,12 +361,13 @@ impl ScriptRequest {
             Some(Value::String(s)) => s.trim().parse::<i32>().map_err(|_| {
                 InputError::invalid("configs.instance_count", "must be a whole number")
             })?,
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .and_then(|n| i32::try_from(n).ok())
-                .ok_or_else(|| {
-                    InputError::invalid("configs.instance_count", "must be a whole number")
-                })?,
+            Some(Value::Number(n)) => {
+                n.as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        InputError::invalid("configs.instance_count", "must be a whole number")
+                    })?
+            }
             Some(_) => {
                 return Err(InputError::invalid(
                     "configs.instance_count",
@@ -478,7 +482,11 @@ impl ScriptRequest {
 
     /// `s3://` location the job's outputs are written to.
     pub fn output_dir(&self, run_id: Uuid) -> String {
-        format!("s3://{}/{}", self.staging_bucket, Self::output_prefix(run_id))
+        format!(
+            "s3://{}/{}",
+            self.staging_bucket,
+            Self::output_prefix(run_id)
+        )
     }
 
     /// What Uploading stages, in order: the script, the source file, the input artifacts.
@@ -529,8 +537,7 @@ fn instance_type(field: &str, t: String) -> InputResult<String> {
 fn region(field: &str, r: String) -> InputResult<String> {
     let ok = r.len() <= 32
         && r.split('-').count() >= 3
-        && r
-            .chars()
+        && r.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(r)
@@ -740,9 +747,8 @@ async fn job_step(
 ) -> Result<StepOutput, StepError> {
     let inner = ctx.job.clone();
     let mut out = match run.state {
-        Submitted if run.cancel_requested => {
-            StepOutput::to(Cancelling, inner.to_value()).detail("cancel requested before the job was confirmed")
-        }
+        Submitted if run.cancel_requested => StepOutput::to(Cancelling, inner.to_value())
+            .detail("cancel requested before the job was confirmed"),
         Submitted => job::submit(job, run, inner, cx).await?,
         Polling if run.cancel_requested => {
             StepOutput::to(Cancelling, inner.to_value()).detail("cancel requested")
@@ -804,10 +810,8 @@ async fn upload(
                 key: from_key,
             }) => {
                 let store = cx.provider.port(&secrets(cx)?.storage).await;
-                let tmp = std::env::temp_dir().join(format!(
-                    "sagemaker-executor-{}-{}",
-                    run.id, ctx.staged
-                ));
+                let tmp = std::env::temp_dir()
+                    .join(format!("sagemaker-executor-{}-{}", run.id, ctx.staged));
                 let copied = async {
                     store
                         .download_to_file(from_bucket, from_key, &tmp, MAX_ARTIFACT_BYTES)
@@ -943,9 +947,15 @@ mod tests {
                 key: "x/y.csv".into()
             }
         );
-        assert!(secret.aws.is_none(), "empty configs keys mean the default chain");
+        assert!(
+            secret.aws.is_none(),
+            "empty configs keys mean the default chain"
+        );
         let stored = serde_json::to_string(&req).unwrap();
-        assert!(!stored.contains("SK") && !stored.contains("\"3\""), "{stored}");
+        assert!(
+            !stored.contains("SK") && !stored.contains("\"3\""),
+            "{stored}"
+        );
         assert!(stored.contains("EPOCHS"), "the variable names are kept");
         let sealed = serde_json::to_string(&secret).unwrap();
         assert!(sealed.contains("SK") && sealed.contains("\"3\""));
@@ -956,21 +966,37 @@ mod tests {
         let mut b = body();
         b.as_object_mut().unwrap().remove("version");
         let e = ScriptRequest::parse(b, &limits()).unwrap_err();
-        assert!(matches!(e, InputError::Malformed { .. }) && e.field() == Some("version"), "{e:?}");
+        assert!(
+            matches!(e, InputError::Malformed { .. }) && e.field() == Some("version"),
+            "{e:?}"
+        );
         let mut b = body();
         b["extra"] = json!(1);
         let e = ScriptRequest::parse(b, &limits()).unwrap_err();
-        assert!(matches!(e, InputError::Malformed { .. }) && e.field() == Some("extra"), "{e:?}");
+        assert!(
+            matches!(e, InputError::Malformed { .. }) && e.field() == Some("extra"),
+            "{e:?}"
+        );
         let mut b = body();
-        b["credentials"].as_object_mut().unwrap().remove("secret_key");
+        b["credentials"]
+            .as_object_mut()
+            .unwrap()
+            .remove("secret_key");
         let e = ScriptRequest::parse(b, &limits()).unwrap_err();
         assert_eq!(e.field(), Some("credentials.secret_key"));
         assert!(matches!(e, InputError::Malformed { .. }));
-        for (field, value) in [("name", json!("")), ("command", json!(7)), ("bucket", json!(" "))] {
+        for (field, value) in [
+            ("name", json!("")),
+            ("command", json!(7)),
+            ("bucket", json!(" ")),
+        ] {
             let mut b = body();
             b[field] = value;
             let e = ScriptRequest::parse(b, &limits()).unwrap_err();
-            assert!(matches!(e, InputError::Invalid { .. }) && e.field() == Some(field), "{e:?}");
+            assert!(
+                matches!(e, InputError::Invalid { .. }) && e.field() == Some(field),
+                "{e:?}"
+            );
         }
         let mut b = body();
         b["credentials"]["access_key"] = json!("");
