@@ -59,7 +59,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| default_key_file(&args.db.database_url));
     let secrets = SecretBox::load(args.secret_key.as_deref(), &key_file)?;
-    let allow = AllowList::parse(&args.connection_allow)?;
+    // An empty EXECUTOR_CONNECTION_ALLOW means no backends (lookup off), not one empty entry.
+    let backends: Vec<String> = args
+        .connection_allow
+        .iter()
+        .filter(|b| !b.trim().is_empty())
+        .cloned()
+        .collect();
+    let allow = AllowList::parse(&backends)?;
     let connections = if allow.is_empty() {
         None
     } else {
