@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 use support::fake_backend::FakeBackend;
-use support::{Emulator, ROLE, Scratch, Service, client, training_body, unique};
+use support::{Emulator, ROLE, Scratch, Service, client, reply, training_body, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "connection-secret-value-123";
@@ -48,8 +48,7 @@ async fn post_from(svc: &Service, path: &str, referer: &str, body: &Value) -> (u
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    reply(r).await
 }
 
 /// GETs with a `Referer`; the status and JSON reply.
@@ -60,8 +59,7 @@ async fn get_from(svc: &Service, path: &str, referer: &str) -> (u16, Value) {
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    reply(r).await
 }
 
 /// Whether training job `name` exists in `region` of the emulator.

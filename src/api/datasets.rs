@@ -16,7 +16,7 @@ use super::scope::AwsScope;
 use super::{ApiError, AppState};
 use crate::aws::{AwsError, AwsErrorKind, AwsPort, ObjectInfo, UploadBody};
 use crate::validate::{self, Fields, InputError, InputResult};
-use crate::workflows::input::local_path;
+use crate::workflows::input::{Origin, local_path};
 use poem::web::Data;
 use poem::{Request, RequestBody};
 use poem_openapi::param::{Header, Path, Query};
@@ -264,18 +264,11 @@ enum ExportReply {
     Created(Json<DatasetRecord>),
 }
 
-/// Essedum's query parameters that end up in the record.
-struct Origin {
-    adapter: Option<String>,
-    project: Option<String>,
-}
-
-impl Origin {
-    fn of(adapter: Query<Option<String>>, project: Query<Option<String>>) -> Origin {
-        Origin {
-            adapter: adapter.0,
-            project: project.0,
-        }
+/// Essedum's query parameters, which end up in the record.
+fn origin(adapter_instance: Query<Option<String>>, project: Query<Option<String>>) -> Origin {
+    Origin {
+        project: project.0,
+        adapter_instance: adapter_instance.0,
     }
 }
 
@@ -634,7 +627,7 @@ fn record(
         kind: TYPE_WORD.to_string(),
         container: bucket.to_string(),
         artifacts: format!("s3://{bucket}/{}", info.key),
-        adapter: origin.adapter.clone(),
+        adapter: origin.adapter_instance.clone(),
         project: origin.project.clone(),
         created_on: info.last_modified.clone(),
         sync_date: time(app.clock.now()),
@@ -939,7 +932,7 @@ impl DatasetsApi {
         scope: Data<&AwsScope>,
     ) -> Result<UploadReply, ApiError> {
         let app = state_of(&self.0)?;
-        let origin = Origin::of(adapter_instance, project);
+        let origin = origin(adapter_instance, project);
         match body {
             UploadRequest::Form(form) => {
                 self.upload_form(app, scope.aws.clone(), form.0, &origin)
@@ -971,7 +964,7 @@ impl DatasetsApi {
         scope: Data<&AwsScope>,
     ) -> Result<ListReply, ApiError> {
         let app = state_of(&self.0)?;
-        let origin = Origin::of(adapter_instance, project);
+        let origin = origin(adapter_instance, project);
         let bucket = bucket_of(app, bucket.0)?;
         let prefix = prefix.0.unwrap_or_default();
         if prefix.len() > 1024 || prefix.chars().any(char::is_control) {
@@ -1021,7 +1014,7 @@ impl DatasetsApi {
         scope: Data<&AwsScope>,
     ) -> Result<Json<DatasetRecord>, ApiError> {
         let app = state_of(&self.0)?;
-        let origin = Origin::of(adapter_instance, project);
+        let origin = origin(adapter_instance, project);
         let (bucket, key) = id_of(&id.0)?;
         let info = self.existing(scope.aws.as_ref(), &bucket, &key).await?;
         Ok(Json(record(app, &bucket, &info, "Available", &origin)))
@@ -1040,7 +1033,7 @@ impl DatasetsApi {
         scope: Data<&AwsScope>,
     ) -> Result<Json<DatasetRecord>, ApiError> {
         let app = state_of(&self.0)?;
-        let origin = Origin::of(adapter_instance, project);
+        let origin = origin(adapter_instance, project);
         let (bucket, key) = id_of(&id.0)?;
         let info = self.existing(scope.aws.as_ref(), &bucket, &key).await?;
         scope
@@ -1066,7 +1059,7 @@ impl DatasetsApi {
         scope: Data<&AwsScope>,
     ) -> Result<ExportReply, ApiError> {
         let app = state_of(&self.0)?;
-        let origin = Origin::of(adapter_instance, project);
+        let origin = origin(adapter_instance, project);
         let (bucket, key) = id_of(&id.0)?;
         let mut f = Fields::new(body.0.value, &["Bucket", "Key"])?;
         let to_bucket = match f.opt_str("Bucket")? {

@@ -372,7 +372,7 @@ impl ExecuteApi {
         let (app, run) = self.task(&task_id.0, &caller).await?;
         let req = request_of(&run)?;
         let ctx = context_of(&run);
-        let aws = run_aws(app, &run, &req).await?;
+        let aws = run_aws(app, &run).await?;
         let text = if ctx.log_collected {
             aws.read_object_start(
                 &req.staging_bucket,
@@ -408,7 +408,7 @@ impl ExecuteApi {
         let (app, run) = self.task(&task_id.0, &caller).await?;
         let req = request_of(&run)?;
         let ctx = context_of(&run);
-        let aws = run_aws(app, &run, &req).await?;
+        let aws = run_aws(app, &run).await?;
         let prefix = ScriptRequest::output_prefix(run.id);
         let mut out = Map::new();
         for rel in ctx.artifacts.iter().take(100) {
@@ -440,7 +440,7 @@ impl ExecuteApi {
 
 /// `dir/result.json` → `dir/result`.
 fn artifact_stem(rel: &str) -> String {
-    let (dir, file) = rel.rsplit_once('/').map_or(("", rel), |(d, f)| (d, f));
+    let (dir, file) = rel.rsplit_once('/').unwrap_or(("", rel));
     let stem = file
         .rsplit_once('.')
         .map_or(file, |(s, _)| if s.is_empty() { file } else { s });
@@ -455,19 +455,14 @@ fn artifact_stem(rel: &str) -> String {
 async fn run_aws(
     app: &AppState,
     run: &Run,
-    req: &ScriptRequest,
 ) -> Result<std::sync::Arc<dyn crate::aws::AwsPort>, ApiError> {
-    let secret = match app.store.run_secret(run.id).await? {
-        Some(sealed) => app
-            .provider
-            .open(run.id, &sealed)
-            .map_err(aws_unavailable)?,
-        None => Default::default(),
-    };
-    app.provider
-        .for_run(req.connection.as_ref(), secret.aws.as_ref())
+    let sealed = app.store.run_secret(run.id).await?;
+    let (aws, _) = app
+        .provider
+        .for_run(run, sealed.as_deref())
         .await
-        .map_err(aws_unavailable)
+        .map_err(aws_unavailable)?;
+    Ok(aws)
 }
 
 fn aws_unavailable(e: crate::aws::AwsError) -> ApiError {
@@ -494,10 +489,23 @@ mod tests {
     }
 
     #[test]
-    fn every_state_has_a_backend_status_word() {
-        let words: Vec<&str> = State::ALL.into_iter().map(task_status).collect();
-        for w in &words {
-            assert!(["WAITING", "RUNNING", "COMPLETED", "ERROR", "CANCELLED"].contains(w));
-        }
+    fn each_state_maps_to_the_backends_status_word() {
+        let words: Vec<(State, &str)> = State::ALL
+            .into_iter()
+            .map(|s| (s, task_status(s)))
+            .collect();
+        assert_eq!(
+            words,
+            [
+                (State::Uploading, "WAITING"),
+                (State::Submitted, "WAITING"),
+                (State::Polling, "RUNNING"),
+                (State::Cancelling, "RUNNING"),
+                (State::Collecting, "RUNNING"),
+                (State::Done, "COMPLETED"),
+                (State::Failed, "ERROR"),
+                (State::Cancelled, "CANCELLED"),
+            ]
+        );
     }
 }

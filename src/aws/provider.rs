@@ -14,6 +14,7 @@ use super::sdk::{AwsSettings, Overrides, SdkAws};
 use super::{AwsError, AwsErrorKind, AwsPort};
 use crate::connection::{ConnectionError, ConnectionRef, ConnectionResolver};
 use crate::secrets::{Secret, SecretBox};
+use crate::store::Run;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -65,6 +66,16 @@ impl AwsTarget {
     }
 }
 
+impl std::fmt::Debug for RunSecret {
+    /// The workflow part holds secrets in plain JSON: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSecret")
+            .field("aws", &self.aws)
+            .field("workflow", &"***")
+            .finish()
+    }
+}
+
 /// Hands out the AWS port for the default chain, a connection, or explicit credentials.
 pub struct AwsProvider {
     default: Arc<dyn AwsPort>,
@@ -77,7 +88,7 @@ pub struct AwsProvider {
 
 /// What a run's sealed secret holds: its AWS target (if it brought credentials) and whatever
 /// else its workflow sealed (a script job's object-store keys and environment).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct RunSecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsTarget>,
@@ -195,23 +206,37 @@ impl AwsProvider {
             .await)
     }
 
-    /// The port a run's steps use: its connection, else its own target (sealed credentials),
-    /// else the default chain.
+    /// The port a stored run uses — the connection its request names (`connection`), else the
+    /// target in its sealed secret, else the default chain — and the workflow part of that
+    /// secret (Null when it has none). The engine calls it for every step and the API for a
+    /// run's own reads, so a restart needs nothing kept in memory.
     pub async fn for_run(
         &self,
-        connection: Option<&ConnectionRef>,
-        target: Option<&AwsTarget>,
-    ) -> Result<Arc<dyn AwsPort>, AwsError> {
-        if let Some(r) = connection {
-            return self
-                .for_connection(r)
-                .await
-                .map_err(|e| connection_error(&e));
-        }
-        match target {
-            Some(t) => Ok(self.port(t).await),
-            None => Ok(self.default.clone()),
-        }
+        run: &Run,
+        sealed: Option<&[u8]>,
+    ) -> Result<(Arc<dyn AwsPort>, serde_json::Value), AwsError> {
+        let secret = match sealed {
+            Some(sealed) => self.open(run.id, sealed)?,
+            None => RunSecret::default(),
+        };
+        let aws = match run.request.get("connection") {
+            None | Some(serde_json::Value::Null) => match &secret.aws {
+                Some(t) => self.port(t).await,
+                None => self.default.clone(),
+            },
+            Some(v) => {
+                let r: ConnectionRef = serde_json::from_value(v.clone()).map_err(|e| AwsError {
+                    kind: AwsErrorKind::Terminal,
+                    operation: "ConnectionLookup",
+                    code: None,
+                    message: format!("stored connection reference is unreadable: {e}"),
+                })?;
+                self.for_connection(&r)
+                    .await
+                    .map_err(|e| connection_error(&e))?
+            }
+        };
+        Ok((aws, secret.workflow))
     }
 }
 

@@ -258,16 +258,8 @@ impl AwsPort for SdkAws {
         body: Vec<u8>,
         content_type: &str,
     ) -> AwsResult<()> {
-        self.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .send()
+        self.put_body(bucket, key, content_type, ByteStream::from(body))
             .await
-            .sent("PutObject")?;
-        Ok(())
     }
 
     async fn upload_file(

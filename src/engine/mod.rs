@@ -18,9 +18,8 @@
 //! and jitter (backon), capacity errors wait longer, terminal errors fail the run; every attempt
 //! is a history row, and a run that runs out of attempts is Failed with its last error.
 
-use crate::aws::{AwsProvider, RunSecret};
+use crate::aws::AwsProvider;
 use crate::clock::{self, Clock};
-use crate::connection::ConnectionRef;
 use crate::metrics;
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::Run;
@@ -283,28 +282,16 @@ impl Engine {
     /// What a step of `run` works with: the AWS of its connection or its sealed credentials
     /// (resolved again for every step, so a restart needs nothing kept in memory).
     async fn step_context(&self, run: &Run, reg: &Registered) -> Result<StepContext, StepError> {
-        let connection: Option<ConnectionRef> = match run.request.get("connection") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-                StepError::terminal(format!("stored connection reference is unreadable: {e}"))
-            })?),
-        };
-        let secret = match self.store.run_secret(run.id).await.map_err(|e| StepError {
+        let sealed = self.store.run_secret(run.id).await.map_err(|e| StepError {
             class: ErrorClass::Retryable,
             message: format!("reading the run's credentials: {e}"),
-        })? {
-            Some(sealed) => self.provider.open(run.id, &sealed)?,
-            None => RunSecret::default(),
-        };
-        let aws = self
-            .provider
-            .for_run(connection.as_ref(), secret.aws.as_ref())
-            .await?;
+        })?;
+        let (aws, secret) = self.provider.for_run(run, sealed.as_deref()).await?;
         Ok(StepContext {
             aws,
             now: self.clock.now(),
             poll: reg.def.poll,
-            secret: secret.workflow,
+            secret,
             provider: self.provider.clone(),
         })
     }

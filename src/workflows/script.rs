@@ -134,11 +134,21 @@ pub struct ScriptRequest {
 }
 
 /// What is sealed with a script run, beside its AWS target.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ScriptSecrets {
     /// The object store the input artifacts come from.
     pub storage: AwsTarget,
     pub environment: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ScriptSecrets {
+    /// Environment values may be tokens: only their names are printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptSecrets")
+            .field("storage", &self.storage)
+            .field("environment", &self.environment.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The keys of an `/execute` body: all required, no others.

@@ -264,17 +264,8 @@ impl Emulator {
 
     /// Reads an object, if it exists.
     pub async fn get_object(&self, bucket: &str, key: &str) -> Option<String> {
-        // moto refuses anonymous reads; it does not check signatures, only that one is there.
-        let r = client()
-            .get(format!("{}/{bucket}/{key}", self.url()))
-            .header("Authorization", FAKE_SIGNATURE)
-            .send()
-            .await
-            .unwrap();
-        if !r.status().is_success() {
-            return None;
-        }
-        Some(r.text().await.unwrap())
+        let bytes = self.get_object_bytes(bucket, key).await?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The extension's bookkeeping for one training job.
@@ -304,6 +295,12 @@ impl Emulator {
             .map(|m| m.keys().filter(|k| k.starts_with(prefix)).count())
             .unwrap_or(0)
     }
+}
+
+/// A reply's status and JSON body (Null when the body is not JSON).
+pub async fn reply(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// A unique lowercase name for test isolation (buckets, prefixes).
@@ -427,14 +424,12 @@ impl Service {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        reply(r).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = client().get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        reply(r).await
     }
 
     /// Polls the run's status until it is terminal (or fails the test after `timeout`).
@@ -552,6 +547,7 @@ pub fn path_exists(p: &Path) -> bool {
 impl Emulator {
     /// An object's bytes, if it exists.
     pub async fn get_object_bytes(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        // moto refuses anonymous reads; it does not check signatures, only that one is there.
         let r = client()
             .get(format!("{}/{bucket}/{key}", self.url()))
             .header("Authorization", FAKE_SIGNATURE)
@@ -690,8 +686,7 @@ impl Service {
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         let r = client().delete(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        reply(r).await
     }
 
     /// The value of one `/metrics` sample (0 when absent), e.g.
@@ -734,7 +729,6 @@ impl Emulator {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        reply(r).await
     }
 }
