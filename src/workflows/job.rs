@@ -147,26 +147,38 @@ impl<J: SageMakerJob> Workflow for JobWorkflow<J> {
 
     async fn step(&self, run: &Run, cx: &StepContext) -> Result<StepOutput, StepError> {
         let job = &self.0;
-        let mut ctx: JobContext = serde_json::from_value(run.context.clone())
+        let ctx: JobContext = serde_json::from_value(run.context.clone())
             .map_err(|e| StepError::terminal(format!("stored context is unreadable: {e}")))?;
         match run.state {
             Uploading => upload(job, run, ctx, cx).await,
-            Submitted if run.cancel_requested => Ok(StepOutput::to(Cancelling, ctx.to_value())
-                .detail("cancel requested before the job was confirmed")),
-            Submitted => submit(job, run, ctx, cx).await,
-            Polling if run.cancel_requested => {
-                Ok(StepOutput::to(Cancelling, ctx.to_value()).detail("cancel requested"))
-            }
-            Polling => poll(job, run, ctx, cx).await,
-            Cancelling => cancel(job, &mut ctx, cx).await,
-            Done | Failed | Cancelled => {
-                Err(StepError::terminal(format!("{} is terminal", run.state)))
-            }
-            Collecting => Err(StepError::terminal(format!(
-                "{} runs have no Collecting state",
-                job.kind()
-            ))),
+            _ => job_step(job, run, ctx, cx).await,
         }
+    }
+}
+
+/// The steps every job kind shares once its input is staged: Submitted, Polling and Cancelling
+/// (a cancel request moves Submitted and Polling to Cancelling).
+pub(super) async fn job_step(
+    job: &dyn SageMakerJob,
+    run: &Run,
+    mut ctx: JobContext,
+    cx: &StepContext,
+) -> Result<StepOutput, StepError> {
+    match run.state {
+        Submitted if run.cancel_requested => Ok(StepOutput::to(Cancelling, ctx.to_value())
+            .detail("cancel requested before the job was confirmed")),
+        Submitted => submit(job, run, ctx, cx).await,
+        Polling if run.cancel_requested => {
+            Ok(StepOutput::to(Cancelling, ctx.to_value()).detail("cancel requested"))
+        }
+        Polling => poll(job, run, ctx, cx).await,
+        Cancelling => cancel(job, &mut ctx, cx).await,
+        Uploading | Collecting => Err(StepError::terminal(format!(
+            "{} is not a job step of {} runs",
+            run.state,
+            job.kind()
+        ))),
+        Done | Failed | Cancelled => Err(StepError::terminal(format!("{} is terminal", run.state))),
     }
 }
 
@@ -218,7 +230,7 @@ async fn upload(
         .detail(format!("staged input at {uri}; job name {}", ctx.job_name)))
 }
 
-pub(super) async fn submit(
+async fn submit(
     job: &dyn SageMakerJob,
     run: &Run,
     mut ctx: JobContext,
@@ -262,7 +274,7 @@ pub(super) async fn submit(
     }
 }
 
-pub(super) async fn poll(
+async fn poll(
     job: &dyn SageMakerJob,
     run: &Run,
     mut ctx: JobContext,
@@ -318,7 +330,7 @@ pub(super) async fn poll(
     }
 }
 
-pub(super) async fn cancel(
+async fn cancel(
     job: &dyn SageMakerJob,
     ctx: &mut JobContext,
     cx: &StepContext,

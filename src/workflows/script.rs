@@ -755,20 +755,7 @@ async fn job_step(
     cx: &StepContext,
     job: &ScriptJob,
 ) -> Result<StepOutput, StepError> {
-    let inner = ctx.job.clone();
-    let mut out = match run.state {
-        Submitted if run.cancel_requested => StepOutput::to(Cancelling, inner.to_value())
-            .detail("cancel requested before the job was confirmed"),
-        Submitted => job::submit(job, run, inner, cx).await?,
-        Polling if run.cancel_requested => {
-            StepOutput::to(Cancelling, inner.to_value()).detail("cancel requested")
-        }
-        Polling => job::poll(job, run, inner, cx).await?,
-        _ => {
-            let mut inner = inner;
-            job::cancel(job, &mut inner, cx).await?
-        }
-    };
+    let mut out = job::job_step(job, run, ctx.job.clone(), cx).await?;
     ctx.job = serde_json::from_value(out.context.clone())
         .map_err(|e| StepError::terminal(format!("job context: {e}")))?;
     if out.to == Polling && ctx.started_at.is_none() {
