@@ -3,6 +3,11 @@
 //! Parse, don't validate: a handler turns the body into a domain type here, once; past this
 //! point a value is known to be valid. Unknown fields and a body that is not an object are
 //! `400`; a missing or invalid value is `422`, always naming the field.
+//!
+//! The Essedum backend's routes are read in [`Mode::Essedum`] instead: the backend sends keys we
+//! do not use and `""` for blank optional values (ESSEDUM-CONTRACT.md), so there unknown keys are
+//! ignored and an empty string counts as absent. A known key with a wrong value is still a 422
+//! naming it, in either mode.
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -37,26 +42,56 @@ impl InputError {
 
 pub type InputResult<T> = Result<T, InputError>;
 
+/// How a body's keys are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Our own API: an unknown key is a 400 naming it; `""` is a value (and usually invalid).
+    Strict,
+    /// A route the Essedum backend calls: unknown keys are ignored and `""` means absent.
+    Essedum,
+}
+
 /// The fields of one JSON object, taken one by one; `finish` rejects whatever is left.
 pub struct Fields {
     map: Map<String, Value>,
     /// `Outer.` for a nested object, so that errors name the full path.
     prefix: String,
+    mode: Mode,
 }
 
 impl Fields {
     /// Checks the body is an object whose keys are all in `allowed`.
     pub fn new(body: Value, allowed: &[&str]) -> InputResult<Fields> {
-        Self::at(body, allowed, String::new())
+        Self::at(body, allowed, String::new(), Mode::Strict)
     }
 
-    fn at(body: Value, allowed: &[&str], prefix: String) -> InputResult<Fields> {
-        let Value::Object(map) = body else {
+    /// A body the Essedum backend sends: keys outside `known` are dropped, `""` is absent.
+    pub fn essedum(body: Value, known: &[&str]) -> InputResult<Fields> {
+        Self::at(body, known, String::new(), Mode::Essedum)
+    }
+
+    /// Reads `body` in the given mode.
+    pub fn with_mode(body: Value, allowed: &[&str], mode: Mode) -> InputResult<Fields> {
+        Self::at(body, allowed, String::new(), mode)
+    }
+
+    /// The mode this object (and every object nested in it) is read in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn at(body: Value, allowed: &[&str], prefix: String, mode: Mode) -> InputResult<Fields> {
+        let Value::Object(mut map) = body else {
             return Err(InputError::Malformed {
                 field: None,
                 message: "the request body must be a JSON object".into(),
             });
         };
+        if mode == Mode::Essedum {
+            map.retain(|k, v| {
+                allowed.contains(&k.as_str()) && !matches!(v, Value::String(s) if s.is_empty())
+            });
+        }
         let mut unknown: Vec<&String> = map
             .keys()
             .filter(|k| !allowed.contains(&k.as_str()))
@@ -71,7 +106,7 @@ impl Fields {
                 ),
             });
         }
-        Ok(Fields { map, prefix })
+        Ok(Fields { map, prefix, mode })
     }
 
     fn path(&self, name: &str) -> String {
@@ -89,7 +124,7 @@ impl Fields {
         match self.take(name) {
             None => Ok(None),
             Some(v @ Value::Object(_)) => {
-                Fields::at(v, allowed, format!("{}.", self.path(name))).map(Some)
+                Fields::at(v, allowed, format!("{}.", self.path(name)), self.mode).map(Some)
             }
             Some(other) => Err(InputError::invalid(
                 &self.path(name),
@@ -123,13 +158,23 @@ impl Fields {
 
     /// An array element (or any object) read with its own allowed fields, errors named `prefix…`.
     pub fn at_path(body: Value, allowed: &[&str], prefix: &str) -> InputResult<Fields> {
+        Self::at_path_mode(body, allowed, prefix, Mode::Strict)
+    }
+
+    /// [`Fields::at_path`] in a chosen mode (pass the parent's [`Fields::mode`]).
+    pub fn at_path_mode(
+        body: Value,
+        allowed: &[&str],
+        prefix: &str,
+        mode: Mode,
+    ) -> InputResult<Fields> {
         if !body.is_object() {
             return Err(InputError::invalid(
                 prefix.trim_end_matches('.'),
                 format!("must be an object, not {}", type_name(&body)),
             ));
         }
-        Fields::at(body, allowed, prefix.to_string())
+        Fields::at(body, allowed, prefix.to_string(), mode)
     }
 
     /// An optional number within `min..=max`.
@@ -358,6 +403,28 @@ mod tests {
             .unwrap();
         assert!(matches!(err, InputError::Malformed { .. }));
         assert_eq!(err.field(), Some("zzz"));
+    }
+
+    #[test]
+    fn essedum_mode_ignores_unknown_keys_and_blank_strings_but_not_bad_values() {
+        let mut f = Fields::essedum(
+            json!({"a": "", "b": "x", "ExecutionRoleArn": "r", "n": {"c": "", "d": 1, "e": 2}}),
+            &["a", "b", "n"],
+        )
+        .unwrap();
+        assert_eq!(f.opt_str("a").unwrap(), None);
+        assert_eq!(f.str("b").unwrap(), "x");
+        let mut n = f.object("n", &["c", "d"]).unwrap();
+        assert_eq!(n.mode(), Mode::Essedum);
+        assert_eq!(n.opt_str("c").unwrap(), None);
+        let err = n.opt_str("d").err().unwrap();
+        assert_eq!(err.field(), Some("n.d"));
+        let err = Fields::essedum(json!({"a": ""}), &["a"])
+            .unwrap()
+            .str("a")
+            .err()
+            .unwrap();
+        assert!(matches!(err, InputError::Invalid { .. }));
     }
 
     #[test]

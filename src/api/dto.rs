@@ -27,6 +27,48 @@ pub fn time(t: Timestamp) -> String {
     to_db(t)
 }
 
+/// The date format the backend's model and endpoint parsers read: `yyyy-MM-dd HH-mm-ss`, UTC
+/// (hyphens in the time part; `ICIPModelAWSServiceSageMaker`).
+pub fn record_date(t: Timestamp) -> String {
+    t.format("%Y-%m-%d %H-%M-%S").to_string()
+}
+
+/// Essedum's one record shape for datasets, models, endpoints and jobs. Every key is always
+/// present, `null` where unknown: the backend's parsers call `get(key)` and drop an item whose key
+/// is missing. Replies that carry more embed it with `#[oai(flatten)]`.
+#[derive(Object, Clone, Debug, Default)]
+pub struct Record {
+    /// The resource's name in SageMaker / its S3 key.
+    #[oai(rename = "sourceID")]
+    pub source_id: Option<String>,
+    pub name: Option<String>,
+    pub id: Option<String>,
+    /// SageMaker's status word for the resource.
+    pub status: Option<String>,
+    #[oai(rename = "type")]
+    pub kind: Option<String>,
+    /// The resource's ARN (models: the container image).
+    pub container: Option<String>,
+    /// Model data / output location.
+    pub artifacts: Option<String>,
+    pub adapter: Option<String>,
+    pub project: Option<String>,
+    /// `yyyy-MM-dd HH-mm-ss`, UTC.
+    #[oai(rename = "createdOn")]
+    pub created_on: Option<String>,
+    /// `yyyy-MM-dd HH-mm-ss`, UTC: when this reply was made or the resource last changed.
+    #[oai(rename = "syncDate")]
+    pub sync_date: Option<String>,
+    pub description: Option<String>,
+    #[oai(rename = "sourceOrg")]
+    pub source_org: Option<String>,
+    pub sourcename: Option<String>,
+    pub deployment: Option<String>,
+    /// The resource as AWS describes it, as a JSON string.
+    #[oai(rename = "rawPayload")]
+    pub raw_payload: Option<String>,
+}
+
 /// A run at a glance.
 #[derive(Object, Debug, Clone)]
 pub struct RunSummary {
