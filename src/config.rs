@@ -176,6 +176,46 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_CONNECTION_TOKEN", hide_env_values = true)]
     pub connection_token: Option<String>,
 
+    /// Script jobs (`/execute`, `custom_script`): the processing job's execution role when the
+    /// request's `configs.role` is absent (the Essedum backend never sends `configs`).
+    #[arg(long, env = "EXECUTOR_SCRIPT_ROLE_ARN")]
+    pub script_role_arn: Option<String>,
+
+    /// Script jobs: the container image that runs the command when `configs.container` is absent.
+    #[arg(long, env = "EXECUTOR_SCRIPT_IMAGE")]
+    pub script_image: Option<String>,
+
+    /// Script jobs: the instance type when `configs.instance_type` is absent.
+    #[arg(
+        long,
+        env = "EXECUTOR_SCRIPT_INSTANCE_TYPE",
+        default_value = "ml.t3.medium"
+    )]
+    pub script_instance_type: String,
+
+    /// Script jobs: the instance count when `configs.instance_count` is absent (1 to 100).
+    #[arg(long, env = "EXECUTOR_SCRIPT_INSTANCE_COUNT", default_value_t = 1)]
+    pub script_instance_count: i32,
+
+    /// Script jobs: the AWS region of the processing job when `configs.region_name` is absent.
+    /// Unset: the service's region (or the Essedum connection's).
+    #[arg(long, env = "EXECUTOR_SCRIPT_REGION")]
+    pub script_region: Option<String>,
+
+    /// Script jobs: the S3 bucket the script, inputs, outputs and log are staged in when
+    /// `configs.bucket` is absent. Unset: the request's `bucket`.
+    #[arg(long, env = "EXECUTOR_SCRIPT_BUCKET")]
+    pub script_bucket: Option<String>,
+
+    /// Script jobs: most input files one job may stage (an `input_artifacts` folder is every
+    /// object under it); a job with more fails with a clear reason.
+    #[arg(long, env = "EXECUTOR_SCRIPT_MAX_INPUT_FILES", default_value_t = 1000)]
+    pub script_max_input_files: usize,
+
+    /// Script jobs: most input bytes one job may stage, in bytes.
+    #[arg(long, env = "EXECUTOR_SCRIPT_MAX_INPUT_BYTES", default_value_t = 20 * 1024 * 1024 * 1024)]
+    pub script_max_input_bytes: u64,
+
     /// Key (64 hex characters) that encrypts credentials stored with runs. Unset: the key file.
     #[arg(long, env = "EXECUTOR_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,

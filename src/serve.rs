@@ -37,6 +37,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         sagemaker_executor::validate::bucket_name("datasets_bucket", b)
             .map_err(|e| format!("EXECUTOR_DATASETS_BUCKET: {e}"))?;
     }
+    let script = workflows::script::ScriptSettings {
+        role_arn: args.script_role_arn.clone(),
+        image: args.script_image.clone(),
+        instance_type: args.script_instance_type.clone(),
+        instance_count: args.script_instance_count,
+        region: args.script_region.clone(),
+        bucket: args.script_bucket.clone(),
+        max_input_files: args.script_max_input_files,
+        max_input_bytes: args.script_max_input_bytes,
+    }
+    .validated()?;
     let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
     let store = Store::open(&args.db.database_url)
         .await
@@ -118,6 +129,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         provider,
         datasets_bucket: args.datasets_bucket.clone(),
         max_dataset_bytes: args.max_dataset_bytes,
+        script: Arc::new(script),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

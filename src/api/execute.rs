@@ -27,66 +27,81 @@ enum Tag {
     Execute,
 }
 
-/// The object store the input artifacts are read from.
+/// The object store the input artifacts are read from (the backend sends its storage
+/// connection's `url`, `accessKey` and `secretKey`; blank values mean absent).
 #[derive(Object)]
-#[oai(rename = "ExecuteCredentials", deny_unknown_fields)]
+#[oai(rename = "ExecuteCredentials")]
 #[allow(dead_code)]
 struct CredentialsSchema {
-    /// The store's URL (`local` storage ignores it).
-    endpoint: String,
-    access_key: String,
+    /// The store's URL (`host:port` means http). Required for `minio`; for `s3`, absent means
+    /// the run's own S3; `local` storage ignores it.
+    endpoint: Option<String>,
+    /// With `secret_key` (required for `minio`). Absent for `s3`: the run's AWS credentials.
+    access_key: Option<String>,
     /// Stored only encrypted; never logged or returned.
-    secret_key: String,
+    secret_key: Option<String>,
 }
 
-/// SageMaker settings of the job.
+/// SageMaker settings of the job. The Essedum backend never sends them: each absent key falls
+/// back to the service setting named with it.
 #[derive(Object)]
-#[oai(rename = "ExecuteConfigs", deny_unknown_fields)]
+#[oai(rename = "ExecuteConfigs")]
 #[allow(dead_code)]
 struct ConfigsSchema {
-    /// Staging bucket for the script, inputs, outputs and log (default: `bucket`).
+    /// Staging bucket for the script, inputs, outputs and log (default: `EXECUTOR_SCRIPT_BUCKET`,
+    /// else `bucket`).
     bucket: Option<String>,
     /// With `aws_secret_access_key`: the AWS keys the job runs with (stored only encrypted).
-    /// Empty: the service's AWS credential chain.
+    /// Absent: the service's AWS credential chain (or the Essedum connection's).
     aws_access_key_id: Option<String>,
     aws_secret_access_key: Option<String>,
+    /// Default: `EXECUTOR_SCRIPT_REGION`, else the service's region.
     region_name: Option<String>,
-    /// The execution role of the processing job (required).
+    /// The execution role of the processing job. Default: `EXECUTOR_SCRIPT_ROLE_ARN`; with
+    /// neither, 422 naming `configs.role`.
     role: Option<String>,
     py_version: Option<String>,
-    /// The container image that runs the command (required).
+    /// The container image that runs the command. Default: `EXECUTOR_SCRIPT_IMAGE`; with
+    /// neither, 422 naming `configs.container`.
     container: Option<String>,
-    /// A whole number (string or number), default 1.
+    /// A whole number (string or number). Default: `EXECUTOR_SCRIPT_INSTANCE_COUNT` (1).
     instance_count: Option<String>,
-    /// Default `ml.t3.medium`.
+    /// Default: `EXECUTOR_SCRIPT_INSTANCE_TYPE` (`ml.t3.medium`).
     instance_type: Option<String>,
     /// A script file staged beside `run.sh` in the code directory.
     source: Option<String>,
 }
 
-/// A script job. Every key is required and no other is accepted (400 otherwise); an empty or
-/// non-string value is 422, naming the field.
+/// A script job, as the Essedum backend's `RemoteBody` builds it. Keys not listed here are
+/// ignored and a blank string counts as absent; a listed key with a wrong type is 422, naming
+/// the field (as is a missing required one).
 #[derive(Object)]
-#[oai(rename = "ExecuteRequest", deny_unknown_fields)]
+#[oai(rename = "ExecuteRequest")]
 #[allow(dead_code)]
 struct ExecuteRequestSchema {
     /// The bucket the input artifacts are in (and the default staging bucket).
     bucket: String,
     project_id: String,
     name: String,
+    /// A string (the backend sends the pipeline version as text).
     version: String,
-    credentials: CredentialsSchema,
-    /// Comma-separated: keys in `bucket` or `s3://bucket/key` URIs (storage `s3`, `minio`), or
-    /// paths inside the data directory (storage `local`).
+    credentials: Option<CredentialsSchema>,
+    /// Comma-separated. Each entry is a folder — every object under it is staged keeping its
+    /// relative name, as the backend's `{org}/remote/{pipeline}/{version}/Input` — or a single
+    /// object (staged under its file name): keys in `bucket` or `s3://bucket/key` URIs
+    /// (storage `s3`, `minio`), or paths inside the data directory (storage `local`). At most
+    /// `EXECUTOR_SCRIPT_MAX_INPUT_FILES` files and `EXECUTOR_SCRIPT_MAX_INPUT_BYTES` bytes.
     input_artifacts: String,
-    /// The shell command, run in the directory holding the input artifacts; files written to
-    /// `$OUTPUT_DIR` are the output artifacts.
+    /// The shell command (e.g. `python train.py`), run in the directory holding the input
+    /// files; files written to `$OUTPUT_DIR` are the output artifacts.
     command: String,
     /// `local`, `minio` or `s3`.
     storage: String,
-    /// Environment variables of the job (stored only encrypted); a string means none.
-    environment: HashMap<String, String>,
-    configs: ConfigsSchema,
+    /// Environment variables of the job (stored only encrypted). The backend sends it only
+    /// when the job has variables; a string means none.
+    environment: Option<HashMap<String, String>>,
+    /// Never sent by the backend; see `ExecuteConfigs` for the service settings it falls back to.
+    configs: Option<ConfigsSchema>,
 }
 
 /// The reply to a submitted script job.
@@ -174,8 +189,16 @@ fn context_of(run: &Run) -> ScriptContext {
     serde_json::from_value(run.context.clone()).unwrap_or_default()
 }
 
-fn status_of(run: &Run) -> Result<TaskStatus, ApiError> {
-    let req = request_of(run)?;
+/// The staging bucket, read leniently: status replies never fail on the stored request.
+fn staging_bucket(run: &Run) -> &str {
+    run.request
+        .get("staging_bucket")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The status in the backend's shape, from the store alone (no AWS call, ever).
+fn status_of(run: &Run) -> TaskStatus {
     let ctx = context_of(run);
     let terminal = run.state.is_terminal();
     let submitted = run.created_at;
@@ -192,12 +215,13 @@ fn status_of(run: &Run) -> Result<TaskStatus, ApiError> {
         }
         _ => None,
     };
-    Ok(TaskStatus {
+    let bucket = staging_bucket(run);
+    TaskStatus {
         task_id: run.id.to_string(),
-        pid: Some(ctx.job.job_name.clone()),
+        pid: Some(ctx.job.job_name),
         task_status: task_status(run.state).into(),
-        log_path: req.log_path(run.id),
-        output_dir: req.output_dir(run.id),
+        log_path: format!("s3://{bucket}/{}", ScriptRequest::log_key(run.id)),
+        output_dir: format!("s3://{bucket}/{}", ScriptRequest::output_prefix(run.id)),
         submitted: Some(essedum_time(submitted)),
         started: started.map(essedum_time),
         finished: finished.map(essedum_time),
@@ -205,7 +229,7 @@ fn status_of(run: &Run) -> Result<TaskStatus, ApiError> {
         error: (run.state == State::Failed)
             .then(|| run.last_error.clone())
             .flatten(),
-    })
+    }
 }
 
 /// A task id from the path: 400 when it is not a UUID.
@@ -223,7 +247,7 @@ impl ExecuteApi {
         caller: &Caller,
     ) -> Result<SubmitReply, ApiError> {
         let app = state_of(&self.0)?;
-        let (mut request, secret) = ScriptRequest::parse(body, &app.limits)?;
+        let (mut request, secret) = ScriptRequest::parse(body, &app.limits, &app.script)?;
         request.connection = scope.connection.clone();
         let id = Uuid::now_v7();
         let name = script::job_name(id);
@@ -313,12 +337,7 @@ impl ExecuteApi {
                 ..RunFilter::default()
             })
             .await?;
-        Ok(Json(
-            page.runs
-                .iter()
-                .map(status_of)
-                .collect::<Result<Vec<_>, _>>()?,
-        ))
+        Ok(Json(page.runs.iter().map(status_of).collect()))
     }
 
     /// A script job's status.
@@ -329,7 +348,7 @@ impl ExecuteApi {
         caller: Data<&Caller>,
     ) -> Result<Json<TaskStatus>, ApiError> {
         let (_, run) = self.task(&task_id.0, &caller).await?;
-        Ok(Json(status_of(&run)?))
+        Ok(Json(status_of(&run)))
     }
 
     /// Cancel a script job: its processing job is stopped and it ends `CANCELLED` (with the log
@@ -361,8 +380,12 @@ impl ExecuteApi {
         }))
     }
 
-    /// The job's log so far: read from CloudWatch while it runs, from the collected copy once
-    /// it ended. Empty before the job starts.
+    /// The job's log so far: from CloudWatch while it runs; once it ended, the collected copy
+    /// (kept in the service itself when it is short, else read from S3). Always 200 for a known
+    /// task: when AWS does not answer within a few seconds, the end of the log kept by the
+    /// service (or a line saying the log cannot be read now) — a non-200 here makes the Essedum
+    /// backend mark a finished job as failed (ICIPRemoteLoggerService.java). A failed job's log
+    /// ends with the reason it failed.
     #[oai(path = "/execute/:task_id/getLog", method = "get")]
     async fn get_log(
         &self,
@@ -370,29 +393,10 @@ impl ExecuteApi {
         caller: Data<&Caller>,
     ) -> Result<Json<TaskLog>, ApiError> {
         let (app, run) = self.task(&task_id.0, &caller).await?;
-        let req = request_of(&run)?;
-        let ctx = context_of(&run);
-        let aws = run_aws(app, &run).await?;
-        let text = if ctx.log_collected {
-            aws.read_object_start(
-                &req.staging_bucket,
-                &ScriptRequest::log_key(run.id),
-                LOG_LIMIT as u64,
-            )
-            .await
-            .map_err(aws_unavailable)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-        } else if ctx.job_exists() {
-            aws.processing_job_log(&ctx.job.job_name, LOG_LIMIT)
-                .await
-                .map_err(aws_unavailable)?
-                .text
-        } else {
-            String::new()
-        };
         Ok(Json(TaskLog {
-            logs: TaskLogContent { content: text },
+            logs: TaskLogContent {
+                content: log_of(app, &run).await,
+            },
         }))
     }
 
@@ -435,6 +439,97 @@ impl ExecuteApi {
             out.insert(key, serde_json::json!({ "content": content }));
         }
         Ok(Json(Value::Object(out)))
+    }
+}
+
+/// How long `getLog` waits for AWS before answering from the store (the backend's HTTP client
+/// gives up after 10 s).
+const LOG_AWS_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A note in a log reply, told apart from the job's own lines.
+fn note(text: &str) -> String {
+    format!("[sagemaker-executor] {text}\n")
+}
+
+/// The log as [`ExecuteApi::get_log`] serves it; never an error.
+async fn log_of(app: &AppState, run: &Run) -> String {
+    let ctx = context_of(run);
+    let mut text = if ctx.log_collected && ctx.log_tail_complete {
+        ctx.log_tail.clone().unwrap_or_default()
+    } else if ctx.log_collected || ctx.job_exists() {
+        let live = tokio::time::timeout(LOG_AWS_BUDGET, read_log(app, run, &ctx)).await;
+        let live = live.unwrap_or_else(|_| {
+            Err(format!(
+                "AWS did not answer within {}s",
+                LOG_AWS_BUDGET.as_secs()
+            ))
+        });
+        match live {
+            Ok(text) => text,
+            Err(why) => {
+                tracing::warn!(run_id = %run.id, reason = %why, "getLog answers from the store");
+                match &ctx.log_tail {
+                    Some(tail) => format!(
+                        "{}{tail}",
+                        note(&format!(
+                            "the full log ({}) cannot be read now ({why}); its last {} bytes follow",
+                            format_args!(
+                                "s3://{}/{}",
+                                staging_bucket(run),
+                                ScriptRequest::log_key(run.id)
+                            ),
+                            tail.len()
+                        ))
+                    ),
+                    None => note(&format!(
+                        "the job's log cannot be read now ({why}); ask again later"
+                    )),
+                }
+            }
+        }
+    } else {
+        String::new()
+    };
+    if run.state == State::Failed {
+        if let Some(reason) = run.last_error.as_deref().filter(|r| !text.contains(*r)) {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&note(&format!("ERROR: {reason}")));
+        }
+    }
+    text
+}
+
+/// The log from AWS: the collected copy in S3, else the job's CloudWatch log.
+async fn read_log(app: &AppState, run: &Run, ctx: &ScriptContext) -> Result<String, String> {
+    let sealed = app
+        .store
+        .run_secret(run.id)
+        .await
+        .map_err(|e| format!("the store: {e}"))?;
+    let (aws, _) = app
+        .provider
+        .for_run(run, sealed.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    if ctx.log_collected {
+        let bytes = aws
+            .read_object_start(
+                staging_bucket(run),
+                &ScriptRequest::log_key(run.id),
+                LOG_LIMIT as u64,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the collected log is missing")?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    } else {
+        let log = aws
+            .processing_job_log(&ctx.job.job_name, LOG_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(log.text)
     }
 }
 

@@ -49,6 +49,8 @@ pub struct AppState {
     pub datasets_bucket: Option<String>,
     /// Largest dataset file (`POST /api/service/v1/datasets`); larger is refused while streaming.
     pub max_dataset_bytes: u64,
+    /// Script jobs' service settings (what `/execute` bodies do not carry).
+    pub script: Arc<crate::workflows::script::ScriptSettings>,
 }
 
 pub type Apis = (
