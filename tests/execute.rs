@@ -1,11 +1,15 @@
 //! Script jobs through Essedum's remote-job API (`/execute`), end to end: the real binary, a
-//! real SQLite file and the emulator's processing jobs, CloudWatch log and S3 outputs.
+//! real SQLite file and the emulator's processing jobs, CloudWatch log and S3 outputs — driven
+//! with the body the Essedum backend really builds.
 
 mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{Emulator, Scratch, Service, unique};
+use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+use support::{Emulator, ROLE, Scratch, Service, client, reply, unique};
+
+const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/python:3.11";
 
 const STORAGE_SECRET: &str = "storage-secret-Zq81x";
 const AWS_SECRET: &str = "aws-secret-Kp44w";
@@ -30,6 +34,100 @@ fn body(emu: &Emulator, bucket: &str, env: Value) -> Value {
             "instance_count": "1", "instance_type": "ml.m5.large", "source": ""
         }
     })
+}
+
+/// The object-store folder the backend uploads a pipeline's script to and names as
+/// `input_artifacts`: `{org}/remote/{pipeline}/{version}/Input`
+/// (ICIPRemoteExecutorJob.java, generateArtifactsPath; the upload keeps the file name,
+/// ICIPDataSourceServiceUtilS3.java uploadFile).
+const INPUT_FOLDER: &str = "leo1311/remote/LEOCHURN42/3/Input";
+
+/// The `/execute` body exactly as the backend builds it (RemoteBody.java serialised by org.json,
+/// which leaves out null fields): no `configs` (its setter is commented out in
+/// ICIPRemoteExecutorJob.java), `environment` only when the job has variables, `version` as a
+/// string, `credentials` from the storage connection's url/accessKey/secretKey.
+fn backend_body(emu: &Emulator, bucket: &str, env: Option<Value>) -> Value {
+    let mut b = json!({
+        "bucket": bucket,
+        "project_id": "leo1311",
+        "name": "LEOCHURN42",
+        "version": "3",
+        "credentials": {"endpoint": emu.url(), "access_key": "test", "secret_key": STORAGE_SECRET},
+        "input_artifacts": INPUT_FOLDER,
+        "command": "python train.py",
+        "storage": "s3",
+    });
+    if let Some(env) = env {
+        b["environment"] = env;
+    }
+    b
+}
+
+/// The input folder as the backend leaves it, with neighbours that are not part of it.
+async fn backend_folder(emu: &Emulator, bucket: &str) {
+    emu.create_bucket(bucket).await;
+    for (key, body) in [
+        ("train.py", "print('training')\n"),
+        ("data/train.csv", "a,b,label\n1,2,0\n"),
+        ("data/nested/extra.txt", "x"),
+    ] {
+        emu.put_object(bucket, &format!("{INPUT_FOLDER}/{key}"), body)
+            .await;
+    }
+    // Beside the folder, not in it: a sibling with the same prefix and the job's old outputs.
+    emu.put_object(bucket, "leo1311/remote/LEOCHURN42/3/Input2/other.py", "no")
+        .await;
+    emu.put_object(
+        bucket,
+        "leo1311/remote/LEOCHURN42/3/outputartifacts/logs/log.txt",
+        "old",
+    )
+    .await;
+}
+
+/// Service settings that stand in for the `configs` the backend never sends.
+fn with_settings(mut config: support::ServiceConfig) -> support::ServiceConfig {
+    config.extra_env.extend([
+        ("EXECUTOR_SCRIPT_ROLE_ARN".to_string(), ROLE.to_string()),
+        ("EXECUTOR_SCRIPT_IMAGE".to_string(), IMAGE.to_string()),
+    ]);
+    config
+}
+
+/// POSTs `body` as the backend's OkHttp client does: `Content-Type: application/json;
+/// charset=utf-8`, no `Authorization`, no `Accept`.
+async fn backend_post(svc: &Service, path: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(svc.url(path))
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    reply(r).await
+}
+
+/// The backend's submit rules: 200 or 201, and `task_id` read as a string
+/// (ICIPRemoteExecutorJob.java, executeScript).
+fn backend_task_id(code: u16, reply: &Value) -> String {
+    assert!(code == 200 || code == 201, "{code}: {reply}");
+    reply["task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("task_id is not a string: {reply}"))
+        .to_string()
+}
+
+/// The staged input files of a task, relative to its input prefix.
+async fn staged_inputs(emu: &Emulator, bucket: &str, id: &str) -> Vec<String> {
+    let prefix = format!("essedum-executor/scripts/{id}/input/");
+    let mut keys: Vec<String> = emu
+        .list_keys(bucket, &prefix)
+        .await
+        .into_iter()
+        .map(|k| k.strip_prefix(&prefix).unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
 }
 
 async fn setup() -> (Scratch, Service, String) {
@@ -183,7 +281,7 @@ async fn script_job_completes_with_its_log_and_output_artifacts() {
         "{script}"
     );
     assert_eq!(
-        emu.get_object(&bucket, &format!("{prefix}input/00-train.csv"))
+        emu.get_object(&bucket, &format!("{prefix}input/train.csv"))
             .await
             .as_deref(),
         Some("a,b,label\n1,2,0\n")
@@ -336,23 +434,14 @@ async fn restart_in_the_middle_of_a_script_job_creates_exactly_one_processing_jo
 }
 
 #[tokio::test]
-async fn bad_bodies_are_refused_with_the_field_and_nothing_is_stored() {
+async fn bad_values_are_refused_with_the_field_and_nothing_is_stored() {
     let emu = Emulator::shared();
     let (_s, svc, bucket) = setup().await;
     let good = body(emu, &bucket, json!({}));
     let mut cases: Vec<(Value, u16, &str)> = vec![];
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("command");
-    cases.push((missing, 400, "command"));
-    let mut extra = good.clone();
-    extra["priority"] = json!("high");
-    cases.push((extra, 400, "priority"));
-    let mut cred = good.clone();
-    cred["credentials"]
-        .as_object_mut()
-        .unwrap()
-        .remove("endpoint");
-    cases.push((cred, 400, "credentials.endpoint"));
+    cases.push((missing, 422, "command"));
     let mut empty = good.clone();
     empty["name"] = json!("");
     cases.push((empty, 422, "name"));
@@ -362,12 +451,22 @@ async fn bad_bodies_are_refused_with_the_field_and_nothing_is_stored() {
     let mut storage = good.clone();
     storage["storage"] = json!("ftp");
     cases.push((storage, 422, "storage"));
+    let mut env = good.clone();
+    env["environment"] = json!({"EPOCHS": 2});
+    cases.push((env, 422, "environment.EPOCHS"));
+    let mut configs = good.clone();
+    configs["configs"] = json!(["x"]);
+    cases.push((configs, 422, "configs"));
     let mut role = good.clone();
-    role["configs"]["role"] = json!("");
+    role["configs"]["role"] = json!("not-an-arn");
     cases.push((role, 422, "configs.role"));
     let mut half_keys = good.clone();
     half_keys["configs"]["aws_access_key_id"] = json!("AKIAONLYHALF");
     cases.push((half_keys, 422, "configs.aws_secret_access_key"));
+    let mut minio = good.clone();
+    minio["storage"] = json!("minio");
+    minio["credentials"]["endpoint"] = json!("");
+    cases.push((minio, 422, "credentials.endpoint"));
     let mut local = good.clone();
     local["storage"] = json!("local");
     local["input_artifacts"] = json!("../../etc/passwd");
@@ -383,6 +482,292 @@ async fn bad_bodies_are_refused_with_the_field_and_nothing_is_stored() {
     let (_, list) = svc.get("/execute").await;
     assert_eq!(list, json!([]));
     assert_eq!(svc.run_count().await, 0);
+}
+
+#[tokio::test]
+async fn backend_execute_body_without_configs_or_environment_runs_with_the_input_folder_names_kept()
+{
+    let emu = Emulator::shared();
+    let bucket = unique("exeb");
+    backend_folder(emu, &bucket).await;
+    let s = Scratch::new();
+    // The settings come from the config file here (keys named like the flags).
+    let file = s.dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!("script_role_arn = \"{ROLE}\"\nscript_image = \"{IMAGE}\"\n"),
+    )
+    .unwrap();
+    let mut config = s.config(emu.url());
+    config
+        .extra_env
+        .push(("EXECUTOR_CONFIG".into(), file.display().to_string()));
+    let svc = Service::start(config);
+
+    let (code, a) = backend_post(&svc, "/execute", &backend_body(emu, &bucket, None)).await;
+    let id = backend_task_id(code, &a);
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    assert_backend_accepts(&st);
+
+    // Every object under the folder, with its name relative to the folder; nothing beside it.
+    assert_eq!(
+        staged_inputs(emu, &bucket, &id).await,
+        ["data/nested/extra.txt", "data/train.csv", "train.py"]
+    );
+    let prefix = format!("essedum-executor/scripts/{id}/");
+    assert_eq!(
+        emu.get_object(&bucket, &format!("{prefix}input/train.py"))
+            .await
+            .as_deref(),
+        Some("print('training')\n")
+    );
+    // The job mounts that prefix as its data directory and runs the command there, so
+    // `python train.py` finds the script and `data/train.csv` by their own names.
+    let d = emu
+        .sagemaker(
+            "DescribeProcessingJob",
+            json!({"ProcessingJobName": st["pid"]}),
+        )
+        .await;
+    assert_eq!(d["RoleArn"], ROLE, "{d}");
+    assert_eq!(d["AppSpecification"]["ImageUri"], IMAGE, "{d}");
+    assert_eq!(
+        d["ProcessingResources"]["ClusterConfig"]["InstanceType"], "ml.t3.medium",
+        "{d}"
+    );
+    let data = d["ProcessingInputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["InputName"] == "data")
+        .unwrap_or_else(|| panic!("no data input: {d}"));
+    assert_eq!(
+        data["S3Input"]["S3Uri"],
+        format!("s3://{bucket}/{prefix}input/"),
+        "{d}"
+    );
+    assert_eq!(
+        data["S3Input"]["LocalPath"],
+        "/opt/ml/processing/input/data"
+    );
+    let script = emu
+        .get_object(&bucket, &format!("{prefix}code/run.sh"))
+        .await
+        .unwrap();
+    assert!(
+        script.contains("\ncd /opt/ml/processing/input/data 2>/dev/null || cd /opt/ml/processing/input/code\npython train.py\n"),
+        "{script}"
+    );
+}
+
+#[tokio::test]
+async fn backend_execute_body_with_environment_unknown_keys_and_blank_strings_is_accepted() {
+    let emu = Emulator::shared();
+    let bucket = unique("exeb");
+    backend_folder(emu, &bucket).await;
+    let s = Scratch::new();
+    let svc = Service::start(with_settings(s.config(emu.url())));
+    let mut b = backend_body(emu, &bucket, Some(json!({"EPOCHS": "2"})));
+    // Keys this service does not read, and blanks where the backend has no value.
+    b["isRemoteDS"] = json!(true);
+    b["jobType"] = json!({"any": ["shape"]});
+    b["credentials"]["comment"] = json!("ignored");
+    b["configs"] = json!({"role": "", "container": "", "instance_count": "", "source": ""});
+    let (code, a) = backend_post(
+        &svc,
+        "/api/service/v1/pipelines/training/custom_script?project=leo1311&adapter_instance=a&isCached=false&isRemoteDS=true",
+        &b,
+    )
+    .await;
+    let id = backend_task_id(code, &a);
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    let d = emu
+        .sagemaker(
+            "DescribeProcessingJob",
+            json!({"ProcessingJobName": st["pid"]}),
+        )
+        .await;
+    assert_eq!(d["Environment"]["EPOCHS"], "2", "{d}");
+    assert_eq!(d["RoleArn"], ROLE, "{d}");
+    assert_eq!(
+        staged_inputs(emu, &bucket, &id).await,
+        ["data/nested/extra.txt", "data/train.csv", "train.py"]
+    );
+
+    // Blank credentials on s3 storage: the input folder is read from the run's own S3.
+    let mut b = backend_body(emu, &bucket, None);
+    b["credentials"] = json!({"endpoint": "", "access_key": "", "secret_key": ""});
+    let (code, a) = backend_post(&svc, "/execute", &b).await;
+    let id = backend_task_id(code, &a);
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    assert_eq!(staged_inputs(emu, &bucket, &id).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_missing_setting_is_422_naming_the_field_and_the_setting_and_nothing_is_stored() {
+    let emu = Emulator::shared();
+    let bucket = unique("exeb");
+    backend_folder(emu, &bucket).await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let (code, e) = backend_post(&svc, "/execute", &backend_body(emu, &bucket, None)).await;
+    assert_eq!(code, 422, "{e}");
+    assert_eq!(e["field"], "configs.role", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("EXECUTOR_SCRIPT_ROLE_ARN"),
+        "{e}"
+    );
+    let mut b = backend_body(emu, &bucket, None);
+    b["configs"] = json!({"role": ROLE});
+    let (code, e) = backend_post(&svc, "/execute", &b).await;
+    assert_eq!(code, 422, "{e}");
+    assert_eq!(e["field"], "configs.container", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("EXECUTOR_SCRIPT_IMAGE"),
+        "{e}"
+    );
+    let (code, runs) = svc.get("/api/v1/runs").await;
+    assert_eq!(code, 200, "{runs}");
+    assert_eq!(runs["runs"], json!([]), "{runs}");
+    assert_eq!(svc.get("/execute").await.1, json!([]));
+}
+
+#[tokio::test]
+async fn an_input_folder_above_the_file_limit_ends_in_error_before_any_job() {
+    let emu = Emulator::shared();
+    let bucket = unique("exeb");
+    backend_folder(emu, &bucket).await;
+    let s = Scratch::new();
+    let mut config = with_settings(s.config(emu.url()));
+    config
+        .extra_env
+        .push(("EXECUTOR_SCRIPT_MAX_INPUT_FILES".into(), "2".into()));
+    let svc = Service::start(config);
+    let (code, a) = backend_post(&svc, "/execute", &backend_body(emu, &bucket, None)).await;
+    let id = backend_task_id(code, &a);
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "ERROR", "{st}");
+    assert_backend_accepts(&st);
+    let error = st["error"].as_str().unwrap();
+    assert!(
+        error.contains("more than 2 input files")
+            && error.contains("EXECUTOR_SCRIPT_MAX_INPUT_FILES"),
+        "{error}"
+    );
+    assert!(staged_inputs(emu, &bucket, &id).await.is_empty());
+    let (code, d) = emu
+        .sagemaker_in(
+            "us-east-1",
+            "DescribeProcessingJob",
+            json!({"ProcessingJobName": st["pid"]}),
+        )
+        .await;
+    assert_eq!(code, 400, "no processing job was created: {d}");
+    // The log says why, so the backend's job log does too.
+    let (code, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+    assert_eq!(code, 200, "{log}");
+    assert!(
+        log["logs"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("more than 2 input files"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn get_log_and_get_status_answer_200_from_the_store_when_aws_is_unreachable() {
+    let emu = Emulator::shared();
+    let bucket = unique("exeb");
+    backend_folder(emu, &bucket).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let s = Scratch::new();
+    let svc = Service::start(with_settings(s.config(proxy.url())));
+    // One short log (kept whole in the service) and one longer than what it keeps.
+    let long: String = (0..1200)
+        .map(|i| format!("line {i:04} {}\n", "x".repeat(90)))
+        .collect();
+    let short_id = {
+        let (code, a) = backend_post(
+            &svc,
+            "/execute",
+            &backend_body(
+                emu,
+                &bucket,
+                Some(json!({"_emulator_log": "epoch 1\nepoch 2"})),
+            ),
+        )
+        .await;
+        backend_task_id(code, &a)
+    };
+    let long_id = {
+        let (code, a) = backend_post(
+            &svc,
+            "/execute",
+            &backend_body(emu, &bucket, Some(json!({"_emulator_log": long}))),
+        )
+        .await;
+        backend_task_id(code, &a)
+    };
+    let mut before = Vec::new();
+    for id in [&short_id, &long_id] {
+        let st = wait_status(&svc, id, finished).await;
+        assert_eq!(st["task_status"], "COMPLETED", "{st}");
+        let (code, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+        assert_eq!(code, 200, "{log}");
+        before.push((st, log["logs"]["content"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(before[0].1, "epoch 1\nepoch 2\n");
+    assert_eq!(before[1].1, long, "the whole long log, read from S3");
+
+    // AWS goes away: every connection is dropped, or hangs far beyond the backend's 10 s.
+    for fault in [Fault::Drop, Fault::Delay(Duration::from_secs(60))] {
+        proxy.set_plan(FaultPlan::always(fault.clone()));
+        for (i, id) in [&short_id, &long_id].into_iter().enumerate() {
+            let started = Instant::now();
+            let (code, st) = svc.get(&format!("/execute/{id}/getStatus")).await;
+            assert_eq!(code, 200, "{fault:?}: {st}");
+            assert_eq!(st, before[i].0, "getStatus comes from the store alone");
+            let (code, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+            assert_eq!(code, 200, "{fault:?}: {log}");
+            assert!(
+                started.elapsed() < Duration::from_secs(9),
+                "{fault:?}: answered after {:?}",
+                started.elapsed()
+            );
+            let content = log["logs"]["content"].as_str().unwrap();
+            if i == 0 {
+                assert_eq!(content, before[0].1, "the short log is kept whole");
+            } else {
+                let (note, rest) = content.split_once('\n').unwrap();
+                assert!(
+                    note.starts_with("[sagemaker-executor] the full log (s3://")
+                        && note.contains("cannot be read now"),
+                    "{note}"
+                );
+                assert!(
+                    rest.len() <= 64 * 1024 && rest.len() > 60 * 1024,
+                    "{}",
+                    rest.len()
+                );
+                assert!(
+                    long.ends_with(rest),
+                    "the end of the log, from a line start"
+                );
+                assert!(rest.starts_with("line "), "{}", &rest[..20]);
+            }
+        }
+    }
+    proxy.clear_plan();
 }
 
 #[tokio::test]
@@ -414,7 +799,7 @@ async fn local_storage_stages_a_file_from_the_data_directory() {
     assert_eq!(
         emu.get_object(
             &bucket,
-            &format!("essedum-executor/scripts/{id}/input/00-local.csv")
+            &format!("essedum-executor/scripts/{id}/input/local.csv")
         )
         .await
         .as_deref(),

@@ -467,6 +467,7 @@ async fn log_of(app: &AppState, run: &Run) -> String {
         match live {
             Ok(text) => text,
             Err(why) => {
+                let why = why.replace(['\n', '\r'], " ");
                 tracing::warn!(run_id = %run.id, reason = %why, "getLog answers from the store");
                 match &ctx.log_tail {
                     Some(tail) => format!(
