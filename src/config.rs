@@ -308,6 +308,11 @@ mod tests {
             ("poll_min_ms", "EXECUTOR_POLL_MIN_MS"),
             ("tokens_file", "EXECUTOR_TOKENS_FILE"),
             ("log_format", "EXECUTOR_LOG_FORMAT"),
+            ("script_role_arn", "EXECUTOR_SCRIPT_ROLE_ARN"),
+            ("script_image", "EXECUTOR_SCRIPT_IMAGE"),
+            ("script_instance_type", "EXECUTOR_SCRIPT_INSTANCE_TYPE"),
+            ("script_instance_count", "EXECUTOR_SCRIPT_INSTANCE_COUNT"),
+            ("script_region", "EXECUTOR_SCRIPT_REGION"),
         ] {
             assert!(
                 keys.contains(&(key.to_string(), env.to_string())),

@@ -808,6 +808,59 @@ async fn local_storage_stages_a_file_from_the_data_directory() {
 }
 
 #[tokio::test]
+async fn local_storage_stages_a_folder_of_the_data_directory_with_names_kept() {
+    let emu = Emulator::shared();
+    let bucket = unique("exeb");
+    emu.create_bucket(&bucket).await;
+    let s = Scratch::new();
+    let folder = s.data_dir().join(INPUT_FOLDER);
+    std::fs::create_dir_all(folder.join("data")).unwrap();
+    std::fs::write(folder.join("train.py"), "print(1)\n").unwrap();
+    std::fs::write(folder.join("data/train.csv"), "a\n1\n").unwrap();
+    let svc = Service::start(with_settings(s.config(emu.url())));
+    let mut b = backend_body(emu, &bucket, None);
+    b["storage"] = json!("local");
+    b["credentials"] = json!({"endpoint": "", "access_key": "", "secret_key": ""});
+    let (code, a) = backend_post(&svc, "/execute", &b).await;
+    let id = backend_task_id(code, &a);
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    assert_eq!(
+        staged_inputs(emu, &bucket, &id).await,
+        ["data/train.csv", "train.py"]
+    );
+}
+
+#[tokio::test]
+async fn restart_while_staging_an_input_folder_stages_each_file_once_under_its_name() {
+    let emu = Emulator::shared();
+    let bucket = unique("exeb");
+    backend_folder(emu, &bucket).await;
+    let s = Scratch::new();
+    let mut config = with_settings(s.config(emu.url()));
+    config.failpoints = vec!["script.after_input".into()];
+    let svc = Service::start(config);
+    let (code, a) = backend_post(&svc, "/execute", &backend_body(emu, &bucket, None)).await;
+    let id = backend_task_id(code, &a);
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT script.after_input"
+        });
+    // Killed after the first input file was copied, before that was committed.
+    let svc = svc.kill_and_restart();
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    assert_eq!(
+        staged_inputs(emu, &bucket, &id).await,
+        ["data/nested/extra.txt", "data/train.csv", "train.py"]
+    );
+    let stats = emu
+        .job_stats("processing_jobs", st["pid"].as_str().unwrap())
+        .await;
+    assert_eq!(stats["creates"], 1, "{stats}");
+}
+
+#[tokio::test]
 async fn custom_script_route_takes_the_same_body() {
     let emu = Emulator::shared();
     let (_s, svc, bucket) = setup().await;
@@ -880,4 +933,39 @@ async fn no_secret_from_a_request_reaches_the_database_the_log_or_a_reply() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_bad_script_setting_stops_the_start_naming_it() {
+    let s = Scratch::new();
+    for (args, env, named) in [
+        (
+            vec!["--script-role-arn", "not-a-role"],
+            None,
+            "EXECUTOR_SCRIPT_ROLE_ARN",
+        ),
+        (
+            vec![],
+            Some(("EXECUTOR_SCRIPT_INSTANCE_TYPE", "large")),
+            "EXECUTOR_SCRIPT_INSTANCE_TYPE",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"));
+        cmd.env_clear()
+            .arg("serve")
+            .args(&args)
+            .env("EXECUTOR_BIND", "127.0.0.1:0")
+            .env(
+                "EXECUTOR_DATABASE_URL",
+                format!("sqlite://{}", s.db().display()),
+            )
+            .env("AWS_REGION", "us-east-1");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{args:?} {env:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("error: {named}")), "{err}");
+    }
 }

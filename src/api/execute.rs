@@ -380,9 +380,10 @@ impl ExecuteApi {
         }))
     }
 
-    /// The job's log so far: from CloudWatch while it runs; once it ended, the collected copy
-    /// (kept in the service itself when it is short, else read from S3). Always 200 for a known
-    /// task: when AWS does not answer within a few seconds, the end of the log kept by the
+    /// The job's log so far.
+    ///
+    /// From CloudWatch while the job runs; once it ended, the collected copy (kept in the
+    /// service itself when it is short, else read from S3). Always 200 for a known task: when AWS does not answer within a few seconds, the end of the log kept by the
     /// service (or a line saying the log cannot be read now) — a non-200 here makes the Essedum
     /// backend mark a finished job as failed (ICIPRemoteLoggerService.java). A failed job's log
     /// ends with the reason it failed.
@@ -491,13 +492,13 @@ async fn log_of(app: &AppState, run: &Run) -> String {
     } else {
         String::new()
     };
-    if run.state == State::Failed {
-        if let Some(reason) = run.last_error.as_deref().filter(|r| !text.contains(*r)) {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&note(&format!("ERROR: {reason}")));
+    if run.state == State::Failed
+        && let Some(reason) = run.last_error.as_deref().filter(|r| !text.contains(*r))
+    {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
         }
+        text.push_str(&note(&format!("ERROR: {reason}")));
     }
     text
 }

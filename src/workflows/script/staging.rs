@@ -393,6 +393,9 @@ pub(super) async fn upload(
         }
     };
     failpoint::hit("script.after_upload").await;
+    if matches!(item, Item::Input(_)) {
+        failpoint::hit("script.after_input").await;
+    }
     ctx.staged += 1;
     let to = if ctx.staged < plan.len() {
         Uploading
