@@ -433,6 +433,33 @@ mod tests {
     }
 
     #[test]
+    fn region_and_instances_fall_back_to_the_settings() {
+        let s = ScriptSettings {
+            region: Some("eu-west-1".into()),
+            instance_type: "ml.m5.large".into(),
+            instance_count: 3,
+            ..settings()
+        };
+        let (req, secret) = parse(backend_body(), &s).unwrap();
+        assert_eq!(req.configs.region_name.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            (
+                req.configs.instance_type.as_str(),
+                req.configs.instance_count
+            ),
+            ("ml.m5.large", 3)
+        );
+        let target = secret.aws.expect("the run gets its own region");
+        assert_eq!(target.region.as_deref(), Some("eu-west-1"));
+        assert!(target.credentials.is_none());
+        let mut b = backend_body();
+        b["configs"] = json!({"region_name": "us-west-2", "instance_count": 2});
+        let (req, _) = parse(b, &s).unwrap();
+        assert_eq!(req.configs.region_name.as_deref(), Some("us-west-2"));
+        assert_eq!(req.configs.instance_count, 2);
+    }
+
+    #[test]
     fn configs_win_over_the_service_settings() {
         let mut s = settings();
         s.bucket = Some("staging-bucket".into());
