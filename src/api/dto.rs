@@ -47,7 +47,7 @@ pub struct Record {
     pub status: Option<String>,
     #[oai(rename = "type")]
     pub kind: Option<String>,
-    /// The resource's ARN (models: the container image).
+    /// The resource's ARN (the backend's SageMaker parser fills it with the model or endpoint ARN).
     pub container: Option<String>,
     /// Model data / output location.
     pub artifacts: Option<String>,
