@@ -609,3 +609,89 @@ async fn from_a_model_to_an_answer_through_the_essedum_routes() {
         200
     );
 }
+
+/// A list made under an Essedum connection (adapter_instance, project and an allow-listed
+/// Referer) shows that connection's account and region, as the Python executor's lists did with
+/// the connection's credentials.
+#[tokio::test]
+async fn lists_under_a_connection_show_the_connections_region() {
+    use support::fake_backend::FakeBackend;
+    let emu = Emulator::shared();
+    let backend = FakeBackend::start().await;
+    backend.set_connection(
+        "p1",
+        "a1",
+        json!({"accessKey": "AKIACONNECTION", "secretKey": "connection-secret", "region": "eu-west-1"}),
+    );
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config
+        .extra_env
+        .push(("EXECUTOR_CONNECTION_ALLOW".into(), backend.base_url()));
+    let svc = Service::start(config);
+    let (eu, us) = (unique("eu-model"), unique("us-model"));
+    let container = json!({"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1"});
+    let (code, _) = emu
+        .sagemaker_in(
+            "eu-west-1",
+            "CreateModel",
+            json!({"ModelName": eu, "ExecutionRoleArn": ROLE, "PrimaryContainer": container}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    emu.sagemaker(
+        "CreateModel",
+        json!({"ModelName": us, "ExecutionRoleArn": ROLE, "PrimaryContainer": container}),
+    )
+    .await;
+    let eu_endpoint = unique("eu-ep");
+    for (op, body) in [
+        (
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": eu_endpoint, "ProductionVariants": [{"VariantName": "v1",
+                   "ModelName": eu, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}),
+        ),
+        (
+            "CreateEndpoint",
+            json!({"EndpointName": eu_endpoint, "EndpointConfigName": eu_endpoint}),
+        ),
+    ] {
+        assert_eq!(emu.sagemaker_in("eu-west-1", op, body).await.0, 200);
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (path, present, absent) in [
+        ("/api/service/v1/models/list", &eu, &us),
+        ("/api/service/v1/endpoints/list", &eu_endpoint, &us),
+    ] {
+        let r = client()
+            .get(svc.url(&format!(
+                "{path}?adapter_instance=a1&project=p1&isCached=false&isRemoteDS=true"
+            )))
+            .header("Referer", backend.base_url())
+            .send()
+            .await
+            .unwrap();
+        let (code, list) = support::reply(r).await;
+        assert_eq!(code, 200, "{list}");
+        let listed = names(&list);
+        assert!(listed.contains(present), "{path}: {listed:?}");
+        assert!(!listed.contains(absent), "{path}: {listed:?}");
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["adapter"] == "a1")
+        );
+    }
+    let (_, default_list) = svc.get("/api/service/v1/models/list").await;
+    assert!(
+        !names(&default_list).contains(&eu),
+        "without a connection: the default region"
+    );
+}
