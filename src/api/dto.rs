@@ -37,6 +37,7 @@ pub fn record_date(t: Timestamp) -> String {
 /// present, `null` where unknown: the backend's parsers call `get(key)` and drop an item whose key
 /// is missing. Replies that carry more embed it with `#[oai(flatten)]`.
 #[derive(Object, Clone, Debug, Default)]
+#[oai(nullable_all)]
 pub struct Record {
     /// The resource's name in SageMaker / its S3 key.
     #[oai(rename = "sourceID")]

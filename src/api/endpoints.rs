@@ -178,22 +178,22 @@ struct EndpointRecord {
     #[oai(flatten)]
     record: Record,
     /// The endpoint config it serves.
-    #[oai(rename = "endpointConfigName")]
+    #[oai(rename = "endpointConfigName", nullable)]
     endpoint_config_name: Option<String>,
     /// The config an update in progress moves to.
-    #[oai(rename = "pendingEndpointConfigName")]
+    #[oai(rename = "pendingEndpointConfigName", nullable)]
     pending_endpoint_config_name: Option<String>,
-    #[oai(rename = "failureReason")]
+    #[oai(rename = "failureReason", nullable)]
     failure_reason: Option<String>,
     /// The newest deployment or teardown run of this endpoint here, if any.
-    #[oai(rename = "lastRunId")]
+    #[oai(rename = "lastRunId", nullable)]
     last_run_id: Option<String>,
-    #[oai(rename = "lastRunKind")]
+    #[oai(rename = "lastRunKind", nullable)]
     last_run_kind: Option<crate::model::Kind>,
-    #[oai(rename = "lastRunState")]
+    #[oai(rename = "lastRunState", nullable)]
     last_run_state: Option<crate::model::State>,
     /// The newest deployment run of this endpoint here, if any.
-    #[oai(rename = "deploymentRunId")]
+    #[oai(rename = "deploymentRunId", nullable)]
     deployment_run_id: Option<String>,
 }
 
