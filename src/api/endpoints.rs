@@ -245,13 +245,12 @@ fn endpoint_record(
         run.and_then(|r| r.context[k].as_str().or(r.request[k].as_str()))
             .map(str::to_string)
     };
-    let known = seen.is_some();
     let seen = seen.unwrap_or_default();
     let arn = seen.arn.or_else(|| ctx("job_arn"));
     let config = seen.config_name.or_else(|| ctx("endpoint_config_name"));
     let status = seen.status.or_else(|| ctx("sagemaker_status"));
     let changed = match (seen.last_modified, run.map(|r| r.updated_at)) {
-        (Some(a), Some(b)) if known => Some(a.max(b)),
+        (Some(a), Some(b)) => Some(a.max(b)),
         (Some(a), _) => Some(a),
         (None, b) => b,
     };
