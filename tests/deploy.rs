@@ -154,19 +154,71 @@ async fn a_failed_endpoint_fails_the_run_and_requests_are_checked() {
     let st = svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await;
     assert_eq!(st["state"], "Failed", "{st}");
 
+    let runs = svc.run_count().await;
     for (endpoint, body, want, field) in [
         ("bad_name", json!({"EndpointConfigName": a}), 422, "id"),
         ("ok-name", json!({}), 422, "EndpointConfigName"),
         (
             "ok-name",
-            json!({"EndpointConfigName": a, "Extra": 1}),
-            400,
-            "Extra",
+            json!({"EndpointConfigName": ""}),
+            422,
+            "EndpointConfigName",
+        ),
+        (
+            "ok-name",
+            json!({"EndpointConfigName": 3}),
+            422,
+            "EndpointConfigName",
+        ),
+        (
+            "ok-name",
+            json!({"EndpointConfigName": a, "EndpointName": "another-endpoint"}),
+            422,
+            "EndpointName",
         ),
     ] {
         let (code, err) = deploy(&svc, endpoint, body).await;
         assert_eq!((code, err["field"].as_str()), (want, Some(field)), "{err}");
     }
+    assert_eq!(
+        svc.run_count().await,
+        runs,
+        "nothing stored for a refused request"
+    );
+}
+
+/// What the backend sends to deploy_model (ICIPModelAWSServiceSageMaker.deployModelFromRemoteVM):
+/// `{EndpointConfigName, EndpointName}` with EndpointName also the path's endpoint (its
+/// `endpoint_id` parameter), plus `isRemoteDS=true` and the other query parameters; only the
+/// Referer and Content-Type headers. The reply must start with `{`.
+#[tokio::test]
+async fn backend_deploy_body_with_endpoint_name_equal_to_the_path_is_accepted() {
+    let emu = Emulator::shared();
+    let base = unique("depb");
+    let (a, _) = configs(emu, &base).await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let endpoint = format!("{base}-ep");
+    let r = support::client()
+        .post(svc.url(&format!(
+            "/api/service/v1/endpoints/{endpoint}/deploy_model?adapter_instance=SM01&project=Demo&isCached=false&isRemoteDS=true&endpoint_id={endpoint}"
+        )))
+        .header("Referer", "https://essedum.example/")
+        .header("Content-Type", "application/json")
+        .body(json!({"EndpointConfigName": a, "EndpointName": endpoint, "Model Id": ""}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(code, 202, "{text}");
+    assert!(text.starts_with('{'), "{text}");
+    let accepted: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(accepted["status"], "SUCCESS");
+    let st = svc
+        .wait_terminal(accepted["id"].as_str().unwrap(), WAIT)
+        .await;
+    assert_eq!(st["state"], "Done", "{st}");
 }
 
 #[tokio::test]
@@ -318,8 +370,13 @@ async fn teardown_deletes_the_endpoint_and_a_missing_one_is_reported_not_an_erro
     assert_eq!(code, 409, "{err}");
 }
 
+/// The endpoint list: every endpoint of the account and region (as the Python executor's
+/// projects_endpoints_list_list did), those this service deployed or took down with their newest
+/// run (a deleted one stays listed as Deleted), each a full record the backend's endpoint parser
+/// reads (ICIPModelAWSServiceSageMaker.parseFedEndpoint: name, status, artifacts, createdOn and
+/// syncDate as yyyy-MM-dd HH-mm-ss).
 #[tokio::test]
-async fn the_endpoint_list_shows_each_endpoints_newest_change() {
+async fn the_endpoint_list_shows_every_endpoint_with_our_newest_change() {
     let emu = Emulator::shared();
     let base = unique("list");
     let (a, _) = configs(emu, &base).await;
@@ -343,27 +400,140 @@ async fn the_endpoint_list_shows_each_endpoints_newest_change() {
         )
         .await;
     svc.wait_terminal(t["id"].as_str().unwrap(), WAIT).await;
-    let (code, list) = svc.get("/api/service/v1/endpoints/list").await;
+    // One made without the service.
+    let outside = format!("{base}-outside");
+    emu.endpoint(&outside, 0).await;
+
+    let (code, list) = svc
+        .get("/api/service/v1/endpoints/list?adapter_instance=SM01&project=Demo&isCached=false&isRemoteDS=true")
+        .await;
     assert_eq!(code, 200);
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 2, "{list:?}");
+    for r in list {
+        for key in [
+            "sourceID",
+            "name",
+            "id",
+            "status",
+            "type",
+            "container",
+            "artifacts",
+            "adapter",
+            "project",
+            "createdOn",
+            "syncDate",
+            "description",
+            "sourceOrg",
+            "sourcename",
+            "deployment",
+            "rawPayload",
+        ] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        for date in ["createdOn", "syncDate"] {
+            let d = r[date].as_str().unwrap();
+            assert!(
+                chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%d %H-%M-%S").is_ok(),
+                "{d}"
+            );
+        }
+        assert_eq!(r["project"], "Demo");
+    }
+    let find = |n: &str| {
+        list.iter()
+            .position(|r| r["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not listed: {list:?}"))
+    };
+    let (g, u, o) = (find(&gone), find(&up), find(&outside));
+    assert!(g < u, "newest change first");
     assert_eq!(
-        (
-            list[0]["name"].as_str(),
-            list[0]["lastRunKind"].as_str(),
-            list[0]["status"].as_str()
-        ),
-        (Some(gone.as_str()), Some("teardown"), Some("Deleted"))
+        (list[g]["lastRunKind"].as_str(), list[g]["status"].as_str()),
+        (Some("teardown"), Some("Deleted"))
     );
     assert_eq!(
         (
-            list[1]["name"].as_str(),
-            list[1]["lastRunKind"].as_str(),
-            list[1]["status"].as_str()
+            list[u]["lastRunKind"].as_str(),
+            list[u]["status"].as_str(),
+            list[u]["endpointConfigName"].as_str()
         ),
-        (Some(up.as_str()), Some("deployment"), Some("InService"))
+        (Some("deployment"), Some("InService"), Some(a.as_str()))
     );
-    assert_eq!(list[1]["endpointConfigName"], a.as_str());
+    assert!(
+        list[u]["artifacts"]
+            .as_str()
+            .unwrap()
+            .contains(":endpoint/"),
+        "the ARN, as the backend's parser reads it"
+    );
+    assert_eq!(
+        (list[o]["status"].as_str(), list[o]["lastRunId"].is_null()),
+        (Some("InService"), true)
+    );
+
+    let (code, one) = svc.get(&format!("/api/service/v1/endpoints/{up}")).await;
+    assert_eq!(
+        (
+            code,
+            one["status"].as_str(),
+            one["endpointConfigName"].as_str()
+        ),
+        (200, Some("InService"), Some(a.as_str()))
+    );
+    assert!(one["deploymentRunId"].is_string(), "{one}");
+    let raw: Value = serde_json::from_str(one["rawPayload"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["EndpointName"], up.as_str());
+}
+
+/// ListEndpoints is read page after page (SageMaker answers at most 100 per page).
+#[tokio::test]
+async fn the_endpoint_list_reads_every_page() {
+    use futures_util::StreamExt;
+    use support::fault_proxy::FaultProxy;
+    // An emulator of its own, so that the number of endpoints is this test's.
+    let emu = Emulator::start();
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let s = Scratch::new();
+    let svc = Service::start(s.config(proxy.url()));
+    emu.sagemaker(
+        "CreateModel",
+        json!({"ModelName": "m", "ExecutionRoleArn": ROLE,
+               "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}}),
+    )
+    .await;
+    emu.sagemaker(
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "v1",
+               "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}),
+    )
+    .await;
+    let names: Vec<String> = (0..103).map(|i| format!("ep-{i:03}")).collect();
+    let emu_ref = &emu;
+    futures_util::stream::iter(names.iter().map(|n| async move {
+        emu_ref
+            .sagemaker(
+                "CreateEndpoint",
+                json!({"EndpointName": n, "EndpointConfigName": "c"}),
+            )
+            .await
+    }))
+    .buffer_unordered(8)
+    .collect::<Vec<_>>()
+    .await;
+    let (code, list) = svc.get("/api/service/v1/endpoints/list").await;
+    assert_eq!(code, 200);
+    let listed: std::collections::BTreeSet<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 103, "every endpoint once");
+    assert!(names.iter().all(|n| listed.contains(n.as_str())));
+    assert!(
+        proxy.call_count("ListEndpoints") >= 2,
+        "paged: {:?}",
+        proxy.calls()
+    );
 }
 
 #[tokio::test]

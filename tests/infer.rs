@@ -156,3 +156,139 @@ async fn throttling_is_retried_briefly_then_answered_503_with_retry_after() {
         "throttled calls never reached the model"
     );
 }
+
+/// The Python executor's infer read only `S3Uri` from the body (projects_endpoints_infer_create):
+/// a body naming a CSV object as `S3Uri` next to other keys sends that CSV to the model.
+#[tokio::test]
+async fn a_backend_infer_body_naming_s3uri_among_other_keys_sends_the_csv() {
+    let emu = Emulator::shared();
+    let endpoint = unique("ep");
+    emu.endpoint(&endpoint, 0).await;
+    let bucket = unique("inf");
+    emu.create_bucket(&bucket).await;
+    emu.put_object(&bucket, "rows.csv", "4,5,6\n").await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let body =
+        json!({"S3Uri": format!("s3://{bucket}/rows.csv"), "instances": [], "deployModelId": ""});
+    let (code, _, answer) = infer(&svc, &endpoint, "application/json", &body.to_string()).await;
+    assert_eq!(code, 200, "{answer}");
+    let seen = emu.invocations(&endpoint).await;
+    assert_eq!(
+        (seen[0]["content_type"].as_str(), seen[0]["body"].as_str()),
+        (Some("text/csv"), Some("4,5,6\n"))
+    );
+}
+
+async fn explain(svc: &Service, endpoint: &str, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(svc.url(&format!(
+            "/api/service/v1/endpoints/{endpoint}/explain?adapter_instance=SM01&project=Demo&isCached=false&isRemoteDS=true"
+        )))
+        .header("Content-Type", "text/csv")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    // The backend treats a reply as JSON only when it starts with { or [.
+    assert!(
+        text.starts_with('{') || text.starts_with('['),
+        "not JSON: {text}"
+    );
+    (code, serde_json::from_str(&text).unwrap())
+}
+
+/// explain: the Python adapter had no function behind it (a 500). Here an endpoint whose config
+/// has a Clarify ExplainerConfig is invoked with EnableExplanations and Clarify's answer comes
+/// back; an endpoint without one gets a 409 saying why, an unknown one a 404.
+#[tokio::test]
+async fn explain_asks_clarify_for_explanations_only_where_an_explainer_is_configured() {
+    let emu = Emulator::shared();
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let m = unique("model");
+    let (code, _) = svc
+        .post(
+            "/api/service/v1/models/register",
+            &json!({"ModelName": m, "ExecutionRoleArn": support::ROLE, "Containers": [{
+                "Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/xgb:1"}]}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let with = unique("cfg");
+    let explainer = json!({"ClarifyExplainerConfig": {"EnableExplanations": "`true`",
+        "ShapConfig": {"ShapBaselineConfig": {"MimeType": "text/csv", "ShapBaseline": "1,2,3"},
+                       "NumberOfSamples": 10, "UseLogit": false}}});
+    let (code, rec) = svc
+        .post(
+            "/api/service/v1/endpoints/register",
+            &json!({"EndpointConfigName": with, "ModelName": m, "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1, "ExplainerConfig": explainer}),
+        )
+        .await;
+    assert_eq!(code, 201, "{rec}");
+    assert_eq!(
+        emu.sagemaker(
+            "DescribeEndpointConfig",
+            json!({"EndpointConfigName": with})
+        )
+        .await["ExplainerConfig"],
+        explainer,
+        "the explainer reached SageMaker"
+    );
+    let without = unique("cfg");
+    let (code, _) = svc
+        .post(
+            "/api/service/v1/endpoints/register",
+            &json!({"EndpointConfigName": without, "ModelName": m, "InstanceType": "ml.m5.large"}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (xai, plain) = (unique("ep"), unique("ep"));
+    for (e, c) in [(&xai, &with), (&plain, &without)] {
+        let (code, d) = svc
+            .post(
+                &format!("/api/service/v1/endpoints/{e}/deploy_model"),
+                &json!({"EndpointConfigName": c, "Tags": {"_emulator_polls": "0"}}),
+            )
+            .await;
+        assert_eq!(code, 202, "{d}");
+        let run = svc
+            .wait_terminal(
+                d["id"].as_str().unwrap(),
+                std::time::Duration::from_secs(60),
+            )
+            .await;
+        assert_eq!(run["state"], "Done", "{run}");
+    }
+
+    let (code, answer) = explain(&svc, &xai, "1,2,3\n").await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        answer.get("explanations").is_some() && answer.get("predictions").is_some(),
+        "{answer}"
+    );
+    let seen = emu.invocations(&xai).await;
+    assert_eq!(
+        (
+            seen.last().unwrap()["body"].as_str(),
+            seen.last().unwrap()["enable_explanations"].as_str()
+        ),
+        (Some("1,2,3\n"), Some("`true`"))
+    );
+
+    let (code, err) = explain(&svc, &plain, "1,2,3\n").await;
+    assert_eq!(code, 409, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("ExplainerConfig"),
+        "{err}"
+    );
+    assert!(
+        emu.invocations(&plain).await.is_empty(),
+        "nothing reached the model"
+    );
+    let (code, err) = explain(&svc, &unique("nope"), "1\n").await;
+    assert_eq!(code, 404, "{err}");
+}

@@ -37,6 +37,7 @@ pub fn record_date(t: Timestamp) -> String {
 /// present, `null` where unknown: the backend's parsers call `get(key)` and drop an item whose key
 /// is missing. Replies that carry more embed it with `#[oai(flatten)]`.
 #[derive(Object, Clone, Debug, Default)]
+#[oai(nullable_all)]
 pub struct Record {
     /// The resource's name in SageMaker / its S3 key.
     #[oai(rename = "sourceID")]
@@ -47,7 +48,7 @@ pub struct Record {
     pub status: Option<String>,
     #[oai(rename = "type")]
     pub kind: Option<String>,
-    /// The resource's ARN (models: the container image).
+    /// The resource's ARN (the backend's SageMaker parser fills it with the model or endpoint ARN).
     pub container: Option<String>,
     /// Model data / output location.
     pub artifacts: Option<String>,

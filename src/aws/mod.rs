@@ -166,6 +166,113 @@ pub struct VariantSpec {
 pub struct EndpointConfigSpec {
     pub endpoint_config_name: String,
     pub production_variants: Vec<VariantSpec>,
+    /// A SageMaker Clarify explainer: the endpoint can answer with explanations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explainer_config: Option<ExplainerConfig>,
+}
+
+/// SageMaker's `ExplainerConfig` (only its Clarify form exists).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExplainerConfig {
+    pub clarify_explainer_config: ClarifyExplainerConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClarifyExplainerConfig {
+    /// A JMESPath expression deciding per record whether to explain (default: always).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_explanations: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_config: Option<ClarifyInferenceConfig>,
+    pub shap_config: ClarifyShapConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClarifyInferenceConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features_attribute: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_count: Option<i32>,
+    #[serde(
+        default,
+        rename = "MaxPayloadInMB",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_payload_in_mb: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability_index: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_index: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability_attribute: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_attribute: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_headers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClarifyShapConfig {
+    pub shap_baseline_config: ClarifyShapBaselineConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_samples: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_logit: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClarifyShapBaselineConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shap_baseline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shap_baseline_uri: Option<String>,
+}
+
+/// A model as DescribeModel shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub spec: ModelSpec,
+    pub arn: Option<String>,
+    pub created: Option<crate::clock::Timestamp>,
+}
+
+/// One model of a ListModels page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSummary {
+    pub name: String,
+    pub arn: Option<String>,
+    pub created: Option<crate::clock::Timestamp>,
+}
+
+/// One endpoint of a ListEndpoints page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointSummary {
+    pub name: String,
+    pub arn: Option<String>,
+    pub status: Option<String>,
+    pub created: Option<crate::clock::Timestamp>,
+    pub last_modified: Option<crate::clock::Timestamp>,
+}
+
+/// Everything a List* call returned, page after page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    /// Stopped at the page limit although SageMaker had more.
+    pub truncated: bool,
 }
 
 /// What DescribeEndpoint says.
@@ -179,6 +286,8 @@ pub struct EndpointDescription {
     /// The config an update in progress is moving to.
     pub pending_config_name: Option<String>,
     pub failure_reason: Option<String>,
+    pub created: Option<crate::clock::Timestamp>,
+    pub last_modified: Option<crate::clock::Timestamp>,
 }
 
 /// A model's answer to InvokeEndpoint.
@@ -324,4 +433,61 @@ pub trait AwsPort: ObjectStore {
         body: Vec<u8>,
         inference_id: &str,
     ) -> AwsResult<InvokeOutput>;
+    /// DescribeModel with its ARN and creation time.
+    async fn describe_model_info(&self, name: &str) -> AwsResult<Option<ModelInfo>> {
+        Ok(self
+            .describe_model(name)
+            .await?
+            .map(|(spec, arn)| ModelInfo {
+                spec,
+                arn,
+                created: None,
+            }))
+    }
+    /// ListModels, following NextToken to the end or to `max_pages` pages of `page_size`.
+    async fn list_models(
+        &self,
+        page_size: i32,
+        max_pages: u32,
+    ) -> AwsResult<Listing<ModelSummary>> {
+        let _ = (page_size, max_pages);
+        Err(AwsError::terminal(
+            "ListModels",
+            "not supported here".into(),
+        ))
+    }
+    /// ListEndpoints, following NextToken to the end or to `max_pages` pages of `page_size`.
+    async fn list_endpoints(
+        &self,
+        page_size: i32,
+        max_pages: u32,
+    ) -> AwsResult<Listing<EndpointSummary>> {
+        let _ = (page_size, max_pages);
+        Err(AwsError::terminal(
+            "ListEndpoints",
+            "not supported here".into(),
+        ))
+    }
+    /// InvokeEndpoint with `EnableExplanations` (an endpoint with a Clarify explainer answers
+    /// with predictions and explanations).
+    async fn explain_endpoint(
+        &self,
+        endpoint: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        enable_explanations: &str,
+        inference_id: &str,
+    ) -> AwsResult<InvokeOutput> {
+        let _ = (
+            endpoint,
+            content_type,
+            body,
+            enable_explanations,
+            inference_id,
+        );
+        Err(AwsError::terminal(
+            "InvokeEndpoint",
+            "not supported here".into(),
+        ))
+    }
 }

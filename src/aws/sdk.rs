@@ -3,10 +3,13 @@
 mod objects;
 
 use super::{
-    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec,
-    EndpointDescription, InvokeOutput, JobDescription, JobLog, ModelSpec, ProcessingJobSpec,
+    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ClarifyExplainerConfig,
+    ClarifyInferenceConfig, ClarifyShapBaselineConfig, ClarifyShapConfig, ContainerSpec,
+    EndpointConfigSpec, EndpointDescription, EndpointSummary, ExplainerConfig, InvokeOutput,
+    JobDescription, JobLog, Listing, ModelInfo, ModelSpec, ModelSummary, ProcessingJobSpec,
     TrainingJobSpec, TransformJobSpec, VariantSpec, classify,
 };
+use crate::clock::Timestamp;
 use crate::metrics;
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -865,6 +868,13 @@ impl AwsPort for SdkAws {
     }
 
     async fn describe_model(&self, name: &str) -> AwsResult<Option<(ModelSpec, Option<String>)>> {
+        Ok(self
+            .describe_model_info(name)
+            .await?
+            .map(|m| (m.spec, m.arn)))
+    }
+
+    async fn describe_model_info(&self, name: &str) -> AwsResult<Option<ModelInfo>> {
         let Some(out) = found(
             "DescribeModel",
             self.sagemaker
@@ -890,14 +900,95 @@ impl AwsPort for SdkAws {
             Some(p) => vec![to_spec(p)],
             None => out.containers().iter().map(to_spec).collect(),
         };
-        Ok(Some((
-            ModelSpec {
+        Ok(Some(ModelInfo {
+            spec: ModelSpec {
                 model_name: out.model_name().unwrap_or(name).to_string(),
                 execution_role_arn: out.execution_role_arn().unwrap_or_default().to_string(),
                 containers,
             },
-            out.model_arn().map(str::to_string),
-        )))
+            arn: out.model_arn().map(str::to_string),
+            created: out.creation_time().and_then(timestamp),
+        }))
+    }
+
+    async fn list_models(
+        &self,
+        page_size: i32,
+        max_pages: u32,
+    ) -> AwsResult<Listing<ModelSummary>> {
+        const OP: &str = "ListModels";
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..max_pages {
+            let out = self
+                .sagemaker
+                .list_models()
+                .max_results(page_size)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .sent(OP)?;
+            items.extend(out.models().iter().map(|m| ModelSummary {
+                name: m.model_name().unwrap_or_default().to_string(),
+                arn: m.model_arn().map(str::to_string),
+                created: m.creation_time().and_then(timestamp),
+            }));
+            token = out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(Listing {
+                    items,
+                    truncated: false,
+                });
+            }
+        }
+        Ok(Listing {
+            items,
+            truncated: true,
+        })
+    }
+
+    async fn list_endpoints(
+        &self,
+        page_size: i32,
+        max_pages: u32,
+    ) -> AwsResult<Listing<EndpointSummary>> {
+        const OP: &str = "ListEndpoints";
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..max_pages {
+            let out = self
+                .sagemaker
+                .list_endpoints()
+                .max_results(page_size)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .sent(OP)?;
+            items.extend(out.endpoints().iter().map(|e| EndpointSummary {
+                name: e.endpoint_name().unwrap_or_default().to_string(),
+                arn: e.endpoint_arn().map(str::to_string),
+                status: e.endpoint_status().map(|s| s.as_str().to_string()),
+                created: e.creation_time().and_then(timestamp),
+                last_modified: e.last_modified_time().and_then(timestamp),
+            }));
+            token = out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(Listing {
+                    items,
+                    truncated: false,
+                });
+            }
+        }
+        Ok(Listing {
+            items,
+            truncated: true,
+        })
     }
 
     async fn delete_model(&self, name: &str) -> AwsResult<()> {
@@ -930,6 +1021,9 @@ impl AwsPort for SdkAws {
                     .set_initial_variant_weight(v.initial_variant_weight)
                     .build(),
             );
+        }
+        if let Some(e) = &spec.explainer_config {
+            req = req.explainer_config(to_sdk_explainer(e));
         }
         let out = req.send().await.sent(OP)?;
         Ok(out.endpoint_config_arn().unwrap_or_default().to_string())
@@ -968,6 +1062,7 @@ impl AwsPort for SdkAws {
             EndpointConfigSpec {
                 endpoint_config_name: out.endpoint_config_name().unwrap_or(name).to_string(),
                 production_variants: variants,
+                explainer_config: out.explainer_config().map(from_sdk_explainer),
             },
             out.endpoint_config_arn().map(str::to_string),
         )))
@@ -1000,6 +1095,8 @@ impl AwsPort for SdkAws {
                 .failure_reason()
                 .filter(|r| !r.is_empty())
                 .map(str::to_string),
+            created: out.creation_time().and_then(timestamp),
+            last_modified: out.last_modified_time().and_then(timestamp),
         }))
     }
 
@@ -1081,5 +1178,113 @@ impl AwsPort for SdkAws {
             content_type: out.content_type().map(str::to_string),
             body: out.body().map(|b| b.as_ref().to_vec()).unwrap_or_default(),
         })
+    }
+
+    async fn explain_endpoint(
+        &self,
+        endpoint: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        enable_explanations: &str,
+        inference_id: &str,
+    ) -> AwsResult<InvokeOutput> {
+        const OP: &str = "InvokeEndpoint";
+        let out = self
+            .runtime
+            .invoke_endpoint()
+            .endpoint_name(endpoint)
+            .content_type(content_type)
+            .accept("application/json")
+            .enable_explanations(enable_explanations)
+            .inference_id(inference_id)
+            .body(aws_sdk_sagemakerruntime::primitives::Blob::new(body))
+            .send()
+            .await
+            .sent(OP)?;
+        Ok(InvokeOutput {
+            content_type: out.content_type().map(str::to_string),
+            body: out.body().map(|b| b.as_ref().to_vec()).unwrap_or_default(),
+        })
+    }
+}
+
+/// An SDK time as ours.
+fn timestamp(t: &aws_sdk_sagemaker::primitives::DateTime) -> Option<Timestamp> {
+    chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn to_sdk_explainer(e: &ExplainerConfig) -> aws_sdk_sagemaker::types::ExplainerConfig {
+    use aws_sdk_sagemaker::types as t;
+    let c = &e.clarify_explainer_config;
+    let b = &c.shap_config.shap_baseline_config;
+    let shap = t::ClarifyShapConfig::builder()
+        .shap_baseline_config(
+            t::ClarifyShapBaselineConfig::builder()
+                .set_mime_type(b.mime_type.clone())
+                .set_shap_baseline(b.shap_baseline.clone())
+                .set_shap_baseline_uri(b.shap_baseline_uri.clone())
+                .build(),
+        )
+        .set_number_of_samples(c.shap_config.number_of_samples)
+        .set_use_logit(c.shap_config.use_logit)
+        .set_seed(c.shap_config.seed)
+        .build();
+    let inference = c.inference_config.as_ref().map(|i| {
+        t::ClarifyInferenceConfig::builder()
+            .set_features_attribute(i.features_attribute.clone())
+            .set_content_template(i.content_template.clone())
+            .set_max_record_count(i.max_record_count)
+            .set_max_payload_in_mb(i.max_payload_in_mb)
+            .set_probability_index(i.probability_index)
+            .set_label_index(i.label_index)
+            .set_probability_attribute(i.probability_attribute.clone())
+            .set_label_attribute(i.label_attribute.clone())
+            .set_label_headers((!i.label_headers.is_empty()).then(|| i.label_headers.clone()))
+            .set_feature_headers((!i.feature_headers.is_empty()).then(|| i.feature_headers.clone()))
+            .build()
+    });
+    t::ExplainerConfig::builder()
+        .clarify_explainer_config(
+            t::ClarifyExplainerConfig::builder()
+                .set_enable_explanations(c.enable_explanations.clone())
+                .set_inference_config(inference)
+                .shap_config(shap)
+                .build(),
+        )
+        .build()
+}
+
+fn from_sdk_explainer(e: &aws_sdk_sagemaker::types::ExplainerConfig) -> ExplainerConfig {
+    let Some(c) = e.clarify_explainer_config() else {
+        return ExplainerConfig::default();
+    };
+    let shap = c.shap_config();
+    let b = shap.and_then(|s| s.shap_baseline_config());
+    ExplainerConfig {
+        clarify_explainer_config: ClarifyExplainerConfig {
+            enable_explanations: c.enable_explanations().map(str::to_string),
+            inference_config: c.inference_config().map(|i| ClarifyInferenceConfig {
+                features_attribute: i.features_attribute().map(str::to_string),
+                content_template: i.content_template().map(str::to_string),
+                max_record_count: i.max_record_count(),
+                max_payload_in_mb: i.max_payload_in_mb(),
+                probability_index: i.probability_index(),
+                label_index: i.label_index(),
+                probability_attribute: i.probability_attribute().map(str::to_string),
+                label_attribute: i.label_attribute().map(str::to_string),
+                label_headers: i.label_headers().to_vec(),
+                feature_headers: i.feature_headers().to_vec(),
+            }),
+            shap_config: ClarifyShapConfig {
+                shap_baseline_config: ClarifyShapBaselineConfig {
+                    mime_type: b.and_then(|b| b.mime_type()).map(str::to_string),
+                    shap_baseline: b.and_then(|b| b.shap_baseline()).map(str::to_string),
+                    shap_baseline_uri: b.and_then(|b| b.shap_baseline_uri()).map(str::to_string),
+                },
+                number_of_samples: shap.and_then(|s| s.number_of_samples()),
+                use_logit: shap.and_then(|s| s.use_logit()),
+                seed: shap.and_then(|s| s.seed()),
+            },
+        },
     }
 }

@@ -410,6 +410,7 @@ impl SageMakerJob for AutomlJob {
                 instance_type: deploy.instance_type.clone(),
                 initial_variant_weight: None,
             }],
+            explainer_config: None,
         };
         let child = DeployRequest {
             endpoint_name: endpoint.clone(),

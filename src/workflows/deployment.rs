@@ -13,7 +13,7 @@ use crate::aws::{AwsErrorKind, AwsPort, EndpointConfigSpec, EndpointDescription,
 use crate::failpoint;
 use crate::model::{Kind, State};
 use crate::store::Run;
-use crate::validate::{self, Fields, InputResult};
+use crate::validate::{self, Fields, InputError, InputResult};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,10 +39,35 @@ pub struct DeployRequest {
 }
 
 impl DeployRequest {
-    /// `endpoint` comes from the route; the body is `{EndpointConfigName, Tags?}`.
+    /// `endpoint` comes from the route; the body is `{EndpointConfigName, EndpointName?, Tags?}`
+    /// as the Essedum backend sends it (unknown keys ignored, `""` absent). The backend repeats
+    /// the route's endpoint as `EndpointName` (ICIPModelAWSServiceSageMaker.deployModelFromRemoteVM);
+    /// a different `EndpointName` is ambiguous and refused, naming it.
     pub fn parse(endpoint: &str, body: Value) -> InputResult<DeployRequest> {
         let endpoint_name = validate::sagemaker_name("id", endpoint)?;
-        let mut f = Fields::new(body, &["EndpointConfigName", "Tags"])?;
+        let mut f = Fields::essedum(body, &["EndpointConfigName", "EndpointName", "Tags"])?;
+        if let Some(named) = f.opt_str("EndpointName")?
+            && named != endpoint_name
+        {
+            return Err(InputError::invalid(
+                "EndpointName",
+                format!(
+                    "names endpoint {named:?} but the path names {endpoint_name:?}; leave it out or make them equal"
+                ),
+            ));
+        }
+        Self::rest(endpoint_name, f)
+    }
+
+    /// The UI's deploy body on `models/{id}/export`: `{EndpointConfigName, EndpointName,
+    /// Tags?}` (unknown keys such as `Model Id` ignored, `""` absent).
+    pub fn parse_export(body: Value) -> InputResult<DeployRequest> {
+        let mut f = Fields::essedum(body, &["EndpointConfigName", "EndpointName", "Tags"])?;
+        let endpoint_name = validate::sagemaker_name("EndpointName", &f.str("EndpointName")?)?;
+        Self::rest(endpoint_name, f)
+    }
+
+    fn rest(endpoint_name: String, mut f: Fields) -> InputResult<DeployRequest> {
         let endpoint_config_name =
             validate::sagemaker_name("EndpointConfigName", &f.str("EndpointConfigName")?)?;
         let tags = f.opt_string_map("Tags")?.unwrap_or_default();
@@ -301,11 +326,38 @@ mod tests {
             DeployRequest::parse("e", json!({})).unwrap_err().field(),
             Some("EndpointConfigName")
         );
+        // What the backend sends: EndpointName repeats the path; unknown keys and "" are absent.
+        let r = DeployRequest::parse(
+            "e",
+            json!({"EndpointConfigName": "c", "EndpointName": "e", "X": 1, "Tags": ""}),
+        )
+        .unwrap();
+        assert_eq!(r.endpoint_config_name, "c");
         assert_eq!(
-            DeployRequest::parse("e", json!({"EndpointConfigName": "c", "X": 1}))
+            DeployRequest::parse(
+                "e",
+                json!({"EndpointConfigName": "c", "EndpointName": "other"})
+            )
+            .unwrap_err()
+            .field(),
+            Some("EndpointName")
+        );
+        assert_eq!(
+            DeployRequest::parse("e", json!({"EndpointConfigName": 5}))
                 .unwrap_err()
                 .field(),
-            Some("X")
+            Some("EndpointConfigName")
+        );
+        let r = DeployRequest::parse_export(
+            json!({"EndpointConfigName": "c", "EndpointName": "e2", "Model Id": "m"}),
+        )
+        .unwrap();
+        assert_eq!(r.endpoint_name, "e2");
+        assert_eq!(
+            DeployRequest::parse_export(json!({"EndpointConfigName": "c", "EndpointName": ""}))
+                .unwrap_err()
+                .field(),
+            Some("EndpointName")
         );
     }
 }

@@ -13,10 +13,12 @@ ones:
   (``/aws/sagemaker/ProcessingJobs``), a line per describe, and on success
   upload output objects to S3, through moto's own logs and S3 backends;
 * models and endpoint configs reject duplicate names instead of overwriting;
+  ListModels pages; endpoint configs keep their ``ExplainerConfig``;
 * endpoints go Creating -> InService (or Failed), Updating -> InService (or
   rolled back), Deleting -> gone, one step per DescribeEndpoint;
 * InvokeEndpoint answers from a per-endpoint queue the test fills, and
-  records what it received.
+  records what it received; ``EnableExplanations`` works only on endpoints
+  whose config has an ``ExplainerConfig``.
 
 A small control API lives under ``/_emulator/`` on the same port.
 
@@ -1190,6 +1192,85 @@ class EndpointConfigPatch(DefinitionPatch):
     ARN_ATTR = "endpoint_config_arn"
 
 
+class ExplainerConfigPatch:
+    """moto drops an endpoint config's ``ExplainerConfig``; SageMaker keeps it
+    and DescribeEndpointConfig shows it.  Kept here as given (not validated)."""
+
+    _installed = False
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        original = SageMakerResponse.create_endpoint_config
+
+        def create_endpoint_config(self: SageMakerResponse) -> Any:
+            result = original(self)
+            explainer = self._get_param("ExplainerConfig")
+            if explainer:
+                with registry.lock:
+                    config = self.sagemaker_backend.endpoint_configs.get(self._get_param("EndpointConfigName"))
+                    if config is not None:
+                        # moto's describe shows every attribute, CamelCased: ExplainerConfig.
+                        config.explainer_config = copy.deepcopy(explainer)
+            return result
+
+        _add_response_action("create_endpoint_config", create_endpoint_config)
+
+    @staticmethod
+    def of_endpoint(backend: SageMakerModelBackend, endpoint: Any) -> Any:
+        """The explainer config of the config an endpoint serves, or None."""
+        config = backend.endpoint_configs.get(getattr(endpoint, "endpoint_config_name", None))
+        return getattr(config, "explainer_config", None) if config is not None else None
+
+
+class ListModelsPatch:
+    """moto's ListModels returns every model at once and ignores ``MaxResults``
+    and ``NextToken``; SageMaker pages (at most 100 per page, newest first by
+    default).  Here: ``MaxResults`` (default 10, as SageMaker), ``NextToken``
+    from the previous page, ``SortBy`` Name or CreationTime, ``SortOrder``."""
+
+    DEFAULT_PAGE = 10
+    _installed = False
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+
+        def list_models(self: SageMakerResponse) -> ActionResult:
+            max_results = self._get_param("MaxResults") or cls.DEFAULT_PAGE
+            if not isinstance(max_results, int) or not 1 <= max_results <= 100:
+                raise ValidationError("1 validation error detected: Value at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 100")
+            token = self._get_param("NextToken") or ""
+            try:
+                start = int(token[len("models-page-"):]) if token else 0
+            except ValueError:
+                raise ValidationError(f"Invalid pagination token: {token}") from None
+            if token and not token.startswith("models-page-"):
+                raise ValidationError(f"Invalid pagination token: {token}")
+            descending = (self._get_param("SortOrder") or "Descending") == "Descending"
+            with registry.lock:
+                models = list(self.sagemaker_backend.list_models())
+            if self._get_param("SortBy") == "Name":
+                models.sort(key=lambda m: m.model_name, reverse=descending)
+            else:
+                models.sort(key=lambda m: (m.creation_time, m.model_name), reverse=descending)
+            page = models[start:start + max_results]
+            summaries = [
+                {"ModelName": m.model_name, "ModelArn": m.arn, "CreationTime": m.creation_time}
+                for m in page
+            ]
+            result: dict[str, Any] = {"Models": summaries}
+            if start + max_results < len(models):
+                result["NextToken"] = f"models-page-{start + max_results}"
+            return ActionResult(result)
+
+        _add_response_action("list_models", list_models)
+
+
 # --------------------------------------------------------------------------
 # Endpoints
 # --------------------------------------------------------------------------
@@ -1496,8 +1577,10 @@ class InvocationBook:
         answers = self._answers.get(endpoint)
         return answers.popleft() if answers else None
 
-    def record(self, endpoint: str, content_type: str | None, body: bytes) -> None:
+    def record(self, endpoint: str, content_type: str | None, body: bytes, enable_explanations: str | None = None) -> None:
         entry: dict[str, Any] = {"content_type": content_type}
+        if enable_explanations is not None:
+            entry["enable_explanations"] = enable_explanations
         try:
             entry["body"] = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -1527,6 +1610,16 @@ class InvokeEndpointPatch:
 
     BOOK = "invocations"
     DEFAULT_ANSWER = Answer(body=json.dumps({"predictions": [0]}), content_type="application/json")
+    # What SageMaker Clarify answers when explanations are enabled (shape of the real reply).
+    DEFAULT_EXPLANATION = Answer(
+        body=json.dumps({
+            "version": "1.0",
+            "predictions": {"content_type": "application/json", "data": json.dumps({"predictions": [0]})},
+            "explanations": {"kernel_shap": [[{"attributions": [{"attribution": [0.0]}]}]]},
+        }),
+        content_type="application/json",
+    )
+    EXPLAIN_HEADER = "X-Amzn-SageMaker-Enable-Explanations"
     INVOCABLE = ("InService", "Updating")  # an updating endpoint keeps serving its old config
 
     _installed = False
@@ -1578,12 +1671,19 @@ class InvokeEndpointPatch:
                 return cls._error(400, "ValidationError", f"Endpoint {name} of account {account} not found.")
             if status not in cls.INVOCABLE:
                 return cls._error(400, "ValidationError", f"Endpoint {name} of account {account} is not in service (status: {status}).")
+            explain = response.headers.get(cls.EXPLAIN_HEADER)
+            if explain is not None and ExplainerConfigPatch.of_endpoint(sagemaker_backends[account][region], endpoint) is None:
+                return cls._error(
+                    400,
+                    "ValidationError",
+                    f"Endpoint {name} of account {account} does not support explanations: its endpoint config has no ExplainerConfig.",
+                )
             book: InvocationBook = registry.book(cls.BOOK, InvocationBook)
-            book.record(name, response.headers.get("Content-Type"), body)
+            book.record(name, response.headers.get("Content-Type"), body, explain)
             record = registry.get(EndpointPatch.KIND, (account, region, name))
             if record is not None:
                 record.invocations += 1
-            answer = book.next_answer(name) or cls.DEFAULT_ANSWER
+            answer = book.next_answer(name) or (cls.DEFAULT_EXPLANATION if explain is not None else cls.DEFAULT_ANSWER)
             variant = (endpoint.production_variants or [{}])[0].get("VariantName", "AllTraffic")
         if answer.error_status is not None:
             return cls._model_error(answer, name, variant, account, region)
@@ -1662,7 +1762,9 @@ PATCHES = [
     ProcessingJobPatch,
     AutoMLJobPatch,
     ModelPatch,
+    ListModelsPatch,
     EndpointConfigPatch,
+    ExplainerConfigPatch,
     EndpointPatch,
     InvokeEndpointPatch,
 ]

@@ -1126,6 +1126,56 @@ def run_checks(emu: Launcher) -> None:
         expect_eq(http(emu.url + "/_emulator/invoke-results")[0], 405, "invoke-results needs POST")
         expect_eq(json.loads(invoke("ep-1")[0]), {"predictions": [0]}, "nothing was queued by bad requests")
 
+    def t_list_models_pages() -> None:
+        names = [f"m-page-{i:02d}" for i in range(5)]
+        for n in names:
+            create_model(n)
+        seen: list[str] = []
+        token = None
+        pages = 0
+        while True:
+            kwargs: dict[str, Any] = {"MaxResults": 2, "SortBy": "Name", "SortOrder": "Ascending"}
+            if token:
+                kwargs["NextToken"] = token
+            page = sm.list_models(**kwargs)
+            pages += 1
+            expect(len(page["Models"]) <= 2, "MaxResults honoured")
+            expect(all(set(m) == {"ModelName", "ModelArn", "CreationTime"} for m in page["Models"]), "summaries only")
+            seen += [m["ModelName"] for m in page["Models"]]
+            token = page.get("NextToken")
+            if not token:
+                break
+        expect_eq([n for n in seen if n.startswith("m-page-")], names, "every model once, in order")
+        expect(pages >= 3, f"several pages ({pages})")
+        err = error_of(lambda: sm.list_models(NextToken="bogus"))
+        expect_eq(err["code"], "ValidationException", "bad token")
+        newest = sm.list_models(MaxResults=1)["Models"][0]["ModelName"]
+        expect_eq(newest, names[-1], "default order: newest first")
+
+    def t_explainer_config() -> None:
+        create_model("xai-model")
+        explainer = {"ClarifyExplainerConfig": {"EnableExplanations": "`true`", "ShapConfig": {"ShapBaselineConfig": {"ShapBaseline": "1,2,3"}}}}
+        sm.create_endpoint_config(
+            EndpointConfigName="xai-config",
+            ProductionVariants=[{"VariantName": "v", "ModelName": "xai-model", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+            ExplainerConfig=explainer,
+        )
+        expect_eq(sm.describe_endpoint_config(EndpointConfigName="xai-config")["ExplainerConfig"], explainer, "kept")
+        create_config("plain-config", model="xai-model")
+        expect("ExplainerConfig" not in sm.describe_endpoint_config(EndpointConfigName="plain-config"), "absent when not given")
+        create_endpoint("ep-xai", config="xai-config", _emulator_polls="0")
+        create_endpoint("ep-plain", config="plain-config", _emulator_polls="0")
+        describe_endpoint("ep-xai")
+        describe_endpoint("ep-plain")
+        resp = rt.invoke_endpoint(EndpointName="ep-xai", Body=b"1,2,3", ContentType="text/csv", EnableExplanations="`true`")
+        answer = json.loads(resp["Body"].read())
+        expect(set(answer) >= {"predictions", "explanations"}, f"Clarify-shaped answer: {answer}")
+        expect_eq(invocations("ep-xai")[-1], {"content_type": "text/csv", "body": "1,2,3", "enable_explanations": "`true`"}, "recorded with the expression")
+        err = error_of(lambda: rt.invoke_endpoint(EndpointName="ep-plain", Body=b"1", ContentType="text/csv", EnableExplanations="`true`"))
+        expect_eq((err["code"], err["status"]), ("ValidationError", 400), "no explainer")
+        expect_eq(invocations("ep-plain"), [], "refused call not recorded")
+        expect_eq(json.loads(invoke("ep-plain")[0]), {"predictions": [0]}, "plain invoke still works")
+
     def t_other_stats() -> None:
         s = all_stats()
         expect_eq(
@@ -1196,6 +1246,8 @@ def run_checks(emu: Launcher) -> None:
     check("invoke: request bodies recorded", t_invocations_record)
     check("invoke: concurrent calls", t_invoke_concurrent)
     check("invoke control route errors", t_invoke_control_errors)
+    check("list models: pages", t_list_models_pages)
+    check("endpoint config ExplainerConfig and EnableExplanations", t_explainer_config)
     check("stats of the other resources", t_other_stats)
     check("control route errors", t_control_errors)
     check("reset", t_reset)
