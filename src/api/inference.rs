@@ -24,10 +24,12 @@ use uuid::Uuid;
 pub struct InferenceApi(pub Option<AppState>);
 
 /// SageMaker CreateTransformJob fields (the same names and nesting). `TransformJobName` is
-/// optional: without it the job is named after the run. Unknown fields are a 400; a missing or
-/// invalid value a 422 naming its path (e.g. `TransformInput.DataSource.S3DataSource.S3Uri`).
+/// optional: without it the job is named after the run. As on every route the Essedum backend
+/// calls, unknown keys (e.g. `ModelClientConfig`, `DataProcessing`) are ignored and `""` is
+/// absent; a missing or invalid value is a 422 naming its path (e.g.
+/// `TransformInput.DataSource.S3DataSource.S3Uri`).
 #[derive(Object)]
-#[oai(rename = "TransformRequest", deny_unknown_fields)]
+#[oai(rename = "TransformRequest")]
 #[allow(dead_code)]
 struct TransformRequestSchema {
     #[oai(rename = "TransformJobName")]
@@ -108,7 +110,7 @@ impl InferenceApi {
         scope: Data<&AwsScope>,
     ) -> Result<SubmitReply, ApiError> {
         let app = state_of(&self.0)?;
-        let mut request = TransformRequest::parse(body.0.value)?;
+        let mut request = TransformRequest::parse(body.0.value, crate::validate::Mode::Essedum)?;
         if project.0.is_some() || adapter_instance.0.is_some() {
             request.origin = Some(Origin {
                 project: project.0,
