@@ -97,7 +97,6 @@ async fn automl_run_reaches_done_with_its_best_candidate() {
     );
     let stats = Emulator::shared().job_stats("automl_jobs", name).await;
     assert_eq!(stats["creates"], 1, "{stats}");
-
 }
 
 #[tokio::test]
@@ -105,18 +104,13 @@ async fn failed_automl_job_surfaces_its_reason_and_cancel_stops_one() {
     let (_s, svc, bucket) = setup().await;
     let mut body = automl_body(&bucket, "Failed", 1);
     body["Tags"]["_emulator_failure_reason"] = json!("ClientError: not enough rows");
-    let (_, a) = svc
-        .post(AUTOML, &body)
-        .await;
+    let (_, a) = svc.post(AUTOML, &body).await;
     let st = svc.wait_terminal(a["id"].as_str().unwrap(), WAIT).await;
     assert_eq!(st["state"], "Failed");
     assert_eq!(st["failure_reason"], "ClientError: not enough rows");
 
     let (_, b) = svc
-        .post(
-            AUTOML,
-            &automl_body(&bucket, "Completed", 100_000),
-        )
+        .post(AUTOML, &automl_body(&bucket, "Completed", 100_000))
         .await;
     let id = b["id"].as_str().unwrap();
     svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
@@ -173,7 +167,10 @@ async fn the_target_column_is_checked_before_anything_is_stored() {
             Some("inputs"),
         ),
         (
-            with("inputs", json!(format!("s3://no-such-bucket-here/data/x.csv"))),
+            with(
+                "inputs",
+                json!(format!("s3://no-such-bucket-here/data/x.csv")),
+            ),
             422,
             Some("inputs"),
         ),
@@ -203,9 +200,7 @@ async fn the_target_column_is_checked_before_anything_is_stored() {
         ),
     ];
     for (body, want, field) in cases {
-        let (code, err) = svc
-            .post(AUTOML, &body)
-            .await;
+        let (code, err) = svc.post(AUTOML, &body).await;
         assert_eq!((code, err["field"].as_str()), (want, field), "{err}");
     }
     assert_eq!(
@@ -248,10 +243,7 @@ async fn killed_right_after_create_adopts_the_automl_job() {
     config.failpoints = vec!["automl.after_create".into()];
     let svc = Service::start(config);
     let (_, a) = svc
-        .post(
-            AUTOML,
-            &automl_body(&bucket, "Completed", 1),
-        )
+        .post(AUTOML, &automl_body(&bucket, "Completed", 1))
         .await;
     svc.stderr
         .wait_for("the failpoint", Duration::from_secs(30), |l| {
@@ -293,9 +285,7 @@ async fn deploy_serves_the_best_candidate_through_a_linked_deployment_run() {
     let mut body = automl_body(&bucket, "Completed", 1);
     body["deploy"] =
         json!({"endpoint_name": endpoint, "instance_type": "ml.m5.large", "instance_count": 1});
-    let (code, a) = svc
-        .post(AUTOML, &body)
-        .await;
+    let (code, a) = svc.post(AUTOML, &body).await;
     assert_eq!(code, 202, "{a}");
     let id = a["id"].as_str().unwrap();
     assert_eq!(svc.wait_terminal(id, WAIT).await["state"], "Done");
@@ -393,7 +383,11 @@ async fn pythons_train_body_without_an_image_starts_an_automl_run_writing_under_
     let name = a["name"].as_str().unwrap();
     // As the Python service replied: sourceID, name and id are the job name.
     assert_eq!(
-        (a["sourceID"].as_str(), a["id"].as_str(), a["sourcename"].as_str()),
+        (
+            a["sourceID"].as_str(),
+            a["id"].as_str(),
+            a["sourcename"].as_str()
+        ),
         (Some(name), Some(name), Some(name))
     );
     assert_eq!(
@@ -406,21 +400,24 @@ async fn pythons_train_body_without_an_image_starts_an_automl_run_writing_under_
     assert!(a["message"].as_str().unwrap().contains(name), "{a}");
 
     let st = svc.wait_terminal(name, WAIT).await;
-    assert_eq!((st["kind"].as_str(), st["state"].as_str()), (Some("automl"), Some("Done")));
+    assert_eq!(
+        (st["kind"].as_str(), st["state"].as_str()),
+        (Some("automl"), Some("Done"))
+    );
     let d = describe_automl(name).await;
     assert_eq!(d["OutputDataConfig"]["S3OutputPath"], output, "{d}");
     assert_eq!(
-        d["AutoMLJobInputDataConfig"][0]["ContentType"],
-        "text/csv;header=present",
+        d["AutoMLJobInputDataConfig"][0]["ContentType"], "text/csv;header=present",
         "text/csv is read as AutoML's CSV type: {d}"
     );
     assert_eq!(
-        d["AutoMLProblemTypeConfig"]["TabularJobConfig"]["CompletionCriteria"]["MaxCandidates"],
-        1,
+        d["AutoMLProblemTypeConfig"]["TabularJobConfig"]["CompletionCriteria"]["MaxCandidates"], 1,
         "one candidate unless asked, as the Python service ran it: {d}"
     );
     let (code, job) = svc
-        .get(&format!("/api/service/v1/pipelines/training/{name}/get?{BACKEND_QUERY}"))
+        .get(&format!(
+            "/api/service/v1/pipelines/training/{name}/get?{BACKEND_QUERY}"
+        ))
         .await;
     assert_eq!(code, 200, "{job}");
     assert_eq!(job["status"], "Completed");
@@ -481,7 +478,11 @@ async fn pythons_snake_case_automl_body_answers_201_with_the_python_keys() {
         assert!(a.get(k).is_some(), "{k} missing: {a}");
     }
     assert_eq!(
-        (a["job_name"].as_str(), a["status"].as_str(), a["target_attribute"].as_str()),
+        (
+            a["job_name"].as_str(),
+            a["status"].as_str(),
+            a["target_attribute"].as_str()
+        ),
         (Some(chosen.as_str()), Some("InProgress"), Some("label"))
     );
     assert_eq!(a["input_data"], format!("s3://{bucket}/data/train.csv"));
@@ -489,10 +490,16 @@ async fn pythons_snake_case_automl_body_answers_201_with_the_python_keys() {
     let st = svc.wait_terminal(&chosen, WAIT).await;
     assert_eq!(st["state"], "Done", "{st}");
     let d = describe_automl(&chosen).await;
-    assert_eq!(d["OutputDataConfig"]["S3OutputPath"], format!("s3://{bucket}/automl-out"));
+    assert_eq!(
+        d["OutputDataConfig"]["S3OutputPath"],
+        format!("s3://{bucket}/automl-out")
+    );
     let tabular = &d["AutoMLProblemTypeConfig"]["TabularJobConfig"];
     assert_eq!(
-        (tabular["ProblemType"].as_str(), tabular["CompletionCriteria"]["MaxCandidates"].as_i64()),
+        (
+            tabular["ProblemType"].as_str(),
+            tabular["CompletionCriteria"]["MaxCandidates"].as_i64()
+        ),
         (Some("BinaryClassification"), Some(3)),
         "{d}"
     );
@@ -527,7 +534,10 @@ async fn pythons_snake_case_automl_body_answers_201_with_the_python_keys() {
     for (body, field) in [
         (with(&["role_arn"], json!("")), "role_arn"),
         (with(&["role_arn"], json!("not-an-arn")), "role_arn"),
-        (with(&["input_data_config"], json!(null)), "input_data_config"),
+        (
+            with(&["input_data_config"], json!(null)),
+            "input_data_config",
+        ),
         (
             with(&["input_data_config", "s3_uri"], json!("http://x/y.csv")),
             "input_data_config.s3_uri",
@@ -536,14 +546,24 @@ async fn pythons_snake_case_automl_body_answers_201_with_the_python_keys() {
             with(&["output_data_config", "s3_output_path"], json!("")),
             "output_data_config.s3_output_path",
         ),
-        (with(&["target_attribute_name"], json!("price")), "target_attribute_name"),
+        (
+            with(&["target_attribute_name"], json!("price")),
+            "target_attribute_name",
+        ),
         (with(&["max_candidates"], json!("3")), "max_candidates"),
-        (with(&["objective", "metric_name"], json!("Speed")), "objective.metric_name"),
+        (
+            with(&["objective", "metric_name"], json!("Speed")),
+            "objective.metric_name",
+        ),
         (with(&["tags"], json!([{"Value": "x"}])), "tags[0].Key"),
         (with(&["job_name"], json!("x".repeat(33))), "job_name"),
     ] {
         let (code, err) = svc.post(&route, &body).await;
         assert_eq!((code, err["field"].as_str()), (422, Some(field)), "{err}");
     }
-    assert_eq!(svc.run_count().await, runs, "nothing stored for a refused request");
+    assert_eq!(
+        svc.run_count().await,
+        runs,
+        "nothing stored for a refused request"
+    );
 }

@@ -398,7 +398,11 @@ async fn local_files_must_be_inside_the_data_directory() {
             &json!({"Bucket": b, "local_dataset_path": "sub/train.csv", "Extra": 1, "Key": ""}),
         )
         .await;
-    assert_eq!((code, rec["name"].as_str()), (201, Some("datasets/train.csv")), "{rec}");
+    assert_eq!(
+        (code, rec["name"].as_str()),
+        (201, Some("datasets/train.csv")),
+        "{rec}"
+    );
     let (code, err) = svc
         .post(
             UPLOAD,
@@ -780,7 +784,11 @@ async fn the_form_is_checked_and_a_late_field_leaves_nothing() {
             ],
         )
         .await;
-    assert_eq!((code, rec["name"].as_str()), (201, Some("datasets/a.csv")), "{rec}");
+    assert_eq!(
+        (code, rec["name"].as_str()),
+        (201, Some("datasets/a.csv")),
+        "{rec}"
+    );
     let b = bucket("ds-form-2").await;
 
     // Neither a form nor JSON.
@@ -836,9 +844,17 @@ async fn a_plain_s3_key_is_accepted_as_an_id_as_the_python_service_used() {
             &json!({"Key": "copies/iris.csv"}),
         )
         .await;
-    assert_eq!((code, copy["name"].as_str()), (201, Some("copies/iris.csv")), "{copy}");
+    assert_eq!(
+        (code, copy["name"].as_str()),
+        (201, Some("copies/iris.csv")),
+        "{copy}"
+    );
     let (code, gone) = svc.delete("/api/service/v1/datasets/iris.csv").await;
-    assert_eq!((code, gone["status"].as_str()), (200, Some("Deleted")), "{gone}");
+    assert_eq!(
+        (code, gone["status"].as_str()),
+        (200, Some("Deleted")),
+        "{gone}"
+    );
     assert_eq!(emu.get_object_bytes(&b, "iris.csv").await, None);
     let (code, err) = svc.get("/api/service/v1/datasets/iris.csv").await;
     assert_eq!(code, 404, "{err}");
@@ -879,9 +895,15 @@ async fn the_bucket_defaults_to_the_connections_bucket_name() {
         .await
         .unwrap();
     let (code, rec) = support::reply(r).await;
-    assert_eq!((code, rec["container"].as_str()), (201, Some(b.as_str())), "{rec}");
     assert_eq!(
-        emu.get_object_bytes(&b, "datasets/sales.csv").await.unwrap(),
+        (code, rec["container"].as_str()),
+        (201, Some(b.as_str())),
+        "{rec}"
+    );
+    assert_eq!(
+        emu.get_object_bytes(&b, "datasets/sales.csv")
+            .await
+            .unwrap(),
         data
     );
     let get = |path: String| {
@@ -906,7 +928,11 @@ async fn the_bucket_defaults_to_the_connections_bucket_name() {
         "/api/service/v1/datasets/datasets%2Fsales.csv?{ESSEDUM}"
     ))
     .await;
-    assert_eq!((code, rec["container"].as_str()), (200, Some(b.as_str())), "{rec}");
+    assert_eq!(
+        (code, rec["container"].as_str()),
+        (200, Some(b.as_str())),
+        "{rec}"
+    );
 
     // A connection without bucketName, and no configured bucket: a 422 naming Bucket.
     let (code, err) = get(
@@ -914,5 +940,9 @@ async fn the_bucket_defaults_to_the_connections_bucket_name() {
             .to_string(),
     )
     .await;
-    assert_eq!((code, err["field"].as_str()), (422, Some("Bucket")), "{err}");
+    assert_eq!(
+        (code, err["field"].as_str()),
+        (422, Some("Bucket")),
+        "{err}"
+    );
 }

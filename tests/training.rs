@@ -609,17 +609,27 @@ async fn backend_train_body_with_unknown_keys_and_blank_values_is_accepted() {
     assert_record(&a);
     let name = a["name"].as_str().unwrap();
     assert_eq!(
-        (a["type"].as_str(), a["status"].as_str(), a["sourceID"].as_str()),
+        (
+            a["type"].as_str(),
+            a["status"].as_str(),
+            a["sourceID"].as_str()
+        ),
         (Some("sagemaker-training"), Some("InProgress"), Some(name))
     );
-    assert_eq!((a["adapter"].as_str(), a["project"].as_str()), (Some("aws-1"), Some("churn")));
+    assert_eq!(
+        (a["adapter"].as_str(), a["project"].as_str()),
+        (Some("aws-1"), Some("churn"))
+    );
     assert_eq!(a["sourceOrg"], support::ROLE);
     assert!(a["message"].as_str().unwrap().contains(name), "{a}");
     let run_id = a["runId"].as_str().unwrap();
     assert_eq!(svc.wait_terminal(run_id, WAIT).await["state"], "Done");
 
     let (_, run) = svc.get(&format!("/api/v1/runs/{run_id}")).await;
-    assert_eq!(run["request"]["instance_type"], "ml.m5.large", "\"\" is absent");
+    assert_eq!(
+        run["request"]["instance_type"], "ml.m5.large",
+        "\"\" is absent"
+    );
 
     // Get (by job name and by run id) and list carry every record key.
     for id in [name, run_id] {
@@ -640,7 +650,9 @@ async fn backend_train_body_with_unknown_keys_and_blank_values_is_accepted() {
         );
     }
     let (_, list) = svc
-        .get(&format!("/api/service/v1/pipelines/training/list?{BACKEND_QUERY}"))
+        .get(&format!(
+            "/api/service/v1/pipelines/training/list?{BACKEND_QUERY}"
+        ))
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_record(&list[0]);
@@ -684,20 +696,31 @@ async fn projects_pipelines_delete_cancels_a_running_job_then_forgets_the_ended_
         .await;
     let id = a["id"].as_str().unwrap();
     let name = a["name"].as_str().unwrap();
-    svc.wait_run(id, "Polling", |r| r["state"] == "Polling").await;
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
     // training_delete in ICIPPluginConstants.MLOPS_APIS: DELETE .../projects_pipelines/{id}/delete.
     let path = format!("/api/service/v1/projects_pipelines/{name}/delete?{BACKEND_QUERY}");
     let (code, r) = svc.delete(&path).await;
     assert_eq!(code, 202, "a running job is stopped first: {r}");
-    assert_eq!((r["deleted"].as_bool(), r["sourceID"].as_str()), (Some(false), Some(name)));
+    assert_eq!(
+        (r["deleted"].as_bool(), r["sourceID"].as_str()),
+        (Some(false), Some(name))
+    );
     assert_record(&r);
     assert_eq!(svc.wait_terminal(id, WAIT).await["state"], "Cancelled");
     assert_eq!(Emulator::shared().training_stats(name).await["stops"], 1);
 
     let (code, r) = svc.delete(&path).await;
     assert_eq!(code, 200, "{r}");
-    assert_eq!((r["deleted"].as_bool(), r["status"].as_str()), (Some(true), Some("Stopped")));
-    assert_eq!(svc.get(&format!("/api/v1/runs/{id}")).await.0, 404, "the record is gone");
+    assert_eq!(
+        (r["deleted"].as_bool(), r["status"].as_str()),
+        (Some(true), Some("Stopped"))
+    );
+    assert_eq!(
+        svc.get(&format!("/api/v1/runs/{id}")).await.0,
+        404,
+        "the record is gone"
+    );
     let (code, err) = svc.delete(&path).await;
     assert_eq!(code, 404, "{err}");
     assert!(err["error"].is_string(), "a JSON error: {err}");
@@ -728,17 +751,39 @@ async fn get_describes_a_job_this_service_did_not_start_and_unknown_ids_are_json
     assert_eq!(code, 200, "{job}");
     assert_record_keys(&job);
     assert_eq!(
-        (job["type"].as_str(), job["id"].as_str(), job["runId"].as_str()),
+        (
+            job["type"].as_str(),
+            job["id"].as_str(),
+            job["runId"].as_str()
+        ),
         (Some("sagemaker-training"), Some(name.as_str()), None)
     );
-    assert!(job["container"].as_str().unwrap().contains(":training-job/"), "{job}");
+    assert!(
+        job["container"]
+            .as_str()
+            .unwrap()
+            .contains(":training-job/"),
+        "{job}"
+    );
     assert_eq!(job["project"], "churn");
     // It is not ours: cancel and delete do not touch it.
     for (method, path) in [
-        ("GET", format!("/api/service/v1/pipelines/training/{name}/cancel")),
-        ("DELETE", format!("/api/service/v1/projects_pipelines/{name}/delete")),
-        ("GET", "/api/service/v1/pipelines/training/no-such-job/get".to_string()),
-        ("GET", "/api/service/v1/pipelines/training/not%20a%20name/get".to_string()),
+        (
+            "GET",
+            format!("/api/service/v1/pipelines/training/{name}/cancel"),
+        ),
+        (
+            "DELETE",
+            format!("/api/service/v1/projects_pipelines/{name}/delete"),
+        ),
+        (
+            "GET",
+            "/api/service/v1/pipelines/training/no-such-job/get".to_string(),
+        ),
+        (
+            "GET",
+            "/api/service/v1/pipelines/training/not%20a%20name/get".to_string(),
+        ),
     ] {
         let (code, err) = if method == "GET" {
             svc.get(&path).await

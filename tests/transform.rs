@@ -289,9 +289,14 @@ async fn backend_inference_body_with_extra_keys_and_blank_values_is_accepted() {
     let (code, a) = svc.post(&format!("{BASE}?{BACKEND_QUERY}"), &body).await;
     assert_eq!(code, 202, "{a}");
     let name = a["name"].as_str().unwrap().to_string();
-    assert!(name.starts_with("essedum-transform-"), "\"\" is absent: {name}");
-    svc.wait_run(a["id"].as_str().unwrap(), "Polling", |r| r["state"] == "Polling")
-        .await;
+    assert!(
+        name.starts_with("essedum-transform-"),
+        "\"\" is absent: {name}"
+    );
+    svc.wait_run(a["id"].as_str().unwrap(), "Polling", |r| {
+        r["state"] == "Polling"
+    })
+    .await;
 
     // get and cancel are POSTs with a body (ICIPMlopsController forwards one); by job name.
     let (code, job) = svc
@@ -301,7 +306,10 @@ async fn backend_inference_body_with_extra_keys_and_blank_values_is_accepted() {
     for k in RECORD_KEYS {
         assert!(job.get(k).is_some(), "{k} missing: {job}");
     }
-    assert_eq!((job["id"].as_str(), job["adapter"].as_str()), (Some(name.as_str()), Some("aws-1")));
+    assert_eq!(
+        (job["id"].as_str(), job["adapter"].as_str()),
+        (Some(name.as_str()), Some("aws-1"))
+    );
     let (_, list) = svc.get(&format!("{BASE}/list?{BACKEND_QUERY}")).await;
     for k in RECORD_KEYS {
         assert!(list[0].get(k).is_some(), "{k} missing: {list}");
@@ -310,10 +318,7 @@ async fn backend_inference_body_with_extra_keys_and_blank_values_is_accepted() {
         .post(&format!("{BASE}/{name}/cancel?{BACKEND_QUERY}"), &json!({}))
         .await;
     assert_eq!((code, r["status"].as_str()), (200, Some("Stopping")), "{r}");
-    assert_eq!(
-        svc.wait_terminal(&name, WAIT).await["state"],
-        "Cancelled"
-    );
+    assert_eq!(svc.wait_terminal(&name, WAIT).await["state"], "Cancelled");
     // Unknown ids are JSON 404s on every {id} route.
     for (method, path) in [
         ("POST", format!("{BASE}/no-such-job/get")),

@@ -1021,14 +1021,8 @@ impl DatasetsApi {
         let app = state_of(&self.0)?;
         let origin = origin(adapter_instance, project);
         match body {
-            UploadRequest::Form(form) => {
-                self.upload_form(app, &scope, form.0, &origin)
-                    .await
-            }
-            UploadRequest::Json(json) => {
-                self.upload_local(app, &scope, json.value, &origin)
-                    .await
-            }
+            UploadRequest::Form(form) => self.upload_form(app, &scope, form.0, &origin).await,
+            UploadRequest::Json(json) => self.upload_local(app, &scope, json.value, &origin).await,
         }
     }
 
@@ -1252,11 +1246,19 @@ mod tests {
             }
         );
         // The Python service's ids: S3 keys (a key with '/' arrives decoded from %2F).
-        for key in ["iris.csv", "aws_sagemaker/train.csv", "data set.csv", "list"] {
+        for key in [
+            "iris.csv",
+            "aws_sagemaker/train.csv",
+            "data set.csv",
+            "list",
+        ] {
             assert_eq!(id_form(key).unwrap(), IdForm::Key(key.into()), "{key}");
         }
         // Canonical base64 of text with a '/' is an encoded id, checked as one.
-        for bad in [dataset_id("Bad_Bucket", "a.csv"), dataset_id("bkt", "../a.csv")] {
+        for bad in [
+            dataset_id("Bad_Bucket", "a.csv"),
+            dataset_id("bkt", "../a.csv"),
+        ] {
             assert!(id_form(&bad).is_err(), "{bad}");
         }
         for bad in ["a/../b.csv", "/abs.csv", "dir/"] {

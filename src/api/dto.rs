@@ -247,14 +247,17 @@ fn job_noun(kind: Kind) -> &'static str {
 /// Where a job run writes its output, from its stored request.
 fn output_location(r: &Run) -> Option<String> {
     match r.kind {
-        Kind::Training => crate::workflows::training::stored_request(&r.request)
-            .map(|q| q.data.output_path(r.id)),
-        Kind::Automl => serde_json::from_value::<crate::workflows::automl::AutomlRequest>(
-            r.request.clone(),
-        )
-        .ok()
-        .map(|q| q.output_path(r.id)),
-        Kind::Transform => r.request["spec"]["S3OutputPath"].as_str().map(str::to_string),
+        Kind::Training => {
+            crate::workflows::training::stored_request(&r.request).map(|q| q.data.output_path(r.id))
+        }
+        Kind::Automl => {
+            serde_json::from_value::<crate::workflows::automl::AutomlRequest>(r.request.clone())
+                .ok()
+                .map(|q| q.output_path(r.id))
+        }
+        Kind::Transform => r.request["spec"]["S3OutputPath"]
+            .as_str()
+            .map(str::to_string),
         _ => None,
     }
 }

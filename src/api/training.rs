@@ -12,9 +12,9 @@ use super::dto::{
 use super::operator::{request_cancel, state_of, visible};
 use super::scope::AwsScope;
 use super::{ApiError, AppState};
+use crate::aws::AwsErrorKind;
 use crate::model::{Kind, State};
 use crate::store::{NewRun, Run};
-use crate::aws::AwsErrorKind;
 use crate::validate::{InputError, Mode};
 use crate::workflows::automl::AutomlRequest;
 use crate::workflows::input::{InputSource, Origin};
@@ -444,7 +444,15 @@ impl TrainingApi {
             let name = training::job_name(id);
             let request = serde_json::to_value(&req).expect("request serialises");
             let run = self
-                .insert(app, id, Kind::Training, name.clone(), request, caller, scope)
+                .insert(
+                    app,
+                    id,
+                    Kind::Training,
+                    name.clone(),
+                    request,
+                    caller,
+                    scope,
+                )
                 .await?;
             (run, name, Kind::Training)
         };
@@ -554,7 +562,14 @@ impl TrainingApi {
         }
         let origin = origin_of(project.0, adapter_instance.0);
         let (run, name, req) = self
-            .store_automl(app, req, "input_data_config.s3_uri", origin, &caller, &scope)
+            .store_automl(
+                app,
+                req,
+                "input_data_config.s3_uri",
+                origin,
+                &caller,
+                &scope,
+            )
             .await?;
         let input_data = match &req.data.input {
             InputSource::S3 { uri } => uri.clone(),
@@ -659,7 +674,15 @@ impl TrainingApi {
         let name = training::job_name(id);
         let request = serde_json::to_value(&req).expect("request serialises");
         let run = self
-            .insert(app, id, Kind::Training, name.clone(), request, &caller, &scope)
+            .insert(
+                app,
+                id,
+                Kind::Training,
+                name.clone(),
+                request,
+                &caller,
+                &scope,
+            )
             .await?;
         Ok(TrainReply::Accepted(Json(train_record(
             app,
@@ -761,7 +784,10 @@ impl TrainingApi {
         let app = state_of(&self.0)?;
         let run = find_training(app, &caller, &id.0).await?;
         request_cancel(app, run.id, &caller, None).await?;
-        let name = run.resource_name.clone().unwrap_or_else(|| run.id.to_string());
+        let name = run
+            .resource_name
+            .clone()
+            .unwrap_or_else(|| run.id.to_string());
         Ok(Json(TrainingStopping {
             status: "Stopping".into(),
             message: format!("{} {name:?} is being stopped", essedum_noun(run.kind)),
@@ -791,7 +817,10 @@ impl TrainingApi {
     ) -> Result<DeleteReply, ApiError> {
         let app = state_of(&self.0)?;
         let run = find_training(app, &caller, &id.0).await?;
-        let name = run.resource_name.clone().unwrap_or_else(|| run.id.to_string());
+        let name = run
+            .resource_name
+            .clone()
+            .unwrap_or_else(|| run.id.to_string());
         if !run.state.is_terminal() {
             let run = if run.cancel_requested {
                 run

@@ -7,8 +7,8 @@ use super::deployment::{DeployContext, DeployRequest};
 use super::input::{DATA_FIELDS, DataSpec, InputLimits, InputSource, Origin};
 use super::job::{JobContext, JobWorkflow, SageMakerJob};
 use crate::aws::{
-    AutomlJobSpec, AwsError, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec,
-    JobDescription, ModelSpec, VariantSpec,
+    AutomlJobSpec, AwsError, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec, JobDescription,
+    ModelSpec, VariantSpec,
 };
 use crate::model::Kind;
 use crate::store::NewRun;
@@ -255,11 +255,9 @@ impl AutomlRequest {
         let mut input = f.object("input_data_config", &["s3_uri", "content_type"])?;
         let uri = validate::s3_uri("input_data_config.s3_uri", &input.str("s3_uri")?)?;
         let content_type = match input.opt_str("content_type")? {
-            Some(c) => automl_content_type(&validate::token(
-                "input_data_config.content_type",
-                &c,
-                256,
-            )?),
+            Some(c) => {
+                automl_content_type(&validate::token("input_data_config.content_type", &c, 256)?)
+            }
             None => AUTOML_CSV.to_string(),
         };
         let mut output = f.object("output_data_config", &["s3_output_path"])?;
@@ -271,11 +269,7 @@ impl AutomlRequest {
         let role_arn = validate::role_arn("role_arn", &f.str("role_arn")?)?;
         let problem_type = one_of("problem_type", f.opt_str("problem_type")?, PROBLEM_TYPES)?;
         let objective_metric = match f.opt_object("objective", &["metric_name"])? {
-            Some(mut o) => one_of(
-                "objective.metric_name",
-                o.opt_str("metric_name")?,
-                METRICS,
-            )?,
+            Some(mut o) => one_of("objective.metric_name", o.opt_str("metric_name")?, METRICS)?,
             None => None,
         };
         let max_candidates = f.opt_int("max_candidates", 1, 750)?.unwrap_or(250) as i32;
@@ -285,14 +279,18 @@ impl AutomlRequest {
         let mut tags = BTreeMap::new();
         if let Some(items) = f.take_value("tags") {
             let Value::Array(items) = items else {
-                return Err(InputError::invalid("tags", "must be an array of {Key, Value}"));
+                return Err(InputError::invalid(
+                    "tags",
+                    "must be an array of {Key, Value}",
+                ));
             };
             if items.len() > 50 {
                 return Err(InputError::invalid("tags", "at most 50 tags"));
             }
             for (i, item) in items.into_iter().enumerate() {
                 let path = format!("tags[{i}]");
-                let mut t = Fields::at_path_mode(item, &["Key", "Value"], &format!("{path}."), f.mode())?;
+                let mut t =
+                    Fields::at_path_mode(item, &["Key", "Value"], &format!("{path}."), f.mode())?;
                 let key = t.str("Key")?;
                 let value = t.opt_str("Value")?.unwrap_or_default();
                 if key.len() > 128 || value.len() > 256 || key.starts_with("aws:") {

@@ -234,13 +234,17 @@ mod tests {
         let mut b = body();
         b["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] = json!("http://x");
         assert_eq!(
-            TransformRequest::parse(b, Mode::Strict).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformInput.DataSource.S3DataSource.S3Uri")
         );
         let mut b = body();
         b["TransformOutput"]["Extra"] = json!(1);
         assert_eq!(
-            TransformRequest::parse(b, Mode::Strict).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformOutput.Extra")
         );
         let mut b = body();
@@ -249,13 +253,17 @@ mod tests {
             .unwrap()
             .remove("InstanceCount");
         assert_eq!(
-            TransformRequest::parse(b, Mode::Strict).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformResources.InstanceCount")
         );
         let mut b = body();
         b["TransformJobName"] = json!("bad_name");
         assert_eq!(
-            TransformRequest::parse(b, Mode::Strict).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformJobName")
         );
     }
@@ -273,7 +281,9 @@ mod tests {
         let mut b = body();
         b["TransformResources"]["InstanceCount"] = json!("1");
         assert_eq!(
-            TransformRequest::parse(b, Mode::Essedum).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Essedum)
+                .unwrap_err()
+                .field(),
             Some("TransformResources.InstanceCount")
         );
     }
