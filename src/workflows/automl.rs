@@ -687,6 +687,49 @@ mod tests {
     }
 
     #[test]
+    fn the_python_snake_case_body_is_read_in_essedum_mode() {
+        let body = json!({
+            "job_name": "churn-1",
+            "input_data_config": {"s3_uri": "s3://bkt/data/train.csv", "content_type": "text/csv", "compression_type": ""},
+            "output_data_config": {"s3_output_path": "s3://out-bkt/automl"},
+            "target_attribute_name": "label",
+            "role_arn": "arn:aws:iam::123456789012:role/R",
+            "problem_type": "",
+            "objective": {"metric_name": "AUC"},
+            "tags": [{"Key": "team", "Value": "ml"}],
+            "algorithm_preference": ["xgboost"],
+        });
+        let r = AutomlRequest::parse_snake(body.clone()).unwrap();
+        assert_eq!(r.name_for(Uuid::nil()), "churn-1");
+        assert_eq!(r.output_path(Uuid::nil()), "s3://out-bkt/automl");
+        assert_eq!(r.data.content_type, "text/csv;header=present");
+        assert_eq!(r.data.bucket, "bkt");
+        assert_eq!(r.problem_type, None, "\"\" is absent");
+        assert_eq!(r.objective_metric.as_deref(), Some("AUC"));
+        assert_eq!(r.tags.get("team").map(String::as_str), Some("ml"));
+        // Stored and read back, the request is the same.
+        let stored = serde_json::to_value(&r).unwrap();
+        assert_eq!(serde_json::from_value::<AutomlRequest>(stored).unwrap(), r);
+        for (path, v, field) in [
+            ("job_name", json!("has_underscore"), "job_name"),
+            ("tags", json!({"team": "ml"}), "tags"),
+            ("max_candidates", json!(0), "max_candidates"),
+        ] {
+            let mut b = body.clone();
+            b[path] = v;
+            assert_eq!(
+                AutomlRequest::parse_snake(b).unwrap_err().field(),
+                Some(field)
+            );
+        }
+        // Without job_name the name comes from the run id.
+        let mut b = body;
+        b["job_name"] = json!("");
+        let id = Uuid::now_v7();
+        assert_eq!(AutomlRequest::parse_snake(b).unwrap().name_for(id), job_name(id));
+    }
+
+    #[test]
     fn the_linked_deployment_carries_the_parents_connection() {
         let body = json!({
             "RoleArn": "arn:aws:iam::123456789012:role/R",
