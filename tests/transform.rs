@@ -288,6 +288,17 @@ async fn backend_inference_body_with_extra_keys_and_blank_values_is_accepted() {
     body["TransformOutput"]["KmsKeyId"] = json!("");
     let (code, a) = svc.post(&format!("{BASE}?{BACKEND_QUERY}"), &body).await;
     assert_eq!(code, 202, "{a}");
+    for k in RECORD_KEYS {
+        assert!(a.get(k).is_some(), "{k} missing: {a}");
+    }
+    assert_eq!(
+        (a["status"].as_str(), a["adapter"].as_str()),
+        (Some("InProgress"), Some("aws-1"))
+    );
+    assert_eq!(
+        a["id"], a["runId"],
+        "the run id, as this route has always replied"
+    );
     let name = a["name"].as_str().unwrap().to_string();
     assert!(
         name.starts_with("essedum-transform-"),

@@ -726,7 +726,10 @@ mod tests {
         let mut b = body;
         b["job_name"] = json!("");
         let id = Uuid::now_v7();
-        assert_eq!(AutomlRequest::parse_snake(b).unwrap().name_for(id), job_name(id));
+        assert_eq!(
+            AutomlRequest::parse_snake(b).unwrap().name_for(id),
+            job_name(id)
+        );
     }
 
     #[test]
