@@ -318,6 +318,11 @@ async fn backend_inference_body_with_extra_keys_and_blank_values_is_accepted() {
         assert!(job.get(k).is_some(), "{k} missing: {job}");
     }
     assert_eq!(
+        job["artifacts"],
+        format!("s3://{bucket}/batch/out/"),
+        "the output location, while the job runs"
+    );
+    assert_eq!(
         (job["id"].as_str(), job["adapter"].as_str()),
         (Some(name.as_str()), Some("aws-1"))
     );

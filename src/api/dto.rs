@@ -255,9 +255,11 @@ fn output_location(r: &Run) -> Option<String> {
                 .ok()
                 .map(|q| q.output_path(r.id))
         }
-        Kind::Transform => r.request["spec"]["S3OutputPath"]
-            .as_str()
-            .map(str::to_string),
+        Kind::Transform => serde_json::from_value::<crate::workflows::transform::TransformRequest>(
+            r.request.clone(),
+        )
+        .ok()
+        .map(|q| q.spec.output_s3_path),
         _ => None,
     }
 }
