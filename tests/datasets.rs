@@ -89,7 +89,8 @@ async fn a_small_csv_is_uploaded_as_sent_and_can_be_read_back() {
     assert_eq!(rec["container"], b.as_str());
     assert_eq!(rec["artifacts"], format!("s3://{b}/datasets/iris.csv"));
     assert_eq!(rec["id"], id_of(&b, "datasets/iris.csv"));
-    assert_eq!(rec["sourceID"], rec["id"]);
+    // As the Python service's records: sourceID is the S3 key (also accepted as an id).
+    assert_eq!(rec["sourceID"], "datasets/iris.csv");
     assert_eq!(
         (rec["adapter"].as_str(), rec["project"].as_str()),
         (Some("aws-1"), Some("churn"))
@@ -390,13 +391,18 @@ async fn local_files_must_be_inside_the_data_directory() {
             "{bad}: {err}"
         );
     }
-    let (code, err) = svc
+    // The backend's extra keys are ignored.
+    let (code, rec) = svc
         .post(
             UPLOAD,
-            &json!({"Bucket": b, "local_dataset_path": "sub/train.csv", "Extra": 1}),
+            &json!({"Bucket": b, "local_dataset_path": "sub/train.csv", "Extra": 1, "Key": ""}),
         )
         .await;
-    assert_eq!((code, err["field"].as_str()), (400, Some("Extra")), "{err}");
+    assert_eq!(
+        (code, rec["name"].as_str()),
+        (201, Some("datasets/train.csv")),
+        "{rec}"
+    );
     let (code, err) = svc
         .post(
             UPLOAD,
@@ -579,7 +585,8 @@ async fn get_export_and_delete_by_id() {
         ),
         (json!({"Bucket": "Bad_Name"}), "Bucket", 422),
         (json!({"Key": "../x.csv"}), "Key", 422),
-        (json!({"Other": 1}), "Other", 400),
+        // Unknown keys are ignored and "" is absent: this names the dataset itself.
+        (json!({"Other": 1, "Bucket": ""}), "Key", 422),
     ] {
         let (code, err) = svc.post(&format!("{}/export", path(&id)), &body).await;
         assert_eq!(
@@ -607,7 +614,8 @@ async fn get_export_and_delete_by_id() {
         .await;
     assert_eq!(code, 404);
 
-    // An id in a bucket that does not exist is not found; ids that are not ids are 400.
+    // An id in a bucket that does not exist is not found; an encoded id naming an invalid bucket
+    // or key is a 400.
     assert_eq!(
         svc.get(&path(&id_of("no-such-bucket-here", "a.csv")))
             .await
@@ -615,8 +623,6 @@ async fn get_export_and_delete_by_id() {
         404
     );
     for bad in [
-        "not*an*id",
-        "Y",
         &id_of("Bad_Bucket", "a.csv"),
         &id_of(&b, "../a.csv"),
         &id_of(&b, ""),
@@ -628,6 +634,17 @@ async fn get_export_and_delete_by_id() {
             "{bad}: {err}"
         );
         assert_eq!(svc.delete(&path(bad)).await.0, 400, "{bad}");
+    }
+    // Anything else is a plain S3 key (the Python service's ids): it needs a bucket.
+    for key in ["not*an*id", "Y"] {
+        let (code, err) = svc.get(&path(key)).await;
+        assert_eq!(
+            (code, err["field"].as_str()),
+            (422, Some("Bucket")),
+            "{key}: {err}"
+        );
+        let (code, err) = svc.get(&format!("{}?Bucket={b}", path(key))).await;
+        assert_eq!(code, 404, "{key}: {err}");
     }
 }
 
@@ -703,15 +720,6 @@ async fn the_form_is_checked_and_a_late_field_leaves_nothing() {
         (
             vec![
                 FormPart::Text("Bucket", &b),
-                FormPart::Text("Colour", "red"),
-                FormPart::File("file", Some("a.csv"), &data),
-            ],
-            400,
-            "Colour",
-        ),
-        (
-            vec![
-                FormPart::Text("Bucket", &b),
                 FormPart::Text("Bucket", &b),
                 FormPart::File("file", Some("a.csv"), &data),
             ],
@@ -764,6 +772,25 @@ async fn the_form_is_checked_and_a_late_field_leaves_nothing() {
     }
     nothing_left(&b).await;
 
+    // A form field this service does not use is read and ignored, as the backend may send one.
+    let (code, rec, _) = svc
+        .post_form(
+            UPLOAD,
+            &[
+                FormPart::Text("Bucket", &b),
+                FormPart::Text("Colour", "red"),
+                FormPart::Text("Key", ""),
+                FormPart::File("file", Some("a.csv"), &data),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (code, rec["name"].as_str()),
+        (201, Some("datasets/a.csv")),
+        "{rec}"
+    );
+    let b = bucket("ds-form-2").await;
+
     // Neither a form nor JSON.
     let r = support::client()
         .post(svc.url(UPLOAD))
@@ -774,4 +801,148 @@ async fn the_form_is_checked_and_a_late_field_leaves_nothing() {
         .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
     nothing_left(&b).await;
+}
+
+#[tokio::test]
+async fn a_plain_s3_key_is_accepted_as_an_id_as_the_python_service_used() {
+    let emu = Emulator::shared();
+    let b = bucket("ds-keys").await;
+    let s = Scratch::new();
+    let svc = service(&s, &[("EXECUTOR_DATASETS_BUCKET", b.clone())]);
+    let data = csv(300);
+    for key in ["iris.csv", "aws_sagemaker/train.csv"] {
+        let (code, rec, _) = svc
+            .post_form(
+                UPLOAD,
+                &[
+                    FormPart::Text("Key", key),
+                    FormPart::File("file", Some("x.csv"), &data),
+                ],
+            )
+            .await;
+        assert_eq!(code, 201, "{rec}");
+    }
+    // The Python service's dataset ids were S3 keys in the connection's bucket (mlops/aws.py
+    // projects_datasets_get: head_object(Bucket=bucketName, Key=dataset_id)). A key holding '/'
+    // travels URL-encoded in the path.
+    for (key, in_path) in [
+        ("iris.csv", "iris.csv"),
+        ("aws_sagemaker/train.csv", "aws_sagemaker%2Ftrain.csv"),
+    ] {
+        let (code, rec) = svc
+            .get(&format!("/api/service/v1/datasets/{in_path}?{ESSEDUM}"))
+            .await;
+        assert_eq!(code, 200, "{in_path}: {rec}");
+        assert_eq!(
+            (rec["sourceID"].as_str(), rec["id"].as_str()),
+            (Some(key), Some(id_of(&b, key).as_str()))
+        );
+    }
+    let (code, copy) = svc
+        .post(
+            "/api/service/v1/datasets/iris.csv/export",
+            &json!({"Key": "copies/iris.csv"}),
+        )
+        .await;
+    assert_eq!(
+        (code, copy["name"].as_str()),
+        (201, Some("copies/iris.csv")),
+        "{copy}"
+    );
+    let (code, gone) = svc.delete("/api/service/v1/datasets/iris.csv").await;
+    assert_eq!(
+        (code, gone["status"].as_str()),
+        (200, Some("Deleted")),
+        "{gone}"
+    );
+    assert_eq!(emu.get_object_bytes(&b, "iris.csv").await, None);
+    let (code, err) = svc.get("/api/service/v1/datasets/iris.csv").await;
+    assert_eq!(code, 404, "{err}");
+    assert!(err["error"].is_string(), "{err}");
+    // A key that cannot be one is named.
+    let (code, err) = svc.get("/api/service/v1/datasets/a%2F..%2Fb.csv").await;
+    assert_eq!((code, err["field"].as_str()), (400, Some("id")), "{err}");
+}
+
+#[tokio::test]
+async fn the_bucket_defaults_to_the_connections_bucket_name() {
+    use support::fake_backend::FakeBackend;
+    let emu = Emulator::shared();
+    let b = bucket("ds-conn").await;
+    let backend = FakeBackend::start().await;
+    // fetchConnectionDetailsByAdapterInstance's connectionDetails carry bucketName (datasource.py).
+    backend.set_connection(
+        "churn",
+        "aws-1",
+        json!({"accessKey": "AKIADATASETS", "secretKey": "s3cret-value", "region": "us-east-1", "bucketName": b}),
+    );
+    backend.set_connection(
+        "churn",
+        "no-bucket",
+        json!({"accessKey": "AKIADATASETS", "secretKey": "s3cret-value", "region": "us-east-1"}),
+    );
+    let s = Scratch::new();
+    let svc = service(&s, &[("EXECUTOR_CONNECTION_ALLOW", backend.base_url())]);
+    let referer = backend.base_url();
+    let data = csv(200);
+    let (body_type, body) = support::form(&[FormPart::File("file", Some("sales.csv"), &data)]);
+    let r = support::client()
+        .post(svc.url(&format!("{UPLOAD}?{ESSEDUM}&isRemoteDS=true")))
+        .header("Referer", &referer)
+        .header("Content-Type", body_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (code, rec) = support::reply(r).await;
+    assert_eq!(
+        (code, rec["container"].as_str()),
+        (201, Some(b.as_str())),
+        "{rec}"
+    );
+    assert_eq!(
+        emu.get_object_bytes(&b, "datasets/sales.csv")
+            .await
+            .unwrap(),
+        data
+    );
+    let get = |path: String| {
+        let referer = referer.clone();
+        let url = svc.url(&path);
+        async move {
+            support::reply(
+                support::client()
+                    .get(url)
+                    .header("Referer", referer)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (code, list) = get(format!("/api/service/v1/datasets/list?{ESSEDUM}")).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list[0]["sourceID"], "datasets/sales.csv", "{list}");
+    let (code, rec) = get(format!(
+        "/api/service/v1/datasets/datasets%2Fsales.csv?{ESSEDUM}"
+    ))
+    .await;
+    assert_eq!(
+        (code, rec["container"].as_str()),
+        (200, Some(b.as_str())),
+        "{rec}"
+    );
+
+    // A connection without bucketName, and no configured bucket: a 422 naming Bucket.
+    let (code, err) = get(
+        "/api/service/v1/datasets/list?adapter_instance=no-bucket&project=churn&isCached=false"
+            .to_string(),
+    )
+    .await;
+    assert_eq!(
+        (code, err["field"].as_str()),
+        (422, Some("Bucket")),
+        "{err}"
+    );
 }

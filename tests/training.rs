@@ -225,7 +225,11 @@ async fn cancel_stops_the_job_and_ends_cancelled() {
         .get(&format!("/api/service/v1/pipelines/training/{name}/cancel"))
         .await;
     assert_eq!(code, 200, "{reply}");
-    assert_eq!(reply, json!({"status": "Stopping"}));
+    assert_eq!(
+        (reply["status"].as_str(), reply["job_name"].as_str()),
+        (Some("Stopping"), Some(name)),
+        "{reply}"
+    );
     let st = svc.wait_terminal(id, WAIT).await;
     assert_eq!(st["state"], "Cancelled");
     assert_eq!(st["sagemaker_status"], "Stopped");
@@ -317,8 +321,15 @@ async fn bad_inputs_get_their_4xx_naming_the_field_and_store_nothing() {
     };
     let mut local_outside = without("inline_csv");
     local_outside["local_dataset_path"] = json!("../outside.csv");
+    // Our own route is strict about unknown keys; the backend's route ignores them (below).
+    let (code, err) = svc
+        .post(
+            "/api/service/v1/pipelines/training",
+            &with("Surprise", json!(1)),
+        )
+        .await;
+    assert_eq!((code, err["field"].as_str()), (400, Some("Surprise")));
     let cases: Vec<(Value, u16, Option<&str>)> = vec![
-        (with("Surprise", json!(1)), 400, Some("Surprise")),
         (json!([1, 2]), 400, None),
         (json!("text"), 400, None),
         (without("RoleArn"), 422, Some("RoleArn")),
@@ -359,12 +370,18 @@ async fn bad_inputs_get_their_4xx_naming_the_field_and_store_nothing() {
         (with("type", json!("automl")), 422, Some("type")),
     ];
     for (body, want, field) in cases {
-        let (code, err) = svc
-            .post("/api/service/v1/pipelines/training/train", &body)
-            .await;
-        assert_eq!(code, want, "{body:.200}: {err}");
-        assert!(err["error"].is_string(), "JSON error body: {err}");
-        assert_eq!(err["field"].as_str(), field, "{err}");
+        for route in [
+            "/api/service/v1/pipelines/training/train",
+            "/api/service/v1/pipelines/training",
+        ] {
+            if route.ends_with("/training") && body["type"] == "automl" {
+                continue; // there, "type": "automl" makes it an AutoML body
+            }
+            let (code, err) = svc.post(route, &body).await;
+            assert_eq!(code, want, "{route} {body:.200}: {err}");
+            assert!(err["error"].is_string(), "JSON error body: {err}");
+            assert_eq!(err["field"].as_str(), field, "{route}: {err}");
+        }
     }
     // Not JSON at all, and the wrong content type: still a JSON 4xx.
     let r = support::client()
@@ -515,4 +532,265 @@ async fn large_local_file_is_staged_as_a_multipart_upload() {
     assert_eq!(proxy.call_count("S3:UploadPart"), 2);
     assert_eq!(proxy.call_count("S3:CompleteMultipartUpload"), 1);
     assert_eq!(proxy.call_count("S3:PutObject"), 0);
+}
+
+/// The date format of every record: `yyyy-MM-dd HH-mm-ss` (ICIPModelAWSServiceSageMaker parses
+/// model and endpoint records with it; job records use the same).
+fn is_record_date(v: &Value) -> bool {
+    let Some(s) = v.as_str() else { return false };
+    let b = s.as_bytes();
+    b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 | 13 | 16 => *c == b'-',
+            10 => *c == b' ',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Every key of Essedum's record shape (ESSEDUM-CONTRACT.md, "Records").
+const RECORD_KEYS: [&str; 16] = [
+    "sourceID",
+    "name",
+    "id",
+    "status",
+    "type",
+    "container",
+    "artifacts",
+    "adapter",
+    "project",
+    "createdOn",
+    "syncDate",
+    "description",
+    "sourceOrg",
+    "sourcename",
+    "deployment",
+    "rawPayload",
+];
+
+fn assert_record(v: &Value) {
+    assert_record_keys(v);
+    assert!(is_record_date(&v["createdOn"]), "{v}");
+}
+
+/// Every key present, `syncDate` in the record format (`createdOn` may be unknown: null).
+fn assert_record_keys(v: &Value) {
+    for k in RECORD_KEYS {
+        assert!(v.get(k).is_some(), "record key {k} missing: {v}");
+    }
+    assert!(is_record_date(&v["syncDate"]), "{v}");
+    assert!(v["rawPayload"].is_string(), "{v}");
+}
+
+/// The query the backend's REST plugin adds to every MLOps call (ICIPAdaptersV1ServiceImpl:
+/// `isCached=false`, `adapter_instance`, `project`, `isInstance`), plus `isRemoteDS`.
+const BACKEND_QUERY: &str =
+    "adapter_instance=aws-1&project=churn&isCached=false&isInstance=false&isRemoteDS=true";
+
+#[tokio::test]
+async fn backend_train_body_with_unknown_keys_and_blank_values_is_accepted() {
+    let (_s, svc, bucket) = setup().await;
+    let mut body = training_body(&bucket, "Completed", 1);
+    // Keys the service does not use, and "" for blank optional values.
+    body["ProjectName"] = json!("churn");
+    body["algorithm"] = json!({"name": "xgboost"});
+    body["InstanceType"] = json!("");
+    body["MaxRuntimeInSeconds"] = json!("");
+    let r = support::client()
+        .post(svc.url(&format!(
+            "/api/service/v1/pipelines/training/train?{BACKEND_QUERY}"
+        )))
+        .header("Referer", "http://essedum.example/")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (code, a) = support::reply(r).await;
+    assert_eq!(code, 202, "{a}");
+    assert_record(&a);
+    let name = a["name"].as_str().unwrap();
+    assert_eq!(
+        (
+            a["type"].as_str(),
+            a["status"].as_str(),
+            a["sourceID"].as_str()
+        ),
+        (Some("sagemaker-training"), Some("InProgress"), Some(name))
+    );
+    assert_eq!(
+        (a["adapter"].as_str(), a["project"].as_str()),
+        (Some("aws-1"), Some("churn"))
+    );
+    assert_eq!(a["sourceOrg"], support::ROLE);
+    assert!(a["message"].as_str().unwrap().contains(name), "{a}");
+    let run_id = a["runId"].as_str().unwrap();
+    assert_eq!(svc.wait_terminal(run_id, WAIT).await["state"], "Done");
+
+    let (_, run) = svc.get(&format!("/api/v1/runs/{run_id}")).await;
+    assert_eq!(
+        run["request"]["instance_type"], "ml.m5.large",
+        "\"\" is absent"
+    );
+
+    // Get (by job name and by run id) and list carry every record key.
+    for id in [name, run_id] {
+        let (code, job) = svc
+            .get(&format!(
+                "/api/service/v1/pipelines/training/{id}/get?{BACKEND_QUERY}"
+            ))
+            .await;
+        assert_eq!(code, 200, "{job}");
+        assert_record(&job);
+        assert_eq!(
+            (job["id"].as_str(), job["runId"].as_str()),
+            (Some(name), Some(run_id))
+        );
+        assert_eq!(
+            (job["status"].as_str(), job["jobStatus"].as_str()),
+            (Some("Completed"), Some("Completed"))
+        );
+    }
+    let (_, list) = svc
+        .get(&format!(
+            "/api/service/v1/pipelines/training/list?{BACKEND_QUERY}"
+        ))
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_record(&list[0]);
+}
+
+#[tokio::test]
+async fn backend_train_body_with_a_wrongly_typed_known_key_is_a_422_naming_it() {
+    let (_s, svc, bucket) = setup().await;
+    let base = training_body(&bucket, "Completed", 0);
+    let mut wrong_count = base.clone();
+    wrong_count["InstanceCount"] = json!("2");
+    wrong_count["Unused"] = json!("x");
+    let mut neither = base.clone();
+    neither.as_object_mut().unwrap().remove("TrainingImage");
+    let mut blank_image = base.clone();
+    blank_image["TrainingImage"] = json!("");
+    for (body, field) in [
+        (wrong_count, "InstanceCount"),
+        (neither, "TrainingImage"),
+        (blank_image, "TrainingImage"),
+    ] {
+        let (code, err) = svc
+            .post(
+                &format!("/api/service/v1/pipelines/training/train?{BACKEND_QUERY}"),
+                &body,
+            )
+            .await;
+        assert_eq!((code, err["field"].as_str()), (422, Some(field)), "{err}");
+    }
+    assert_eq!(svc.run_count().await, 0, "nothing stored");
+}
+
+#[tokio::test]
+async fn projects_pipelines_delete_cancels_a_running_job_then_forgets_the_ended_run() {
+    let (_s, svc, bucket) = setup().await;
+    let (_, a) = svc
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 100_000),
+        )
+        .await;
+    let id = a["id"].as_str().unwrap();
+    let name = a["name"].as_str().unwrap();
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    // training_delete in ICIPPluginConstants.MLOPS_APIS: DELETE .../projects_pipelines/{id}/delete.
+    let path = format!("/api/service/v1/projects_pipelines/{name}/delete?{BACKEND_QUERY}");
+    let (code, r) = svc.delete(&path).await;
+    assert_eq!(code, 202, "a running job is stopped first: {r}");
+    assert_eq!(
+        (r["deleted"].as_bool(), r["sourceID"].as_str()),
+        (Some(false), Some(name))
+    );
+    assert_record(&r);
+    assert_eq!(svc.wait_terminal(id, WAIT).await["state"], "Cancelled");
+    assert_eq!(Emulator::shared().training_stats(name).await["stops"], 1);
+
+    let (code, r) = svc.delete(&path).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (r["deleted"].as_bool(), r["status"].as_str()),
+        (Some(true), Some("Stopped"))
+    );
+    assert_eq!(
+        svc.get(&format!("/api/v1/runs/{id}")).await.0,
+        404,
+        "the record is gone"
+    );
+    let (code, err) = svc.delete(&path).await;
+    assert_eq!(code, 404, "{err}");
+    assert!(err["error"].is_string(), "a JSON error: {err}");
+}
+
+#[tokio::test]
+async fn get_describes_a_job_this_service_did_not_start_and_unknown_ids_are_json_404s() {
+    let (_s, svc, bucket) = setup().await;
+    let emu = Emulator::shared();
+    let name = unique("elsewhere");
+    emu.sagemaker(
+        "CreateTrainingJob",
+        json!({
+            "TrainingJobName": name,
+            "RoleArn": support::ROLE,
+            "AlgorithmSpecification": {"TrainingImage": "img:1", "TrainingInputMode": "File"},
+            "OutputDataConfig": {"S3OutputPath": format!("s3://{bucket}/out")},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+        }),
+    )
+    .await;
+    let (code, job) = svc
+        .get(&format!(
+            "/api/service/v1/pipelines/training/{name}/get?{BACKEND_QUERY}"
+        ))
+        .await;
+    assert_eq!(code, 200, "{job}");
+    assert_record_keys(&job);
+    assert_eq!(
+        (
+            job["type"].as_str(),
+            job["id"].as_str(),
+            job["runId"].as_str()
+        ),
+        (Some("sagemaker-training"), Some(name.as_str()), None)
+    );
+    assert!(
+        job["container"]
+            .as_str()
+            .unwrap()
+            .contains(":training-job/"),
+        "{job}"
+    );
+    assert_eq!(job["project"], "churn");
+    // It is not ours: cancel and delete do not touch it.
+    for (method, path) in [
+        (
+            "GET",
+            format!("/api/service/v1/pipelines/training/{name}/cancel"),
+        ),
+        (
+            "DELETE",
+            format!("/api/service/v1/projects_pipelines/{name}/delete"),
+        ),
+        (
+            "GET",
+            "/api/service/v1/pipelines/training/no-such-job/get".to_string(),
+        ),
+        (
+            "GET",
+            "/api/service/v1/pipelines/training/not%20a%20name/get".to_string(),
+        ),
+    ] {
+        let (code, err) = if method == "GET" {
+            svc.get(&path).await
+        } else {
+            svc.delete(&path).await
+        };
+        assert_eq!(code, 404, "{method} {path}: {err}");
+        assert!(err["error"].is_string(), "a JSON error: {err}");
+    }
 }

@@ -2,14 +2,23 @@
 //! PutObject for a small file, a multipart upload above the threshold, aborted on any failure),
 //! are checked while they stream (size limit, CSV content), and leave nothing behind when refused.
 //!
-//! A dataset's id is the unpadded URL-safe base64 of `bucket/key`: it names the object on its
-//! own, survives any key (S3 keys contain `/`) as one URL path segment, and needs no lookup.
+//! A dataset's id, as this service replies it, is the unpadded URL-safe base64 of `bucket/key`:
+//! it names the object on its own, survives any key (S3 keys contain `/`) as one URL path
+//! segment, and needs no lookup. The Python service's ids were plain S3 keys in the connection's
+//! bucket, and the backend may hold those: a path id is read as an encoded id when it is
+//! canonical URL-safe base64 of text holding a `/` (a key's `.`, `%`, space or `/` can never
+//! appear in one), else as a plain key in the default bucket (a key holding `/` comes
+//! URL-encoded, `%2F`).
+//!
+//! Where a request names no `Bucket`, the bucket is its Essedum connection's `bucketName` (as the
+//! Python service used), else the configured datasets bucket (`EXECUTOR_DATASETS_BUCKET`), else
+//! the request is a 422 naming `Bucket`.
 // Every Essedum route takes the backend's query parameters and Referer, so handlers have many
 // parameters by contract.
 #![allow(clippy::too_many_arguments)]
 
 use super::body::RawBody;
-use super::dto::time;
+use super::dto::record_date;
 use super::error::ErrorBody;
 use super::operator::state_of;
 use super::scope::AwsScope;
@@ -56,11 +65,11 @@ const HEADER_LIMIT: usize = 64 * 1024;
 /// The largest text field of an upload form, and the largest JSON upload request.
 const SMALL_BODY: u64 = 64 * 1024;
 
-/// A dataset in Essedum's record shape.
+/// A dataset in Essedum's record shape (every key present, as the Python service's records).
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "DatasetRecord")]
 pub struct DatasetRecord {
-    /// The same as `id`.
+    /// The object key (the Python service's dataset id; also accepted as `{id}`).
     #[oai(rename = "sourceID")]
     pub source_id: String,
     /// The object key.
@@ -80,10 +89,10 @@ pub struct DatasetRecord {
     pub adapter: Option<String>,
     /// The `project` of the request.
     pub project: Option<String>,
-    /// When the object was last written (RFC 3339, UTC).
+    /// When the object was last written (`yyyy-MM-dd HH-mm-ss`, UTC).
     #[oai(rename = "createdOn")]
     pub created_on: Option<String>,
-    /// When this reply was made.
+    /// When this reply was made (`yyyy-MM-dd HH-mm-ss`, UTC).
     #[oai(rename = "syncDate")]
     pub sync_date: String,
     pub description: Option<String>,
@@ -359,13 +368,47 @@ fn s3_token(token: &str, bucket: &str, prefix: &str) -> InputResult<String> {
     }
 }
 
-fn id_of(id: &str) -> Result<(String, String), ApiError> {
-    parse_id(id).ok_or_else(|| {
+/// What a path id names: an object given by an encoded id, or a plain key in the default
+/// bucket.
+#[derive(Debug, PartialEq)]
+enum IdForm {
+    Encoded { bucket: String, key: String },
+    Key(String),
+}
+
+/// Reads a path id (see the module documentation): canonical base64 of text holding a `/` is an
+/// encoded id (a bad bucket or key in it is a 400 naming `id`); anything else a plain key.
+fn id_form(id: &str) -> Result<IdForm, ApiError> {
+    let bad_id = |why: &str| {
         ApiError::bad_request(
-            "not a dataset id (the URL-safe base64 of bucket/key that the dataset routes reply)",
+            format!("not a dataset id ({why}): give the id the dataset routes reply, or an S3 key"),
             Some("id"),
         )
-    })
+    };
+    if let Some(text) = b64_decode(id).and_then(|d| String::from_utf8(d).ok())
+        && text.contains('/')
+    {
+        return parse_id(id)
+            .map(|(bucket, key)| IdForm::Encoded { bucket, key })
+            .ok_or_else(|| bad_id("it decodes to an invalid bucket or key"));
+    }
+    object_key("id", id)
+        .map(IdForm::Key)
+        .map_err(|_| bad_id("not a valid S3 key either"))
+}
+
+/// The bucket and key a path id names; a plain key is looked up in the default bucket
+/// (`Bucket` query parameter, else the connection's `bucketName`, else the configured one).
+async fn id_of(
+    app: &AppState,
+    scope: &AwsScope,
+    id: &str,
+    bucket: Option<String>,
+) -> Result<(String, String), ApiError> {
+    match id_form(id)? {
+        IdForm::Encoded { bucket, key } => Ok((bucket, key)),
+        IdForm::Key(key) => Ok((bucket_for(app, scope, bucket).await?, key)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,17 +444,38 @@ fn file_name(field: &str, s: &str) -> InputResult<String> {
     })
 }
 
-/// The request's bucket, else the configured one.
-fn bucket_of(app: &AppState, given: Option<String>) -> InputResult<String> {
-    match given.filter(|b| !b.is_empty()) {
-        Some(b) => validate::bucket_name("Bucket", &b),
-        None => app.datasets_bucket.clone().ok_or_else(|| {
-            InputError::invalid(
-                "Bucket",
-                "is required: the service has no datasets bucket configured (EXECUTOR_DATASETS_BUCKET)",
-            )
-        }),
+/// The request's bucket, else its connection's `bucketName`, else the configured one.
+async fn bucket_for(
+    app: &AppState,
+    scope: &AwsScope,
+    given: Option<String>,
+) -> Result<String, ApiError> {
+    if let Some(b) = given.filter(|b| !b.is_empty()) {
+        return Ok(validate::bucket_name("Bucket", &b)?);
     }
+    if let (Some(conn), Some(resolver)) = (&scope.connection, app.provider.connections()) {
+        // The scope resolved it a moment ago: this is the cached answer.
+        let details = resolver.resolve(conn).await.map_err(|e| {
+            tracing::warn!(error = %e, "connection lookup failed while choosing a bucket");
+            ApiError::unavailable(format!("the connection could not be read; try again: {e}"))
+        })?;
+        if let Some(b) = details.bucket.as_deref().filter(|b| !b.is_empty()) {
+            return validate::bucket_name("Bucket", b).map_err(|_| {
+                InputError::invalid(
+                    "Bucket",
+                    "is not given and the connection's bucketName is not a valid bucket name",
+                )
+                .into()
+            });
+        }
+    }
+    app.datasets_bucket.clone().ok_or_else(|| {
+        InputError::invalid(
+            "Bucket",
+            "is required: the request's connection has no bucketName and the service has no datasets bucket configured (EXECUTOR_DATASETS_BUCKET)",
+        )
+        .into()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -620,7 +684,7 @@ fn record(
 ) -> DatasetRecord {
     let id = dataset_id(bucket, &info.key);
     DatasetRecord {
-        source_id: id.clone(),
+        source_id: info.key.clone(),
         name: info.key.clone(),
         id,
         status: status.to_string(),
@@ -629,8 +693,12 @@ fn record(
         artifacts: format!("s3://{bucket}/{}", info.key),
         adapter: origin.adapter_instance.clone(),
         project: origin.project.clone(),
-        created_on: info.last_modified.clone(),
-        sync_date: time(app.clock.now()),
+        created_on: info.last_modified.as_deref().map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| record_date(t.with_timezone(&chrono::Utc)))
+                .unwrap_or_else(|_| t.to_string())
+        }),
+        sync_date: record_date(app.clock.now()),
         description: None,
         source_org: "AWS".into(),
         sourcename: "s3".into(),
@@ -684,6 +752,25 @@ async fn text_field(field: poem::web::Field, name: &str) -> Result<String, ApiEr
     String::from_utf8(data).map_err(|_| InputError::invalid(name, "must be UTF-8 text").into())
 }
 
+/// Reads and drops a form field this service does not use (at most [`SMALL_BODY`] bytes).
+async fn skip_field(field: poem::web::Field, name: &str) -> Result<(), ApiError> {
+    let read = tokio::io::copy(
+        &mut field.into_async_read().take(SMALL_BODY + 1),
+        &mut tokio::io::sink(),
+    )
+    .await
+    .map_err(|e| ApiError::bad_request(format!("the form is malformed: {e}"), Some(name)))?;
+    if read > SMALL_BODY {
+        return Err(ApiError::bad_request(
+            format!(
+                "the form field {name:?} is not used and longer than {SMALL_BODY} bytes; the CSV goes in the part named file"
+            ),
+            Some(name),
+        ));
+    }
+    Ok(())
+}
+
 /// How long the rest of a refused form is read.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -707,11 +794,11 @@ impl DatasetsApi {
     async fn upload_form(
         &self,
         app: &AppState,
-        aws: Arc<dyn AwsPort>,
+        scope: &AwsScope,
         mut form: poem::web::Multipart,
         origin: &Origin,
     ) -> Result<UploadReply, ApiError> {
-        let reply = self.receive_form(app, aws, &mut form, origin).await;
+        let reply = self.receive_form(app, scope, &mut form, origin).await;
         if !matches!(reply, Ok(UploadReply::Created(_))) {
             drain(&mut form).await;
         }
@@ -719,14 +806,16 @@ impl DatasetsApi {
     }
 
     /// Reads the text fields up to `file`, streams the file through the check to S3, then makes
-    /// sure nothing follows it.
+    /// sure nothing follows it. Other text fields are read and ignored, and a blank field counts
+    /// as absent, as on every route the Essedum backend calls.
     async fn receive_form(
         &self,
         app: &AppState,
-        aws: Arc<dyn AwsPort>,
+        scope: &AwsScope,
         form: &mut poem::web::Multipart,
         origin: &Origin,
     ) -> Result<UploadReply, ApiError> {
+        let aws = scope.aws.clone();
         let (mut bucket, mut key, mut name) = (None, None, None);
         let file = loop {
             let Some(field) = form.next_field().await.map_err(form_error)? else {
@@ -742,12 +831,9 @@ impl DatasetsApi {
                 "Key" => ("Key", &mut key),
                 "name" => ("name", &mut name),
                 other => {
-                    return Err(ApiError::bad_request(
-                        format!(
-                            "unknown form field {other:?}; allowed fields are: Bucket, Key, name, file"
-                        ),
-                        Some(other),
-                    ));
+                    let other = other.to_string();
+                    skip_field(field, &other).await?;
+                    continue;
                 }
             };
             if slot.is_some() {
@@ -756,9 +842,9 @@ impl DatasetsApi {
                     Some(field_name),
                 ));
             }
-            *slot = Some(text_field(field, field_name).await?);
+            *slot = Some(text_field(field, field_name).await?).filter(|v| !v.is_empty());
         };
-        let bucket = bucket_of(app, bucket)?;
+        let bucket = bucket_for(app, scope, bucket).await?;
         let key = match (key, name) {
             (Some(k), _) => object_key("Key", &k)?,
             (None, Some(n)) => format!("{DEFAULT_PREFIX}{}", file_name("name", &n)?),
@@ -838,13 +924,14 @@ impl DatasetsApi {
     async fn upload_local(
         &self,
         app: &AppState,
-        aws: Arc<dyn AwsPort>,
+        scope: &AwsScope,
         body: Value,
         origin: &Origin,
     ) -> Result<UploadReply, ApiError> {
         const FIELD: &str = "local_dataset_path";
-        let mut f = Fields::new(body, &["Bucket", "Key", FIELD])?;
-        let bucket = bucket_of(app, f.opt_str("Bucket")?)?;
+        let aws = scope.aws.clone();
+        let mut f = Fields::essedum(body, &["Bucket", "Key", FIELD])?;
+        let bucket = bucket_for(app, scope, f.opt_str("Bucket")?).await?;
         let key = f.opt_str("Key")?;
         let path = local_path(FIELD, &f.str(FIELD)?, &app.limits)?;
         let key = match key {
@@ -934,14 +1021,8 @@ impl DatasetsApi {
         let app = state_of(&self.0)?;
         let origin = origin(adapter_instance, project);
         match body {
-            UploadRequest::Form(form) => {
-                self.upload_form(app, scope.aws.clone(), form.0, &origin)
-                    .await
-            }
-            UploadRequest::Json(json) => {
-                self.upload_local(app, scope.aws.clone(), json.value, &origin)
-                    .await
-            }
+            UploadRequest::Form(form) => self.upload_form(app, &scope, form.0, &origin).await,
+            UploadRequest::Json(json) => self.upload_local(app, &scope, json.value, &origin).await,
         }
     }
 
@@ -965,7 +1046,7 @@ impl DatasetsApi {
     ) -> Result<ListReply, ApiError> {
         let app = state_of(&self.0)?;
         let origin = origin(adapter_instance, project);
-        let bucket = bucket_of(app, bucket.0)?;
+        let bucket = bucket_for(app, &scope, bucket.0).await?;
         let prefix = prefix.0.unwrap_or_default();
         if prefix.len() > 1024 || prefix.chars().any(char::is_control) {
             return Err(InputError::invalid(
@@ -1006,6 +1087,10 @@ impl DatasetsApi {
     async fn get(
         &self,
         id: Path<String>,
+        /// The bucket of a plain-key id (default: the connection's `bucketName`, else the
+        /// configured datasets bucket); ignored for an encoded id.
+        #[oai(name = "Bucket")]
+        id_bucket: Query<Option<String>>,
         #[oai(name = "adapter_instance")] adapter_instance: Query<Option<String>>,
         #[oai(name = "project")] project: Query<Option<String>>,
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
@@ -1015,7 +1100,7 @@ impl DatasetsApi {
     ) -> Result<Json<DatasetRecord>, ApiError> {
         let app = state_of(&self.0)?;
         let origin = origin(adapter_instance, project);
-        let (bucket, key) = id_of(&id.0)?;
+        let (bucket, key) = id_of(app, &scope, &id.0, id_bucket.0).await?;
         let info = self.existing(scope.aws.as_ref(), &bucket, &key).await?;
         Ok(Json(record(app, &bucket, &info, "Available", &origin)))
     }
@@ -1025,6 +1110,10 @@ impl DatasetsApi {
     async fn delete(
         &self,
         id: Path<String>,
+        /// The bucket of a plain-key id (default: the connection's `bucketName`, else the
+        /// configured datasets bucket); ignored for an encoded id.
+        #[oai(name = "Bucket")]
+        id_bucket: Query<Option<String>>,
         #[oai(name = "adapter_instance")] adapter_instance: Query<Option<String>>,
         #[oai(name = "project")] project: Query<Option<String>>,
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
@@ -1034,7 +1123,7 @@ impl DatasetsApi {
     ) -> Result<Json<DatasetRecord>, ApiError> {
         let app = state_of(&self.0)?;
         let origin = origin(adapter_instance, project);
-        let (bucket, key) = id_of(&id.0)?;
+        let (bucket, key) = id_of(app, &scope, &id.0, id_bucket.0).await?;
         let info = self.existing(scope.aws.as_ref(), &bucket, &key).await?;
         scope
             .aws
@@ -1051,6 +1140,10 @@ impl DatasetsApi {
         &self,
         id: Path<String>,
         body: Json<RawBody<ExportSchema>>,
+        /// The bucket of a plain-key id (default: the connection's `bucketName`, else the
+        /// configured datasets bucket); ignored for an encoded id.
+        #[oai(name = "Bucket")]
+        id_bucket: Query<Option<String>>,
         #[oai(name = "adapter_instance")] adapter_instance: Query<Option<String>>,
         #[oai(name = "project")] project: Query<Option<String>>,
         #[oai(name = "isCached")] _is_cached: Query<Option<String>>,
@@ -1060,8 +1153,8 @@ impl DatasetsApi {
     ) -> Result<ExportReply, ApiError> {
         let app = state_of(&self.0)?;
         let origin = origin(adapter_instance, project);
-        let (bucket, key) = id_of(&id.0)?;
-        let mut f = Fields::new(body.0.value, &["Bucket", "Key"])?;
+        let (bucket, key) = id_of(app, &scope, &id.0, id_bucket.0).await?;
+        let mut f = Fields::essedum(body.0.value, &["Bucket", "Key"])?;
         let to_bucket = match f.opt_str("Bucket")? {
             Some(b) => validate::bucket_name("Bucket", &b)?,
             None => bucket.clone(),
@@ -1139,6 +1232,37 @@ mod tests {
             "Y",
         ] {
             assert_eq!(parse_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_ids_are_encoded_ids_or_plain_keys() {
+        let encoded = dataset_id("my-bucket", "datasets/iris.csv");
+        assert_eq!(
+            id_form(&encoded).unwrap(),
+            IdForm::Encoded {
+                bucket: "my-bucket".into(),
+                key: "datasets/iris.csv".into()
+            }
+        );
+        // The Python service's ids: S3 keys (a key with '/' arrives decoded from %2F).
+        for key in [
+            "iris.csv",
+            "aws_sagemaker/train.csv",
+            "data set.csv",
+            "list",
+        ] {
+            assert_eq!(id_form(key).unwrap(), IdForm::Key(key.into()), "{key}");
+        }
+        // Canonical base64 of text with a '/' is an encoded id, checked as one.
+        for bad in [
+            dataset_id("Bad_Bucket", "a.csv"),
+            dataset_id("bkt", "../a.csv"),
+        ] {
+            assert!(id_form(&bad).is_err(), "{bad}");
+        }
+        for bad in ["a/../b.csv", "/abs.csv", "dir/"] {
+            assert!(id_form(bad).is_err(), "{bad}");
         }
     }
 

@@ -204,74 +204,150 @@ pub fn essedum_status(r: &Run) -> String {
     }
 }
 
-/// Essedum's record shape for a job, plus the run's state.
-#[derive(Object)]
+/// Essedum's record shape for a job (every key of [`Record`] present, `null` when unknown), plus
+/// what the Python service's `training/{id}/get` added (`jobStatus`, `failureReason`,
+/// `bestCandidate`) and this service's run (`runId`, `state`). `sourceID`, `name`, `id` and
+/// `sourcename` are the SageMaker job name, which every `{id}` route accepts as well as the run id.
+/// Dates are `yyyy-MM-dd HH-mm-ss`, UTC, like the other records (the Java backend hands job
+/// records to the UI without parsing them).
+#[derive(Object, Debug, Clone)]
 pub struct EssedumJob {
-    #[oai(rename = "sourceID")]
-    pub source_id: Option<String>,
-    pub name: Option<String>,
-    /// The run id.
-    pub id: String,
-    /// SageMaker's status word (`InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`).
-    pub status: String,
-    /// SageMaker's secondary status.
+    #[oai(flatten)]
+    pub record: Record,
+    /// The run id; absent for a job this service did not start.
+    #[oai(rename = "runId")]
+    pub run_id: Option<String>,
+    /// SageMaker's status word again (`InProgress`, `Completed`, `Failed`, `Stopping`,
+    /// `Stopped`), as the Python service replied it.
     #[oai(rename = "jobStatus")]
     pub job_status: Option<String>,
+    /// SageMaker's secondary status.
+    #[oai(rename = "secondaryStatus")]
+    pub secondary_status: Option<String>,
     #[oai(rename = "failureReason")]
     pub failure_reason: Option<String>,
-    /// The job ARN.
-    pub container: Option<String>,
-    /// The model artifacts URI.
-    pub artifacts: Option<String>,
-    #[oai(rename = "type")]
-    pub kind: String,
-    pub state: State,
-    pub adapter: Option<String>,
-    pub project: Option<String>,
-    #[oai(rename = "createdOn")]
-    pub created_on: String,
-    #[oai(rename = "syncDate")]
-    pub sync_date: String,
-    pub description: Option<String>,
-    #[oai(rename = "sourceOrg")]
-    pub source_org: Option<String>,
-    pub sourcename: Option<String>,
-    pub deployment: Option<String>,
-    /// The run's recorded SageMaker details, as a JSON string.
-    #[oai(rename = "rawPayload")]
-    pub raw_payload: String,
+    /// The workflow state; absent for a job this service did not start.
+    pub state: Option<State>,
     /// AutoML: the best candidate (name, objective metric, inference containers).
     #[oai(rename = "bestCandidate", skip_serializing_if_is_none)]
     pub best_candidate: Option<serde_json::Value>,
 }
 
+/// What SageMaker calls a job of this kind, for descriptions.
+fn job_noun(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Training => "Training job",
+        Kind::Automl => "AutoML job",
+        Kind::Transform => "Transform job",
+        Kind::Deployment => "Deployment",
+        Kind::Teardown => "Teardown",
+        Kind::Script => "Processing job",
+    }
+}
+
+/// Where a job run writes its output, from its stored request.
+fn output_location(r: &Run) -> Option<String> {
+    match r.kind {
+        Kind::Training => {
+            crate::workflows::training::stored_request(&r.request).map(|q| q.data.output_path(r.id))
+        }
+        Kind::Automl => {
+            serde_json::from_value::<crate::workflows::automl::AutomlRequest>(r.request.clone())
+                .ok()
+                .map(|q| q.output_path(r.id))
+        }
+        Kind::Transform => serde_json::from_value::<crate::workflows::transform::TransformRequest>(
+            r.request.clone(),
+        )
+        .ok()
+        .map(|q| q.spec.output_s3_path),
+        _ => None,
+    }
+}
+
+/// A job as SageMaker describes it, for a job this service did not start (`kind` is Training or
+/// Automl); `raw` is the description as a JSON string.
+pub fn outside_job(
+    kind: Kind,
+    name: &str,
+    d: &crate::aws::JobDescription,
+    origin: &Origin,
+    now: Timestamp,
+) -> EssedumJob {
+    let raw = serde_json::json!({
+        "name": name,
+        "arn": d.arn,
+        "status": d.status,
+        "secondary_status": d.secondary_status,
+        "failure_reason": d.failure_reason,
+        "model_artifacts": d.model_artifacts,
+        "best_candidate": d.best_candidate,
+    });
+    EssedumJob {
+        record: Record {
+            source_id: Some(name.to_string()),
+            name: Some(name.to_string()),
+            id: Some(name.to_string()),
+            status: Some(d.status.clone()),
+            kind: Some(essedum_type(kind).into()),
+            container: d.arn.clone(),
+            artifacts: d.model_artifacts.clone(),
+            adapter: origin.adapter_instance.clone(),
+            project: origin.project.clone(),
+            created_on: None,
+            sync_date: Some(record_date(now)),
+            description: Some(format!("{} status: {}", job_noun(kind), d.status)),
+            source_org: None,
+            sourcename: Some(name.to_string()),
+            deployment: None,
+            raw_payload: Some(raw.to_string()),
+        },
+        run_id: None,
+        job_status: Some(d.status.clone()),
+        secondary_status: d.secondary_status.clone(),
+        failure_reason: d.failure_reason.clone(),
+        state: None,
+        best_candidate: d.best_candidate.clone(),
+    }
+}
+
 pub fn essedum_job(r: &Run) -> EssedumJob {
     let c = job_context(r);
     let origin: Origin = serde_json::from_value(r.request["origin"].clone()).unwrap_or_default();
+    let status = essedum_status(r);
+    let name = r
+        .resource_name
+        .clone()
+        .or_else(|| (!c.job_name.is_empty()).then(|| c.job_name.clone()))
+        .unwrap_or_else(|| r.id.to_string());
     EssedumJob {
-        source_id: r.resource_name.clone(),
-        name: r.resource_name.clone(),
-        id: r.id.to_string(),
-        status: essedum_status(r),
-        job_status: c.secondary_status.clone(),
+        record: Record {
+            source_id: Some(name.clone()),
+            name: Some(name.clone()),
+            id: Some(name.clone()),
+            status: Some(status.clone()),
+            kind: Some(essedum_type(r.kind).into()),
+            container: c.job_arn.clone(),
+            artifacts: c.model_artifacts.clone().or_else(|| output_location(r)),
+            adapter: origin.adapter_instance,
+            project: origin.project,
+            created_on: Some(record_date(r.created_at)),
+            sync_date: Some(record_date(r.updated_at)),
+            description: Some(format!("{} status: {status}", job_noun(r.kind))),
+            source_org: r.request["role_arn"].as_str().map(str::to_string),
+            sourcename: Some(name),
+            deployment: None,
+            raw_payload: Some(r.context.to_string()),
+        },
+        run_id: Some(r.id.to_string()),
+        job_status: Some(status),
+        secondary_status: c.secondary_status.clone(),
         failure_reason: c.failure_reason.clone().or_else(|| {
             (r.state == State::Failed)
                 .then(|| r.last_error.clone())
                 .flatten()
         }),
-        container: c.job_arn.clone(),
-        artifacts: c.model_artifacts.clone(),
-        kind: essedum_type(r.kind).into(),
-        state: r.state,
-        adapter: origin.adapter_instance,
-        project: origin.project,
-        created_on: time(r.created_at),
-        sync_date: time(r.updated_at),
-        description: None,
-        source_org: Some("AWS".into()),
-        sourcename: Some("sagemaker".into()),
-        deployment: None,
-        raw_payload: r.context.to_string(),
+        state: Some(r.state),
         best_candidate: c.best_candidate,
     }
 }
@@ -317,6 +393,6 @@ pub async fn essedum_list(
         .runs
         .iter()
         .map(essedum_job)
-        .filter(|j| project.is_none() || j.project == project)
+        .filter(|j| project.is_none() || j.record.project == project)
         .collect())
 }

@@ -6,7 +6,9 @@
 
 use super::auth::Caller;
 use super::body::RawBody;
-use super::dto::{EssedumJob, Stopping, Tag, essedum_job, essedum_list, essedum_type};
+use super::dto::{
+    EssedumJob, Record, Stopping, Tag, essedum_job, essedum_list, essedum_type, record_date,
+};
 use super::operator::{request_cancel, state_of, visible};
 use super::scope::AwsScope;
 use super::{ApiError, AppState};
@@ -24,10 +26,12 @@ use uuid::Uuid;
 pub struct InferenceApi(pub Option<AppState>);
 
 /// SageMaker CreateTransformJob fields (the same names and nesting). `TransformJobName` is
-/// optional: without it the job is named after the run. Unknown fields are a 400; a missing or
-/// invalid value a 422 naming its path (e.g. `TransformInput.DataSource.S3DataSource.S3Uri`).
+/// optional: without it the job is named after the run. As on every route the Essedum backend
+/// calls, unknown keys (e.g. `ModelClientConfig`, `DataProcessing`) are ignored and `""` is
+/// absent; a missing or invalid value is a 422 naming its path (e.g.
+/// `TransformInput.DataSource.S3DataSource.S3Uri`).
 #[derive(Object)]
-#[oai(rename = "TransformRequest", deny_unknown_fields)]
+#[oai(rename = "TransformRequest")]
 #[allow(dead_code)]
 struct TransformRequestSchema {
     #[oai(rename = "TransformJobName")]
@@ -56,18 +60,20 @@ struct TransformRequestSchema {
     tags: Option<HashMap<String, String>>,
 }
 
+/// The reply to a submission: the job's record (every record key; `id` is the run id, `sourceID`,
+/// `name` and `sourcename` the job name, `container` null until the job exists, `artifacts` the
+/// output location), plus `runId`, `state` and `message`.
 #[derive(Object)]
 struct TransformAccepted {
+    #[oai(flatten)]
+    record: Record,
     /// The run id.
-    id: String,
-    /// The transform job name.
-    name: String,
-    #[oai(rename = "sourceID")]
-    source_id: String,
-    status: String,
+    #[oai(rename = "runId")]
+    run_id: String,
+    /// The workflow state.
     state: State,
-    #[oai(rename = "type")]
-    kind: String,
+    /// Where to follow the job.
+    message: String,
 }
 
 #[derive(ApiResponse)]
@@ -108,7 +114,7 @@ impl InferenceApi {
         scope: Data<&AwsScope>,
     ) -> Result<SubmitReply, ApiError> {
         let app = state_of(&self.0)?;
-        let mut request = TransformRequest::parse(body.0.value)?;
+        let mut request = TransformRequest::parse(body.0.value, crate::validate::Mode::Essedum)?;
         if project.0.is_some() || adapter_instance.0.is_some() {
             request.origin = Some(Origin {
                 project: project.0,
@@ -158,13 +164,45 @@ impl InferenceApi {
             .await?;
         app.wake.notify_one();
         tracing::info!(run_id = %id, job = %name, "transform run accepted");
+        let now = record_date(app.clock.now());
+        let origin = request.origin.clone().unwrap_or_default();
         Ok(SubmitReply::Accepted(Json(TransformAccepted {
-            id: id.to_string(),
-            name: name.clone(),
-            source_id: name,
-            status: "InProgress".into(),
+            record: Record {
+                source_id: Some(name.clone()),
+                name: Some(name.clone()),
+                id: Some(id.to_string()),
+                status: Some("InProgress".into()),
+                kind: Some(essedum_type(Kind::Transform).into()),
+                container: None,
+                artifacts: Some(request.spec.output_s3_path.clone()),
+                adapter: origin.adapter_instance,
+                project: origin.project,
+                created_on: Some(now.clone()),
+                sync_date: Some(now),
+                description: Some(format!(
+                    "Transform job of model {}",
+                    request.spec.model_name
+                )),
+                source_org: None,
+                sourcename: Some(name.clone()),
+                deployment: None,
+                raw_payload: Some(
+                    serde_json::json!({
+                        "job_name": name,
+                        "job_arn": null,
+                        "model_name": request.spec.model_name,
+                        "input_data": request.spec.input_s3_uri,
+                        "output_path": request.spec.output_s3_path,
+                        "status": "InProgress",
+                    })
+                    .to_string(),
+                ),
+            },
+            run_id: id.to_string(),
             state: run.state,
-            kind: essedum_type(Kind::Transform).into(),
+            message: format!(
+                "Transform job started. Use POST /api/service/v1/pipelines/inference/{name}/get to check its status."
+            ),
         })))
     }
 

@@ -7,13 +7,13 @@ use super::deployment::{DeployContext, DeployRequest};
 use super::input::{DATA_FIELDS, DataSpec, InputLimits, InputSource, Origin};
 use super::job::{JobContext, JobWorkflow, SageMakerJob};
 use crate::aws::{
-    AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec,
-    JobDescription, ModelSpec, VariantSpec,
+    AutomlJobSpec, AwsError, AwsPort, AwsResult, ContainerSpec, EndpointConfigSpec, JobDescription,
+    ModelSpec, VariantSpec,
 };
 use crate::model::Kind;
 use crate::store::NewRun;
 use crate::store::Run;
-use crate::validate::{Fields, InputError, InputResult};
+use crate::validate::{self, Fields, InputError, InputResult, Mode};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,6 +40,15 @@ pub struct AutomlRequest {
     /// Deploy the best candidate once the job completed (a linked deployment run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<AutomlDeploy>,
+    /// The job name the caller chose (`job_name` of the snake_case body), else one is derived
+    /// from the run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Where the job writes, when the request says so (`output_data_config.s3_output_path`, or
+    /// `s3://{Bucket}/{S3Prefix}/output` for the Python service's `/train` body); else under the
+    /// run's own prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_s3_path: Option<String>,
 }
 
 /// Where and how to serve AutoML's best candidate.
@@ -88,6 +97,53 @@ const METRICS: &[&str] = &[
     "AverageWeightedQuantileLoss",
 ];
 
+/// The keys of the Python service's snake_case AutoML body (others are ignored).
+pub const SNAKE_FIELDS: &[&str] = &[
+    "job_name",
+    "input_data_config",
+    "output_data_config",
+    "target_attribute_name",
+    "role_arn",
+    "problem_type",
+    "objective",
+    "max_candidates",
+    "total_job_runtime_in_seconds",
+    "tags",
+];
+
+/// AutoML's CSV content type.
+const AUTOML_CSV: &str = "text/csv;header=present";
+
+/// AutoML accepts CSV only as `text/csv;header=present`: a plain `text/csv` is read as that (as
+/// the Python service did); anything else is passed on for SageMaker to judge.
+fn automl_content_type(c: &str) -> String {
+    let lower = c.to_ascii_lowercase();
+    if lower.starts_with("text/csv") && !lower.contains("header=") {
+        AUTOML_CSV.to_string()
+    } else {
+        c.to_string()
+    }
+}
+
+fn target_column(target: String) -> InputResult<String> {
+    if target.len() > 256 || target.chars().any(char::is_control) {
+        return Err(InputError::invalid(
+            "target_attribute_name",
+            "must be a column name of at most 256 characters",
+        ));
+    }
+    Ok(target)
+}
+
+/// An AutoML job name: 1 to 32 letters, digits and hyphens, starting and ending with a letter or
+/// digit (SageMaker's pattern for AutoML jobs).
+pub fn automl_job_name(field: &str, s: &str) -> InputResult<String> {
+    if s.len() > 32 {
+        return Err(InputError::invalid(field, "must be at most 32 characters"));
+    }
+    validate::sagemaker_name(field, s)
+}
+
 /// How much of the data is read to find the CSV header.
 const HEADER_BYTES: u64 = 64 * 1024;
 
@@ -104,8 +160,14 @@ fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> InputResult<O
 impl AutomlRequest {
     /// Parses an untrusted body. Unknown fields are `Malformed`; bad values name their field.
     pub fn parse(body: Value, limits: &InputLimits) -> InputResult<AutomlRequest> {
+        Self::parse_mode(body, limits, Mode::Strict)
+    }
+
+    /// [`AutomlRequest::parse`] in a chosen mode ([`Mode::Essedum`] on the backend's routes:
+    /// unknown keys ignored, `""` absent).
+    pub fn parse_mode(body: Value, limits: &InputLimits, mode: Mode) -> InputResult<AutomlRequest> {
         let allowed: Vec<&str> = DATA_FIELDS.iter().chain(REQUEST_FIELDS).copied().collect();
-        let mut f = Fields::new(body, &allowed)?;
+        let mut f = Fields::with_mode(body, &allowed, mode)?;
         if let Some(t) = f.opt_str("type")?
             && !matches!(t.as_str(), "automl" | "sagemaker-automl")
         {
@@ -114,14 +176,9 @@ impl AutomlRequest {
                 format!("{t:?} is not an AutoML type; use \"automl\""),
             ));
         }
-        let data = DataSpec::parse(&mut f, limits, "text/csv;header=present")?;
-        let target = f.str("target_attribute_name")?;
-        if target.len() > 256 || target.chars().any(char::is_control) {
-            return Err(InputError::invalid(
-                "target_attribute_name",
-                "must be a column name of at most 256 characters",
-            ));
-        }
+        let mut data = DataSpec::parse(&mut f, limits, AUTOML_CSV)?;
+        data.content_type = automl_content_type(&data.content_type);
+        let target = target_column(f.str("target_attribute_name")?)?;
         let problem_type = one_of("problem_type", f.opt_str("problem_type")?, PROBLEM_TYPES)?;
         let objective_metric = one_of("objective_metric", f.opt_str("objective_metric")?, METRICS)?;
         let max_candidates = f.opt_int("max_candidates", 1, 750)?.unwrap_or(250) as i32;
@@ -179,16 +236,119 @@ impl AutomlRequest {
             max_runtime_secs,
             tags,
             origin: None,
+            job_name: None,
+            output_s3_path: None,
         })
     }
 
-    /// Checks that the data's CSV header names the target column, reading only the start of the
-    /// data (for an S3 input, a ranged GET of the object). `Ok(Err(_))` is the client's mistake
-    /// (422); `Err(_)` is AWS failing to answer.
+    /// The Python service's snake_case body of `POST /pipelines/training/automl`, read in
+    /// [`Mode::Essedum`]: `{job_name?, input_data_config {s3_uri, content_type?},
+    /// output_data_config {s3_output_path}, target_attribute_name, role_arn, problem_type?,
+    /// objective {metric_name}?, max_candidates?, total_job_runtime_in_seconds?, tags [{Key,
+    /// Value}]?}`.
+    pub fn parse_snake(body: Value) -> InputResult<AutomlRequest> {
+        let mut f = Fields::essedum(body, SNAKE_FIELDS)?;
+        let job_name = f
+            .opt_str("job_name")?
+            .map(|n| automl_job_name("job_name", &n))
+            .transpose()?;
+        let mut input = f.object("input_data_config", &["s3_uri", "content_type"])?;
+        let uri = validate::s3_uri("input_data_config.s3_uri", &input.str("s3_uri")?)?;
+        let content_type = match input.opt_str("content_type")? {
+            Some(c) => {
+                automl_content_type(&validate::token("input_data_config.content_type", &c, 256)?)
+            }
+            None => AUTOML_CSV.to_string(),
+        };
+        let mut output = f.object("output_data_config", &["s3_output_path"])?;
+        let output_s3_path = validate::s3_uri(
+            "output_data_config.s3_output_path",
+            &output.str("s3_output_path")?,
+        )?;
+        let target = target_column(f.str("target_attribute_name")?)?;
+        let role_arn = validate::role_arn("role_arn", &f.str("role_arn")?)?;
+        let problem_type = one_of("problem_type", f.opt_str("problem_type")?, PROBLEM_TYPES)?;
+        let objective_metric = match f.opt_object("objective", &["metric_name"])? {
+            Some(mut o) => one_of("objective.metric_name", o.opt_str("metric_name")?, METRICS)?,
+            None => None,
+        };
+        let max_candidates = f.opt_int("max_candidates", 1, 750)?.unwrap_or(250) as i32;
+        let max_runtime_secs = f
+            .opt_int("total_job_runtime_in_seconds", 1, 2_592_000)?
+            .unwrap_or(2_592_000) as i32;
+        let mut tags = BTreeMap::new();
+        if let Some(items) = f.take_value("tags") {
+            let Value::Array(items) = items else {
+                return Err(InputError::invalid(
+                    "tags",
+                    "must be an array of {Key, Value}",
+                ));
+            };
+            if items.len() > 50 {
+                return Err(InputError::invalid("tags", "at most 50 tags"));
+            }
+            for (i, item) in items.into_iter().enumerate() {
+                let path = format!("tags[{i}]");
+                let mut t =
+                    Fields::at_path_mode(item, &["Key", "Value"], &format!("{path}."), f.mode())?;
+                let key = t.str("Key")?;
+                let value = t.opt_str("Value")?.unwrap_or_default();
+                if key.len() > 128 || value.len() > 256 || key.starts_with("aws:") {
+                    return Err(InputError::invalid(
+                        &path,
+                        "keys are 1-128 characters not starting with aws:, values at most 256",
+                    ));
+                }
+                tags.insert(key, value);
+            }
+        }
+        let (bucket, _) = uri
+            .trim_start_matches("s3://")
+            .split_once('/')
+            .unwrap_or((uri.trim_start_matches("s3://"), ""));
+        Ok(AutomlRequest {
+            data: DataSpec {
+                role_arn,
+                bucket: bucket.to_string(),
+                s3_prefix: String::new(),
+                input: InputSource::S3 { uri },
+                content_type,
+            },
+            target_attribute_name: target,
+            problem_type,
+            objective_metric,
+            max_candidates,
+            max_runtime_secs,
+            tags,
+            origin: None,
+            deploy: None,
+            job_name,
+            output_s3_path: Some(output_s3_path),
+        })
+    }
+
+    /// Where the job writes.
+    pub fn output_path(&self, run_id: Uuid) -> String {
+        self.output_s3_path
+            .clone()
+            .unwrap_or_else(|| self.data.output_path(run_id))
+    }
+
+    /// The job's name: the caller's, or one derived from the run id.
+    pub fn name_for(&self, run_id: Uuid) -> String {
+        self.job_name.clone().unwrap_or_else(|| job_name(run_id))
+    }
+
+    /// Checks that the data's CSV header names the target column when the header can be read,
+    /// reading only the start of the data (for an S3 object, a ranged GET). `inputs_field` names
+    /// the request field of an S3 input. An S3 prefix (AutoML reads every file under it) or an
+    /// object this service cannot read (access, S3 unavailable) is not checked, as the Python
+    /// service did: SageMaker checks it when the job starts. A missing object is a 422.
     pub async fn check_target_column(
         &self,
         aws: &dyn AwsPort,
-    ) -> Result<InputResult<()>, AwsError> {
+        inputs_field: &str,
+    ) -> InputResult<()> {
         let (field, start) = match &self.data.input {
             InputSource::InlineCsv { csv } => (
                 "inline_csv",
@@ -201,10 +361,10 @@ impl AutomlRequest {
                     file.take(HEADER_BYTES).read_to_end(&mut buf).await
                 };
                 if let Err(e) = read.await {
-                    return Ok(Err(InputError::invalid(
+                    return Err(InputError::invalid(
                         "local_dataset_path",
                         format!("cannot be read: {e}"),
-                    )));
+                    ));
                 }
                 ("local_dataset_path", buf)
             }
@@ -212,49 +372,64 @@ impl AutomlRequest {
                 let rest = uri.trim_start_matches("s3://");
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if key.is_empty() || key.ends_with('/') {
-                    return Ok(Err(InputError::invalid(
-                        "inputs",
-                        "must name a CSV object (s3://bucket/path/file.csv) so that its header can be checked",
-                    )));
+                    return Ok(());
                 }
+                let unchecked = |e: &AwsError| {
+                    tracing::warn!(
+                        error = %e,
+                        "could not read the AutoML input's CSV header; SageMaker checks it"
+                    );
+                };
                 match aws.read_object_start(bucket, key, HEADER_BYTES).await {
-                    Ok(Some(bytes)) => ("inputs", bytes),
-                    Ok(None) => {
-                        return Ok(Err(InputError::invalid(
-                            "inputs",
-                            format!("{uri} does not exist"),
-                        )));
+                    Ok(Some(bytes)) => (inputs_field, bytes),
+                    // Not an object: a prefix named without its slash is fine when files lie
+                    // under it.
+                    Ok(None) => match aws.list_objects(bucket, key, None, 1).await {
+                        Ok(page) if !page.objects.is_empty() => return Ok(()),
+                        Ok(_) => {
+                            return Err(InputError::invalid(
+                                inputs_field,
+                                format!("{uri} does not exist"),
+                            ));
+                        }
+                        Err(e) if e.code.as_deref() == Some("NoSuchBucket") => {
+                            return Err(InputError::invalid(
+                                inputs_field,
+                                format!("{uri}: no such bucket"),
+                            ));
+                        }
+                        Err(e) => {
+                            unchecked(&e);
+                            return Ok(());
+                        }
+                    },
+                    Err(e) => {
+                        unchecked(&e);
+                        return Ok(());
                     }
-                    Err(e) if e.kind == AwsErrorKind::Terminal => {
-                        return Ok(Err(InputError::invalid(
-                            "inputs",
-                            format!("{uri} cannot be read: {e}"),
-                        )));
-                    }
-                    Err(e) => return Err(e),
                 }
             }
         };
         let columns = match csv_header(&start) {
             Some(c) => c,
             None => {
-                return Ok(Err(InputError::invalid(
+                return Err(InputError::invalid(
                     field,
                     "has no CSV header line (or it is longer than 64 KiB)",
-                )));
+                ));
             }
         };
         if columns.iter().any(|c| c == &self.target_attribute_name) {
-            Ok(Ok(()))
+            Ok(())
         } else {
-            Ok(Err(InputError::invalid(
+            Err(InputError::invalid(
                 "target_attribute_name",
                 format!(
                     "column {:?} is not in the CSV header ({})",
                     self.target_attribute_name,
                     columns.join(", ")
                 ),
-            )))
+            ))
         }
     }
 }
@@ -344,7 +519,7 @@ impl SageMakerJob for AutomlJob {
                 .clone()
                 .ok_or_else(|| AwsError::terminal(OP, "no input location recorded".into()))?,
             content_type: req.data.content_type.clone(),
-            output_s3_path: req.data.output_path(run.id),
+            output_s3_path: req.output_path(run.id),
             target_attribute_name: req.target_attribute_name.clone(),
             problem_type: req.problem_type.clone(),
             objective_metric: req.objective_metric.clone(),
@@ -510,6 +685,52 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn the_python_snake_case_body_is_read_in_essedum_mode() {
+        let body = json!({
+            "job_name": "churn-1",
+            "input_data_config": {"s3_uri": "s3://bkt/data/train.csv", "content_type": "text/csv", "compression_type": ""},
+            "output_data_config": {"s3_output_path": "s3://out-bkt/automl"},
+            "target_attribute_name": "label",
+            "role_arn": "arn:aws:iam::123456789012:role/R",
+            "problem_type": "",
+            "objective": {"metric_name": "AUC"},
+            "tags": [{"Key": "team", "Value": "ml"}],
+            "algorithm_preference": ["xgboost"],
+        });
+        let r = AutomlRequest::parse_snake(body.clone()).unwrap();
+        assert_eq!(r.name_for(Uuid::nil()), "churn-1");
+        assert_eq!(r.output_path(Uuid::nil()), "s3://out-bkt/automl");
+        assert_eq!(r.data.content_type, "text/csv;header=present");
+        assert_eq!(r.data.bucket, "bkt");
+        assert_eq!(r.problem_type, None, "\"\" is absent");
+        assert_eq!(r.objective_metric.as_deref(), Some("AUC"));
+        assert_eq!(r.tags.get("team").map(String::as_str), Some("ml"));
+        // Stored and read back, the request is the same.
+        let stored = serde_json::to_value(&r).unwrap();
+        assert_eq!(serde_json::from_value::<AutomlRequest>(stored).unwrap(), r);
+        for (path, v, field) in [
+            ("job_name", json!("has_underscore"), "job_name"),
+            ("tags", json!({"team": "ml"}), "tags"),
+            ("max_candidates", json!(0), "max_candidates"),
+        ] {
+            let mut b = body.clone();
+            b[path] = v;
+            assert_eq!(
+                AutomlRequest::parse_snake(b).unwrap_err().field(),
+                Some(field)
+            );
+        }
+        // Without job_name the name comes from the run id.
+        let mut b = body;
+        b["job_name"] = json!("");
+        let id = Uuid::now_v7();
+        assert_eq!(
+            AutomlRequest::parse_snake(b).unwrap().name_for(id),
+            job_name(id)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::job::{JobContext, JobWorkflow, SageMakerJob};
 use crate::aws::{AwsPort, AwsResult, JobDescription, TrainingJobSpec};
 use crate::model::Kind;
 use crate::store::Run;
-use crate::validate::{self, Fields, InputError, InputResult};
+use crate::validate::{self, Fields, InputError, InputResult, Mode};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,8 +43,18 @@ pub const REQUEST_FIELDS: &[&str] = &[
 impl TrainingRequest {
     /// Parses an untrusted body. Unknown fields are `Malformed`; bad values name their field.
     pub fn parse(body: Value, limits: &InputLimits) -> InputResult<TrainingRequest> {
+        Self::parse_mode(body, limits, Mode::Strict)
+    }
+
+    /// [`TrainingRequest::parse`] in a chosen mode ([`Mode::Essedum`] on the backend's routes:
+    /// unknown keys ignored, `""` absent).
+    pub fn parse_mode(
+        body: Value,
+        limits: &InputLimits,
+        mode: Mode,
+    ) -> InputResult<TrainingRequest> {
         let allowed: Vec<&str> = DATA_FIELDS.iter().chain(REQUEST_FIELDS).copied().collect();
-        let mut f = Fields::new(body, &allowed)?;
+        let mut f = Fields::with_mode(body, &allowed, mode)?;
         if let Some(t) = f.opt_str("type")?
             && !matches!(t.as_str(), "training" | "sagemaker-training")
         {

@@ -7,7 +7,7 @@ use super::job::{EDGES_WITHOUT_UPLOAD, JobContext, JobWorkflow, SageMakerJob};
 use crate::aws::{AwsError, AwsPort, AwsResult, JobDescription, TransformJobSpec};
 use crate::model::{Kind, State};
 use crate::store::Run;
-use crate::validate::{self, Fields, InputError, InputResult};
+use crate::validate::{self, Fields, InputError, InputResult, Mode};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,9 +44,11 @@ fn string_map(f: &mut Fields, name: &str, max: usize) -> InputResult<BTreeMap<St
 }
 
 impl TransformRequest {
-    /// Parses SageMaker's CreateTransformJob fields; errors name the field's full path.
-    pub fn parse(body: Value) -> InputResult<TransformRequest> {
-        let mut f = Fields::new(
+    /// Parses SageMaker's CreateTransformJob fields in `mode` ([`Mode::Essedum`] on the
+    /// backend's route: unknown keys, such as `ModelClientConfig` and `DataProcessing`, are
+    /// ignored and `""` is absent); errors name the field's full path.
+    pub fn parse(body: Value, mode: Mode) -> InputResult<TransformRequest> {
+        let mut f = Fields::with_mode(
             body,
             &[
                 "TransformJobName",
@@ -60,6 +62,7 @@ impl TransformRequest {
                 "Environment",
                 "Tags",
             ],
+            mode,
         )?;
         let job_name = f
             .opt_str("TransformJobName")?
@@ -218,7 +221,7 @@ mod tests {
 
     #[test]
     fn sagemaker_shaped_requests_parse_with_defaults() {
-        let r = TransformRequest::parse(body()).unwrap();
+        let r = TransformRequest::parse(body(), Mode::Strict).unwrap();
         assert_eq!(r.spec.s3_data_type, "S3Prefix");
         assert_eq!(r.spec.split_type.as_deref(), Some("Line"));
         let id = Uuid::nil();
@@ -231,13 +234,17 @@ mod tests {
         let mut b = body();
         b["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] = json!("http://x");
         assert_eq!(
-            TransformRequest::parse(b).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformInput.DataSource.S3DataSource.S3Uri")
         );
         let mut b = body();
         b["TransformOutput"]["Extra"] = json!(1);
         assert_eq!(
-            TransformRequest::parse(b).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformOutput.Extra")
         );
         let mut b = body();
@@ -246,14 +253,38 @@ mod tests {
             .unwrap()
             .remove("InstanceCount");
         assert_eq!(
-            TransformRequest::parse(b).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformResources.InstanceCount")
         );
         let mut b = body();
         b["TransformJobName"] = json!("bad_name");
         assert_eq!(
-            TransformRequest::parse(b).unwrap_err().field(),
+            TransformRequest::parse(b, Mode::Strict)
+                .unwrap_err()
+                .field(),
             Some("TransformJobName")
+        );
+    }
+
+    #[test]
+    fn the_backends_extra_keys_and_blank_values_are_ignored_in_essedum_mode() {
+        let mut b = body();
+        b["ModelClientConfig"] = json!("");
+        b["DataProcessing"] = json!({"JoinSource": "Input"});
+        b["TransformJobName"] = json!("");
+        b["TransformOutput"]["Extra"] = json!(1);
+        let r = TransformRequest::parse(b.clone(), Mode::Essedum).unwrap();
+        assert_eq!(r.job_name, None);
+        assert!(TransformRequest::parse(b, Mode::Strict).is_err());
+        let mut b = body();
+        b["TransformResources"]["InstanceCount"] = json!("1");
+        assert_eq!(
+            TransformRequest::parse(b, Mode::Essedum)
+                .unwrap_err()
+                .field(),
+            Some("TransformResources.InstanceCount")
         );
     }
 }
