@@ -337,7 +337,7 @@ impl Auth {
         headers: &poem::http::HeaderMap,
         peer: Option<IpAddr>,
         needed: Role,
-    ) -> Result<Caller, Response> {
+    ) -> Result<Caller, Refusal> {
         let bearer = headers
             .get(poem::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -368,9 +368,9 @@ impl Auth {
                 name: self.trusted_name.clone(),
                 role: Role::Submitter,
             },
-            None if presented => return Err(unauthorized("invalid token")),
+            None if presented => return Err(Refusal::unauthorized("invalid token".into())),
             None => {
-                return Err(unauthorized(&format!(
+                return Err(Refusal::unauthorized(format!(
                     "missing bearer token (Authorization: Bearer <token>, or the {} header)",
                     self.token_header
                 )));
@@ -386,7 +386,10 @@ impl Auth {
                     " (a trusted client without a token is a submitter: present an operator token)",
                 );
             }
-            return Err(json_response(StatusCode::FORBIDDEN, &message, None));
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                message,
+            });
         }
         Ok(caller)
     }
@@ -426,13 +429,32 @@ fn required_role(method: &Method, path: &str, open_metrics: bool) -> Option<Role
     Some(Role::Submitter)
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut r = json_response(StatusCode::UNAUTHORIZED, message, None);
-    r.headers_mut().insert(
-        poem::http::header::WWW_AUTHENTICATE,
-        poem::http::HeaderValue::from_static("Bearer"),
-    );
-    r
+/// Why a request is refused before any handler runs: 401 or 403.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn unauthorized(message: String) -> Refusal {
+        Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            message,
+        }
+    }
+
+    /// The JSON reply; a 401 carries the `WWW-Authenticate` challenge.
+    fn response(&self) -> Response {
+        let mut r = json_response(self.status, &self.message, None);
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                poem::http::header::WWW_AUTHENTICATE,
+                poem::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
 }
 
 /// Refuses a body above the limit before anything reads it: by its Content-Length, and a body
@@ -500,7 +522,7 @@ pub async fn guard<E: Endpoint>(
             },
             Some(needed) => match auth.authenticate(req.headers(), peer(&req), needed) {
                 Ok(caller) => caller,
-                Err(refused) => return Ok(refused),
+                Err(refused) => return Ok(refused.response()),
             },
         }
     };
@@ -669,11 +691,11 @@ mod tests {
         .unwrap();
         let inside = Some("10.1.2.3".parse().unwrap());
         let outside = Some("192.0.2.1".parse().unwrap());
-        let ok = |r: Result<Caller, Response>| {
-            let c = r.map_err(|r| r.status()).unwrap();
+        let ok = |r: Result<Caller, Refusal>| {
+            let c = r.unwrap();
             (c.name, c.role)
         };
-        let status = |r: Result<Caller, Response>| r.map(|c| c.name).unwrap_err().status();
+        let status = |r: Result<Caller, Refusal>| r.map(|c| c.name).unwrap_err().status;
 
         // Only Referer and Content-Type, as the backend's SageMaker plugin sends.
         let backend = headers(&[
@@ -754,7 +776,8 @@ mod tests {
         ] {
             let r = auth
                 .authenticate(&headers(&[]), Some(peer.parse().unwrap()), needed)
-                .unwrap_err();
+                .unwrap_err()
+                .response();
             assert_eq!(r.status().as_u16(), code);
             assert_eq!(
                 r.headers()["content-type"],
