@@ -733,3 +733,27 @@ fn a_bad_trusted_network_stops_the_start_naming_the_setting() {
         assert!(!err.contains("LISTENING"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn trusted_networks_match_ipv6_peers() {
+    let start = |s: &Scratch, trusted: &str| {
+        let mut c = s.config(Emulator::shared().url());
+        c.extra_env.extend([
+            ("EXECUTOR_BIND".into(), "[::1]:0".into()),
+            ("EXECUTOR_TRUSTED_CLIENTS".into(), trusted.into()),
+            ("EXECUTOR_OPERATOR_TOKEN".into(), OPERATOR.into()),
+        ]);
+        Service::start(c)
+    };
+    let list = "/api/service/v1/pipelines/training/list";
+    let s = Scratch::new();
+    let svc = start(&s, "fd00::/8,::1/128");
+    assert!(svc.addr.is_ipv6());
+    let (code, body, _) = send(&svc, "GET", list, PLUGIN_HEADERS, None).await;
+    assert_eq!((code, body), (200, json!([])));
+    // An IPv4 network does not cover an IPv6 peer.
+    let s = Scratch::new();
+    let svc = start(&s, "127.0.0.0/8");
+    let (code, err, _) = send(&svc, "GET", list, PLUGIN_HEADERS, None).await;
+    assert_eq!(code, 401, "{err}");
+}
