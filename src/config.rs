@@ -172,7 +172,8 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_CONNECTION_CACHE_SECS", default_value_t = 300)]
     pub connection_cache_secs: u64,
 
-    /// Bearer token sent to the Essedum backend's connection endpoint.
+    /// The Essedum backend's service token (its `config.service-auth.access-token`), sent with
+    /// every connection lookup in the header `connection_token_header`.
     #[arg(long, env = "EXECUTOR_CONNECTION_TOKEN", hide_env_values = true)]
     pub connection_token: Option<String>,
 
@@ -215,6 +216,41 @@ pub struct ServeArgs {
     /// Script jobs: most input bytes one job may stage, in bytes.
     #[arg(long, env = "EXECUTOR_SCRIPT_MAX_INPUT_BYTES", default_value_t = 20 * 1024 * 1024 * 1024)]
     pub script_max_input_bytes: u64,
+    /// Header that carries `connection_token` to the backend. The backend reads service tokens
+    /// from `access-token` (`Authorization: Bearer` is a user JWT there); `Authorization` sends
+    /// `Bearer <token>`.
+    #[arg(
+        long,
+        env = "EXECUTOR_CONNECTION_TOKEN_HEADER",
+        default_value = "access-token"
+    )]
+    pub connection_token_header: String,
+
+    /// Numeric Essedum project id sent as the `Project` header of connection lookups (the
+    /// backend's authorisation asks for one unless its permission check is off).
+    #[arg(long, env = "EXECUTOR_CONNECTION_PROJECT_ID")]
+    pub connection_project_id: Option<String>,
+
+    /// PEM file of CA certificates trusted for `https` backends, besides the system's roots.
+    #[arg(long, env = "EXECUTOR_CONNECTION_CA_FILE")]
+    pub connection_ca_file: Option<PathBuf>,
+
+    /// Client networks (comma-separated CIDRs, IPv4 or IPv6, e.g. `10.1.0.0/16,fd00::/8`) whose
+    /// requests get the submitter role without a token: for the Essedum backend, which sends no
+    /// token on remote-job and plugin calls. Matched against the TCP peer address only (never
+    /// `X-Forwarded-For`). The operator role always needs an operator token.
+    #[arg(long, env = "EXECUTOR_TRUSTED_CLIENTS", value_delimiter = ',')]
+    pub trusted_clients: Vec<String>,
+
+    /// The caller name trusted clients act as: the owner of the runs they start (give a tokens
+    /// file entry of the backend the same name to share its runs).
+    #[arg(long, env = "EXECUTOR_TRUSTED_CLIENTS_NAME", default_value = "essedum")]
+    pub trusted_clients_name: String,
+
+    /// Header that carries a static token besides `Authorization: Bearer` (the backend's
+    /// service-token header).
+    #[arg(long, env = "EXECUTOR_TOKEN_HEADER", default_value = "access-token")]
+    pub token_header: String,
 
     /// Key (64 hex characters) that encrypts credentials stored with runs. Unset: the key file.
     #[arg(long, env = "EXECUTOR_SECRET_KEY", hide_env_values = true)]

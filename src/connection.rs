@@ -6,7 +6,9 @@
 //! header (its base URL). [`AllowList::admit`] maps the Referer to a configured base URL (never
 //! the raw header) and [`ConnectionResolver::resolve`] calls
 //! `GET {base}api/aip/services/fetchConnectionDetailsByAdapterInstance` there, caching the
-//! answer for a while.
+//! answer for a while. The service token goes in the `access-token` header (configurable), as
+//! the backend's auth filter expects of a service; `https` backends are verified with the same
+//! rustls stack as the AWS SDK ([`tls`]).
 //!
 //! Nothing in this module logs or formats a credential: secrets are [`Secret`]s, and error
 //! messages only name fields.
@@ -17,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+pub mod tls;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::{Host, Url};
@@ -207,12 +211,52 @@ fn under(path: &str, base: &str) -> bool {
 // Resolver
 // ---------------------------------------------------------------------------------------------
 
+/// The header the backend's own services read a static service token from
+/// (`sv/common-app/.../security/jwt/CustomAuthFilter.java`: `Authorization: Bearer` is a user JWT
+/// there, a static token goes in `access-token`).
+pub const DEFAULT_TOKEN_HEADER: &str = "access-token";
+
+/// How lookups reach the backend.
+#[derive(Clone, Debug)]
+pub struct LookupSettings {
+    /// Bound of one fetch (connect and answer).
+    pub timeout: Duration,
+    /// How long an answer is reused (zero = always fetch).
+    pub ttl: Duration,
+    /// The backend's service token, sent with every lookup.
+    pub token: Option<Secret>,
+    /// The header carrying the token: [`DEFAULT_TOKEN_HEADER`] unless configured; `Authorization`
+    /// sends `Bearer <token>`.
+    pub token_header: String,
+    /// A numeric Essedum project id sent as the `Project` header (the backend's authorisation
+    /// asks for one unless its permission check is off).
+    pub project_id: Option<String>,
+    /// A PEM file of certificates trusted for https backends, besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl LookupSettings {
+    /// Defaults: the `access-token` header, no token, the system's roots.
+    pub fn new(timeout: Duration, ttl: Duration) -> LookupSettings {
+        LookupSettings {
+            timeout,
+            ttl,
+            token: None,
+            token_header: DEFAULT_TOKEN_HEADER.into(),
+            project_id: None,
+            ca_file: None,
+        }
+    }
+}
+
 /// Fetches and caches connection details from allow-listed Essedum backends.
 pub struct ConnectionResolver {
     allow: AllowList,
     client: reqwest::Client,
     ttl: Duration,
-    authorization: Option<HeaderValue>,
+    /// Headers sent with every lookup (the token one marked sensitive).
+    headers: HeaderMap,
+    token_header: Option<HeaderName>,
     cache: Mutex<HashMap<ConnectionRef, (Instant, Arc<ConnectionDetails>)>>,
     calls: AtomicU64,
 }
@@ -222,51 +266,95 @@ impl fmt::Debug for ConnectionResolver {
         f.debug_struct("ConnectionResolver")
             .field("allow", &self.allow)
             .field("ttl", &self.ttl)
-            .field("bearer_token", &self.authorization.as_ref().map(|_| "***"))
+            .field(
+                "token_header",
+                &self.token_header.as_ref().map(|h| h.as_str()),
+            )
+            .field("token", &self.token_header.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
 }
 
 impl ConnectionResolver {
-    /// A resolver for the backends in `allow`. Each fetch is bounded by `timeout`; answers are
-    /// reused for `ttl` (zero = always fetch). Redirects are never followed. Fails for a token
-    /// that cannot be sent as a header, or for `https` entries (this build's HTTP client has no
-    /// TLS support).
+    /// A resolver with the default settings and `token` in the `access-token` header.
     pub fn new(
         allow: AllowList,
         timeout: Duration,
         ttl: Duration,
-        bearer_token: Option<Secret>,
+        token: Option<Secret>,
     ) -> Result<ConnectionResolver, String> {
-        if let Some(https) = allow.entries.iter().find(|e| e.scheme() == "https") {
-            return Err(format!(
-                "allowed backend {https} uses https, but this build's HTTP client has no TLS \
-                 support; use an http base URL (e.g. through a local proxy)"
-            ));
-        }
-        let authorization = match bearer_token {
+        let mut settings = LookupSettings::new(timeout, ttl);
+        settings.token = token;
+        ConnectionResolver::with_settings(allow, settings)
+    }
+
+    /// A resolver for the backends in `allow`. Each fetch is bounded by the timeout; answers are
+    /// reused for the TTL. Redirects are never followed. `https` backends are verified against
+    /// the system's roots and the CA file. Fails for a token or header that cannot be sent, a
+    /// project id that is not numeric, or an unusable CA file; messages name the setting.
+    pub fn with_settings(
+        allow: AllowList,
+        settings: LookupSettings,
+    ) -> Result<ConnectionResolver, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let token_header = match settings.token.as_ref().filter(|t| !t.expose().is_empty()) {
             None => None,
             Some(token) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                let name = HeaderName::from_bytes(settings.token_header.trim().as_bytes())
                     .map_err(|_| {
-                        "the backend bearer token contains characters not allowed in an HTTP header"
-                            .to_owned()
+                        format!(
+                            "EXECUTOR_CONNECTION_TOKEN_HEADER: {:?} is not a valid HTTP header name",
+                            settings.token_header
+                        )
                     })?;
+                let text = if name == AUTHORIZATION {
+                    format!("Bearer {}", token.expose())
+                } else {
+                    token.expose().to_owned()
+                };
+                let mut value = HeaderValue::from_str(&text).map_err(|_| {
+                    "EXECUTOR_CONNECTION_TOKEN: the backend token contains characters not allowed \
+                     in an HTTP header"
+                        .to_owned()
+                })?;
                 value.set_sensitive(true);
-                Some(value)
+                headers.insert(name.clone(), value);
+                Some(name)
             }
         };
+        if let Some(id) = settings
+            .project_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            if !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "EXECUTOR_CONNECTION_PROJECT_ID: {id:?} must be a numeric Essedum project id"
+                ));
+            }
+            headers.insert(
+                HeaderName::from_static("project"),
+                HeaderValue::from_str(id).expect("digits are a valid header value"),
+            );
+        }
+        let https = allow.entries.iter().any(|e| e.scheme() == "https");
+        let tls = tls::client_config(settings.ca_file.as_deref(), https)
+            .map_err(|e| format!("EXECUTOR_CONNECTION_CA_FILE: {e}"))?;
         let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
+            .use_preconfigured_tls(tls)
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client for connection lookups: {e}"))?;
         Ok(ConnectionResolver {
             allow,
             client,
-            ttl,
-            authorization,
+            ttl: settings.ttl,
+            headers,
+            token_header,
             cache: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
         })
@@ -318,13 +406,7 @@ impl ConnectionResolver {
     async fn fetch(&self, r: &ConnectionRef) -> Result<ConnectionDetails, ConnectionError> {
         let url = lookup_url(r)?;
         let what = describe(r);
-        let mut request = self
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(auth) = &self.authorization {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
+        let request = self.client.get(url).headers(self.headers.clone());
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut response = request.send().await.map_err(|e| {
             ConnectionError::Unreachable(format!("{what}: {}", transport_error(&e)))
@@ -805,17 +887,62 @@ mod tests {
     }
 
     #[test]
-    fn resolver_refuses_https_and_bad_tokens() {
+    fn resolver_accepts_https_and_refuses_bad_settings() {
         let t = Duration::from_secs(1);
-        assert!(ConnectionResolver::new(allow(&["https://b/"]), t, t, None).is_err());
-        assert!(
-            ConnectionResolver::new(allow(&["http://b/"]), t, t, Some(Secret::new("a\nb")))
-                .is_err()
-        );
+        let settings = |f: &dyn Fn(&mut LookupSettings)| {
+            let mut s = LookupSettings::new(t, t);
+            f(&mut s);
+            s
+        };
+        // An https backend needs trusted roots: the system's, or a CA file.
+        let https = ConnectionResolver::with_settings(allow(&["https://b/"]), settings(&|_| {}));
+        if rustls_native_certs::load_native_certs().certs.is_empty() {
+            assert!(https.unwrap_err().contains("EXECUTOR_CONNECTION_CA_FILE"));
+        } else {
+            https.unwrap();
+        }
+        let err = ConnectionResolver::new(allow(&["http://b/"]), t, t, Some(Secret::new("a\nb")))
+            .unwrap_err();
+        assert!(err.contains("EXECUTOR_CONNECTION_TOKEN"), "{err}");
+        assert!(!err.contains("a\nb"), "{err}");
+        let err = ConnectionResolver::with_settings(
+            allow(&["http://b/"]),
+            settings(&|s| {
+                s.token = Some(Secret::new("TOKENVALUE"));
+                s.token_header = "bad header".into();
+            }),
+        )
+        .unwrap_err();
+        assert!(err.contains("EXECUTOR_CONNECTION_TOKEN_HEADER"), "{err}");
+        let err = ConnectionResolver::with_settings(
+            allow(&["http://b/"]),
+            settings(&|s| s.project_id = Some("two".into())),
+        )
+        .unwrap_err();
+        assert!(err.contains("EXECUTOR_CONNECTION_PROJECT_ID"), "{err}");
         let r =
             ConnectionResolver::new(allow(&["http://b/"]), t, t, Some(Secret::new("TOKENVALUE")))
                 .unwrap();
-        assert!(!format!("{r:?}").contains("TOKENVALUE"));
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("TOKENVALUE"), "{shown}");
+        assert!(shown.contains("access-token"), "{shown}");
+    }
+
+    #[test]
+    fn the_token_goes_in_the_configured_header() {
+        let t = Duration::from_secs(1);
+        let mut s = LookupSettings::new(t, t);
+        s.token = Some(Secret::new("TOKENVALUE"));
+        s.project_id = Some("2".into());
+        let r = ConnectionResolver::with_settings(allow(&["http://b/"]), s.clone()).unwrap();
+        assert_eq!(r.headers["access-token"], "TOKENVALUE");
+        assert!(r.headers["access-token"].is_sensitive());
+        assert_eq!(r.headers["project"], "2");
+        assert!(r.headers.get(AUTHORIZATION).is_none());
+        s.token_header = "Authorization".into();
+        let r = ConnectionResolver::with_settings(allow(&["http://b/"]), s).unwrap();
+        assert_eq!(r.headers[AUTHORIZATION], "Bearer TOKENVALUE");
+        assert!(r.headers.get("access-token").is_none());
     }
 
     #[test]

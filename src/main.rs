@@ -12,6 +12,8 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
+    // Every HTTP client of this process uses the AWS SDK's TLS provider (see connection::tls).
+    sagemaker_executor::connection::tls::install_default_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_env("EXECUTOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()

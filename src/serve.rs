@@ -7,7 +7,7 @@ use sagemaker_executor::aws::sdk::AwsSettings;
 use sagemaker_executor::aws::{AwsPort, AwsProvider};
 use sagemaker_executor::clock::{Clock, SystemClock};
 use sagemaker_executor::config::ServeArgs;
-use sagemaker_executor::connection::{AllowList, ConnectionResolver};
+use sagemaker_executor::connection::{AllowList, ConnectionResolver, LookupSettings};
 use sagemaker_executor::engine::{Engine, EngineConfig};
 use sagemaker_executor::secrets::{Secret, SecretBox};
 use sagemaker_executor::store::Store;
@@ -22,12 +22,33 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         args.operator_token.as_deref(),
         args.submitter_token.as_deref(),
         args.open_metrics,
-    )?;
+    )?
+    .with_token_header(&args.token_header)?
+    .with_trusted_clients(&args.trusted_clients)?
+    .with_trusted_name(&args.trusted_clients_name)?;
+    if !auth.trusted_clients().is_empty() {
+        tracing::info!(
+            networks = ?auth.trusted_clients(),
+            name = %args.trusted_clients_name,
+            "trusted client networks get the submitter role without a token"
+        );
+        if auth.trusted_clients().iter().any(|n| n.ends_with("/0")) {
+            tracing::warn!(
+                "EXECUTOR_TRUSTED_CLIENTS trusts every address of a family (a /0 network)"
+            );
+        }
+        if !auth.has_operator_token() {
+            tracing::warn!(
+                "no operator token is configured: the operator API (/api/v1) refuses every caller"
+            );
+        }
+    }
     if !auth.enabled() {
         if !args.bind.ip().is_loopback() && !args.insecure_no_auth {
             return Err(format!(
                 "refusing to serve {} without authentication: configure tokens (EXECUTOR_TOKENS_FILE, \
-                 EXECUTOR_OPERATOR_TOKEN, EXECUTOR_SUBMITTER_TOKEN), bind to loopback, or pass --insecure-no-auth",
+                 EXECUTOR_OPERATOR_TOKEN, EXECUTOR_SUBMITTER_TOKEN) or EXECUTOR_TRUSTED_CLIENTS, \
+                 bind to loopback, or pass --insecure-no-auth",
                 args.bind
             ));
         }
@@ -82,11 +103,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         None
     } else {
         tracing::info!(backends = ?allow.entries(), "Essedum connection lookup is on");
-        Some(ConnectionResolver::new(
+        Some(ConnectionResolver::with_settings(
             allow,
-            Duration::from_millis(args.connection_timeout_ms.max(1)),
-            Duration::from_secs(args.connection_cache_secs),
-            args.connection_token.clone().map(Secret::new),
+            LookupSettings {
+                token: args.connection_token.clone().map(Secret::new),
+                token_header: args.connection_token_header.clone(),
+                project_id: args.connection_project_id.clone(),
+                ca_file: args.connection_ca_file.clone(),
+                ..LookupSettings::new(
+                    Duration::from_millis(args.connection_timeout_ms.max(1)),
+                    Duration::from_secs(args.connection_cache_secs),
+                )
+            },
         )?)
     };
     let provider = Arc::new(AwsProvider::new(

@@ -1,6 +1,7 @@
-//! Authentication and authorisation: bearer tokens with submitter and operator roles, open health
-//! routes, 401 vs 403, no effect without a valid token, and the refusal to serve a non-loopback
-//! address without tokens.
+//! Authentication and authorisation: static tokens (as `Authorization: Bearer` or in the
+//! `access-token` header) with submitter and operator roles, trusted client networks that get the
+//! submitter role without a token, open health routes, 401 vs 403 (always JSON), no effect without
+//! a valid token, and the refusal to serve a non-loopback address without authentication.
 
 mod support;
 
@@ -127,11 +128,12 @@ async fn tokens_roles_and_open_routes() {
             .0,
         200
     );
+    // The operator API needs the operator role, even for reading.
     assert_eq!(
         call(&svc, "GET", "/api/v1/runs", Some(ESSEDUM), None)
             .await
             .0,
-        200
+        403
     );
     let (code, err, _) = call(
         &svc,
@@ -305,7 +307,6 @@ async fn a_submitter_sees_and_cancels_only_its_own_runs() {
     for path in [
         format!("/status/{id}"),
         format!("/status/{name}"),
-        format!("/api/v1/runs/{id}"),
         format!("/api/service/v1/pipelines/training/{id}/get"),
         format!("/api/service/v1/pipelines/training/{id}/cancel"),
     ] {
@@ -321,16 +322,6 @@ async fn a_submitter_sees_and_cancels_only_its_own_runs() {
             "{own}"
         );
     }
-    let cancel = format!("/api/v1/runs/{id}/cancel");
-    assert_eq!(
-        call(&svc, "POST", &cancel, Some(OTHER), Some(json!({})))
-            .await
-            .0,
-        404
-    );
-    let (_, theirs, _) = call(&svc, "GET", "/api/v1/runs", Some(OTHER), None).await;
-    assert_eq!(theirs["runs"].as_array().unwrap().len(), 0);
-    assert_eq!(theirs["counts"], json!({}));
     let (_, list, _) = call(
         &svc,
         "GET",
@@ -340,16 +331,46 @@ async fn a_submitter_sees_and_cancels_only_its_own_runs() {
     )
     .await;
     assert_eq!(list.as_array().unwrap().len(), 0);
-    let (_, mine, _) = call(&svc, "GET", "/api/v1/runs", Some(ESSEDUM), None).await;
-    assert_eq!(mine["runs"][0]["id"], id);
+    // Neither submitter may use the operator API; the operator sees every run.
+    for token in [ESSEDUM, OTHER] {
+        assert_eq!(
+            call(
+                &svc,
+                "GET",
+                &format!("/api/v1/runs/{id}"),
+                Some(token),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        let (code, err, _) = call(
+            &svc,
+            "POST",
+            &format!("/api/v1/runs/{id}/cancel"),
+            Some(token),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(code, 403, "{err}");
+        assert!(err["error"].as_str().unwrap().contains("operator role"));
+    }
     let (_, all, _) = call(&svc, "GET", "/api/v1/runs", Some(OPERATOR), None).await;
     assert_eq!(
         all["runs"].as_array().unwrap().len(),
         1,
         "the operator sees every run"
     );
-    let (code, _, _) = call(&svc, "POST", &cancel, Some(ESSEDUM), Some(json!({}))).await;
-    assert_eq!(code, 202, "the submitter cancels its own run");
+    let (code, _, _) = call(
+        &svc,
+        "GET",
+        &format!("/api/service/v1/pipelines/training/{id}/cancel"),
+        Some(ESSEDUM),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "the submitter cancels its own run");
 }
 
 #[tokio::test]
@@ -388,4 +409,351 @@ async fn tokens_never_reach_the_store_or_the_logs() {
         assert!(!stored.contains(token), "a token is in the database");
         assert!(!logs.contains(token), "a token is in the log");
     }
+}
+
+/// A service with the tokens of [`secured`] and trusted client networks `networks`.
+fn secured_trusting(s: &Scratch, networks: &str) -> Service {
+    let file = s.dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tokens]]\nname = \"essedum\"\nrole = \"submitter\"\nsha256 = \"{}\"\n",
+            hash(ESSEDUM)
+        ),
+    )
+    .unwrap();
+    let mut c = s.config(Emulator::shared().url());
+    c.extra_env.extend([
+        ("EXECUTOR_TOKENS_FILE".into(), file.display().to_string()),
+        ("EXECUTOR_OPERATOR_TOKEN".into(), OPERATOR.into()),
+        ("EXECUTOR_TRUSTED_CLIENTS".into(), networks.into()),
+    ]);
+    Service::start(c)
+}
+
+/// Sends a request with exactly `headers` (plus reqwest's own Host, Content-Length, Accept).
+async fn send(
+    svc: &Service,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = client().request(method.parse().unwrap(), svc.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| {
+        panic!("{method} {path}: {status} with a body that is not JSON: {text}")
+    });
+    (status, json, headers)
+}
+
+/// What the backend's SageMaker plugin sends: `Referer` (its base URL) and `Content-Type`, no
+/// token (sv/icip-adp-aws-sagemaker/.../ICIPModelAWSServiceSageMaker.java).
+const PLUGIN_HEADERS: &[(&str, &str)] = &[
+    ("Referer", "http://essedum-backend:8080/"),
+    ("Content-Type", "application/json"),
+];
+
+#[tokio::test]
+async fn a_trusted_client_submits_without_a_token_but_never_acts_as_operator() {
+    let bucket = unique("trusted");
+    Emulator::shared().create_bucket(&bucket).await;
+    let s = Scratch::new();
+    let svc = secured_trusting(&s, "127.0.0.1/32");
+    let body = training_body(&bucket, "Completed", 0);
+
+    let (code, a, _) = send(
+        &svc,
+        "POST",
+        "/api/service/v1/pipelines/training/train",
+        PLUGIN_HEADERS,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    // The remote-job runtime sends only `accept` on its polls (sv/icip-adp-remote/.../
+    // ICIPRemoteExecutorJob.java).
+    let (code, st, _) = send(
+        &svc,
+        "GET",
+        &format!("/status/{id}"),
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{st}");
+    let st = svc.wait_terminal_with_token(id, OPERATOR).await;
+    assert_eq!(st["state"], "Done");
+
+    // A trusted client is a submitter: no retry, no operator API at all.
+    for (method, path) in [
+        ("POST", format!("/api/v1/runs/{id}/retry")),
+        ("POST", format!("/api/v1/runs/{id}/cancel")),
+        ("GET", "/api/v1/runs".to_string()),
+    ] {
+        let (code, err, _) = send(&svc, method, &path, PLUGIN_HEADERS, Some(&json!({}))).await;
+        assert_eq!(code, 403, "{path}: {err}");
+        let message = err["error"].as_str().unwrap();
+        assert!(message.contains("operator role"), "{message}");
+        assert!(message.contains("trusted client"), "{message}");
+    }
+    // A user's JWT forwarded by the backend is not ours: still a submitter on the Essedum routes,
+    // and an invalid token on the operator API.
+    let jwt = [("Authorization", "Bearer eyJhbGciOiJIUzUxMiJ9.user.jwt")];
+    let (code, _, _) = send(&svc, "GET", &format!("/status/{id}"), &jwt, None).await;
+    assert_eq!(code, 200);
+    let (code, err, _) = send(
+        &svc,
+        "POST",
+        &format!("/api/v1/runs/{id}/retry"),
+        &jwt,
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!((code, err["error"].as_str()), (401, Some("invalid token")));
+
+    // Trusted clients act as `essedum` (EXECUTOR_TRUSTED_CLIENTS_NAME's default): the backend's
+    // token of that name sees the run they started.
+    let (code, _, _) = send(
+        &svc,
+        "GET",
+        &format!("/status/{id}"),
+        &[("access-token", ESSEDUM)],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    // The operator token works from the trusted network too, in either header.
+    for header in [
+        ("Authorization", format!("Bearer {OPERATOR}")),
+        ("access-token", OPERATOR.to_string()),
+    ] {
+        let (code, run, _) = send(
+            &svc,
+            "GET",
+            &format!("/api/v1/runs/{id}"),
+            &[(header.0, header.1.as_str())],
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{run}");
+    }
+    let (code, err, _) = send(
+        &svc,
+        "POST",
+        &format!("/api/v1/runs/{id}/retry"),
+        &[
+            ("access-token", OPERATOR),
+            ("Content-Type", "application/json"),
+        ],
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        code, 409,
+        "a Done run cannot be retried, but the operator may ask: {err}"
+    );
+}
+
+#[tokio::test]
+async fn outside_the_trusted_networks_the_backend_needs_a_token() {
+    let bucket = unique("untrusted");
+    Emulator::shared().create_bucket(&bucket).await;
+    let s = Scratch::new();
+    // The test's own address (127.0.0.1) is not in this network; no traffic goes there.
+    let svc = secured_trusting(&s, "10.0.0.0/8");
+    let submit = "/api/service/v1/pipelines/training/train";
+    let body = training_body(&bucket, "Completed", 0);
+
+    let (code, err, headers) = send(&svc, "POST", submit, PLUGIN_HEADERS, Some(&body)).await;
+    assert_eq!(code, 401, "{err}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let message = err["error"].as_str().unwrap();
+    assert!(message.contains("access-token"), "{message}");
+    let (code, err, _) = send(
+        &svc,
+        "POST",
+        submit,
+        &[PLUGIN_HEADERS, &[("access-token", "not-our-token")]].concat(),
+        Some(&body),
+    )
+    .await;
+    assert_eq!((code, err["error"].as_str()), (401, Some("invalid token")));
+    let (_, page, _) = send(
+        &svc,
+        "GET",
+        "/api/v1/runs",
+        &[("access-token", OPERATOR)],
+        None,
+    )
+    .await;
+    assert_eq!(page["runs"], json!([]), "refused requests stored nothing");
+
+    // The static submitter token in the backend's service-token header.
+    let (code, a, _) = send(
+        &svc,
+        "POST",
+        submit,
+        &[PLUGIN_HEADERS, &[("access-token", ESSEDUM)]].concat(),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    let (code, _, _) = send(
+        &svc,
+        "GET",
+        &format!("/status/{id}"),
+        &[("access-token", ESSEDUM)],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, err, _) = send(
+        &svc,
+        "POST",
+        &format!("/api/v1/runs/{id}/retry"),
+        &[("access-token", ESSEDUM)],
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(code, 403, "{err}");
+    svc.wait_terminal_with_token(id, ESSEDUM).await;
+}
+
+#[tokio::test]
+async fn trusted_networks_alone_turn_authentication_on() {
+    let s = Scratch::new();
+    let mut c = s.config(Emulator::shared().url());
+    c.extra_env
+        .push(("EXECUTOR_TRUSTED_CLIENTS".into(), "10.0.0.0/8".into()));
+    let svc = Service::start(c);
+    let (code, err, _) = send(
+        &svc,
+        "GET",
+        "/api/service/v1/pipelines/training/list",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(code, 401, "{err}");
+    let (code, _, _) = send(&svc, "GET", "/healthz", &[], None).await;
+    assert_eq!(code, 200, "health stays open");
+
+    // Trusting loopback without any token: submitter routes work, the operator API never does.
+    let s = Scratch::new();
+    let mut c = s.config(Emulator::shared().url());
+    c.extra_env.push((
+        "EXECUTOR_TRUSTED_CLIENTS".into(),
+        "::1/128, 127.0.0.0/8".into(),
+    ));
+    let svc = Service::start(c);
+    let (code, list, _) = send(
+        &svc,
+        "GET",
+        "/api/service/v1/pipelines/training/list",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((code, list), (200, json!([])));
+    let (code, err, _) = send(&svc, "GET", "/api/v1/runs", &[], None).await;
+    assert_eq!(code, 403, "{err}");
+    assert!(
+        svc.stderr
+            .all()
+            .iter()
+            .any(|l| l.contains("no operator token is configured")),
+        "the start-up log warns that the operator API is closed"
+    );
+}
+
+#[test]
+fn a_bad_trusted_network_stops_the_start_naming_the_setting() {
+    let s = Scratch::new();
+    let config = s.dir.path().join("config.toml");
+    std::fs::write(&config, "trusted_clients = \"10.0.0.0/8,192.168.1.0/33\"\n").unwrap();
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"));
+        cmd.arg("serve")
+            .args(args)
+            .env_clear()
+            .env(
+                "EXECUTOR_DATABASE_URL",
+                format!("sqlite://{}", s.db().display()),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("EXECUTOR_BIND", "127.0.0.1:0")
+            .env("EXECUTOR_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    for (out, bad) in [
+        (
+            serve(
+                &[],
+                &[("EXECUTOR_TRUSTED_CLIENTS", "10.0.0.0/8,not-a-network")],
+            ),
+            "not-a-network",
+        ),
+        (
+            serve(&["--trusted-clients", "10.1.2.3/8"], &[]),
+            "10.1.2.3/8",
+        ),
+        (
+            serve(&["--config", config.to_str().unwrap()], &[]),
+            "192.168.1.0/33",
+        ),
+    ] {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("EXECUTOR_TRUSTED_CLIENTS") && err.contains(bad),
+            "{err}"
+        );
+        assert!(!err.contains("LISTENING"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn trusted_networks_match_ipv6_peers() {
+    let start = |s: &Scratch, trusted: &str| {
+        let mut c = s.config(Emulator::shared().url());
+        c.extra_env.extend([
+            ("EXECUTOR_BIND".into(), "[::1]:0".into()),
+            ("EXECUTOR_TRUSTED_CLIENTS".into(), trusted.into()),
+            ("EXECUTOR_OPERATOR_TOKEN".into(), OPERATOR.into()),
+        ]);
+        Service::start(c)
+    };
+    let list = "/api/service/v1/pipelines/training/list";
+    let s = Scratch::new();
+    let svc = start(&s, "fd00::/8,::1/128");
+    assert!(svc.addr.is_ipv6());
+    let (code, body, _) = send(&svc, "GET", list, PLUGIN_HEADERS, None).await;
+    assert_eq!((code, body), (200, json!([])));
+    // An IPv4 network does not cover an IPv6 peer.
+    let s = Scratch::new();
+    let svc = start(&s, "127.0.0.0/8");
+    let (code, err, _) = send(&svc, "GET", list, PLUGIN_HEADERS, None).await;
+    assert_eq!(code, 401, "{err}");
 }

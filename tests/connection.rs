@@ -8,7 +8,7 @@ mod support;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
-use support::fake_backend::FakeBackend;
+use support::fake_backend::{FakeBackend, TestCa};
 use support::{Emulator, ROLE, Scratch, Service, client, reply, training_body, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -302,4 +302,162 @@ async fn models_are_registered_and_read_with_the_connection() {
     assert_eq!(code, 200, "{got}");
     let (code, got) = svc.get(&format!("/api/service/v1/models/{model}")).await;
     assert_eq!(code, 404, "{got}");
+}
+
+/// The backend's service token (its `config.service-auth.access-token`).
+const SERVICE_TOKEN: &str = "backend-service-token-0123456789";
+
+/// A service allow-listing an https fake backend, trusting its CA only if `trust_ca`.
+async fn setup_https(trust_ca: bool) -> (FakeBackend, Scratch, Service, String) {
+    let emu = Emulator::shared();
+    let bucket = unique("tls");
+    emu.create_bucket(&bucket).await;
+    let scratch = Scratch::new();
+    let ca = TestCa::create(scratch.dir.path());
+    let backend = FakeBackend::start_tls(&ca).await;
+    backend.set_connection("p1", "a1", details());
+    let mut config = scratch.config(emu.url());
+    config.extra_env.extend([
+        ("EXECUTOR_CONNECTION_ALLOW".into(), backend.base_url()),
+        ("EXECUTOR_CONNECTION_TOKEN".into(), SERVICE_TOKEN.into()),
+        ("EXECUTOR_CONNECTION_PROJECT_ID".into(), "2".into()),
+    ]);
+    if trust_ca {
+        config.extra_env.push((
+            "EXECUTOR_CONNECTION_CA_FILE".into(),
+            ca.ca_file.display().to_string(),
+        ));
+    }
+    let svc = Service::start(config);
+    (backend, scratch, svc, bucket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_works_over_https_and_sends_the_token_in_access_token() {
+    let (backend, scratch, svc, bucket) = setup_https(true).await;
+    assert!(backend.base_url().starts_with("https://"));
+    let (id, name) = submit(&svc, &backend.base_url(), &bucket, 0).await;
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert!(training_job_in("eu-west-1", &name).await.is_some());
+
+    // The backend reads a service token from `access-token`; `Authorization: Bearer` would be
+    // taken for a user JWT (sv/common-app/.../security/jwt/CustomAuthFilter.java). The Python
+    // executor sent the same header and a `project` header
+    // (py-job-sagemaker-executer/datasource.py, get_connection_details_with_token).
+    assert!(backend.calls() >= 1);
+    assert_eq!(
+        backend.last_header("access-token").as_deref(),
+        Some(SERVICE_TOKEN)
+    );
+    assert_eq!(backend.last_authorization(), None);
+    assert_eq!(backend.last_header("project").as_deref(), Some("2"));
+    assert_eq!(backend.failed_handshakes(), 0);
+
+    assert_not_logged(&svc, SERVICE_TOKEN);
+    assert_not_in_database(&scratch.db(), SERVICE_TOKEN);
+    assert_not_in_database(&scratch.db(), SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_backend_whose_certificate_is_not_trusted_gets_no_request() {
+    let (backend, _scratch, svc, bucket) = setup_https(false).await;
+    let (code, err) = post_from(
+        &svc,
+        &format!("/api/service/v1/pipelines/training/train?{QUERY}"),
+        &backend.base_url(),
+        &training_body(&bucket, "Completed", 0),
+    )
+    .await;
+    assert_eq!(code, 503, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(
+        backend.calls(),
+        0,
+        "no request crossed the refused handshake"
+    );
+    assert_eq!(svc.run_count().await, 0, "nothing was persisted");
+    assert_not_logged(&svc, SERVICE_TOKEN);
+}
+
+#[test]
+fn an_unusable_ca_file_stops_the_start_naming_the_setting() {
+    let scratch = Scratch::new();
+    let not_pem = scratch.dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for ca_file in [not_pem.clone(), scratch.dir.path().join("missing.pem")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"))
+            .arg("serve")
+            .env_clear()
+            .env(
+                "EXECUTOR_DATABASE_URL",
+                format!("sqlite://{}", scratch.db().display()),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("EXECUTOR_BIND", "127.0.0.1:0")
+            .env("EXECUTOR_LOG", "warn")
+            .env("EXECUTOR_CONNECTION_ALLOW", "https://essedum.example/")
+            .env("EXECUTOR_CONNECTION_CA_FILE", &ca_file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("EXECUTOR_CONNECTION_CA_FILE") && err.contains(ca_file.to_str().unwrap()),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_needs_no_token_from_a_trusted_network_and_others_trigger_no_lookup() {
+    let emu = Emulator::shared();
+    let bucket = unique("trusted-conn");
+    emu.create_bucket(&bucket).await;
+    let backend = FakeBackend::start().await;
+    backend.set_connection("p1", "a1", details());
+    // Tokens are configured; the backend's SageMaker plugin still sends only Referer and
+    // Content-Type (sv/icip-adp-aws-sagemaker/.../ICIPModelAWSServiceSageMaker.java).
+    let start = |scratch: &Scratch, trusted: &str| {
+        let mut config = scratch.config(emu.url());
+        config.extra_env.extend([
+            ("EXECUTOR_CONNECTION_ALLOW".into(), backend.base_url()),
+            (
+                "EXECUTOR_OPERATOR_TOKEN".into(),
+                "operator-token-for-connection-tests".into(),
+            ),
+            ("EXECUTOR_TRUSTED_CLIENTS".into(), trusted.into()),
+        ]);
+        Service::start(config)
+    };
+    let path = format!("/api/service/v1/pipelines/training/train?{QUERY}");
+    let body = training_body(&bucket, "Completed", 0);
+
+    // From elsewhere (127.0.0.1 is outside 10.0.0.0/8): 401 JSON, and no lookup is made.
+    let scratch = Scratch::new();
+    let svc = start(&scratch, "10.0.0.0/8");
+    let (code, err) = post_from(&svc, &path, &backend.base_url(), &body).await;
+    assert_eq!(code, 401, "{err}");
+    assert!(err["error"].is_string(), "{err}");
+    assert_eq!(
+        backend.calls(),
+        0,
+        "an unauthenticated request made a lookup"
+    );
+    drop(svc);
+
+    // From the trusted network: accepted, with the connection's credentials.
+    let scratch = Scratch::new();
+    let svc = start(&scratch, "127.0.0.1/32");
+    let (code, a) = post_from(&svc, &path, &backend.base_url(), &body).await;
+    assert_eq!(code, 202, "{a}");
+    assert_eq!(backend.calls(), 1);
+    let name = a["name"].as_str().unwrap();
+    let id = a["id"].as_str().unwrap();
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert!(training_job_in("eu-west-1", name).await.is_some());
 }

@@ -6,9 +6,9 @@ mod fake_backend;
 
 use std::time::Duration;
 
-use fake_backend::FakeBackend;
+use fake_backend::{FakeBackend, TestCa};
 use sagemaker_executor::connection::{
-    AllowList, ConnectionError, ConnectionRef, ConnectionResolver,
+    AllowList, ConnectionError, ConnectionRef, ConnectionResolver, LookupSettings,
 };
 use sagemaker_executor::secrets::Secret;
 use serde_json::json;
@@ -57,10 +57,13 @@ async fn resolves_and_caches() {
     assert_eq!(d.region.as_deref(), Some("eu-west-1"));
     assert_eq!(d.bucket.as_deref(), Some("essedum-bucket"));
     assert_eq!(d.name.as_deref(), Some("ai/1-connection"));
+    // The backend's auth filter reads a service token from `access-token`; a Bearer value is a
+    // user JWT there (sv/common-app/.../security/jwt/CustomAuthFilter.java).
     assert_eq!(
-        backend.last_authorization().as_deref(),
-        Some("Bearer TOKEN123")
+        backend.last_header("access-token").as_deref(),
+        Some("TOKEN123")
     );
+    assert_eq!(backend.last_authorization(), None);
     let q = backend.last_query().unwrap();
     assert_eq!(q.get("project").map(String::as_str), Some("proj one"));
     assert_eq!(q.get("adapter_instance").map(String::as_str), Some("ai/1"));
@@ -181,4 +184,53 @@ async fn unreachable_backend_is_retryable() {
     assert!(matches!(err, ConnectionError::Unreachable(_)), "{err}");
     assert!(err.retryable());
     assert_eq!(res.calls(), 1);
+}
+
+#[tokio::test]
+async fn https_backends_are_verified_against_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::create(dir.path());
+    let backend = FakeBackend::start_tls(&ca).await;
+    assert!(backend.base_url().starts_with("https://127.0.0.1:"));
+    backend.set_connection("p", "a", details());
+    let r = ConnectionRef {
+        base_url: backend.base_url(),
+        project: "p".into(),
+        adapter_instance: "a".into(),
+        is_instance: None,
+    };
+    let settings = |ca_file: Option<&std::path::Path>| {
+        let mut s = LookupSettings::new(TIMEOUT, Duration::ZERO);
+        s.token = Some(Secret::new("TOKEN123"));
+        s.project_id = Some("2".into());
+        s.ca_file = ca_file.map(Into::into);
+        s
+    };
+    let allow = || AllowList::parse(&[backend.base_url()]).unwrap();
+
+    let trusting = ConnectionResolver::with_settings(allow(), settings(Some(&ca.ca_file))).unwrap();
+    let d = trusting.resolve(&r).await.unwrap();
+    assert_eq!(d.access_key, "AKIAFAKE");
+    assert_eq!(
+        backend.last_header("access-token").as_deref(),
+        Some("TOKEN123")
+    );
+    assert_eq!(backend.last_header("project").as_deref(), Some("2"));
+
+    // Without the CA the certificate is not trusted: no request reaches the backend.
+    let calls = backend.calls();
+    let strict = ConnectionResolver::with_settings(allow(), settings(None)).unwrap();
+    let err = strict.resolve(&r).await.unwrap_err();
+    assert!(matches!(err, ConnectionError::Unreachable(_)), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert_eq!(backend.calls(), calls);
+    // The server side notices the refused handshake a moment after the client gave up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while backend.failed_handshakes() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed handshake seen"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

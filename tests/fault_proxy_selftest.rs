@@ -182,6 +182,7 @@ async fn serve_upstream_conn(
 async fn setup() -> (Upstream, FaultProxy, reqwest::Client) {
     let upstream = start_upstream().await;
     let proxy = FaultProxy::start(upstream.addr).await.unwrap();
+    sagemaker_executor::connection::tls::install_default_provider();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     (upstream, proxy, client)
 }

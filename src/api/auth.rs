@@ -1,18 +1,29 @@
 //! Authentication and authorisation: one middleware in front of every route.
 //!
-//! Callers present `Authorization: Bearer <token>`. Tokens are configured as SHA-256 hashes (a
-//! tokens file) or given once through the environment and hashed at start-up; the service never
-//! keeps a plaintext token. A presented token is hashed and compared with every configured hash
-//! in constant time. Roles: `submitter` (the Essedum backend: submit, read, cancel) and
-//! `operator` (everything, including retry). Health, readiness, metrics (configurable) and the
-//! API documentation stay open. Without a valid token a request changes nothing and learns
-//! nothing: it is answered 401 before any handler runs; a valid token without the role is 403.
+//! Callers present a static token, as `Authorization: Bearer <token>` or in the `access-token`
+//! header (the header the Essedum backend's services use for service tokens; its name is
+//! configurable). Tokens are configured as SHA-256 hashes (a tokens file) or given once through
+//! the environment and hashed at start-up; the service never keeps a plaintext token. A presented
+//! token is hashed and compared with every configured hash in constant time.
+//!
+//! Trusted client networks (CIDRs, matched against the TCP peer address, never a forwarded
+//! header) get the submitter role without a token: the Essedum backend sends no token on its
+//! remote-job calls (`ICIPRemoteExecutorJob.java`) and only `Referer` and `Content-Type` from its
+//! SageMaker plugin (`ICIPModelAWSServiceSageMaker.java`).
+//!
+//! Roles: `submitter` (the Essedum backend: the Essedum routes, its own runs) and `operator`
+//! (everything; the operator API `/api/v1/...` needs it). A trusted client without a token is a
+//! submitter, never an operator. Health, readiness, metrics (configurable) and the API
+//! documentation stay open. Without a valid token or a trusted address a request changes nothing
+//! and learns nothing: it is answered 401 (JSON) before any handler runs; a caller without the
+//! role gets 403 (JSON).
 
 use super::error::json_response;
 use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -23,6 +34,15 @@ use tokio::io::AsyncReadExt;
 pub enum Role {
     Submitter,
     Operator,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Submitter => "submitter",
+            Role::Operator => "operator",
+        }
+    }
 }
 
 /// Who made a request, available to handlers as `poem::web::Data<&Caller>`.
@@ -55,12 +75,129 @@ struct TokenFileEntry {
     sha256: String,
 }
 
-/// The configured tokens; empty means authentication is off.
-#[derive(Clone, Debug, Default)]
+/// One trusted client network: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `fd00::/8`, or a single address (`/32` or `/128`). Host bits must be
+    /// zero, so that a typo such as `10.1.2.3/8` is not silently widened.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP network (e.g. 10.0.0.0/8 or fd00::/8)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        // An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) is the IPv4 network it maps.
+        let (addr, prefix) = match addr.to_canonical() {
+            IpAddr::V4(v4) if addr.is_ipv6() => {
+                if prefix < 96 {
+                    return Err(format!(
+                        "{text:?}: an IPv4-mapped network needs a prefix of at least 96"
+                    ));
+                }
+                (IpAddr::V4(v4), prefix - 96)
+            }
+            canonical => (canonical, prefix),
+        };
+        let cidr = Cidr { addr, prefix };
+        if cidr.network() != addr {
+            return Err(format!(
+                "{text:?} has host bits set; did you mean {}/{prefix}?",
+                cidr.network()
+            ));
+        }
+        Ok(cidr)
+    }
+
+    fn mask(bits: u32, prefix: u8) -> u128 {
+        if prefix == 0 {
+            0
+        } else {
+            (u128::MAX << (bits - u32::from(prefix))) & (u128::MAX >> (128 - bits))
+        }
+    }
+
+    fn bits(addr: IpAddr) -> (u32, u128) {
+        match addr {
+            IpAddr::V4(a) => (32, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (128, u128::from(a)),
+        }
+    }
+
+    fn network(&self) -> IpAddr {
+        let (bits, value) = Cidr::bits(self.addr);
+        let net = value & Cidr::mask(bits, self.prefix);
+        match self.addr {
+            IpAddr::V4(_) => IpAddr::V4((net as u32).into()),
+            IpAddr::V6(_) => IpAddr::V6(net.into()),
+        }
+    }
+
+    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let (bits, value) = Cidr::bits(ip);
+        let (_, net) = Cidr::bits(self.addr);
+        let mask = Cidr::mask(bits, self.prefix);
+        value & mask == net & mask
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The configured tokens and trusted networks; with neither, authentication is off.
+#[derive(Clone, Debug)]
 pub struct Auth {
     tokens: Arc<Vec<TokenEntry>>,
+    trusted: Arc<Vec<Cidr>>,
+    /// The caller name of trusted clients (the owner of their runs).
+    trusted_name: String,
+    /// The header read for a static token besides `Authorization: Bearer`.
+    token_header: poem::http::HeaderName,
     pub open_metrics: bool,
 }
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth {
+            tokens: Arc::default(),
+            trusted: Arc::default(),
+            trusted_name: DEFAULT_TRUSTED_NAME.into(),
+            token_header: poem::http::HeaderName::from_static(DEFAULT_TOKEN_HEADER),
+            open_metrics: true,
+        }
+    }
+}
+
+/// The header the Essedum backend's services read static service tokens from
+/// (`sv/common-app/.../security/jwt/CustomAuthFilter.java`).
+pub const DEFAULT_TOKEN_HEADER: &str = "access-token";
+
+/// The caller name trusted clients act as unless configured.
+pub const DEFAULT_TRUSTED_NAME: &str = "essedum";
 
 pub fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes())
@@ -131,11 +268,130 @@ impl Auth {
         Ok(Auth {
             tokens: Arc::new(tokens),
             open_metrics,
+            ..Auth::default()
         })
     }
 
+    /// Adds trusted client networks (`EXECUTOR_TRUSTED_CLIENTS`); a bad entry is an error naming
+    /// the setting. Blank entries are skipped.
+    pub fn with_trusted_clients(mut self, networks: &[String]) -> Result<Auth, String> {
+        let mut trusted = Vec::new();
+        for n in networks.iter().filter(|n| !n.trim().is_empty()) {
+            let cidr = Cidr::parse(n).map_err(|e| format!("EXECUTOR_TRUSTED_CLIENTS: {e}"))?;
+            if !trusted.contains(&cidr) {
+                trusted.push(cidr);
+            }
+        }
+        self.trusted = Arc::new(trusted);
+        Ok(self)
+    }
+
+    /// The caller name of trusted clients (`EXECUTOR_TRUSTED_CLIENTS_NAME`).
+    pub fn with_trusted_name(mut self, name: &str) -> Result<Auth, String> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("EXECUTOR_TRUSTED_CLIENTS_NAME must not be empty".into());
+        }
+        self.trusted_name = name.to_owned();
+        Ok(self)
+    }
+
+    /// The header read for a static token besides `Authorization` (`EXECUTOR_TOKEN_HEADER`).
+    pub fn with_token_header(mut self, name: &str) -> Result<Auth, String> {
+        let header = poem::http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            format!("EXECUTOR_TOKEN_HEADER: {name:?} is not a valid HTTP header name")
+        })?;
+        if header == poem::http::header::AUTHORIZATION {
+            return Err(
+                "EXECUTOR_TOKEN_HEADER: Authorization is always read; name another header".into(),
+            );
+        }
+        self.token_header = header;
+        Ok(self)
+    }
+
+    /// Whether any caller is authenticated (tokens or trusted networks are configured).
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || !self.trusted.is_empty()
+    }
+
+    /// Whether a token of the operator role is configured.
+    pub fn has_operator_token(&self) -> bool {
+        self.tokens.iter().any(|t| t.role == Role::Operator)
+    }
+
+    /// The trusted networks, for the start-up log.
+    pub fn trusted_clients(&self) -> Vec<String> {
+        self.trusted.iter().map(Cidr::to_string).collect()
+    }
+
+    /// Whether the TCP peer `ip` is in a trusted network.
+    fn trusted_peer(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.trusted.iter().any(|c| c.contains(ip)))
+    }
+
+    /// Who made the request, or the 401/403 to answer.
+    /// `peer`: the TCP peer's address.
+    fn authenticate(
+        &self,
+        headers: &poem::http::HeaderMap,
+        peer: Option<IpAddr>,
+        needed: Role,
+    ) -> Result<Caller, Refusal> {
+        let bearer = headers
+            .get(poem::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let header = headers
+            .get(&self.token_header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let presented = bearer.is_some() || header.is_some();
+        // The first presented token that is ours wins: a client may forward a user's JWT in
+        // Authorization and carry our token in the other header.
+        let by_token = [bearer, header]
+            .into_iter()
+            .flatten()
+            .find_map(|t| self.verify(t));
+        let via_token = by_token.is_some();
+        let caller = match by_token {
+            Some(c) => c,
+            // A trusted client is a submitter whatever else it sends (a forwarded user JWT is not
+            // ours), except that an unknown token on an operator route is reported as such.
+            None if self.trusted_peer(peer) && !(presented && needed == Role::Operator) => Caller {
+                name: self.trusted_name.clone(),
+                role: Role::Submitter,
+            },
+            None if presented => return Err(Refusal::unauthorized("invalid token".into())),
+            None => {
+                return Err(Refusal::unauthorized(format!(
+                    "missing bearer token (Authorization: Bearer <token>, or the {} header)",
+                    self.token_header
+                )));
+            }
+        };
+        if caller.role < needed {
+            let mut message = format!(
+                "the {} role may not do this; it needs the operator role",
+                caller.role.name()
+            );
+            if !via_token {
+                message.push_str(
+                    " (a trusted client without a token is a submitter: present an operator token)",
+                );
+            }
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                message,
+            });
+        }
+        Ok(caller)
     }
 
     /// Checks a presented token against every configured hash, without an early exit.
@@ -166,19 +422,39 @@ fn required_role(method: &Method, path: &str, open_metrics: bool) -> Option<Role
     if open && (method == Method::GET || method == Method::HEAD) {
         return None;
     }
-    if path.starts_with("/api/v1/runs/") && path.ends_with("/retry") {
+    // The operator API: reading every run, retry, cancel. The Essedum backend never calls it.
+    if path == "/api/v1" || path.starts_with("/api/v1/") {
         return Some(Role::Operator);
     }
     Some(Role::Submitter)
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut r = json_response(StatusCode::UNAUTHORIZED, message, None);
-    r.headers_mut().insert(
-        poem::http::header::WWW_AUTHENTICATE,
-        poem::http::HeaderValue::from_static("Bearer"),
-    );
-    r
+/// Why a request is refused before any handler runs: 401 or 403.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn unauthorized(message: String) -> Refusal {
+        Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            message,
+        }
+    }
+
+    /// The JSON reply; a 401 carries the `WWW-Authenticate` challenge.
+    fn response(&self) -> Response {
+        let mut r = json_response(self.status, &self.message, None);
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                poem::http::header::WWW_AUTHENTICATE,
+                poem::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
 }
 
 /// Refuses a body above the limit before anything reads it: by its Content-Length, and a body
@@ -202,6 +478,13 @@ fn body_too_large(req: &Request, max: usize) -> Option<Response> {
         )),
         _ => None,
     }
+}
+
+/// The TCP peer's address (never a forwarded header: any client can write those).
+fn peer(req: &Request) -> Option<IpAddr> {
+    req.remote_addr()
+        .as_socket_addr()
+        .map(std::net::SocketAddr::ip)
 }
 
 /// The middleware: authenticates, authorises, limits the body, and bounds the handler's time.
@@ -237,37 +520,10 @@ pub async fn guard<E: Endpoint>(
                 name: "anonymous".into(),
                 role: Role::Submitter,
             },
-            Some(needed) => {
-                let presented = req
-                    .headers()
-                    .get(poem::http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        v.strip_prefix("Bearer ")
-                            .or_else(|| v.strip_prefix("bearer "))
-                    })
-                    .map(str::trim);
-                let Some(presented) = presented else {
-                    return Ok(unauthorized(
-                        "missing bearer token (Authorization: Bearer <token>)",
-                    ));
-                };
-                let Some(caller) = auth.verify(presented) else {
-                    return Ok(unauthorized("invalid token"));
-                };
-                if caller.role < needed {
-                    return Ok(json_response(
-                        StatusCode::FORBIDDEN,
-                        &format!(
-                            "the {:?} role may not do this; it needs the operator role",
-                            caller.role
-                        )
-                        .to_lowercase(),
-                        None,
-                    ));
-                }
-                caller
-            }
+            Some(needed) => match auth.authenticate(req.headers(), peer(&req), needed) {
+                Ok(caller) => caller,
+                Err(refused) => return Ok(refused.response()),
+            },
         }
     };
     if let Some(refused) = body_too_large(&req, max_body) {
@@ -329,21 +585,207 @@ mod tests {
             required_role(&get, "/metrics", false),
             Some(Role::Submitter)
         );
-        assert_eq!(
-            required_role(&Method::POST, "/api/v1/runs/x/retry", true),
-            Some(Role::Operator)
-        );
-        assert_eq!(
-            required_role(&Method::POST, "/api/v1/runs/x/cancel", true),
-            Some(Role::Submitter)
-        );
-        assert_eq!(
-            required_role(&get, "/status/x", true),
-            Some(Role::Submitter)
-        );
+        for (method, path) in [
+            (Method::POST, "/api/v1/runs/x/retry"),
+            (Method::POST, "/api/v1/runs/x/cancel"),
+            (get.clone(), "/api/v1/runs"),
+            (get.clone(), "/api/v1/runs/x"),
+            (get.clone(), "/api/v1/workflows"),
+        ] {
+            assert_eq!(
+                required_role(&method, path, true),
+                Some(Role::Operator),
+                "{path}"
+            );
+        }
+        for path in [
+            "/status/x",
+            "/execute",
+            "/api/service/v1/pipelines/training/x/cancel",
+            "/api/v1x",
+        ] {
+            assert_eq!(
+                required_role(&get, path, true),
+                Some(Role::Submitter),
+                "{path}"
+            );
+        }
         assert_eq!(
             required_role(&Method::POST, "/healthz", true),
             Some(Role::Submitter)
         );
+    }
+
+    #[test]
+    fn networks_parse_and_match() {
+        let net = |s: &str| Cidr::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(net("127.0.0.1/32").contains(ip("127.0.0.1")));
+        assert!(!net("127.0.0.1/32").contains(ip("127.0.0.2")));
+        assert!(net("10.0.0.0/8").contains(ip("10.255.1.2")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(!net("10.0.0.0/8").contains(ip("127.0.0.1")));
+        assert!(net("0.0.0.0/0").contains(ip("192.0.2.1")));
+        assert!(!net("0.0.0.0/0").contains(ip("2001:db8::1")));
+        assert!(net("192.168.1.7").contains(ip("192.168.1.7")));
+        assert!(net("fd00::/8").contains(ip("fd12:3456::1")));
+        assert!(!net("fd00::/8").contains(ip("fe80::1")));
+        assert!(net("::1/128").contains(ip("::1")));
+        assert!(net("::/0").contains(ip("2001:db8::1")));
+        // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6 addresses.
+        assert!(net("127.0.0.0/8").contains(ip("::ffff:127.0.0.1")));
+        assert!(net("::ffff:10.0.0.0/104").contains(ip("10.1.1.1")));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.1/8",
+            "fd00::1/8",
+            "10.0.0.0/-1",
+            "10.0.0.0/",
+            "host.example/24",
+        ] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        let err = Cidr::parse("10.1.2.3/8").unwrap_err();
+        assert!(err.contains("10.0.0.0/8"), "{err}");
+        let err = Auth::default()
+            .with_trusted_clients(&["10.0.0.0/8".into(), "nonsense".into()])
+            .unwrap_err();
+        assert!(
+            err.starts_with("EXECUTOR_TRUSTED_CLIENTS:") && err.contains("nonsense"),
+            "{err}"
+        );
+        let auth = Auth::default()
+            .with_trusted_clients(&["10.0.0.0/8".into(), " ".into(), "10.0.0.0/8".into()])
+            .unwrap();
+        assert_eq!(auth.trusted_clients(), vec!["10.0.0.0/8"]);
+        assert!(
+            auth.enabled(),
+            "trusted networks alone turn authentication on"
+        );
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> poem::http::HeaderMap {
+        let mut h = poem::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                poem::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn trusted_clients_are_submitters_and_tokens_work_in_either_header() {
+        let auth = Auth::configure(
+            None,
+            Some("operator-token-0123456789"),
+            Some("submitter-token-0123456789"),
+            true,
+        )
+        .unwrap()
+        .with_trusted_clients(&["10.0.0.0/8".into()])
+        .unwrap();
+        let inside = Some("10.1.2.3".parse().unwrap());
+        let outside = Some("192.0.2.1".parse().unwrap());
+        let ok = |r: Result<Caller, Refusal>| {
+            let c = r.unwrap();
+            (c.name, c.role)
+        };
+        let status = |r: Result<Caller, Refusal>| r.map(|c| c.name).unwrap_err().status;
+
+        // Only Referer and Content-Type, as the backend's SageMaker plugin sends.
+        let backend = headers(&[
+            ("referer", "http://backend/"),
+            ("content-type", "application/json"),
+        ]);
+        assert_eq!(
+            ok(auth.authenticate(&backend, inside, Role::Submitter)),
+            ("essedum".into(), Role::Submitter)
+        );
+        assert_eq!(
+            status(auth.authenticate(&backend, outside, Role::Submitter)),
+            401
+        );
+        assert_eq!(
+            status(auth.authenticate(&backend, None, Role::Submitter)),
+            401
+        );
+        // A trusted client is never an operator without an operator token.
+        assert_eq!(
+            status(auth.authenticate(&backend, inside, Role::Operator)),
+            403
+        );
+        // A forwarded user JWT from a trusted client is ignored; elsewhere it is an invalid token.
+        let jwt = headers(&[("authorization", "Bearer eyJhbGciOi.user.jwt")]);
+        assert_eq!(
+            ok(auth.authenticate(&jwt, inside, Role::Submitter)).1,
+            Role::Submitter
+        );
+        assert_eq!(
+            status(auth.authenticate(&jwt, outside, Role::Submitter)),
+            401
+        );
+        assert_eq!(status(auth.authenticate(&jwt, inside, Role::Operator)), 401);
+
+        // The static tokens, in Authorization or in access-token, from anywhere.
+        for h in [
+            headers(&[("authorization", "Bearer submitter-token-0123456789")]),
+            headers(&[("access-token", "submitter-token-0123456789")]),
+            headers(&[
+                ("authorization", "Bearer eyJhbGciOi.user.jwt"),
+                ("access-token", "submitter-token-0123456789"),
+            ]),
+        ] {
+            assert_eq!(
+                ok(auth.authenticate(&h, outside, Role::Submitter)),
+                ("submitter".into(), Role::Submitter)
+            );
+            assert_eq!(status(auth.authenticate(&h, inside, Role::Operator)), 403);
+        }
+        let op = headers(&[("access-token", "operator-token-0123456789")]);
+        assert_eq!(
+            ok(auth.authenticate(&op, inside, Role::Operator)),
+            ("operator".into(), Role::Operator)
+        );
+
+        // The header name is configurable; the old one then carries nothing.
+        let auth = auth.with_token_header("x-executor-token").unwrap();
+        let h = headers(&[("x-executor-token", "operator-token-0123456789")]);
+        assert_eq!(
+            ok(auth.authenticate(&h, outside, Role::Operator)).1,
+            Role::Operator
+        );
+        assert_eq!(status(auth.authenticate(&op, outside, Role::Operator)), 401);
+        assert!(Auth::default().with_token_header("Authorization").is_err());
+        assert!(Auth::default().with_token_header("bad header").is_err());
+        assert!(Auth::default().with_trusted_name(" ").is_err());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_json() {
+        let auth = Auth::default()
+            .with_trusted_clients(&["10.0.0.0/8".into()])
+            .unwrap();
+        for (peer, needed, code) in [
+            ("192.0.2.1", Role::Submitter, 401),
+            ("10.0.0.1", Role::Operator, 403),
+        ] {
+            let r = auth
+                .authenticate(&headers(&[]), Some(peer.parse().unwrap()), needed)
+                .unwrap_err()
+                .response();
+            assert_eq!(r.status().as_u16(), code);
+            assert_eq!(
+                r.headers()["content-type"],
+                "application/json; charset=utf-8"
+            );
+            let body: serde_json::Value =
+                serde_json::from_slice(&r.into_body().into_bytes().await.unwrap()).unwrap();
+            assert!(body["error"].is_string(), "{body}");
+        }
     }
 }

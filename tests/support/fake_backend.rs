@@ -6,17 +6,25 @@
 //! `{"connection": {"name": …, "connectionDetails": "<details as a JSON string>"}}`; an unknown
 //! one gives 404; after [`FakeBackend::fail_next`] the next requests get the given status.
 //! The server stops when the [`FakeBackend`] is dropped.
+//!
+//! [`FakeBackend::start_tls`] serves the same over https with a certificate for `127.0.0.1` and
+//! `localhost`, issued by a throwaway CA made with the `openssl` command line
+//! ([`TestCa::create`]); a client trusts it through the CA's PEM file.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use poem::http::uri::Scheme;
 use poem::http::{HeaderMap, StatusCode, header};
-use poem::listener::TcpAcceptor;
+use poem::listener::{Acceptor, TcpAcceptor};
 use poem::web::{Data, Query};
+use poem::web::{LocalAddr, RemoteAddr};
 use poem::{EndpointExt, Response, Route, Server, get, handler};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -30,6 +38,10 @@ struct State {
     answers: HashMap<(String, String), (u16, Value)>,
     calls: usize,
     last_authorization: Option<String>,
+    /// Every header of the latest request (names lowercase).
+    last_headers: HashMap<String, String>,
+    /// TLS handshakes that failed (https backends only).
+    failed_handshakes: usize,
     last_query: Option<HashMap<String, String>>,
     /// Remaining forced failures and their status.
     fail: (u32, u16),
@@ -38,6 +50,7 @@ struct State {
 /// A running fake backend.
 pub struct FakeBackend {
     addr: SocketAddr,
+    https: bool,
     state: Arc<Mutex<State>>,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -48,9 +61,34 @@ impl FakeBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake backend");
-        let addr = listener.local_addr().expect("fake backend address");
         let acceptor = TcpAcceptor::from_tokio(listener).expect("fake backend acceptor");
-        let state = Arc::new(Mutex::new(State::default()));
+        FakeBackend::serve(acceptor, false, Arc::default())
+    }
+
+    /// Starts a backend serving https on `127.0.0.1` with a certificate issued by `ca`.
+    pub async fn start_tls(ca: &TestCa) -> FakeBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake backend");
+        let state: Arc<Mutex<State>> = Arc::default();
+        let acceptor = TlsAcceptor {
+            local: LocalAddr(listener.local_addr().expect("address").into()),
+            listener,
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config())),
+            state: state.clone(),
+        };
+        FakeBackend::serve(acceptor, true, state)
+    }
+
+    fn serve(
+        acceptor: impl Acceptor + 'static,
+        https: bool,
+        state: Arc<Mutex<State>>,
+    ) -> FakeBackend {
+        let addr = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .copied()
+            .expect("fake backend address");
         let app = Route::new()
             .at(format!("/{CONNECTION_PATH}"), get(connection))
             .data(state.clone());
@@ -68,14 +106,16 @@ impl FakeBackend {
         });
         FakeBackend {
             addr,
+            https,
             state,
             stop: Some(stop),
         }
     }
 
-    /// `http://127.0.0.1:PORT/`
+    /// `http://127.0.0.1:PORT/` (`https://` for a TLS backend).
     pub fn base_url(&self) -> String {
-        format!("http://{}/", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -128,6 +168,16 @@ impl FakeBackend {
         self.state().last_authorization.clone()
     }
 
+    /// A header of the latest request (`name` in lowercase), if it had one.
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        self.state().last_headers.get(name).cloned()
+    }
+
+    /// TLS handshakes that failed so far (a client that does not trust the certificate).
+    pub fn failed_handshakes(&self) -> usize {
+        self.state().failed_handshakes
+    }
+
     /// The decoded query parameters of the latest request.
     pub fn last_query(&self) -> Option<HashMap<String, String>> {
         self.state().last_query.clone()
@@ -161,6 +211,10 @@ fn connection(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    s.last_headers = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
     s.last_query = Some(query.clone());
     if s.fail.0 > 0 {
         s.fail.0 -= 1;
@@ -177,5 +231,147 @@ fn connection(
     match s.answers.get(&(project.clone(), adapter.clone())) {
         Some((status, body)) => json_response(*status, body),
         None => json_response(404, &json!({"message": "connection not found"})),
+    }
+}
+
+/// Accepts TCP connections and completes the TLS handshake before handing them to the server; a
+/// failed handshake is counted and the connection dropped.
+struct TlsAcceptor {
+    listener: tokio::net::TcpListener,
+    local: LocalAddr,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<Mutex<State>>,
+}
+
+impl Acceptor for TlsAcceptor {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        vec![self.local.clone()]
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        loop {
+            let (tcp, peer) = self.listener.accept().await?;
+            match self.tls.accept(tcp).await {
+                Ok(io) => {
+                    return Ok((
+                        io,
+                        self.local.clone(),
+                        RemoteAddr(peer.into()),
+                        Scheme::HTTPS,
+                    ));
+                }
+                Err(_) => self.state.lock().unwrap().failed_handshakes += 1,
+            }
+        }
+    }
+}
+
+/// A throwaway certificate authority and a server certificate it issued for `127.0.0.1` and
+/// `localhost`, as PEM files in a directory, made with the `openssl` command line.
+pub struct TestCa {
+    /// The CA certificate: what a client must trust.
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCa {
+    /// Creates the CA and the server certificate under `dir`.
+    pub fn create(dir: &Path) -> TestCa {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl (the https tests need the openssl command line)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=executor test CA",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("server.ext"),
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        TestCa {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+        }
+    }
+
+    fn server_config(&self) -> rustls::ServerConfig {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.cert_file)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.key_file).unwrap();
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
     }
 }

@@ -314,6 +314,8 @@ pub fn unique(prefix: &str) -> String {
 pub fn client() -> reqwest::Client {
     static C: OnceLock<reqwest::Client> = OnceLock::new();
     C.get_or_init(|| {
+        // reqwest is built with rustls but no provider of its own (one TLS stack: the AWS SDK's).
+        sagemaker_executor::connection::tls::install_default_provider();
         reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
