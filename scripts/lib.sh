@@ -16,3 +16,8 @@ ensure_venv() {
     fi
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/emulator/requirements.txt
 }
+
+# Only scripts/test: the tools of the conformance stage (schemathesis, openapi-python-client).
+ensure_test_tools() {
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+}

@@ -61,3 +61,54 @@ fn readme_workflow_section_is_current() {
         "README's workflow section is stale: run scripts/regenerate"
     );
 }
+
+/// The service answers `null` for every optional field it does not know, so the document must
+/// declare each of them nullable (a plain `Option<T>` is only "not required" in poem-openapi).
+#[test]
+fn every_optional_property_is_nullable() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&sagemaker_executor::api::spec_json()).unwrap();
+    let mut missing = Vec::new();
+    for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        for (prop, s) in schema["properties"].as_object().into_iter().flatten() {
+            let is_required = required.iter().any(|r| r == prop);
+            if !is_required && s["nullable"] != true {
+                missing.push(format!("{name}.{prop}"));
+            }
+            assert!(
+                s.get("$ref").is_none() || is_required,
+                "{name}.{prop}: a nullable reference must be wrapped in allOf"
+            );
+        }
+    }
+    assert!(missing.is_empty(), "not nullable: {missing:?}");
+}
+
+/// Statuses answered around the handlers (authentication, the body limit, poem's own parsing,
+/// the timeout) are documented on every operation they can reach, with the error schema.
+#[test]
+fn every_operation_documents_the_statuses_the_middleware_answers() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&sagemaker_executor::api::spec_json()).unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut want = vec!["500", "503"];
+            if !matches!(path.as_str(), "/healthz" | "/readyz") {
+                want.extend(["401", "403"]);
+            }
+            if op.get("requestBody").is_some() {
+                want.extend(["400", "413", "415"]);
+            }
+            for status in want {
+                let schema = &op["responses"][status]["content"]["application/json; charset=utf-8"]
+                    ["schema"]["$ref"];
+                if schema != "#/components/schemas/ErrorBody" {
+                    missing.push(format!("{method} {path} {status}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "undocumented: {missing:?}");
+}

@@ -382,3 +382,143 @@ async fn watch_exits_4_when_the_run_is_cancelled() {
             .any(|e| e["detail"] == "cancel requested by anonymous: wrong data")
     );
 }
+
+/// One raw request; the reply's status, Content-Type and JSON body (Null when not JSON).
+async fn raw(
+    svc: &Service,
+    method: reqwest::Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String, Value) {
+    let mut req = support::client().request(method, svc.url(path)).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, ct, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn rejections_made_before_any_handler_are_documented_json_errors() {
+    let s = Scratch::new();
+    let mut cfg = s.config(Emulator::shared().url());
+    cfg.extra_env
+        .push(("EXECUTOR_MAX_BODY_BYTES".into(), "4096".into()));
+    let svc = Service::start(cfg);
+    let (_, doc) = svc.get("/openapi.json").await;
+    let run = uuid::Uuid::new_v4();
+    let cancel = format!("/api/v1/runs/{run}/cancel");
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    // (request, expected status, the documented operation it belongs to)
+    let cases: Vec<(
+        (reqwest::Method, &str, Option<&str>, Vec<u8>),
+        u16,
+        Option<(&str, &str)>,
+    )> = vec![
+        ((get.clone(), "/no/such/route", None, vec![]), 404, None),
+        (
+            (reqwest::Method::DELETE, "/healthz", None, vec![]),
+            405,
+            None,
+        ),
+        (
+            (post.clone(), &cancel, Some("text/plain"), b"{}".to_vec()),
+            415,
+            Some(("/api/v1/runs/{id}/cancel", "post")),
+        ),
+        (
+            (post.clone(), &cancel, None, b"{}".to_vec()),
+            415,
+            Some(("/api/v1/runs/{id}/cancel", "post")),
+        ),
+        (
+            (
+                post.clone(),
+                &cancel,
+                Some("application/json"),
+                b"{not json".to_vec(),
+            ),
+            400,
+            Some(("/api/v1/runs/{id}/cancel", "post")),
+        ),
+        (
+            (
+                post.clone(),
+                &cancel,
+                Some("application/json"),
+                vec![b' '; 5000],
+            ),
+            413,
+            Some(("/api/v1/runs/{id}/cancel", "post")),
+        ),
+        (
+            (get.clone(), "/api/v1/runs?limit=many", None, vec![]),
+            400,
+            Some(("/api/v1/runs", "get")),
+        ),
+    ];
+    for ((method, path, ct, body), want, operation) in cases {
+        let what = format!("{method} {path} ({ct:?})");
+        let (status, content_type, reply) = raw(&svc, method, path, ct, body).await;
+        assert_eq!(status, want, "{what}: {reply}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{what}: {content_type}"
+        );
+        let keys: Vec<&String> = reply.as_object().expect("a JSON object").keys().collect();
+        assert!(
+            reply["error"].is_string() && keys.iter().all(|k| *k == "error" || *k == "field"),
+            "{what}: {reply}"
+        );
+        if let Some((p, m)) = operation {
+            let documented = &doc["paths"][p][m]["responses"][want.to_string()];
+            assert_eq!(
+                documented["content"]["application/json; charset=utf-8"]["schema"]["$ref"],
+                "#/components/schemas/ErrorBody",
+                "{what}: status {want} is not documented for {m} {p}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_served_document_is_the_committed_one() {
+    let s = Scratch::new();
+    let svc = Service::start(s.config(Emulator::shared().url()));
+    let served = support::client()
+        .get(svc.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .unwrap();
+    assert!(
+        served == committed,
+        "/openapi.json differs from openapi/openapi.json"
+    );
+    let docs = support::client()
+        .get(svc.url("/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        docs.contains(committed.trim_end()),
+        "Swagger UI shows the committed document"
+    );
+}

@@ -15,6 +15,7 @@ mod models;
 mod operator;
 mod raw;
 pub mod scope;
+mod spec;
 mod training;
 
 pub use auth::{Auth, Caller, Role};
@@ -25,7 +26,9 @@ use crate::clock::Clock;
 use crate::store::Store;
 use crate::workflows::WorkflowDef;
 use crate::workflows::input::InputLimits;
+use poem::endpoint::make_sync;
 use poem::middleware::{CatchPanic, SetHeader};
+use poem::web::Html;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use std::sync::Arc;
@@ -84,13 +87,11 @@ pub fn openapi_service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The OpenAPI document as committed under `openapi/openapi.json`.
+/// The OpenAPI document as committed under `openapi/openapi.json` and served at `/openapi.json`:
+/// poem-openapi's document, finished by [`spec::complete`] (nullable optional fields, the
+/// statuses middleware answers).
 pub fn spec_json() -> String {
-    let mut s = openapi_service(None).spec();
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    s
+    spec::complete(&openapi_service(None).spec())
 }
 
 /// Limits applied to every request.
@@ -111,12 +112,21 @@ pub struct HttpLimits {
 pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
     let provider = state.provider.clone();
     let api = openapi_service(Some(state));
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let generated = api.spec();
+    let document = spec::complete(&generated);
+    // Swagger UI embeds the document verbatim; it shows the finished one.
+    let docs_html = api.swagger_ui_html().replacen(&generated, &document, 1);
     Route::new()
         .nest("/", api)
-        .nest("/docs", docs)
-        .at("/openapi.json", spec)
+        .at("/docs", make_sync(move |_| Html(docs_html.clone())))
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(document.clone())
+            }),
+        )
         // Inside the auth guard, so an unauthenticated request triggers no connection lookup.
         .around(move |ep, req| scope::attach(ep, req, provider.clone()))
         .around(move |ep, req| auth::guard(ep, req, auth.clone(), limits))

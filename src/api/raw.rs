@@ -62,10 +62,17 @@ impl ApiResponse for RawPayload {
                 description: "The model's answer, with the model's content type.",
                 status: Some(200),
                 status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: "*/*",
-                    schema: binary_schema(),
-                }],
+                content: vec![
+                    // A JSON answer is any JSON value (validators parse it as JSON).
+                    MetaMediaType {
+                        content_type: "application/json",
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::ANY)),
+                    },
+                    MetaMediaType {
+                        content_type: "*/*",
+                        schema: binary_schema(),
+                    },
+                ],
                 headers: vec![],
             }],
         }
