@@ -1007,6 +1007,22 @@ async fn plugin_model_delete_answers_an_object_and_deletes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_model_delete_of_a_model_already_gone_still_answers_json() {
+    let rig = Rig::start().await;
+    let name = unique("gone-model");
+    // PLUGIN deleteModelFromRemoteVM forgets its copy of the model on any body starting with
+    // "{", so a JSON "not found" lets the backend clean up a model deleted elsewhere.
+    let r = rig
+        .delete(
+            &format!("/api/service/v1/models/{name}"),
+            &plugin_query(Some(("model_id", &name))),
+        )
+        .await;
+    assert!(matches!(r.status, 200 | 404), "{} {}", r.status, r.text);
+    r.plugin_object();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_model_export_deploys_it_to_the_named_endpoint() {
     let rig = Rig::start().await;
     let model = unique("exp-model");
