@@ -302,7 +302,16 @@ async fn resolve(request: &ScriptRequest, cx: &StepContext) -> Result<Vec<InputF
                     .len();
                 out.push(a.clone(), file_name(a), size)?;
             }
-            Artifact::LocalDir { path } => walk_dir(path, &mut out)?,
+            Artifact::LocalDir { path } => {
+                let before = out.files.len();
+                walk_dir(path, &mut out)?;
+                if out.files.len() == before {
+                    return Err(StepError::terminal(format!(
+                        "input_artifacts: the folder {} holds no files",
+                        path.display()
+                    )));
+                }
+            }
             Artifact::Store { bucket, key } => {
                 let store = match &store {
                     Some(s) => s.clone(),
