@@ -290,6 +290,7 @@ fn parse_model(body: Value) -> InputResult<ModelSpec> {
 }
 
 /// An endpoint config registration: the config, and a model to create first when missing.
+#[derive(Debug)]
 struct ConfigRegistration {
     spec: EndpointConfigSpec,
     model: Option<ModelSpec>,
@@ -907,5 +908,92 @@ impl ModelsApi {
         Ok(reply(outcome, |arn| {
             config_record(&spec, arn, Some(now), now, &origin)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/SageMakerRole";
+
+    #[test]
+    fn the_backends_model_body_reads_blank_container_values_as_absent() {
+        // ICIPModelAWSServiceSageMaker.getModelBodyForRegister
+        let spec = parse_model(
+            json!({"ExecutionRoleArn": ROLE, "ModelName": "m", "Containers": [{
+            "ContainerHostname": "", "Image": "img:1", "Mode": "", "ModelDataUrl": "",
+            "Environment": {}}], "Unknown": 1}),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.containers,
+            vec![ContainerSpec {
+                image: "img:1".into(),
+                ..Default::default()
+            }]
+        );
+    }
+
+    #[test]
+    fn the_backends_config_body_takes_defaults_for_blank_values() {
+        // ICIPModelAWSServiceSageMaker.getBodyObjForEndpointsRegister
+        let r = parse_config(
+            json!({"ExecutionRoleArn": ROLE, "ModelName": "m", "VariantName": "",
+            "InitialInstanceCount": 0, "InstanceType": "ml.m5.large", "EndpointConfigName": "c",
+            "PrimaryContainer": {"Image": "", "ModelDataUrl": ""}}),
+        )
+        .unwrap();
+        let v = &r.spec.production_variants[0];
+        assert_eq!(
+            (v.variant_name.as_str(), v.initial_instance_count),
+            ("AllTraffic", 1)
+        );
+        assert!(r.model.is_none(), "no image: nothing to create");
+        let r = parse_config(json!({"ExecutionRoleArn": ROLE, "ModelName": "m",
+            "InstanceType": "ml.m5.large", "EndpointConfigName": "c",
+            "PrimaryContainer": {"Image": "img:1", "ModelDataUrl": "s3://bkt/m.tar.gz"}}))
+        .unwrap();
+        assert_eq!(
+            r.model.unwrap().containers[0].model_data_url.as_deref(),
+            Some("s3://bkt/m.tar.gz")
+        );
+    }
+
+    #[test]
+    fn explainer_configs_are_checked_field_by_field() {
+        let base =
+            json!({"ModelName": "m", "InstanceType": "ml.m5.large", "EndpointConfigName": "c"});
+        let with = |e: Value| {
+            let mut b = base.clone();
+            b["ExplainerConfig"] = e;
+            parse_config(b)
+        };
+        let ok = with(json!({"ClarifyExplainerConfig": {"ShapConfig": {
+            "ShapBaselineConfig": {"ShapBaselineUri": "s3://bkt/baseline.csv"}, "Seed": 1}}}))
+        .unwrap();
+        let e = ok.spec.explainer_config.unwrap().clarify_explainer_config;
+        assert_eq!(e.shap_config.seed, Some(1));
+        for (e, field) in [
+            (json!({}), "ExplainerConfig.ClarifyExplainerConfig"),
+            (
+                json!({"ClarifyExplainerConfig": {"ShapConfig": {"ShapBaselineConfig": {
+                    "ShapBaseline": "1", "ShapBaselineUri": "s3://bkt/x"}}}}),
+                "ExplainerConfig.ClarifyExplainerConfig.ShapConfig.ShapBaselineConfig",
+            ),
+            (
+                json!({"ClarifyExplainerConfig": {"ShapConfig": {"ShapBaselineConfig": {
+                    "ShapBaseline": "1"}, "UseLogit": "yes"}}}),
+                "ExplainerConfig.ClarifyExplainerConfig.ShapConfig.UseLogit",
+            ),
+            (
+                json!({"ClarifyExplainerConfig": {"InferenceConfig": {"FeatureHeaders": [1]},
+                    "ShapConfig": {"ShapBaselineConfig": {"ShapBaseline": "1"}}}}),
+                "ExplainerConfig.ClarifyExplainerConfig.InferenceConfig.FeatureHeaders[0]",
+            ),
+        ] {
+            assert_eq!(with(e).unwrap_err().field(), Some(field));
+        }
     }
 }
