@@ -699,7 +699,10 @@ async fn projects_pipelines_delete_cancels_a_running_job_then_forgets_the_ended_
     svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
         .await;
     // training_delete in ICIPPluginConstants.MLOPS_APIS: DELETE .../projects_pipelines/{id}/delete.
-    let path = format!("/api/service/v1/projects_pipelines/{name}/delete?{BACKEND_QUERY}");
+    // The REST plugin sends its path variables as query parameters too (ICIPAdaptersV1ServiceImpl).
+    let path = format!(
+        "/api/service/v1/projects_pipelines/{name}/delete?{BACKEND_QUERY}&training_job_id={name}"
+    );
     let (code, r) = svc.delete(&path).await;
     assert_eq!(code, 202, "a running job is stopped first: {r}");
     assert_eq!(

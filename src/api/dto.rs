@@ -234,7 +234,7 @@ pub struct EssedumJob {
 }
 
 /// What SageMaker calls a job of this kind, for descriptions.
-fn job_noun(kind: Kind) -> &'static str {
+pub fn job_noun(kind: Kind) -> &'static str {
     match kind {
         Kind::Training => "Training job",
         Kind::Automl => "AutoML job",

@@ -6,8 +6,8 @@
 use super::auth::Caller;
 use super::body::RawBody;
 use super::dto::{
-    EssedumJob, Record, RunStatus, Tag, essedum_job, essedum_list, essedum_type, outside_job,
-    record_date, time,
+    EssedumJob, Record, RunStatus, Tag, essedum_job, essedum_list, essedum_type, job_noun,
+    outside_job, record_date, time,
 };
 use super::operator::{request_cancel, state_of, visible};
 use super::scope::AwsScope;
@@ -790,7 +790,7 @@ impl TrainingApi {
             .unwrap_or_else(|| run.id.to_string());
         Ok(Json(TrainingStopping {
             status: "Stopping".into(),
-            message: format!("{} {name:?} is being stopped", essedum_noun(run.kind)),
+            message: format!("{} {name:?} is being stopped", job_noun(run.kind)),
             job_name: name,
         }))
     }
@@ -832,7 +832,7 @@ impl TrainingApi {
                 deleted: false,
                 message: format!(
                     "{} {name:?} is being stopped; delete it again once it has stopped to remove its record",
-                    essedum_noun(run.kind)
+                    job_noun(run.kind)
                 ),
             })));
         }
@@ -848,7 +848,7 @@ impl TrainingApi {
             deleted: true,
             message: format!(
                 "{} {name:?} deleted (SageMaker keeps its own record of the job)",
-                essedum_noun(run.kind)
+                job_noun(run.kind)
             ),
         })))
     }
@@ -877,12 +877,5 @@ impl TrainingApi {
             )
             .await?,
         ))
-    }
-}
-
-fn essedum_noun(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Automl => "AutoML job",
-        _ => "Training job",
     }
 }
