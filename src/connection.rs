@@ -19,12 +19,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod allow;
+mod answer;
 pub mod tls;
+
+pub use allow::AllowList;
+pub use answer::parse_answer;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use url::{Host, Url};
+use url::Url;
 
 use crate::secrets::Secret;
 
@@ -84,131 +88,7 @@ pub struct ConnectionDetails {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Allow-list
-// ---------------------------------------------------------------------------------------------
-
-/// Base URLs of the Essedum backends the executor may call.
-#[derive(Clone, Debug, Default)]
-pub struct AllowList {
-    /// Parsed entries; their paths end with `/`.
-    entries: Vec<Url>,
-}
-
-impl AllowList {
-    /// Parses base URLs: each must be `http` or `https` with a host and no user info, query or
-    /// fragment. Paths are normalised to end with `/`.
-    pub fn parse(bases: &[String]) -> Result<AllowList, String> {
-        let mut entries: Vec<Url> = Vec::with_capacity(bases.len());
-        for raw in bases {
-            let base = raw.trim();
-            let mut url = Url::parse(base)
-                .map_err(|e| format!("allowed backend URL {base:?} is not a valid URL: {e}"))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!(
-                    "allowed backend URL {base:?} must be http or https"
-                ));
-            }
-            if url.host().is_none() {
-                return Err(format!("allowed backend URL {base:?} has no host"));
-            }
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(format!(
-                    "allowed backend URL {base:?} must not contain user info"
-                ));
-            }
-            if url.query().is_some() || url.fragment().is_some() {
-                return Err(format!(
-                    "allowed backend URL {base:?} must not have a query or fragment"
-                ));
-            }
-            if !url.path().ends_with('/') {
-                let path = format!("{}/", url.path());
-                url.set_path(&path);
-            }
-            if !entries.contains(&url) {
-                entries.push(url);
-            }
-        }
-        Ok(AllowList { entries })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The normalised entries.
-    pub fn entries(&self) -> Vec<String> {
-        self.entries.iter().map(Url::to_string).collect()
-    }
-
-    /// The allowed base URL (normalised) that `referer` belongs to: same scheme, host and
-    /// effective port, and a path under the entry's path. A Referer with user info is never
-    /// admitted. When several entries match, the one with the longest path wins.
-    pub fn admit(&self, referer: &str) -> Option<String> {
-        let url = Url::parse(referer.trim()).ok()?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return None;
-        }
-        let host = url.host()?;
-        let port = url.port_or_known_default()?;
-        let path = url.path();
-        self.entries
-            .iter()
-            .filter(|e| {
-                e.scheme() == url.scheme()
-                    && e.host().is_some_and(|h| same_host(&h, &host))
-                    && e.port_or_known_default() == Some(port)
-                    && under(path, e.path())
-            })
-            .max_by_key(|e| e.path().len())
-            .map(Url::to_string)
-    }
-
-    /// Whether `base_url` (as stored in a [`ConnectionRef`]) is exactly an allowed entry.
-    pub fn contains(&self, base_url: &str) -> bool {
-        self.entries.iter().any(|e| e.as_str() == base_url)
-    }
-
-    /// A [`ConnectionRef`] for a request from the backend that sent `referer`, or
-    /// [`ConnectionError::NotAllowed`].
-    pub fn reference(
-        &self,
-        referer: &str,
-        project: &str,
-        adapter_instance: &str,
-        is_instance: Option<&str>,
-    ) -> Result<ConnectionRef, ConnectionError> {
-        let base_url = self.admit(referer).ok_or_else(|| {
-            ConnectionError::NotAllowed("the Referer is not an allow-listed Essedum backend".into())
-        })?;
-        if project.is_empty() || adapter_instance.is_empty() {
-            return Err(ConnectionError::NotAllowed(
-                "project and adapter_instance are required to look up a connection".into(),
-            ));
-        }
-        Ok(ConnectionRef {
-            base_url,
-            project: project.to_owned(),
-            adapter_instance: adapter_instance.to_owned(),
-            is_instance: is_instance.filter(|s| !s.is_empty()).map(str::to_owned),
-        })
-    }
-}
-
-fn same_host(a: &Host<&str>, b: &Host<&str>) -> bool {
-    match (a, b) {
-        (Host::Domain(a), Host::Domain(b)) => a.eq_ignore_ascii_case(b),
-        _ => a == b,
-    }
-}
-
-/// Whether `path` lies under `base` (which ends with `/`); `/app` counts as under `/app/`.
-fn under(path: &str, base: &str) -> bool {
-    path.starts_with(base) || base.strip_suffix('/') == Some(path)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Resolver
+// Resolver (the allow-list is in `allow`, the answer's parsing in `answer`, TLS in `tls`)
 // ---------------------------------------------------------------------------------------------
 
 /// The header the backend's own services read a static service token from
@@ -492,267 +372,13 @@ fn transport_error(e: &reqwest::Error) -> String {
     out
 }
 
-/// Describes a JSON syntax problem without quoting any of the input.
-fn json_problem(e: &serde_json::Error) -> String {
-    format!(
-        "{:?} error at line {} column {}",
-        e.classify(),
-        e.line(),
-        e.column()
-    )
-}
-
-/// Parses the backend's answer
-/// `{"connection": {"name": "...", "connectionDetails": "<JSON string>"}}`.
-/// `connectionDetails` may also be an object.
-pub fn parse_answer(body: &[u8]) -> Result<ConnectionDetails, ConnectionError> {
-    let answer: Value = serde_json::from_slice(body).map_err(|e| {
-        ConnectionError::BadAnswer(format!("answer is not JSON ({})", json_problem(&e)))
-    })?;
-    let Value::Object(answer) = answer else {
-        return Err(ConnectionError::BadAnswer(
-            "answer is not a JSON object".into(),
-        ));
-    };
-    let connection = match answer.get("connection") {
-        None | Some(Value::Null) => {
-            return Err(ConnectionError::NotFound("answer has no connection".into()));
-        }
-        Some(Value::Object(c)) if c.is_empty() => {
-            return Err(ConnectionError::NotFound(
-                "answer has an empty connection".into(),
-            ));
-        }
-        Some(Value::Object(c)) => c,
-        Some(_) => {
-            return Err(ConnectionError::BadAnswer(
-                "`connection` is not an object".into(),
-            ));
-        }
-    };
-    let name = optional_string(connection, "name", "connection.name")?;
-    let details = match connection.get("connectionDetails") {
-        None | Some(Value::Null) => {
-            return Err(ConnectionError::BadAnswer(
-                "connection has no `connectionDetails`".into(),
-            ));
-        }
-        Some(Value::String(text)) => serde_json::from_str::<Value>(text).map_err(|e| {
-            ConnectionError::BadAnswer(format!(
-                "`connectionDetails` is not JSON ({})",
-                json_problem(&e)
-            ))
-        })?,
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            return Err(ConnectionError::BadAnswer(
-                "`connectionDetails` is neither a JSON string nor an object".into(),
-            ));
-        }
-    };
-    let Value::Object(details) = details else {
-        return Err(ConnectionError::BadAnswer(
-            "`connectionDetails` does not hold a JSON object".into(),
-        ));
-    };
-    let access_key = required_string(&details, "accessKey")?;
-    let secret_key = Secret::new(required_string(&details, "secretKey")?);
-    let session_token = optional_string(&details, "sessionToken", "sessionToken")?.map(Secret::new);
-    let region = optional_string(&details, "region", "region")?;
-    let bucket = optional_string(&details, "bucketName", "bucketName")?;
-    Ok(ConnectionDetails {
-        access_key,
-        secret_key,
-        session_token,
-        region,
-        bucket,
-        name,
-    })
-}
-
-fn required_string(
-    obj: &serde_json::Map<String, Value>,
-    field: &str,
-) -> Result<String, ConnectionError> {
-    optional_string(obj, field, field)?
-        .ok_or_else(|| ConnectionError::BadAnswer(format!("connection details lack `{field}`")))
-}
-
-/// A string field; absent, null or blank is `None`; another type is an error naming `shown`.
-fn optional_string(
-    obj: &serde_json::Map<String, Value>,
-    field: &str,
-    shown: &str,
-) -> Result<Option<String>, ConnectionError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
-        Some(_) => Err(ConnectionError::BadAnswer(format!(
-            "`{shown}` is not a string"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn allow(bases: &[&str]) -> AllowList {
+    fn allowed(bases: &[&str]) -> AllowList {
         AllowList::parse(&bases.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     }
-
-    #[test]
-    fn parse_normalises_and_validates() {
-        let a = allow(&[
-            "http://Backend:8080",
-            "https://essedum.example/app",
-            "http://b/x/",
-        ]);
-        assert_eq!(
-            a.entries(),
-            vec![
-                "http://backend:8080/",
-                "https://essedum.example/app/",
-                "http://b/x/"
-            ]
-        );
-        assert!(!a.is_empty());
-        assert!(allow(&[]).is_empty());
-        // Default port is dropped.
-        assert_eq!(allow(&["http://b:80/"]).entries(), vec!["http://b/"]);
-        for bad in [
-            "ftp://backend/",
-            "backend:8080",
-            "http://user:pw@backend/",
-            "http://user@backend/",
-            "http://backend/?x=1",
-            "http://backend/#frag",
-            "file:///etc/passwd",
-            "not a url",
-            "",
-        ] {
-            assert!(AllowList::parse(&[bad.to_string()]).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn admit_positive() {
-        let a = allow(&["http://backend:8080/"]);
-        assert_eq!(
-            a.admit("http://backend:8080/").as_deref(),
-            Some("http://backend:8080/")
-        );
-        assert_eq!(
-            a.admit("http://backend:8080").as_deref(),
-            Some("http://backend:8080/")
-        );
-        assert_eq!(
-            a.admit("http://BACKEND:8080/some/page?x=1#y").as_deref(),
-            Some("http://backend:8080/")
-        );
-        let a = allow(&["http://backend/"]);
-        assert_eq!(
-            a.admit("http://backend:80/").as_deref(),
-            Some("http://backend/")
-        );
-        assert_eq!(
-            a.admit("http://backend/").as_deref(),
-            Some("http://backend/")
-        );
-        let a = allow(&["https://ess.example/essedum"]);
-        assert_eq!(
-            a.admit("https://ess.example/essedum/").as_deref(),
-            Some("https://ess.example/essedum/")
-        );
-        assert_eq!(
-            a.admit("https://ess.example:443/essedum").as_deref(),
-            Some("https://ess.example/essedum/")
-        );
-        assert_eq!(
-            a.admit("https://ess.example/essedum/page").as_deref(),
-            Some("https://ess.example/essedum/")
-        );
-        let a = allow(&["http://127.0.0.1:9000/", "http://[::1]:9000/"]);
-        assert_eq!(
-            a.admit("http://127.0.0.1:9000/").as_deref(),
-            Some("http://127.0.0.1:9000/")
-        );
-        assert_eq!(
-            a.admit("http://[::1]:9000/x").as_deref(),
-            Some("http://[::1]:9000/")
-        );
-        // Longest matching path wins.
-        let a = allow(&["http://b/", "http://b/app/"]);
-        assert_eq!(a.admit("http://b/app/x").as_deref(), Some("http://b/app/"));
-        assert_eq!(a.admit("http://b/other").as_deref(), Some("http://b/"));
-    }
-
-    #[test]
-    fn admit_refuses_tricks() {
-        let a = allow(&["http://allowed.example/", "http://backend:8080/app/"]);
-        for bad in [
-            "http://allowed.example@evil/",
-            "http://allowed.example:80@evil/",
-            "http://allowed.example.evil.com/",
-            "http://evil.allowed.example/",
-            "http://evil/?http://allowed.example/",
-            "http://evil/#http://allowed.example/",
-            "http://evil/http://allowed.example/",
-            "http://user@allowed.example/",
-            "http://user:pw@allowed.example/",
-            "http://allowed.example:8080/",
-            "https://allowed.example/",
-            "http://backend:8081/app/",
-            "http://backend/app/",
-            "http://backend:8080/",
-            "http://backend:8080/application/",
-            "http://backend:8080/ap",
-            "http://backend:8080/app/../other/",
-            "http://backend:8080/app/%2e%2e/other/",
-            "http://allowed.example./",
-            "//allowed.example/",
-            "allowed.example",
-            "ftp://allowed.example/",
-            "",
-            "not a url",
-        ] {
-            assert_eq!(a.admit(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn reference_uses_allowed_entry_not_referer() {
-        let a = allow(&["http://backend:8080/"]);
-        let r = a
-            .reference(
-                "http://BACKEND:8080/ui/page?q=1",
-                "proj",
-                "ai-1",
-                Some("true"),
-            )
-            .unwrap();
-        assert_eq!(r.base_url, "http://backend:8080/");
-        assert_eq!(r.is_instance.as_deref(), Some("true"));
-        assert!(matches!(
-            a.reference("http://evil/", "proj", "ai", None),
-            Err(ConnectionError::NotAllowed(_))
-        ));
-        assert!(matches!(
-            a.reference("http://backend:8080/", "", "ai", None),
-            Err(ConnectionError::NotAllowed(_))
-        ));
-        // Stored form omits a missing is_instance.
-        let r = a.reference("http://backend:8080/", "p", "a", None).unwrap();
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"base_url":"http://backend:8080/","project":"p","adapter_instance":"a"}"#
-        );
-        let back: ConnectionRef =
-            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-        assert_eq!(back, r);
-    }
-
     #[test]
     fn lookup_url_encodes_values() {
         let r = ConnectionRef {
@@ -766,116 +392,6 @@ mod tests {
             "http://backend:8080/app/api/aip/services/fetchConnectionDetailsByAdapterInstance\
              ?project=my+proj%26x%3D1&adapter_instance=a%2Fb%3Fc&isInstance=true"
         );
-    }
-
-    fn answer(details: Value) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "connection": {"name": "aws-conn", "connectionDetails": details.to_string()}
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn parses_full_answer() {
-        let d = parse_answer(&answer(serde_json::json!({
-            "accessKey": "AKIAEXAMPLE",
-            "secretKey": "SECRETVALUE",
-            "sessionToken": "TOKENVALUE",
-            "region": "eu-west-1",
-            "bucketName": "my-bucket",
-            "other": 42
-        })))
-        .unwrap();
-        assert_eq!(d.access_key, "AKIAEXAMPLE");
-        assert_eq!(d.secret_key.expose(), "SECRETVALUE");
-        assert_eq!(d.session_token.as_ref().unwrap().expose(), "TOKENVALUE");
-        assert_eq!(d.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(d.bucket.as_deref(), Some("my-bucket"));
-        assert_eq!(d.name.as_deref(), Some("aws-conn"));
-        let shown = format!("{d:?}");
-        assert!(
-            !shown.contains("SECRETVALUE") && !shown.contains("TOKENVALUE"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn parses_minimal_answer_and_object_details() {
-        let d = parse_answer(&answer(
-            serde_json::json!({"accessKey": "A", "secretKey": "S"}),
-        ))
-        .unwrap();
-        assert_eq!((d.region, d.bucket, d.session_token), (None, None, None));
-        let body = serde_json::json!({"connection": {"connectionDetails": {"accessKey": "A", "secretKey": "S", "sessionToken": ""}}});
-        let d = parse_answer(body.to_string().as_bytes()).unwrap();
-        assert_eq!(d.name, None);
-        assert_eq!(d.session_token, None);
-    }
-
-    #[test]
-    fn missing_fields_named_without_values() {
-        let err =
-            parse_answer(&answer(serde_json::json!({"secretKey": "SECRETVALUE"}))).unwrap_err();
-        assert!(
-            matches!(&err, ConnectionError::BadAnswer(m) if m.contains("accessKey")),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("SECRETVALUE"));
-        let err = parse_answer(&answer(
-            serde_json::json!({"accessKey": "AKIAX", "secretKey": ""}),
-        ))
-        .unwrap_err();
-        assert!(
-            matches!(&err, ConnectionError::BadAnswer(m) if m.contains("secretKey")),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("AKIAX"));
-        let err = parse_answer(&answer(
-            serde_json::json!({"accessKey": "A", "secretKey": 12345678}),
-        ))
-        .unwrap_err();
-        assert!(
-            matches!(&err, ConnectionError::BadAnswer(m) if m.contains("secretKey")),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("12345678"));
-        assert!(!err.retryable());
-    }
-
-    #[test]
-    fn malformed_answers() {
-        // Invalid inner JSON: the message must not quote it.
-        let body = serde_json::json!({"connection": {"connectionDetails": "{\"secretKey\": \"SECRETVALUE\" oops"}});
-        let err = parse_answer(body.to_string().as_bytes()).unwrap_err();
-        assert!(matches!(err, ConnectionError::BadAnswer(_)), "{err}");
-        assert!(!err.to_string().contains("SECRETVALUE"), "{err}");
-        let err = parse_answer(b"<html>SECRETVALUE</html>").unwrap_err();
-        assert!(matches!(err, ConnectionError::BadAnswer(_)));
-        assert!(!err.to_string().contains("SECRETVALUE"), "{err}");
-        for body in [
-            r#"[]"#,
-            r#"{"connection": "x"}"#,
-            r#"{"connection": {"name": "n"}}"#,
-            r#"{"connection": {"connectionDetails": "[1]"}}"#,
-            r#"{"connection": {"connectionDetails": 5}}"#,
-        ] {
-            assert!(
-                matches!(
-                    parse_answer(body.as_bytes()),
-                    Err(ConnectionError::BadAnswer(_))
-                ),
-                "{body}"
-            );
-        }
-        for body in [r#"{}"#, r#"{"connection": null}"#, r#"{"connection": {}}"#] {
-            assert!(
-                matches!(
-                    parse_answer(body.as_bytes()),
-                    Err(ConnectionError::NotFound(_))
-                ),
-                "{body}"
-            );
-        }
     }
 
     #[test]
@@ -895,18 +411,18 @@ mod tests {
             s
         };
         // An https backend needs trusted roots: the system's, or a CA file.
-        let https = ConnectionResolver::with_settings(allow(&["https://b/"]), settings(&|_| {}));
+        let https = ConnectionResolver::with_settings(allowed(&["https://b/"]), settings(&|_| {}));
         if rustls_native_certs::load_native_certs().certs.is_empty() {
             assert!(https.unwrap_err().contains("EXECUTOR_CONNECTION_CA_FILE"));
         } else {
             https.unwrap();
         }
-        let err = ConnectionResolver::new(allow(&["http://b/"]), t, t, Some(Secret::new("a\nb")))
+        let err = ConnectionResolver::new(allowed(&["http://b/"]), t, t, Some(Secret::new("a\nb")))
             .unwrap_err();
         assert!(err.contains("EXECUTOR_CONNECTION_TOKEN"), "{err}");
         assert!(!err.contains("a\nb"), "{err}");
         let err = ConnectionResolver::with_settings(
-            allow(&["http://b/"]),
+            allowed(&["http://b/"]),
             settings(&|s| {
                 s.token = Some(Secret::new("TOKENVALUE"));
                 s.token_header = "bad header".into();
@@ -915,14 +431,18 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("EXECUTOR_CONNECTION_TOKEN_HEADER"), "{err}");
         let err = ConnectionResolver::with_settings(
-            allow(&["http://b/"]),
+            allowed(&["http://b/"]),
             settings(&|s| s.project_id = Some("two".into())),
         )
         .unwrap_err();
         assert!(err.contains("EXECUTOR_CONNECTION_PROJECT_ID"), "{err}");
-        let r =
-            ConnectionResolver::new(allow(&["http://b/"]), t, t, Some(Secret::new("TOKENVALUE")))
-                .unwrap();
+        let r = ConnectionResolver::new(
+            allowed(&["http://b/"]),
+            t,
+            t,
+            Some(Secret::new("TOKENVALUE")),
+        )
+        .unwrap();
         let shown = format!("{r:?}");
         assert!(!shown.contains("TOKENVALUE"), "{shown}");
         assert!(shown.contains("access-token"), "{shown}");
@@ -934,13 +454,13 @@ mod tests {
         let mut s = LookupSettings::new(t, t);
         s.token = Some(Secret::new("TOKENVALUE"));
         s.project_id = Some("2".into());
-        let r = ConnectionResolver::with_settings(allow(&["http://b/"]), s.clone()).unwrap();
+        let r = ConnectionResolver::with_settings(allowed(&["http://b/"]), s.clone()).unwrap();
         assert_eq!(r.headers["access-token"], "TOKENVALUE");
         assert!(r.headers["access-token"].is_sensitive());
         assert_eq!(r.headers["project"], "2");
         assert!(r.headers.get(AUTHORIZATION).is_none());
         s.token_header = "Authorization".into();
-        let r = ConnectionResolver::with_settings(allow(&["http://b/"]), s).unwrap();
+        let r = ConnectionResolver::with_settings(allowed(&["http://b/"]), s).unwrap();
         assert_eq!(r.headers[AUTHORIZATION], "Bearer TOKENVALUE");
         assert!(r.headers.get("access-token").is_none());
     }
@@ -949,7 +469,7 @@ mod tests {
     fn resolve_future_is_send() {
         fn assert_send<T: Send>(_: &T) {}
         let t = Duration::from_secs(1);
-        let res = ConnectionResolver::new(allow(&["http://b/"]), t, t, None).unwrap();
+        let res = ConnectionResolver::new(allowed(&["http://b/"]), t, t, None).unwrap();
         let r = ConnectionRef {
             base_url: "http://b/".into(),
             project: "p".into(),
@@ -964,7 +484,7 @@ mod tests {
     #[tokio::test]
     async fn resolve_refuses_refs_no_longer_allowed() {
         let t = Duration::from_secs(1);
-        let res = ConnectionResolver::new(allow(&["http://b/"]), t, t, None).unwrap();
+        let res = ConnectionResolver::new(allowed(&["http://b/"]), t, t, None).unwrap();
         let r = ConnectionRef {
             base_url: "http://old-backend/".into(),
             project: "p".into(),

@@ -37,11 +37,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 "EXECUTOR_TRUSTED_CLIENTS trusts every address of a family (a /0 network)"
             );
         }
-        if !auth.has_operator_token() {
-            tracing::warn!(
-                "no operator token is configured: the operator API (/api/v1) refuses every caller"
-            );
-        }
+    }
+    if auth.enabled() && !auth.has_operator_token() {
+        tracing::warn!(
+            "no operator token is configured: the operator API (/api/v1) refuses every caller"
+        );
     }
     if !auth.enabled() {
         if !args.bind.ip().is_loopback() && !args.insecure_no_auth {

@@ -492,6 +492,15 @@ async fn a_trusted_client_submits_without_a_token_but_never_acts_as_operator() {
     )
     .await;
     assert_eq!(code, 200, "{st}");
+    let (code, tasks, _) = send(
+        &svc,
+        "GET",
+        "/execute",
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{tasks}");
     let st = svc.wait_terminal_with_token(id, OPERATOR).await;
     assert_eq!(st["state"], "Done");
 
