@@ -40,7 +40,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if auth.enabled() && !auth.has_operator_token() {
         tracing::warn!(
-            "no operator token is configured: the operator API (/api/v1) refuses every caller"
+            "no operator token is configured: nobody can retry runs or read other callers' runs"
         );
     }
     if !auth.enabled() {

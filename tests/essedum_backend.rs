@@ -857,7 +857,7 @@ async fn connection_lookup_passes_is_instance_when_the_call_has_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_api_still_needs_the_operator_token_for_trusted_clients() {
+async fn operator_api_still_needs_a_token_of_ours_for_trusted_clients() {
     let rig = Rig::start().await;
     let r = send(client().get(rig.svc.url("/api/v1/runs"))).await;
     assert_eq!(r.status, 401, "{}", r.text);

@@ -11,9 +11,10 @@
 //! remote-job calls (`ICIPRemoteExecutorJob.java`) and only `Referer` and `Content-Type` from its
 //! SageMaker plugin (`ICIPModelAWSServiceSageMaker.java`).
 //!
-//! Roles: `submitter` (the Essedum backend: the Essedum routes, its own runs) and `operator`
-//! (everything; the operator API `/api/v1/...` needs it). A trusted client without a token is a
-//! submitter, never an operator. Health, readiness, metrics (configurable) and the API
+//! Roles: `submitter` (the Essedum backend: the Essedum routes; on the operator API, reading and
+//! cancelling its own runs) and `operator` (everything, including retry). The operator API
+//! `/api/v1/...` always needs a token of ours: a trusted address alone never opens it, and a
+//! trusted client is never an operator. Health, readiness, metrics (configurable) and the API
 //! documentation stay open. Without a valid token or a trusted address a request changes nothing
 //! and learns nothing: it is answered 401 (JSON) before any handler runs; a caller without the
 //! role gets 403 (JSON).
@@ -332,12 +333,26 @@ impl Auth {
 
     /// Who made the request, or the 401/403 to answer.
     /// `peer`: the TCP peer's address.
+    #[cfg(test)]
     fn authenticate(
         &self,
         headers: &poem::http::HeaderMap,
         peer: Option<IpAddr>,
         needed: Role,
     ) -> Result<Caller, Refusal> {
+        self.authenticate_at(headers, peer, needed, true)
+    }
+
+    /// Like [`Auth::authenticate`]; `trust_peer` false (the operator API) ignores the trusted
+    /// networks, so only a token of ours is accepted.
+    fn authenticate_at(
+        &self,
+        headers: &poem::http::HeaderMap,
+        peer: Option<IpAddr>,
+        needed: Role,
+        trust_peer: bool,
+    ) -> Result<Caller, Refusal> {
+        let peer = if trust_peer { peer } else { None };
         let bearer = headers
             .get(poem::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -422,11 +437,18 @@ fn required_role(method: &Method, path: &str, open_metrics: bool) -> Option<Role
     if open && (method == Method::GET || method == Method::HEAD) {
         return None;
     }
-    // The operator API: reading every run, retry, cancel. The Essedum backend never calls it.
-    if path == "/api/v1" || path.starts_with("/api/v1/") {
+    // Retry resumes work that AWS may bill for: operators only. Reading runs and cancelling them
+    // is open to submitters (each sees and cancels only its own runs).
+    if path.starts_with("/api/v1/runs/") && path.ends_with("/retry") {
         return Some(Role::Operator);
     }
     Some(Role::Submitter)
+}
+
+/// The operator API (`/api/v1/...`): the Essedum backend never calls it, so a trusted network
+/// alone never opens it; every call there presents a token of ours.
+fn operator_api(path: &str) -> bool {
+    path == "/api/v1" || path.starts_with("/api/v1/")
 }
 
 /// Why a request is refused before any handler runs: 401 or 403.
@@ -499,7 +521,7 @@ pub async fn guard<E: Endpoint>(
         req.method() == Method::POST && req.uri().path() == "/api/service/v1/datasets";
     let timeout = if dataset_upload {
         limits.upload_timeout
-    } else if req.uri().path().ends_with("/infer") {
+    } else if req.uri().path().ends_with("/infer") || req.uri().path().ends_with("/explain") {
         limits.request_timeout.max(INFER_TIMEOUT)
     } else {
         limits.request_timeout
@@ -520,7 +542,12 @@ pub async fn guard<E: Endpoint>(
                 name: "anonymous".into(),
                 role: Role::Submitter,
             },
-            Some(needed) => match auth.authenticate(req.headers(), peer(&req), needed) {
+            Some(needed) => match auth.authenticate_at(
+                req.headers(),
+                peer(&req),
+                needed,
+                !operator_api(req.uri().path()),
+            ) {
                 Ok(caller) => caller,
                 Err(refused) => return Ok(refused.response()),
             },
@@ -585,24 +612,24 @@ mod tests {
             required_role(&get, "/metrics", false),
             Some(Role::Submitter)
         );
-        for (method, path) in [
-            (Method::POST, "/api/v1/runs/x/retry"),
-            (Method::POST, "/api/v1/runs/x/cancel"),
-            (get.clone(), "/api/v1/runs"),
-            (get.clone(), "/api/v1/runs/x"),
-            (get.clone(), "/api/v1/workflows"),
-        ] {
-            assert_eq!(
-                required_role(&method, path, true),
-                Some(Role::Operator),
-                "{path}"
-            );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/runs/x/retry", true),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/runs/x/cancel", true),
+            Some(Role::Submitter)
+        );
+        for path in ["/api/v1/runs", "/api/v1/runs/x", "/api/v1/workflows"] {
+            assert!(operator_api(path), "{path}");
         }
+        assert!(!operator_api("/api/v1x"));
         for path in [
             "/status/x",
             "/execute",
             "/api/service/v1/pipelines/training/x/cancel",
             "/api/v1x",
+            "/api/v1/runs",
         ] {
             assert_eq!(
                 required_role(&get, path, true),
@@ -718,6 +745,16 @@ mod tests {
         assert_eq!(
             status(auth.authenticate(&backend, inside, Role::Operator)),
             403
+        );
+        // On the operator API a trusted address counts for nothing: a token of ours is needed.
+        assert_eq!(
+            status(auth.authenticate_at(&backend, inside, Role::Submitter, false)),
+            401
+        );
+        let submitter = headers(&[("access-token", "submitter-token-0123456789")]);
+        assert_eq!(
+            ok(auth.authenticate_at(&submitter, inside, Role::Submitter, false)).1,
+            Role::Submitter
         );
         // A forwarded user JWT from a trusted client is ignored; elsewhere it is an invalid token.
         let jwt = headers(&[("authorization", "Bearer eyJhbGciOi.user.jwt")]);
