@@ -1669,3 +1669,52 @@ async fn ui_dataset_list_get_export_and_delete_take_a_plain_s3_key() {
     r.plugin_object();
     assert!(rig.emu.get_object(&rig.bucket, &key).await.is_none());
 }
+
+// ---- Remote Python transforms of REST datasets ----------------------------------------------
+
+/// REST `executeScript` (from `getDatasetData`, for a REST dataset with `transformScriptData`,
+/// `ScriptType` "Python" and `isRemoteExecution`) posts the transform to
+/// `{remote connection Url's scheme://host:port}/api/service/v1/function/execute` with
+/// `Content-Type: application/json` and the dataset's own headers, and whatever the status reads
+/// `.get("logs")` of the body (Gson); a non-JSON body or one without `logs` becomes a
+/// `{"Script Error": ...}`. The Python executor ran the posted code on its own host; we refuse,
+/// and say why where the backend shows it. The posted credentials are never stored or logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_execute_is_refused_with_the_reason_in_logs_and_nothing_kept() {
+    let rig = Rig::start().await;
+    let secret = "rest-connection-password-7Yq2";
+    let body = json!({
+        "Imports": [],
+        "Body": "{\"rows\": [1, 2]}",
+        "ConnectionDetails": json!({"Url": "https://api.example.com", "password": secret})
+            .to_string(),
+        "Script": "def execute(connectionDetails, body):\n    return body\n",
+    });
+    let r = send(
+        client()
+            .post(rig.svc.url("/api/service/v1/function/execute"))
+            .header("Content-Type", "application/json")
+            .body(body.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let reply = r.plugin_object();
+    let logs = reply
+        .get("logs")
+        .unwrap_or_else(|| panic!("the backend reads `logs`: {reply}"));
+    let content = logs["content"].as_str().unwrap();
+    assert!(content.contains("does not run"), "{content}");
+    assert!(!r.text.contains(secret));
+    assert!(
+        !rig.svc.stderr.all().iter().any(|l| l.contains(secret)),
+        "the posted credentials reach no log"
+    );
+    let runs = send(
+        client()
+            .get(rig.svc.url("/api/v1/runs"))
+            .bearer_auth(OPERATOR_TOKEN),
+    )
+    .await
+    .json();
+    assert_eq!(runs["runs"], json!([]), "nothing is stored");
+}

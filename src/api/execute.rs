@@ -289,6 +289,28 @@ impl ExecuteApi {
     }
 }
 
+/// The refusal of `POST /api/service/v1/function/execute`, in the shape the backend reads: it
+/// takes `logs` from any reply (`ICIPDataSetServiceUtilRestAbstract.executeScript`), so the
+/// reason reaches the person who configured the dataset.
+#[derive(Object)]
+pub struct FunctionRefused {
+    pub error: String,
+    pub logs: TaskLogContent,
+}
+
+#[derive(ApiResponse)]
+enum FunctionReply {
+    /// Refused: this executor does not run Python functions on its own host.
+    #[oai(status = 403)]
+    Refused(Json<FunctionRefused>),
+}
+
+/// Why `function/execute` is refused.
+const FUNCTION_REFUSAL: &str = "sagemaker-executor does not run dataset transform scripts on its \
+own host: the request carries arbitrary Python code and the REST connection's credentials, and \
+running it here would give every Essedum user who can edit a dataset the executor's AWS \
+identity. Run the transform without remote execution, or as a script job (POST /execute).";
+
 #[OpenApi(tag = "Tag::Execute")]
 impl ExecuteApi {
     /// Submit a script job: validated, stored (credentials and environment encrypted), then run
@@ -397,6 +419,20 @@ impl ExecuteApi {
         Ok(Json(TaskLog {
             logs: TaskLogContent {
                 content: log_of(app, &run).await,
+            },
+        }))
+    }
+
+    /// The backend's remote Python transform of a REST dataset (`Imports`, `Requirements`,
+    /// `Body`, `ConnectionDetails`, `Script`). Always refused with a 403 whose `logs.content` says
+    /// why: the Python executor ran the posted code on its own host. The body is neither read,
+    /// logged nor stored (it carries the connection's credentials).
+    #[oai(path = "/api/service/v1/function/execute", method = "post")]
+    async fn function_execute(&self) -> FunctionReply {
+        FunctionReply::Refused(Json(FunctionRefused {
+            error: FUNCTION_REFUSAL.into(),
+            logs: TaskLogContent {
+                content: FUNCTION_REFUSAL.into(),
             },
         }))
     }
