@@ -16,6 +16,8 @@
 //!   `$ref` as `allOf: [{$ref}, {description}]` (or `{nullable: true}`); such annotation-only
 //!   members make generators (openapi-python-client) refuse the schema ("cannot take allOf a
 //!   non-object"), so their keys move onto the schema that holds the `allOf`.
+//! * **A named type beside `*/*`.** A body of any type is also listed as
+//!   `application/octet-stream`, which generators can send (they skip a wildcard-only body).
 //!
 //! Everything here is derived from the generated document, so the committed document stays what
 //! the code generates.
@@ -49,6 +51,7 @@ pub fn complete(generated: &str) -> String {
             };
             for operation in item.values_mut() {
                 add_common_responses(path, operation);
+                name_octet_stream(operation);
             }
         }
     }
@@ -148,6 +151,22 @@ fn make_nullable(prop: &mut Value) {
         obj.insert("allOf".into(), json!([{ "$ref": reference }]));
     }
     obj.insert("nullable".into(), Value::Bool(true));
+}
+
+/// A body of any type (`*/*`, the model routes) is also listed as `application/octet-stream`:
+/// generators (openapi-python-client) skip an operation whose only body type is a wildcard.
+fn name_octet_stream(operation: &mut Value) {
+    let Some(content) = operation
+        .pointer_mut("/requestBody/content")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if content.len() == 1
+        && let Some(any) = content.get("*/*").cloned()
+    {
+        content.insert("application/octet-stream".into(), any);
+    }
 }
 
 /// What an operation has that decides which common statuses can reach it.
@@ -324,5 +343,11 @@ mod tests {
             ERROR_SCHEMA
         );
         assert!(codes("/raw", "post").contains(&"415".to_string()));
+        let raw_types: Vec<&String> = out["paths"]["/raw"]["post"]["requestBody"]["content"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(raw_types, ["*/*", "application/octet-stream"]);
     }
 }
