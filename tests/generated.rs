@@ -112,3 +112,38 @@ fn every_operation_documents_the_statuses_the_middleware_answers() {
     }
     assert!(missing.is_empty(), "undocumented: {missing:?}");
 }
+
+/// An `allOf` member that only annotates (`{description}`, `{nullable: true}`) makes
+/// openapi-python-client drop the whole schema; the finishing pass lifts such members.
+#[test]
+fn no_all_of_member_only_annotates() {
+    fn walk(v: &serde_json::Value, at: &str, found: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for m in o
+                    .get("allOf")
+                    .and_then(|a| a.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if m.get("$ref").is_none()
+                        && m.get("type").is_none()
+                        && m.get("properties").is_none()
+                    {
+                        found.push(format!("{at}: {m}"));
+                    }
+                }
+                for (k, x) in o {
+                    walk(x, &format!("{at}/{k}"), found);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, at, found)),
+            _ => {}
+        }
+    }
+    let spec: serde_json::Value =
+        serde_json::from_str(&sagemaker_executor::api::spec_json()).unwrap();
+    let mut found = Vec::new();
+    walk(&spec, "", &mut found);
+    assert!(found.is_empty(), "annotation-only allOf members: {found:?}");
+}

@@ -406,8 +406,43 @@ async fn raw(
     (status, ct, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A request refused before any handler, its status, and the operation that documents it.
+struct Rejection<'a> {
+    method: reqwest::Method,
+    path: &'a str,
+    content_type: Option<&'a str>,
+    body: &'a [u8],
+    want: u16,
+    operation: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Rejection<'a> {
+    fn new(
+        method: reqwest::Method,
+        path: &'a str,
+        content_type: Option<&'a str>,
+        body: &'a [u8],
+        want: u16,
+        operation: Option<(&'a str, &'a str)>,
+    ) -> Self {
+        Rejection {
+            method,
+            path,
+            content_type,
+            body,
+            want,
+            operation,
+        }
+    }
+
+    fn get(path: &'a str, want: u16, operation: Option<(&'a str, &'a str)>) -> Self {
+        Self::new(reqwest::Method::GET, path, None, b"", want, operation)
+    }
+}
+
 #[tokio::test]
 async fn rejections_made_before_any_handler_are_documented_json_errors() {
+    use reqwest::Method;
     let s = Scratch::new();
     let mut cfg = s.config(Emulator::shared().url());
     cfg.extra_env
@@ -416,59 +451,39 @@ async fn rejections_made_before_any_handler_are_documented_json_errors() {
     let (_, doc) = svc.get("/openapi.json").await;
     let run = uuid::Uuid::new_v4();
     let cancel = format!("/api/v1/runs/{run}/cancel");
-    let post = reqwest::Method::POST;
-    let get = reqwest::Method::GET;
-    // (request, expected status, the documented operation it belongs to)
-    let cases: Vec<(
-        (reqwest::Method, &str, Option<&str>, Vec<u8>),
-        u16,
-        Option<(&str, &str)>,
-    )> = vec![
-        ((get.clone(), "/no/such/route", None, vec![]), 404, None),
-        (
-            (reqwest::Method::DELETE, "/healthz", None, vec![]),
-            405,
-            None,
-        ),
-        (
-            (post.clone(), &cancel, Some("text/plain"), b"{}".to_vec()),
+    let op_cancel = Some(("/api/v1/runs/{id}/cancel", "post"));
+    let json = Some("application/json");
+    let cases = [
+        Rejection::get("/no/such/route", 404, None),
+        Rejection::new(Method::DELETE, "/healthz", None, b"", 405, None),
+        Rejection::new(
+            Method::POST,
+            &cancel,
+            Some("text/plain"),
+            b"{}",
             415,
-            Some(("/api/v1/runs/{id}/cancel", "post")),
+            op_cancel,
         ),
-        (
-            (post.clone(), &cancel, None, b"{}".to_vec()),
-            415,
-            Some(("/api/v1/runs/{id}/cancel", "post")),
-        ),
-        (
-            (
-                post.clone(),
-                &cancel,
-                Some("application/json"),
-                b"{not json".to_vec(),
-            ),
-            400,
-            Some(("/api/v1/runs/{id}/cancel", "post")),
-        ),
-        (
-            (
-                post.clone(),
-                &cancel,
-                Some("application/json"),
-                vec![b' '; 5000],
-            ),
-            413,
-            Some(("/api/v1/runs/{id}/cancel", "post")),
-        ),
-        (
-            (get.clone(), "/api/v1/runs?limit=many", None, vec![]),
+        Rejection::new(Method::POST, &cancel, None, b"{}", 415, op_cancel),
+        Rejection::new(Method::POST, &cancel, json, b"{not json", 400, op_cancel),
+        Rejection::new(Method::POST, &cancel, json, &[b' '; 5000], 413, op_cancel),
+        Rejection::get(
+            "/api/v1/runs?limit=many",
             400,
             Some(("/api/v1/runs", "get")),
         ),
     ];
-    for ((method, path, ct, body), want, operation) in cases {
+    for Rejection {
+        method,
+        path,
+        content_type: ct,
+        body,
+        want,
+        operation,
+    } in cases
+    {
         let what = format!("{method} {path} ({ct:?})");
-        let (status, content_type, reply) = raw(&svc, method, path, ct, body).await;
+        let (status, content_type, reply) = raw(&svc, method, path, ct, body.to_vec()).await;
         assert_eq!(status, want, "{what}: {reply}");
         assert!(
             content_type.starts_with("application/json"),
@@ -521,4 +536,45 @@ async fn the_served_document_is_the_committed_one() {
         docs.contains(committed.trim_end()),
         "Swagger UI shows the committed document"
     );
+}
+
+#[tokio::test]
+async fn refusals_of_the_token_check_are_documented_json_errors() {
+    const SUBMITTER: &str = "submitter-token-0123456789";
+    let s = Scratch::new();
+    let mut cfg = s.config(Emulator::shared().url());
+    cfg.extra_env
+        .push(("EXECUTOR_SUBMITTER_TOKEN".into(), SUBMITTER.into()));
+    let svc = Service::start(cfg);
+    let (_, doc) = svc.get("/openapi.json").await;
+    let retry = format!("/api/v1/runs/{}/retry", uuid::Uuid::new_v4());
+    for (path, token, want) in [
+        ("/api/v1/runs", None, 401),
+        (retry.as_str(), None, 401),
+        (retry.as_str(), Some(SUBMITTER), 403),
+    ] {
+        let mut req = support::client()
+            .post(svc.url(path))
+            .header("Content-Type", "application/json")
+            .body("{}");
+        let operation = if path == "/api/v1/runs" {
+            req = support::client().get(svc.url(path));
+            ("/api/v1/runs", "get")
+        } else {
+            ("/api/v1/runs/{id}/retry", "post")
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let (status, reply) = support::reply(req.send().await.unwrap()).await;
+        assert_eq!(status, want, "{path}: {reply}");
+        assert!(reply["error"].is_string(), "{path}: {reply}");
+        let (p, m) = operation;
+        assert_eq!(
+            doc["paths"][p][m]["responses"][want.to_string()]["content"]["application/json; charset=utf-8"]
+                ["schema"]["$ref"],
+            "#/components/schemas/ErrorBody",
+            "{m} {p}: {want} is not documented"
+        );
+    }
 }

@@ -12,10 +12,12 @@
 //!   lists them. Each operation gets those that can reach it, with the JSON error schema; a
 //!   status a handler documents itself keeps its own description.
 //!
-//! * **One `$ref` per `allOf`.** poem-openapi documents a described `$ref` as
-//!   `allOf: [{$ref}, {description}]`; the description already stands beside the `allOf`, and the
-//!   description-only member makes generators (openapi-python-client) refuse the schema ("cannot
-//!   take allOf a non-object"), so it is dropped.
+//! * **One `$ref` per `allOf`.** poem-openapi documents a described (or `#[oai(nullable)]`)
+//!   `$ref` as `allOf: [{$ref}, {description}]` (or `{nullable: true}`); such annotation-only
+//!   members make generators (openapi-python-client) refuse the schema ("cannot take allOf a
+//!   non-object"), so their keys move onto the schema that holds the `allOf`.
+//! * **A named type beside `*/*`.** A body of any type is also listed as
+//!   `application/octet-stream`, which generators can send (they skip a wildcard-only body).
 //!
 //! Everything here is derived from the generated document, so the committed document stays what
 //! the code generates.
@@ -33,7 +35,7 @@ const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 /// The finished document, pretty-printed, as committed under `openapi/openapi.json`.
 pub fn complete(generated: &str) -> String {
     let mut doc: Value = serde_json::from_str(generated).expect("poem-openapi emits JSON");
-    drop_description_only_members(&mut doc);
+    lift_annotation_members(&mut doc);
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
@@ -49,6 +51,7 @@ pub fn complete(generated: &str) -> String {
             };
             for operation in item.values_mut() {
                 add_common_responses(path, operation);
+                name_octet_stream(operation);
             }
         }
     }
@@ -57,22 +60,48 @@ pub fn complete(generated: &str) -> String {
     s
 }
 
-/// Removes `{description}`-only members from every `allOf` in the document.
-fn drop_description_only_members(value: &mut Value) {
+/// Keys that only annotate a schema; an `allOf` member made of nothing else adds no constraint.
+const ANNOTATIONS: [&str; 8] = [
+    "description",
+    "title",
+    "nullable",
+    "default",
+    "example",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+];
+
+/// Lifts annotation-only members of every `allOf` in the document (poem-openapi's
+/// `{description}` and, for `#[oai(nullable)]`, `{nullable: true}`) onto the schema holding the
+/// `allOf`, and removes them.
+fn lift_annotation_members(value: &mut Value) {
     match value {
         Value::Object(obj) => {
+            let mut lifted = Vec::new();
             if let Some(Value::Array(members)) = obj.get_mut("allOf") {
-                let only_words = |m: &Value| {
+                let annotation_only = |m: &Value| {
                     m.as_object()
-                        .is_some_and(|o| o.keys().all(|k| k == "description" || k == "title"))
+                        .is_some_and(|o| o.keys().all(|k| ANNOTATIONS.contains(&k.as_str())))
                 };
-                if members.iter().any(|m| !only_words(m)) {
-                    members.retain(|m| !only_words(m));
+                if members.iter().any(|m| !annotation_only(m)) {
+                    for m in members.iter().filter(|m| annotation_only(m)) {
+                        lifted.extend(
+                            m.as_object()
+                                .into_iter()
+                                .flatten()
+                                .map(|(k, v)| (k.clone(), v.clone())),
+                        );
+                    }
+                    members.retain(|m| !annotation_only(m));
                 }
             }
-            obj.values_mut().for_each(drop_description_only_members);
+            for (k, v) in lifted {
+                obj.entry(k).or_insert(v);
+            }
+            obj.values_mut().for_each(lift_annotation_members);
         }
-        Value::Array(items) => items.iter_mut().for_each(drop_description_only_members),
+        Value::Array(items) => items.iter_mut().for_each(lift_annotation_members),
         _ => {}
     }
 }
@@ -122,6 +151,22 @@ fn make_nullable(prop: &mut Value) {
         obj.insert("allOf".into(), json!([{ "$ref": reference }]));
     }
     obj.insert("nullable".into(), Value::Bool(true));
+}
+
+/// A body of any type (`*/*`, the model routes) is also listed as `application/octet-stream`:
+/// generators (openapi-python-client) skip an operation whose only body type is a wildcard.
+fn name_octet_stream(operation: &mut Value) {
+    let Some(content) = operation
+        .pointer_mut("/requestBody/content")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if content.len() == 1
+        && let Some(any) = content.get("*/*").cloned()
+    {
+        content.insert("application/octet-stream".into(), any);
+    }
 }
 
 /// What an operation has that decides which common statuses can reach it.
@@ -236,7 +281,8 @@ mod tests {
                     "b": {"type": "string"},
                     "c": {"$ref": "#/components/schemas/E"},
                     "d": {"allOf": [{"$ref": "#/components/schemas/E"}, {"description": "x"}],
-                          "description": "x"}
+                          "description": "x"},
+                    "e": {"allOf": [{"$ref": "#/components/schemas/E"}, {"nullable": true}]}
                 }
             }}}
         });
@@ -251,6 +297,10 @@ mod tests {
         assert_eq!(
             p["d"],
             json!({"allOf": [{"$ref": "#/components/schemas/E"}], "description": "x", "nullable": true})
+        );
+        assert_eq!(
+            p["e"],
+            json!({"allOf": [{"$ref": "#/components/schemas/E"}], "nullable": true})
         );
     }
 
@@ -293,5 +343,11 @@ mod tests {
             ERROR_SCHEMA
         );
         assert!(codes("/raw", "post").contains(&"415".to_string()));
+        let raw_types: Vec<&String> = out["paths"]["/raw"]["post"]["requestBody"]["content"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(raw_types, ["*/*", "application/octet-stream"]);
     }
 }
