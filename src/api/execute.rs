@@ -295,7 +295,9 @@ impl ExecuteApi {
 #[derive(Object)]
 pub struct FunctionRefused {
     pub error: String,
-    pub logs: TaskLogContent,
+    /// The reason again, where the backend reads it (absent when the token check refused the
+    /// call before the route).
+    pub logs: Option<TaskLogContent>,
 }
 
 #[derive(ApiResponse)]
@@ -431,9 +433,9 @@ impl ExecuteApi {
     async fn function_execute(&self) -> FunctionReply {
         FunctionReply::Refused(Json(FunctionRefused {
             error: FUNCTION_REFUSAL.into(),
-            logs: TaskLogContent {
+            logs: Some(TaskLogContent {
                 content: FUNCTION_REFUSAL.into(),
-            },
+            }),
         }))
     }
 
