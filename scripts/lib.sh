@@ -17,7 +17,18 @@ ensure_venv() {
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/emulator/requirements.txt
 }
 
-# Only scripts/test: the tools of the conformance stage (schemathesis, openapi-python-client).
+# Only scripts/test: the tools of the conformance stage (schemathesis, openapi-python-client) and
+# the openssl command the https tests use.
 ensure_test_tools() {
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+    # The https connection-lookup tests make their certificates with the openssl command line.
+    if ! command -v openssl >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "openssl is missing; installing Debian's openssl" >&2
+            apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+        else
+            echo "error: the tests need the openssl command (apt-get install openssl)" >&2
+            exit 1
+        fi
+    fi
 }

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Emulator, ROLE, Scratch, Service, unique};
+use support::{Emulator, RECORD_KEYS, ROLE, Scratch, Service, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CSV: &str = "label,age,income\n1,30,100\n0,40,80\n";
@@ -325,26 +325,6 @@ async fn deploy_serves_the_best_candidate_through_a_linked_deployment_run() {
     );
     assert_eq!(emu.job_stats("endpoints", &endpoint).await["creates"], 1);
 }
-
-/// Every key of Essedum's record shape (ESSEDUM-CONTRACT.md, "Records").
-const RECORD_KEYS: [&str; 16] = [
-    "sourceID",
-    "name",
-    "id",
-    "status",
-    "type",
-    "container",
-    "artifacts",
-    "adapter",
-    "project",
-    "createdOn",
-    "syncDate",
-    "description",
-    "sourceOrg",
-    "sourcename",
-    "deployment",
-    "rawPayload",
-];
 
 async fn describe_automl(name: &str) -> Value {
     Emulator::shared()

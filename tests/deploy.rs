@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Emulator, ROLE, Scratch, Service, unique};
+use support::{Emulator, RECORD_KEYS, ROLE, Scratch, Service, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -410,24 +410,7 @@ async fn the_endpoint_list_shows_every_endpoint_with_our_newest_change() {
     assert_eq!(code, 200);
     let list = list.as_array().unwrap();
     for r in list {
-        for key in [
-            "sourceID",
-            "name",
-            "id",
-            "status",
-            "type",
-            "container",
-            "artifacts",
-            "adapter",
-            "project",
-            "createdOn",
-            "syncDate",
-            "description",
-            "sourceOrg",
-            "sourcename",
-            "deployment",
-            "rawPayload",
-        ] {
+        for key in RECORD_KEYS {
             assert!(r.get(key).is_some(), "{key} missing in {r}");
         }
         for date in ["createdOn", "syncDate"] {

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
-use support::{Emulator, FormPart, ROLE, Scratch, Service, client, form, unique};
+use support::{Emulator, FormPart, RECORD_KEYS, ROLE, Scratch, Service, client, form, unique};
 
 const PROJECT: &str = "Acme";
 const ADAPTER: &str = "sagemaker-remote";
@@ -344,26 +344,6 @@ impl Rig {
 }
 
 // ---- The backend's parsers ----------------------------------------------------------------
-
-/// Every key of Essedum's record shape.
-const RECORD_KEYS: [&str; 16] = [
-    "sourceID",
-    "name",
-    "id",
-    "status",
-    "type",
-    "container",
-    "artifacts",
-    "adapter",
-    "project",
-    "createdOn",
-    "syncDate",
-    "description",
-    "sourceOrg",
-    "sourcename",
-    "deployment",
-    "rawPayload",
-];
 
 fn assert_record(v: &Value) {
     for key in RECORD_KEYS {

@@ -7,7 +7,7 @@ mod support;
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::fault_proxy::FaultProxy;
-use support::{Emulator, ROLE, Scratch, Service, client, unique};
+use support::{Emulator, RECORD_KEYS, ROLE, Scratch, Service, client, unique};
 
 fn model(name: &str, image: &str) -> Value {
     json!({"ModelName": name, "ExecutionRoleArn": ROLE, "Containers": [{
@@ -48,24 +48,7 @@ const BACKEND_QUERY: &str = "adapter_instance=SM01&project=Demo&isCached=false&i
 /// missing or non-string name; `createdOn` is read as `yyyy-MM-dd HH-mm-ss`. And every key of
 /// the record shape is there (ESSEDUM-CONTRACT.md).
 fn assert_backend_parses_record(r: &Value) {
-    for key in [
-        "sourceID",
-        "name",
-        "id",
-        "status",
-        "type",
-        "container",
-        "artifacts",
-        "adapter",
-        "project",
-        "createdOn",
-        "syncDate",
-        "description",
-        "sourceOrg",
-        "sourcename",
-        "deployment",
-        "rawPayload",
-    ] {
+    for key in RECORD_KEYS {
         assert!(r.get(key).is_some(), "{key} missing in {r}");
     }
     assert!(r["name"].is_string(), "{r}");

@@ -6,7 +6,7 @@ mod support;
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
-use support::{Emulator, Scratch, Service, training_body, unique};
+use support::{Emulator, RECORD_KEYS, Scratch, Service, training_body, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -546,26 +546,6 @@ fn is_record_date(v: &Value) -> bool {
             _ => c.is_ascii_digit(),
         })
 }
-
-/// Every key of Essedum's record shape (ESSEDUM-CONTRACT.md, "Records").
-const RECORD_KEYS: [&str; 16] = [
-    "sourceID",
-    "name",
-    "id",
-    "status",
-    "type",
-    "container",
-    "artifacts",
-    "adapter",
-    "project",
-    "createdOn",
-    "syncDate",
-    "description",
-    "sourceOrg",
-    "sourcename",
-    "deployment",
-    "rawPayload",
-];
 
 fn assert_record(v: &Value) {
     assert_record_keys(v);

@@ -4,7 +4,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Emulator, Scratch, Service, unique};
+use support::{Emulator, RECORD_KEYS, Scratch, Service, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -255,26 +255,6 @@ async fn killed_right_after_create_adopts_the_transform_job() {
 /// The query the backend's REST plugin adds to every MLOps call (ICIPAdaptersV1ServiceImpl).
 const BACKEND_QUERY: &str =
     "adapter_instance=aws-1&project=churn&isCached=false&isInstance=false&isRemoteDS=true";
-
-/// Every key of Essedum's record shape (ESSEDUM-CONTRACT.md, "Records").
-const RECORD_KEYS: [&str; 16] = [
-    "sourceID",
-    "name",
-    "id",
-    "status",
-    "type",
-    "container",
-    "artifacts",
-    "adapter",
-    "project",
-    "createdOn",
-    "syncDate",
-    "description",
-    "sourceOrg",
-    "sourcename",
-    "deployment",
-    "rawPayload",
-];
 
 #[tokio::test]
 async fn backend_inference_body_with_extra_keys_and_blank_values_is_accepted() {

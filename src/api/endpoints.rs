@@ -330,6 +330,34 @@ pub(super) async fn start_deployment(
     caller: &Caller,
     scope: &AwsScope,
 ) -> Result<DeployReply, super::ApiError> {
+    let detail = format!(
+        "accepted; deploy config {} to endpoint {}",
+        req.endpoint_config_name, req.endpoint_name
+    );
+    let request = serde_json::to_value(&req).expect("request serialises");
+    start_endpoint_run(
+        app,
+        crate::model::Kind::Deployment,
+        &req.endpoint_name,
+        request,
+        detail,
+        caller,
+        scope,
+    )
+    .await
+}
+
+/// Stores a deployment or teardown run of `endpoint` (one change per endpoint at a time: a
+/// second is a 409), wakes the engine, and answers the 202.
+async fn start_endpoint_run(
+    app: &super::AppState,
+    kind: crate::model::Kind,
+    endpoint: &str,
+    request: Value,
+    detail: String,
+    caller: &Caller,
+    scope: &AwsScope,
+) -> Result<DeployReply, super::ApiError> {
     use crate::workflows::deployment::DeployContext;
     let run_id = uuid::Uuid::now_v7();
     let inserted = app
@@ -337,17 +365,14 @@ pub(super) async fn start_deployment(
         .insert_run(
             crate::store::NewRun {
                 id: run_id,
-                kind: crate::model::Kind::Deployment,
+                kind,
                 state: crate::model::State::Submitted,
                 // The connection's reference (never its credentials) goes with the run.
-                request: scope.tag(serde_json::to_value(&req).expect("request serialises")),
-                context: DeployContext::new(&req.endpoint_name).to_value(),
+                request: scope.tag(request),
+                context: DeployContext::new(endpoint).to_value(),
                 resource_name: None,
                 submitted_by: Some(caller.name.clone()),
-                detail: format!(
-                    "accepted; deploy config {} to endpoint {}",
-                    req.endpoint_config_name, req.endpoint_name
-                ),
+                detail,
             },
             app.clock.now(),
         )
@@ -356,8 +381,7 @@ pub(super) async fn start_deployment(
         Ok(run) => run,
         Err(crate::store::Error::NameTaken(_)) => {
             return Err(super::ApiError::conflict(format!(
-                "a deployment or teardown of endpoint {} is still running; wait for it or cancel it",
-                req.endpoint_name
+                "a deployment or teardown of endpoint {endpoint} is still running; wait for it or cancel it"
             )));
         }
         Err(e) => return Err(e.into()),
@@ -365,10 +389,10 @@ pub(super) async fn start_deployment(
     app.wake.notify_one();
     Ok(DeployReply::Accepted(Json(DeployAccepted {
         id: run_id.to_string(),
-        name: req.endpoint_name.clone(),
-        source_id: req.endpoint_name,
+        name: endpoint.to_string(),
+        source_id: endpoint.to_string(),
         state: run.state,
-        kind: "sagemaker-deployment".into(),
+        kind: super::dto::essedum_type(kind).into(),
         status: "SUCCESS".into(),
     })))
 }
@@ -409,7 +433,6 @@ impl EndpointsApi {
         caller: &Caller,
         scope: &AwsScope,
     ) -> Result<DeployReply, super::ApiError> {
-        use crate::workflows::deployment::DeployContext;
         use crate::workflows::teardown::TeardownRequest;
         let app = state_of(&self.0)?;
         // The configs registered here: the one the endpoint serves is deleted after it, if listed.
@@ -421,43 +444,18 @@ impl EndpointsApi {
             .map(|o| o.name)
             .collect();
         let req = TeardownRequest::parse(endpoint, true, owned)?;
-        let run_id = uuid::Uuid::now_v7();
-        let inserted = app
-            .store
-            .insert_run(
-                crate::store::NewRun {
-                    id: run_id,
-                    kind: crate::model::Kind::Teardown,
-                    state: crate::model::State::Submitted,
-                    // The connection's reference (never its credentials) goes with the run.
-                    request: scope.tag(serde_json::to_value(&req).expect("request serialises")),
-                    context: DeployContext::new(&req.endpoint_name).to_value(),
-                    resource_name: None,
-                    submitted_by: Some(caller.name.clone()),
-                    detail: format!("accepted; delete endpoint {}", req.endpoint_name),
-                },
-                app.clock.now(),
-            )
-            .await;
-        let run = match inserted {
-            Ok(run) => run,
-            Err(crate::store::Error::NameTaken(_)) => {
-                return Err(super::ApiError::conflict(format!(
-                    "a deployment or teardown of endpoint {} is still running",
-                    req.endpoint_name
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        app.wake.notify_one();
-        Ok(DeployReply::Accepted(Json(DeployAccepted {
-            id: run_id.to_string(),
-            name: req.endpoint_name.clone(),
-            source_id: req.endpoint_name,
-            state: run.state,
-            kind: "sagemaker-teardown".into(),
-            status: "SUCCESS".into(),
-        })))
+        let detail = format!("accepted; delete endpoint {}", req.endpoint_name);
+        let request = serde_json::to_value(&req).expect("request serialises");
+        start_endpoint_run(
+            app,
+            crate::model::Kind::Teardown,
+            &req.endpoint_name,
+            request,
+            detail,
+            caller,
+            scope,
+        )
+        .await
     }
 }
 

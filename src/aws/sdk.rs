@@ -916,38 +916,23 @@ impl AwsPort for SdkAws {
         page_size: i32,
         max_pages: u32,
     ) -> AwsResult<Listing<ModelSummary>> {
-        const OP: &str = "ListModels";
-        let mut items = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..max_pages {
+        read_pages(max_pages, |token| async move {
             let out = self
                 .sagemaker
                 .list_models()
                 .max_results(page_size)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
-                .sent(OP)?;
-            items.extend(out.models().iter().map(|m| ModelSummary {
+                .sent("ListModels")?;
+            let items = out.models().iter().map(|m| ModelSummary {
                 name: m.model_name().unwrap_or_default().to_string(),
                 arn: m.model_arn().map(str::to_string),
                 created: m.creation_time().and_then(timestamp),
-            }));
-            token = out
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(Listing {
-                    items,
-                    truncated: false,
-                });
-            }
-        }
-        Ok(Listing {
-            items,
-            truncated: true,
+            });
+            Ok((items.collect(), out.next_token().map(str::to_string)))
         })
+        .await
     }
 
     async fn list_endpoints(
@@ -955,40 +940,25 @@ impl AwsPort for SdkAws {
         page_size: i32,
         max_pages: u32,
     ) -> AwsResult<Listing<EndpointSummary>> {
-        const OP: &str = "ListEndpoints";
-        let mut items = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..max_pages {
+        read_pages(max_pages, |token| async move {
             let out = self
                 .sagemaker
                 .list_endpoints()
                 .max_results(page_size)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
-                .sent(OP)?;
-            items.extend(out.endpoints().iter().map(|e| EndpointSummary {
+                .sent("ListEndpoints")?;
+            let items = out.endpoints().iter().map(|e| EndpointSummary {
                 name: e.endpoint_name().unwrap_or_default().to_string(),
                 arn: e.endpoint_arn().map(str::to_string),
                 status: e.endpoint_status().map(|s| s.as_str().to_string()),
                 created: e.creation_time().and_then(timestamp),
                 last_modified: e.last_modified_time().and_then(timestamp),
-            }));
-            token = out
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(Listing {
-                    items,
-                    truncated: false,
-                });
-            }
-        }
-        Ok(Listing {
-            items,
-            truncated: true,
+            });
+            Ok((items.collect(), out.next_token().map(str::to_string)))
         })
+        .await
     }
 
     async fn delete_model(&self, name: &str) -> AwsResult<()> {
@@ -1209,6 +1179,32 @@ impl AwsPort for SdkAws {
 }
 
 /// An SDK time as ours.
+/// Reads a paged List* call to its end, at most `max_pages` pages: `page(token)` sends one
+/// request and returns its items and the next token (absent or empty on the last page).
+async fn read_pages<T, F, Fut>(max_pages: u32, mut page: F) -> AwsResult<Listing<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = AwsResult<(Vec<T>, Option<String>)>>,
+{
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..max_pages {
+        let (page_items, next) = page(token.take()).await?;
+        items.extend(page_items);
+        token = next.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(Listing {
+                items,
+                truncated: false,
+            });
+        }
+    }
+    Ok(Listing {
+        items,
+        truncated: true,
+    })
+}
+
 fn timestamp(t: &aws_sdk_sagemaker::primitives::DateTime) -> Option<Timestamp> {
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }

@@ -19,6 +19,27 @@ const FAKE_SIGNATURE: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-
 
 pub const ROLE: &str = "arn:aws:iam::123456789012:role/SageMakerRole";
 
+/// Every key of Essedum's record shape (ESSEDUM-CONTRACT.md): the backend's parsers `get` each
+/// one and drop an item that lacks any.
+pub const RECORD_KEYS: [&str; 16] = [
+    "sourceID",
+    "name",
+    "id",
+    "status",
+    "type",
+    "container",
+    "artifacts",
+    "adapter",
+    "project",
+    "createdOn",
+    "syncDate",
+    "description",
+    "sourceOrg",
+    "sourcename",
+    "deployment",
+    "rawPayload",
+];
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
