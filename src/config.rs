@@ -65,13 +65,15 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_BIND", default_value = "127.0.0.1:5002")]
     pub bind: SocketAddr,
 
-    /// First interval between status polls of a running job, in milliseconds.
-    #[arg(long, env = "EXECUTOR_POLL_MIN_MS", default_value_t = 5_000)]
-    pub poll_min_ms: u64,
+    /// Override of every workflow's first interval between status polls, in milliseconds.
+    /// Unset: each workflow's own `poll.min_ms` (workflows/<kind>.toml) holds.
+    #[arg(long, env = "EXECUTOR_POLL_MIN_MS")]
+    pub poll_min_ms: Option<u64>,
 
-    /// Longest interval between status polls, in milliseconds (the interval grows to it).
-    #[arg(long, env = "EXECUTOR_POLL_MAX_MS", default_value_t = 60_000)]
-    pub poll_max_ms: u64,
+    /// Override of every workflow's longest interval between status polls, in milliseconds (the
+    /// interval grows to it). Unset: each workflow's own `poll.max_ms` holds.
+    #[arg(long, env = "EXECUTOR_POLL_MAX_MS")]
+    pub poll_max_ms: Option<u64>,
 
     /// Address S3 buckets path-style (needed by most emulators).
     #[arg(long, env = "EXECUTOR_S3_FORCE_PATH_STYLE", default_value_t = false, action = ArgAction::Set)]

@@ -133,8 +133,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 owner: args.worker_id.clone(),
                 max_concurrency: args.max_concurrency.max(1),
                 lease: Duration::from_secs(args.lease_secs.max(3)),
-                poll_min: Some(Duration::from_millis(args.poll_min_ms)),
-                poll_max: Some(Duration::from_millis(args.poll_max_ms)),
+                poll_min: args.poll_min_ms.map(Duration::from_millis),
+                poll_max: args.poll_max_ms.map(Duration::from_millis),
                 retry_base: args.retry_base_ms.map(Duration::from_millis),
                 drain: Duration::from_secs(args.drain_secs),
                 ..EngineConfig::default()

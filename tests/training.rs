@@ -777,3 +777,53 @@ async fn get_describes_a_job_this_service_did_not_start_and_unknown_ids_are_json
         assert!(err["error"].is_string(), "a JSON error: {err}");
     }
 }
+
+/// workflows/automl.toml polls every 30 s at first (growing to 300 s). Without
+/// `EXECUTOR_POLL_MIN_MS`/`EXECUTOR_POLL_MAX_MS` that policy holds (the flags' old defaults,
+/// 5 s → 60 s, silently replaced it); with them, the override holds.
+#[tokio::test]
+async fn a_workflows_own_poll_policy_holds_unless_an_override_is_set() {
+    let emu = Emulator::shared();
+    let bucket = unique("poll");
+    emu.create_bucket(&bucket).await;
+    let body = json!({
+        "type": "automl",
+        "RoleArn": support::ROLE,
+        "Bucket": bucket,
+        "S3Prefix": "automl/poll",
+        "inline_csv": "label,age\n1,30\n0,40\n",
+        "target_attribute_name": "label",
+        "problem_type": "BinaryClassification",
+        "objective_metric": "F1",
+        "Tags": {"_emulator_polls": "1000"},
+    });
+    for overridden in [false, true] {
+        let scratch = Scratch::new();
+        let mut config = scratch.config(emu.url());
+        if overridden {
+            config.extra_env.extend([
+                ("EXECUTOR_POLL_MIN_MS".into(), "50".into()),
+                ("EXECUTOR_POLL_MAX_MS".into(), "200".into()),
+            ]);
+        } else {
+            config.unset_env = vec!["EXECUTOR_POLL_MIN_MS".into(), "EXECUTOR_POLL_MAX_MS".into()];
+        }
+        let svc = Service::start(config);
+        let (code, a) = svc.post("/api/service/v1/pipelines/training", &body).await;
+        assert_eq!(code, 202, "{a}");
+        let id = a["id"].as_str().unwrap();
+        let run = svc
+            .wait_run(id, "the job to be followed", |r| r["state"] == "Polling")
+            .await;
+        let at = |key: &str| {
+            chrono::DateTime::parse_from_rfc3339(run[key].as_str().unwrap())
+                .unwrap_or_else(|e| panic!("{key}: {e}: {run}"))
+        };
+        let wait = (at("next_due_at") - at("updated_at")).num_milliseconds();
+        if overridden {
+            assert!((1..=200).contains(&wait), "override 50 → 200 ms: {wait} ms");
+        } else {
+            assert_eq!(wait, 30_000, "automl.toml's first poll interval: {run}");
+        }
+    }
+}

@@ -353,6 +353,8 @@ pub struct ServiceConfig {
     pub data_dir: Option<PathBuf>,
     pub failpoints: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Variables the service starts without, even those set for every service by default.
+    pub unset_env: Vec<String>,
 }
 
 /// The real binary, serving on a free loopback port with its own SQLite file.
@@ -392,6 +394,9 @@ impl Service {
         }
         for (k, v) in &config.extra_env {
             cmd.env(k, v);
+        }
+        for k in &config.unset_env {
+            cmd.env_remove(k);
         }
         let mut child = cmd.spawn().expect("start the service binary");
         let stderr = Lines::default();
@@ -545,6 +550,7 @@ impl Scratch {
             data_dir: Some(self.data_dir()),
             failpoints: vec![],
             extra_env: vec![],
+            unset_env: vec![],
         }
     }
 }
