@@ -90,6 +90,7 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
                     error: None,
                     spawn: Vec::new(),
                     forget: Vec::new(),
+                    withdraw_cancel: false,
                 };
                 matches!(
                     store.commit_transition(&c, &t, now).await.unwrap(),

@@ -75,3 +75,99 @@ async fn runs_reach_done_while_a_third_of_aws_calls_fail() {
         "SageMaker faults show up as retried attempts in the history"
     );
 }
+
+/// Cancel with AWS refusing StopTrainingJob (IAM: AccessDenied, an HTTP 400
+/// `AccessDeniedException`, as SageMaker answers): the run sends one stop, gets its refusal, and
+/// goes back to following the job (Polling) with the cancel withdrawn and AWS's message as its
+/// error. It never loops on the stop (it used to: hundreds of calls and history rows a second).
+/// A second cancel is a new try: exactly one more stop.
+#[tokio::test]
+async fn a_stop_refused_with_access_denied_is_answered_once_and_the_job_followed() {
+    let emu = Emulator::shared();
+    let bucket = unique("deny");
+    emu.create_bucket(&bucket).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    proxy.set_plan(FaultPlan::always(Fault::AccessDenied).only(["StopTrainingJob"]));
+    let scratch = Scratch::new();
+    let mut config = scratch.config(proxy.url());
+    config
+        .extra_env
+        .push(("EXECUTOR_RETRY_BASE_MS".into(), "20".into()));
+    let svc = Service::start(config);
+    // The job stays InProgress for a thousand describes: it outlives the test.
+    let (code, a) = svc
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 1000),
+        )
+        .await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
+
+    let (code, reply) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proxy.call_count("StopTrainingJob") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no stop was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Watch the run for a while: a loop shows here as more stops and history rows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(
+        proxy.call_count("StopTrainingJob"),
+        1,
+        "calls: {:?}",
+        proxy.calls()
+    );
+    let history = run["history"].as_array().unwrap();
+    assert!(
+        history.len() <= 10,
+        "history grows only by status changes: {} rows",
+        history.len()
+    );
+    assert_eq!(run["state"], "Polling", "{run}");
+    assert_eq!(run["cancel_requested"], false, "{run}");
+    let last_error = run["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.contains("cancel refused") && last_error.contains("AccessDeniedException"),
+        "{run}"
+    );
+    let refusal = history
+        .iter()
+        .find(|e| e["from_state"] == "Cancelling" && e["to_state"] == "Polling")
+        .unwrap_or_else(|| panic!("the refusal is in the history: {run}"));
+    assert!(
+        refusal["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not authorized"),
+        "AWS's own message: {refusal}"
+    );
+    assert!(
+        emu.training_stats(a["name"].as_str().unwrap()).await["stops"]
+            .as_u64()
+            .unwrap_or(0)
+            == 0,
+        "the job was never stopped"
+    );
+
+    // Once the stop is allowed, a new cancel stops the job.
+    proxy.clear_plan();
+    let (code, reply) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    let st = svc.wait_terminal(id, Duration::from_secs(30)).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+    assert_eq!(
+        proxy.call_count("StopTrainingJob"),
+        2,
+        "{:?}",
+        proxy.calls()
+    );
+}

@@ -17,6 +17,17 @@
 //! A step's error carries its class. Retryable errors stay in the state with exponential backoff
 //! and jitter (backon), capacity errors wait longer, terminal errors fail the run; every attempt
 //! is a history row, and a run that runs out of attempts is Failed with its last error.
+//!
+//! # No spinning
+//! A step that keeps its run in the same state with an unchanged context and asks to run again
+//! sooner than the workflow's shortest poll interval made no progress; the engine backs it off
+//! exponentially (the retry policy's base up to its cap) and says so in `last_error` and the
+//! history ([`stalled`]). A pending cancel request makes a run due now only when it arrived while
+//! the step ran: a step that saw it keeps its own due time (a backoff, a poll).
+//!
+//! # Poll policy
+//! Each workflow's `[poll]` holds unless the operator overrides it explicitly
+//! (`EngineConfig::poll_min`/`poll_max`, see [`resolve_poll`]).
 
 use crate::aws::AwsProvider;
 use crate::clock::{self, Clock};
@@ -25,7 +36,8 @@ use crate::model::{ErrorClass, Kind, State};
 use crate::store::Run;
 use crate::store::{self, ClaimedRun, Store, Transition, TransitionOutcome};
 use crate::workflows::{
-    DefinitionError, Due, RetryPolicy, StepContext, StepError, StepOutput, Workflow, WorkflowDef,
+    DefinitionError, Due, PollPolicy, RetryPolicy, StepContext, StepError, StepOutput, Workflow,
+    WorkflowDef,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::HashMap;
@@ -43,7 +55,7 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// Longest sleep between looks at the store when nothing is due.
     pub idle_max: Duration,
-    /// Overrides of every workflow's poll interval bounds.
+    /// Overrides of every workflow's poll interval bounds; `None` keeps each workflow's own.
     pub poll_min: Option<Duration>,
     pub poll_max: Option<Duration>,
     /// Override of every workflow's first retry delay.
@@ -82,6 +94,29 @@ pub struct Engine {
     wake: Arc<Notify>,
 }
 
+/// A workflow's poll policy with the operator's overrides applied. Without an override the
+/// workflow's own `[poll]` holds; an override of one bound moves the other only as far as needed
+/// to keep `min <= max` (a lone max below the workflow's min lowers the min to it).
+pub fn resolve_poll(own: PollPolicy, min: Option<Duration>, max: Option<Duration>) -> PollPolicy {
+    let mut poll = own;
+    let min = min.map(|d| d.as_millis().max(1) as u64);
+    let max = max.map(|d| d.as_millis().max(1) as u64);
+    if let Some(min) = min {
+        poll.min_ms = min;
+    }
+    if let Some(max) = max {
+        poll.max_ms = max;
+    }
+    if poll.max_ms < poll.min_ms {
+        if max.is_some() && min.is_none() {
+            poll.min_ms = poll.max_ms;
+        } else {
+            poll.max_ms = poll.min_ms;
+        }
+    }
+    poll
+}
+
 /// The delay before retry number `attempt` (1-based): exponential from `base`, capped, with jitter.
 pub fn retry_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
     ExponentialBuilder::default()
@@ -116,15 +151,7 @@ impl Engine {
                     message: "no definition for this handler".into(),
                 })?;
             def.check_handler(handler.handled_states(), handler.edges())?;
-            let mut poll = def.poll;
-            if let Some(min) = config.poll_min {
-                poll.min_ms = min.as_millis().max(1) as u64;
-            }
-            if let Some(max) = config.poll_max {
-                poll.max_ms = max.as_millis() as u64;
-            }
-            poll.max_ms = poll.max_ms.max(poll.min_ms);
-            def.poll = poll;
+            def.poll = resolve_poll(def.poll, config.poll_min, config.poll_max);
             if let Some(base) = config.retry_base {
                 def.retry.base_ms = base.as_millis().max(1) as u64;
                 def.retry.max_delay_ms = def.retry.max_delay_ms.max(def.retry.base_ms);
@@ -393,6 +420,9 @@ pub fn decide(
     };
     match result {
         Ok(out) if def.allows(run.state, out.to) => {
+            if let Some(stalled) = stalled(def, run, &out, now) {
+                return stalled;
+            }
             let failed = out.failure.map(|m| (ErrorClass::Terminal, m));
             Transition {
                 to: out.to,
@@ -404,6 +434,11 @@ pub fn decide(
                 error: failed,
                 spawn: out.spawn,
                 forget: out.forget,
+                // Back from Cancelling to following the job: the cancel was refused (the step
+                // says why), so the request is answered; a new request is a new try.
+                withdraw_cancel: run.cancel_requested
+                    && run.state == State::Cancelling
+                    && out.to == State::Polling,
             }
         }
         Ok(out) => Transition {
@@ -415,6 +450,7 @@ pub fn decide(
             detail: None,
             spawn: Vec::new(),
             forget: Vec::new(),
+            withdraw_cancel: false,
             error: Some((
                 ErrorClass::Terminal,
                 format!(
@@ -425,6 +461,63 @@ pub fn decide(
         },
         Err(e) => retry_or_fail(&def.retry, run, e, now),
     }
+}
+
+/// The no-progress guard. A step that keeps its run in the same state with the same context
+/// and asks to run again sooner than the workflow's shortest poll interval has made no progress:
+/// repeating it at once would spin (AWS calls and history rows in a tight loop). Instead the run
+/// backs off exponentially with the workflow's retry policy (capped at `retry.max_delay_ms`),
+/// `attempt` counts the re-entries, and the run's `last_error` and history say so (a history row
+/// at the 1st, 2nd, 4th, 8th… re-entry). It never fails the run: the work may be live in AWS.
+fn stalled(
+    def: &WorkflowDef,
+    run: &store::Run,
+    out: &StepOutput,
+    now: clock::Timestamp,
+) -> Option<Transition> {
+    let asked = match out.due {
+        Due::Now => Duration::ZERO,
+        Due::After(d) => d,
+    };
+    let spins = out.to == run.state
+        && out.context == run.context
+        && out.failure.is_none()
+        && out.spawn.is_empty()
+        && out.forget.is_empty()
+        && asked < Duration::from_millis(def.poll.min_ms);
+    if !spins {
+        return None;
+    }
+    let reentries = run.attempt + 1;
+    let backoff = retry_delay(
+        Duration::from_millis(def.retry.base_ms),
+        Duration::from_millis(def.retry.max_delay_ms),
+        reentries.clamp(1, i64::from(u32::MAX)) as u32,
+    );
+    let delay = backoff.max(asked);
+    let surface = (reentries as u64).is_power_of_two();
+    let what = out.detail.as_deref().unwrap_or("no detail");
+    Some(Transition {
+        to: run.state,
+        context: run.context.clone(),
+        attempt: reentries,
+        next_due_at: Some(clock::add(now, delay)),
+        record: surface,
+        detail: surface.then(|| format!("no progress; next step in {} ms", delay.as_millis())),
+        error: surface.then(|| {
+            (
+                ErrorClass::Retryable,
+                format!(
+                    "no progress: {} re-entered {reentries} times without a change ({what}); \
+                     backing off, at most {} ms apart",
+                    run.state, def.retry.max_delay_ms
+                ),
+            )
+        }),
+        spawn: Vec::new(),
+        forget: Vec::new(),
+        withdraw_cancel: false,
+    })
 }
 
 fn retry_or_fail(
@@ -458,6 +551,7 @@ fn retry_or_fail(
             detail: Some(format!("failed in {}", run.state)),
             spawn: Vec::new(),
             forget: Vec::new(),
+            withdraw_cancel: false,
             error: Some((e.class, message)),
         };
     }
@@ -478,6 +572,7 @@ fn retry_or_fail(
         )),
         spawn: Vec::new(),
         forget: Vec::new(),
+        withdraw_cancel: false,
         error: Some((e.class, e.message)),
     }
 }

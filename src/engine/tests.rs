@@ -24,6 +24,9 @@ struct FakeAws {
     describe_errors: Mutex<VecDeque<AwsError>>,
     /// Errors returned by the next uploads, in order.
     put_errors: Mutex<VecDeque<AwsError>>,
+    /// Errors returned by the next stop calls, in order.
+    stop_errors: Mutex<VecDeque<AwsError>>,
+    stops: Mutex<u32>,
     creates: Mutex<u32>,
 }
 
@@ -203,6 +206,10 @@ impl AwsPort for FakeAws {
         unimplemented!("the engine tests use training runs")
     }
     async fn stop_training_job(&self, name: &str) -> AwsResult<()> {
+        *self.stops.lock().unwrap() += 1;
+        if let Some(e) = self.stop_errors.lock().unwrap().pop_front() {
+            return Err(e);
+        }
         if let Some(j) = self.jobs.lock().unwrap().get_mut(name) {
             j.status = "Stopped".into();
         }
@@ -455,6 +462,7 @@ fn to_submitted(c: &ClaimedRun, now: clock::Timestamp) -> Transition {
         error: None,
         spawn: Vec::new(),
         forget: Vec::new(),
+        withdraw_cancel: false,
     }
 }
 
@@ -685,4 +693,185 @@ async fn done_and_cancelled_runs_are_not_retried() {
             failed_in: None
         }
     ));
+}
+
+#[test]
+fn a_workflows_own_poll_policy_holds_unless_overridden() {
+    let own = PollPolicy {
+        min_ms: 30_000,
+        max_ms: 300_000,
+        factor: 1.5,
+    };
+    let ms = Duration::from_millis;
+    assert_eq!(resolve_poll(own, None, None), own);
+    let both = resolve_poll(own, Some(ms(50)), Some(ms(200)));
+    assert_eq!((both.min_ms, both.max_ms, both.factor), (50, 200, 1.5));
+    // One bound alone moves the other only as far as min <= max needs.
+    let min_only = resolve_poll(own, Some(ms(400_000)), None);
+    assert_eq!((min_only.min_ms, min_only.max_ms), (400_000, 400_000));
+    let max_only = resolve_poll(own, None, Some(ms(10_000)));
+    assert_eq!((max_only.min_ms, max_only.max_ms), (10_000, 10_000));
+    let max_above = resolve_poll(own, None, Some(ms(600_000)));
+    assert_eq!((max_above.min_ms, max_above.max_ms), (30_000, 600_000));
+}
+
+#[tokio::test]
+async fn engine_without_overrides_uses_each_workflows_toml_poll_policy() {
+    let defs = crate::workflows::load_definitions().unwrap();
+    let h = harness().await;
+    let engine = Engine::new(
+        h.store.clone(),
+        h.clock.clone(),
+        Arc::new(crate::aws::AwsProvider::fixed(h.aws.clone())),
+        EngineConfig::default(),
+        crate::workflows::handlers(),
+        defs.clone(),
+    )
+    .unwrap();
+    for def in engine.definitions() {
+        let own = defs.iter().find(|d| d.kind == def.kind).unwrap();
+        assert_eq!(def.poll, own.poll, "{}", def.kind);
+    }
+    let automl = defs.iter().find(|d| d.kind == Kind::Automl).unwrap();
+    assert_eq!((automl.poll.min_ms, automl.poll.max_ms), (30_000, 300_000));
+}
+
+#[tokio::test]
+async fn a_step_that_re_enters_its_state_without_progress_is_backed_off_and_surfaced() {
+    let h = harness().await;
+    let id = h.submit().await;
+    let mut run = h.run(id).await;
+    run.state = State::Cancelling;
+    let def = &h.engine.workflows[&Kind::Training].def;
+    let now = h.clock.now();
+    let mut delays = Vec::new();
+    let mut surfaced = Vec::new();
+    for _ in 0..12 {
+        let out = StepOutput::to(State::Cancelling, run.context.clone()).detail("stop refused");
+        let t = decide(def, &run, Ok(out), now);
+        assert_eq!(t.to, State::Cancelling);
+        assert_eq!(t.attempt, run.attempt + 1);
+        let delay = (t.next_due_at.unwrap() - now).to_std().unwrap();
+        assert!(
+            delay >= Duration::from_millis(def.retry.base_ms),
+            "never at once: {delay:?}"
+        );
+        assert!(
+            delay <= Duration::from_millis(def.retry.max_delay_ms) * 2,
+            "capped: {delay:?}"
+        );
+        if let Some((class, msg)) = &t.error {
+            assert_eq!(*class, ErrorClass::Retryable);
+            assert!(
+                msg.contains("no progress") && msg.contains("stop refused"),
+                "{msg}"
+            );
+            assert!(t.record);
+            surfaced.push(t.attempt);
+        }
+        delays.push(delay);
+        run.attempt = t.attempt;
+    }
+    // The 1st, 2nd, 4th and 8th re-entries are surfaced, not every one.
+    assert_eq!(surfaced, vec![1, 2, 4, 8]);
+    let floor = |n: u32| Duration::from_millis(def.retry.base_ms) * 2u32.pow(n - 1);
+    assert!(delays[3] >= floor(4).min(Duration::from_millis(def.retry.max_delay_ms)));
+    assert!(delays[11] >= Duration::from_millis(def.retry.max_delay_ms));
+}
+
+#[tokio::test]
+async fn waiting_a_poll_interval_or_changing_the_context_is_progress() {
+    let h = harness().await;
+    let id = h.submit().await;
+    let mut run = h.run(id).await;
+    run.state = State::Polling;
+    let def = &h.engine.workflows[&Kind::Training].def;
+    let now = h.clock.now();
+    let wait = Duration::from_millis(def.poll.min_ms);
+    let out = StepOutput::to(State::Polling, run.context.clone()).due(Due::After(wait));
+    let t = decide(def, &run, Ok(out), now);
+    assert_eq!((t.attempt, t.error.is_none()), (0, true));
+    assert_eq!(t.next_due_at, Some(clock::add(now, wait)));
+    let mut changed = run.context.clone();
+    changed["polls"] = serde_json::json!(7);
+    let t = decide(def, &run, Ok(StepOutput::to(State::Polling, changed)), now);
+    assert_eq!((t.attempt, t.next_due_at), (0, Some(now)));
+}
+
+#[tokio::test]
+async fn a_refused_stop_withdraws_the_cancel_and_the_job_is_followed() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await; // Uploading -> Submitted
+    h.step_when_due(id).await; // Submitted -> Polling
+    h.store
+        .request_cancel(id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    h.aws.stop_errors.lock().unwrap().push_back(AwsError {
+        kind: AwsErrorKind::Terminal,
+        operation: "StopTrainingJob",
+        code: Some("AccessDeniedException".into()),
+        message: "not authorized".into(),
+    });
+    h.step_when_due(id).await; // Polling -> Cancelling
+    h.step_when_due(id).await; // stop refused -> Polling
+    let run = h.run(id).await;
+    assert_eq!(run.state, State::Polling);
+    assert!(!run.cancel_requested);
+    assert!(
+        run.next_due_at.unwrap() > h.clock.now(),
+        "a poll, not at once"
+    );
+    let err = run.last_error.unwrap();
+    assert!(
+        err.contains("cancel refused") && err.contains("AccessDenied"),
+        "{err}"
+    );
+    assert_eq!(*h.aws.stops.lock().unwrap(), 1);
+    // Polling goes on without another stop.
+    h.step_when_due(id).await;
+    assert_eq!(h.run(id).await.state, State::Polling);
+    assert_eq!(*h.aws.stops.lock().unwrap(), 1);
+    // A new cancel request is a new try.
+    h.store
+        .request_cancel(id, h.clock.now(), "again")
+        .await
+        .unwrap();
+    h.step_when_due(id).await; // Polling -> Cancelling
+    h.step_when_due(id).await; // stop sent
+    h.step_when_due(id).await; // Stopped -> Cancelled
+    assert_eq!(h.run(id).await.state, State::Cancelled);
+    assert_eq!(*h.aws.stops.lock().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_cancel_the_step_already_saw_does_not_cut_its_backoff() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await;
+    h.step_when_due(id).await;
+    h.store
+        .request_cancel(id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    h.step_when_due(id).await; // Polling -> Cancelling
+    h.aws.stop_errors.lock().unwrap().push_back(AwsError {
+        kind: AwsErrorKind::Retryable,
+        operation: "StopTrainingJob",
+        code: Some("ThrottlingException".into()),
+        message: "Rate exceeded".into(),
+    });
+    h.step_when_due(id).await; // stop throttled: retry later
+    let run = h.run(id).await;
+    assert_eq!((run.state, run.attempt), (State::Cancelling, 1));
+    assert!(run.cancel_requested);
+    assert!(
+        run.next_due_at.unwrap() > h.clock.now(),
+        "the retry backs off even though a cancel is pending"
+    );
+    let waited = h.step_when_due(id).await; // stop sent
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    h.step_when_due(id).await;
+    assert_eq!(h.run(id).await.state, State::Cancelled);
 }

@@ -81,6 +81,9 @@ pub struct Transition {
     pub spawn: Vec<NewRun>,
     /// Registered resources the step deleted in SageMaker, to forget in the same transaction.
     pub forget: Vec<(super::OwnedKind, String)>,
+    /// The step answered the run's cancel request without cancelling (AWS refused the stop):
+    /// clear it, so the run goes on and a new request is a new try.
+    pub withdraw_cancel: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -375,10 +378,13 @@ impl Store {
         let at = to_db(now);
         let id = run.id.to_string();
         let mut tx = self.begin_write().await?;
+        // A cancel request that arrived while the step ran makes the run due now; one the step
+        // already saw does not (its due time is its own answer to it: a backoff, a poll).
         let row = sqlx::query(
             "UPDATE runs SET state = ?1, context = ?2, attempt = ?3,
-                 next_due_at = CASE WHEN ?4 IS NOT NULL AND cancel_requested = 1 AND ?4 > ?5 THEN ?5 ELSE ?4 END,
+                 next_due_at = CASE WHEN ?4 IS NOT NULL AND cancel_requested = 1 AND ?9 = 0 AND ?4 > ?5 THEN ?5 ELSE ?4 END,
                  last_error = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?1 <> state THEN NULL ELSE last_error END,
+                 cancel_requested = CASE WHEN ?10 = 1 THEN 0 ELSE cancel_requested END,
                  version = version + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?5
              WHERE id = ?7 AND version = ?8
              RETURNING version",
@@ -391,6 +397,8 @@ impl Store {
         .bind(t.error.as_ref().map(|(_, m)| m.as_str()))
         .bind(&id)
         .bind(run.version)
+        .bind(run.cancel_requested)
+        .bind(t.withdraw_cancel)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {

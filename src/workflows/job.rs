@@ -112,6 +112,7 @@ pub const EDGES: &[(State, State)] = &[
     (Cancelling, Cancelled),
     (Cancelling, Done),
     (Cancelling, Failed),
+    (Cancelling, Polling),
 ];
 
 /// The edges of a kind whose input is always in S3 already (its runs start in Submitted).
@@ -126,6 +127,7 @@ pub const EDGES_WITHOUT_UPLOAD: &[(State, State)] = &[
     (Cancelling, Cancelled),
     (Cancelling, Done),
     (Cancelling, Failed),
+    (Cancelling, Polling),
 ];
 
 /// A job workflow: the shared steps around one kind's AWS calls.
@@ -340,40 +342,70 @@ async fn cancel(
             .detail(format!("no {} was created", job.noun())));
     };
     ctx.record(&d);
+    if let Some(ended) = ended_while_cancelling(job, ctx, &d) {
+        return Ok(ended);
+    }
     let again = Due::After(cx.poll_interval(0));
-    match d.status.as_str() {
-        "Stopped" => {
-            Ok(StepOutput::to(Cancelled, ctx.to_value()).detail(format!("{} stopped", job.noun())))
+    if d.status == "Stopping" || ctx.stop_sent {
+        return Ok(StepOutput::to(Cancelling, ctx.to_value()).due(again));
+    }
+    match job.stop(cx.aws.as_ref(), &ctx.job_name).await {
+        Ok(()) => {}
+        // Refused for good: either the job ended between the describe and the stop (the
+        // describe below tells how), or AWS will not stop it (AccessDenied, …). Then the cancel
+        // is answered: the run goes back to following the job, with AWS's reason as its error.
+        Err(e) if e.kind == AwsErrorKind::Terminal => {
+            if let Some(d) = job.describe(cx.aws.as_ref(), &ctx.job_name).await? {
+                ctx.record(&d);
+                if let Some(ended) = ended_while_cancelling(job, ctx, &d) {
+                    return Ok(ended);
+                }
+            }
+            let polls = ctx.polls;
+            ctx.polls += 1;
+            return Ok(StepOutput::to(Polling, ctx.to_value())
+                .due(Due::After(cx.poll_interval(polls + 1)))
+                .detail(format!(
+                    "cancel refused: the {} keeps running and is followed to its end; cancel \
+                     again once the stop is allowed",
+                    job.noun()
+                ))
+                .failure(format!("cancel refused by SageMaker: {e}")));
         }
-        "Completed" => Ok(StepOutput::to(Done, ctx.to_value())
-            .detail("the job completed before the stop took effect")),
+        Err(e) => return Err(e.into()),
+    }
+    ctx.stop_sent = true;
+    Ok(StepOutput::to(Cancelling, ctx.to_value())
+        .due(again)
+        .detail("stop sent"))
+}
+
+/// The run's end when the job ended while a cancel was under way.
+fn ended_while_cancelling(
+    job: &dyn SageMakerJob,
+    ctx: &JobContext,
+    d: &JobDescription,
+) -> Option<StepOutput> {
+    match d.status.as_str() {
+        "Stopped" => Some(
+            StepOutput::to(Cancelled, ctx.to_value()).detail(format!("{} stopped", job.noun())),
+        ),
+        "Completed" => Some(
+            StepOutput::to(Done, ctx.to_value())
+                .detail("the job completed before the stop took effect"),
+        ),
         "Failed" => {
             let reason = d
                 .failure_reason
                 .clone()
                 .unwrap_or_else(|| "SageMaker reported Failed".into());
-            Ok(StepOutput::to(Failed, ctx.to_value())
-                .detail("the job failed before the stop took effect")
-                .failure(reason))
+            Some(
+                StepOutput::to(Failed, ctx.to_value())
+                    .detail("the job failed before the stop took effect")
+                    .failure(reason),
+            )
         }
-        "Stopping" => Ok(StepOutput::to(Cancelling, ctx.to_value()).due(again)),
-        _ if ctx.stop_sent => Ok(StepOutput::to(Cancelling, ctx.to_value()).due(again)),
-        _ => {
-            match job.stop(cx.aws.as_ref(), &ctx.job_name).await {
-                Ok(()) => {}
-                // The job ended between the describe and the stop: the next describe tells how.
-                Err(e) if e.kind == AwsErrorKind::Terminal => {
-                    return Ok(StepOutput::to(Cancelling, ctx.to_value())
-                        .due(Due::Now)
-                        .detail(format!("stop refused: {e}")));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            ctx.stop_sent = true;
-            Ok(StepOutput::to(Cancelling, ctx.to_value())
-                .due(again)
-                .detail("stop sent"))
-        }
+        _ => None,
     }
 }
 

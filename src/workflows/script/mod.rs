@@ -220,6 +220,7 @@ const EDGES: &[(State, State)] = &[
     (Cancelling, Cancelling),
     (Cancelling, Cancelled),
     (Cancelling, Collecting),
+    (Cancelling, Polling),
     (Collecting, Done),
     (Collecting, Failed),
     (Collecting, Cancelled),
