@@ -4,7 +4,7 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use support::{Emulator, Scratch, Service, training_body, unique};
@@ -170,4 +170,69 @@ async fn a_stop_refused_with_access_denied_is_answered_once_and_the_job_followed
         "{:?}",
         proxy.calls()
     );
+}
+
+/// A throttled StopTrainingJob is retried with the retry policy's backoff, even though the
+/// cancel request is still pending (it used to make every retry due at once), and within its
+/// budget: the run then fails with AWS's message.
+#[tokio::test]
+async fn a_throttled_stop_backs_off_within_the_retry_budget() {
+    let emu = Emulator::shared();
+    let bucket = unique("slowstop");
+    emu.create_bucket(&bucket).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    proxy.set_plan(FaultPlan::always(Fault::Throttle).only(["StopTrainingJob"]));
+    let scratch = Scratch::new();
+    let mut config = scratch.config(proxy.url());
+    let base_ms = 10;
+    config
+        .extra_env
+        .push(("EXECUTOR_RETRY_BASE_MS".into(), base_ms.to_string()));
+    let svc = Service::start(config);
+    let (code, a) = svc
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 1000),
+        )
+        .await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let (code, reply) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    let st = svc.wait_terminal(id, Duration::from_secs(30)).await;
+    assert_eq!(st["state"], "Failed", "{st}");
+    // training.toml: max_attempts = 8, so the first try and 8 retries.
+    assert_eq!(
+        proxy.call_count("StopTrainingJob"),
+        9,
+        "{:?}",
+        proxy.calls()
+    );
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let last_error = run["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.contains("gave up after 9 attempts") && last_error.contains("Throttling"),
+        "{last_error}"
+    );
+    let at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+    let retries: Vec<&Value> = run["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["to_state"] == "Cancelling" && e["error_class"] == "retryable")
+        .collect();
+    assert_eq!(retries.len(), 8, "{run}");
+    for (n, pair) in retries.windows(2).enumerate() {
+        let waited = (at(pair[1]) - at(pair[0])).num_milliseconds();
+        let floor = base_ms << n.min(6);
+        assert!(
+            waited >= floor,
+            "retry {} came {waited} ms after the one before, under the backoff of {floor} ms",
+            n + 2
+        );
+    }
 }
