@@ -1,0 +1,90 @@
+//! Worker identity: several processes on one database, with the same configured worker id, never
+//! run one step twice, and processes started together on a fresh database all start.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+use support::{Emulator, Scratch, Service, training_body, unique};
+
+/// Waits until `cond` holds, polling; panics with `what` after `timeout`.
+async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_with_the_same_worker_id_never_reruns_a_step_in_flight() {
+    let emu = Emulator::shared();
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let bucket = unique("workers");
+    emu.create_bucket(&bucket).await;
+    let scratch = Scratch::new();
+    // Both processes use the default worker id (`local`), as two copies of one unit file would.
+    let config = scratch.config(proxy.url());
+    // The first process's CreateTrainingJob is held in flight long enough for a second process
+    // to start up on the same database.
+    proxy.set_plan(
+        FaultPlan::always(Fault::Delay(Duration::from_secs(4))).only(["CreateTrainingJob"]),
+    );
+    let first = Service::start(config.clone());
+    let (code, accepted) = first
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 2),
+        )
+        .await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    let name = accepted["name"].as_str().unwrap();
+    until(
+        "the first process to call CreateTrainingJob",
+        Duration::from_secs(30),
+        || proxy.call_count("CreateTrainingJob") == 1,
+    )
+    .await;
+
+    // Each process leases under its own instance identity: the configured id plus a nonce.
+    let (_, run) = first.get(&format!("/api/v1/runs/{id}")).await;
+    let owner = run["lease_owner"].as_str().unwrap_or_default().to_string();
+    assert!(owner.starts_with("local#"), "{run}");
+    assert!(
+        first.stderr.all().iter().any(|l| l.contains(&owner)),
+        "the start-up log names the instance {owner}"
+    );
+
+    let second = Service::start(config);
+
+    let st = second.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert_eq!(
+        proxy.call_count("CreateTrainingJob"),
+        1,
+        "the step in flight ran once: {:?}",
+        proxy.calls()
+    );
+    let stats = emu.training_stats(name).await;
+    assert_eq!(stats["creates"], 1, "exactly one training job: {stats}");
+    assert_eq!(stats["duplicate_creates"], 0, "{stats}");
+    drop(first);
+}
+
+#[tokio::test]
+async fn two_processes_started_at_once_on_a_fresh_database_both_become_ready() {
+    let emu = Emulator::shared();
+    for _ in 0..3 {
+        let scratch = Scratch::new();
+        let config = scratch.config(emu.url());
+        let (a, b) = (config.clone(), config);
+        let one = std::thread::spawn(move || Service::start(a));
+        let two = std::thread::spawn(move || Service::start(b));
+        let (one, two) = (one.join().unwrap(), two.join().unwrap());
+        for svc in [&one, &two] {
+            let (code, body) = svc.get("/readyz").await;
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+}
