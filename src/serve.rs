@@ -69,18 +69,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         max_input_bytes: args.script_max_input_bytes,
     }
     .validated()?;
-    let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
-    let store = Store::open(&args.db.database_url)
-        .await
-        .map_err(|e| format!("opening the store: {e}"))?;
-    // This process's own lease identity: the configured worker id plus a per-start nonce, so
-    // that two processes configured alike never release or take each other's live leases.
+    // '#' separates the worker id from the per-start nonce of the lease owner.
     if args.worker_id.trim().is_empty() || args.worker_id.contains('#') {
         return Err(format!(
             "EXECUTOR_WORKER_ID must be non-empty and without '#' (got {:?})",
             args.worker_id
         ));
     }
+    let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
+    let store = Store::open(&args.db.database_url)
+        .await
+        .map_err(|e| format!("opening the store: {e}"))?;
+    // This process's own lease identity: the configured worker id plus a per-start nonce, so
+    // that two processes configured alike never release or take each other's live leases.
     let lease = Duration::from_secs(args.lease_secs.max(3));
     let instance = Instance::this_process(&args.worker_id, lease);
     store
@@ -189,6 +190,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
     let heartbeat_task = tokio::spawn(heartbeat(store.clone(), instance.clone(), stop_rx.clone()));
+    // The handler is installed before the socket is announced, so a SIGTERM sent as soon as the
+    // service is up stops it gracefully instead of killing it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
     let listener = poem::listener::TcpListener::bind(args.bind);
     let acceptor = listener
         .into_acceptor()
@@ -221,8 +226,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         Some(Duration::from_secs(5)),
     );
     let signals = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),

@@ -88,3 +88,36 @@ async fn two_processes_started_at_once_on_a_fresh_database_both_become_ready() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_stopped_instance_is_forgotten_and_a_worker_id_with_a_hash_is_refused() {
+    let emu = Emulator::shared();
+    let scratch = Scratch::new();
+    let mut svc = Service::start(scratch.config(emu.url()));
+    let status = svc.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM right after start-up stops cleanly: {status:?}"
+    );
+    let url = format!("sqlite://{}", scratch.db().display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "a graceful stop removes the instance's record");
+    db.close().await;
+
+    // '#' separates the worker id from the per-start nonce.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"))
+        .arg("serve")
+        .env_clear()
+        .env("EXECUTOR_DATABASE_URL", &url)
+        .env("EXECUTOR_WORKER_ID", "a#b")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("EXECUTOR_WORKER_ID"), "{err}");
+}
