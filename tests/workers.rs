@@ -121,3 +121,69 @@ async fn a_stopped_instance_is_forgotten_and_a_worker_id_with_a_hash_is_refused(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("EXECUTOR_WORKER_ID"), "{err}");
 }
+
+#[tokio::test]
+async fn a_peer_takes_over_a_live_instances_run_only_after_that_instance_dies() {
+    let emu = Emulator::shared();
+    let bucket = unique("workers");
+    emu.create_bucket(&bucket).await;
+    let scratch = Scratch::new();
+    let mut config = scratch.config(emu.url());
+    config
+        .extra_env
+        .push(("EXECUTOR_LEASE_SECS".into(), "3".into()));
+    let mut held = config.clone();
+    // The first process creates the job, then stops at the failpoint, still holding the lease.
+    held.failpoints = vec!["training.after_create".into()];
+    let mut first = Service::start(held);
+    let (code, accepted) = first
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 2),
+        )
+        .await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let name = accepted["name"].as_str().unwrap().to_string();
+    first
+        .stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT training.after_create"
+        });
+
+    let second = Service::start(config);
+    let (_, seen) = second.get(&format!("/api/v1/runs/{id}")).await;
+    let holder = seen["lease_owner"]
+        .as_str()
+        .unwrap_or_else(|| {
+            panic!("still leased by the first process after the second started: {seen}")
+        })
+        .to_string();
+    let until = seen["lease_until"].as_str().unwrap().to_string();
+    // The holder renews its lease while the second process runs, and keeps the run.
+    let renewed = second
+        .wait_run(&id, "the holder to renew its lease", |r| {
+            r["lease_until"]
+                .as_str()
+                .is_some_and(|u| u > until.as_str())
+        })
+        .await;
+    assert_eq!(renewed["lease_owner"], holder.as_str(), "{renewed}");
+    assert_eq!(renewed["state"], "Submitted", "{renewed}");
+
+    first.kill();
+    let st = second.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    let (_, run) = second.get(&format!("/api/v1/runs/{id}")).await;
+    let adopted = run["history"].as_array().unwrap().iter().any(|e| {
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("adopted existing training job"))
+    });
+    assert!(
+        adopted,
+        "the peer adopted the job the dead holder created: {run}"
+    );
+    let stats = emu.training_stats(&name).await;
+    assert_eq!(stats["creates"], 1, "exactly one training job: {stats}");
+}
