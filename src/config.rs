@@ -91,8 +91,10 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_MULTIPART_THRESHOLD_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub multipart_threshold_bytes: u64,
 
-    /// This worker's lease owner id. Keep it stable across restarts of the same service, unique
-    /// across services sharing one database.
+    /// This worker's id (without '#'). Each start of the service leases runs as `<id>#<nonce>`
+    /// and, at start-up, releases only the leases of this id's dead instances (and expired
+    /// leases), so processes sharing one database, even with the same id, never take each
+    /// other's live leases.
     #[arg(long, env = "EXECUTOR_WORKER_ID", default_value = "local")]
     pub worker_id: String,
 

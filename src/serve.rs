@@ -10,7 +10,7 @@ use sagemaker_executor::config::ServeArgs;
 use sagemaker_executor::connection::{AllowList, ConnectionResolver, LookupSettings};
 use sagemaker_executor::engine::{Engine, EngineConfig};
 use sagemaker_executor::secrets::{Secret, SecretBox};
-use sagemaker_executor::store::Store;
+use sagemaker_executor::store::{Instance, Store};
 use sagemaker_executor::workflows::{self, input::InputLimits};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,10 +69,37 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         max_input_bytes: args.script_max_input_bytes,
     }
     .validated()?;
+    // '#' separates the worker id from the per-start nonce of the lease owner.
+    if args.worker_id.trim().is_empty() || args.worker_id.contains('#') {
+        return Err(format!(
+            "EXECUTOR_WORKER_ID must be non-empty and without '#' (got {:?})",
+            args.worker_id
+        ));
+    }
     let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
     let store = Store::open(&args.db.database_url)
         .await
         .map_err(|e| format!("opening the store: {e}"))?;
+    // This process's own lease identity: the configured worker id plus a per-start nonce, so
+    // that two processes configured alike never release or take each other's live leases.
+    let lease = Duration::from_secs(args.lease_secs.max(3));
+    let instance = Instance::this_process(&args.worker_id, lease);
+    store
+        .register_instance(&instance, SystemClock.now())
+        .await
+        .map_err(|e| format!("registering this instance: {e}"))?;
+    match store
+        .release_dead_leases(&instance, SystemClock.now())
+        .await
+    {
+        Ok(r) => tracing::info!(
+            instance = %instance.id,
+            released_leases = r.leases,
+            dead_instances = ?r.dead_instances,
+            "instance started; released only leases of dead instances of this worker id and expired ones"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not release dead instances' leases"),
+    }
     let settings = AwsSettings {
         force_path_style: args.s3_force_path_style,
         operation_timeout: Duration::from_secs(args.aws_timeout_secs),
@@ -130,9 +157,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             clock.clone(),
             provider.clone(),
             EngineConfig {
-                owner: args.worker_id.clone(),
+                owner: instance.id.clone(),
                 max_concurrency: args.max_concurrency.max(1),
-                lease: Duration::from_secs(args.lease_secs.max(3)),
+                lease,
                 poll_min: args.poll_min_ms.map(Duration::from_millis),
                 poll_max: args.poll_max_ms.map(Duration::from_millis),
                 retry_base: args.retry_base_ms.map(Duration::from_millis),
@@ -162,6 +189,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
+    let heartbeat_task = tokio::spawn(heartbeat(store.clone(), instance.clone(), stop_rx.clone()));
+    // The handler is installed before the socket is announced, so a SIGTERM sent as soon as the
+    // service is up stops it gracefully instead of killing it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
     let listener = poem::listener::TcpListener::bind(args.bind);
     let acceptor = listener
         .into_acceptor()
@@ -194,8 +226,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         Some(Duration::from_secs(5)),
     );
     let signals = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
@@ -207,9 +237,36 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     engine_task
         .await
         .map_err(|e| format!("engine task failed: {e}"))?;
+    let _ = heartbeat_task.await;
+    // The engine released this instance's leases; it is no longer a holder.
+    if let Err(e) = store.remove_instance(&instance).await {
+        tracing::warn!(error = %e, "could not remove this instance's record");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Beats this instance's heart every third of its lease until the stop signal, so that other
+/// processes see it alive (and never take its leases) and find it dead once it stops beating.
+async fn heartbeat(store: Store, me: Instance, mut stop: watch::Receiver<bool>) {
+    let every = me.lease / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match store.heartbeat_instance(&me, SystemClock.now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(instance = %me.id, "this instance was taken for dead; registering again");
+                if let Err(e) = store.register_instance(&me, SystemClock.now()).await {
+                    tracing::warn!(error = %e, "registering this instance again failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "instance heartbeat failed; will retry"),
+        }
+    }
 }
 
 /// `executor.key` beside a SQLite database file (the working directory for other URLs).

@@ -6,9 +6,11 @@
 //! reads then writes waits for the lock instead of failing with "database is locked". Reads use a
 //! separate pool and never block the writer (WAL).
 
+mod instances;
 mod owned;
 mod runs;
 
+pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
 
 pub use runs::{
@@ -36,6 +38,17 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// SQLITE_BUSY and its extended codes ("database is locked").
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == 5),
+        _ => false,
+    }
+}
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -72,6 +85,24 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // Switching a fresh database to WAL needs an exclusive lock that SQLite does not wait
+        // for (the busy timeout does not apply), so a process starting beside another one may
+        // be refused with "database is locked": it tries again for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match Self::connect_pools(&options).await {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "database busy at connect; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    async fn connect_pools(options: &SqliteConnectOptions) -> sqlx::Result<Store> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -80,13 +111,27 @@ impl Store {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Store { writer, reader })
+            .connect_with(options.clone().read_only(true))
+            .await;
+        match reader {
+            Ok(reader) => Ok(Store { writer, reader }),
+            Err(e) => {
+                writer.close().await;
+                Err(e)
+            }
+        }
     }
 
+    /// Applies pending migrations under the database's write lock: the whole run is one
+    /// `BEGIN IMMEDIATE` transaction (each migration a savepoint inside it), so a second process
+    /// starting at the same moment waits for the lock (the busy timeout) and then finds every
+    /// migration applied, instead of applying them again and failing. sqlx's own migrator lock
+    /// does nothing on SQLite.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.writer).await?;
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        MIGRATOR.run_direct(None, &mut *tx, false).await?;
+        tx.commit().await?;
         Ok(())
     }
 

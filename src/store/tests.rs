@@ -124,3 +124,140 @@ async fn upgrading_to_lookup_tables_keeps_every_run_and_its_history() {
             .unwrap();
     assert!(fk.iter().any(|(t,)| t == "runs"), "{fk:?}");
 }
+
+fn instance(worker_id: &str, host: &str, pid: u32) -> Instance {
+    let mut me = Instance::this_process(worker_id, std::time::Duration::from_secs(60));
+    me.host = host.to_string();
+    me.pid = pid;
+    me.pid_start = None;
+    me
+}
+
+/// A due run leased to `owner` until `until`; returns its version after the claim.
+async fn leased_run(store: &Store, owner: &Instance, until: crate::clock::Timestamp) -> Run {
+    let now = crate::clock::from_db("2026-01-01T00:00:00.000000Z").unwrap();
+    let run = store
+        .insert_run(
+            NewRun {
+                id: uuid::Uuid::now_v7(),
+                kind: Kind::Training,
+                state: State::Uploading,
+                request: serde_json::json!({}),
+                context: serde_json::json!({}),
+                resource_name: None,
+                submitted_by: None,
+                detail: "accepted".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim_due(&owner.id, now, until, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].run.id, run.id);
+    claimed[0].run.clone()
+}
+
+fn at(s: &str) -> crate::clock::Timestamp {
+    crate::clock::from_db(s).unwrap()
+}
+
+#[test]
+fn instances_of_one_worker_id_get_distinct_lease_owners() {
+    let a = Instance::this_process("local", std::time::Duration::from_secs(60));
+    let b = Instance::this_process("local", std::time::Duration::from_secs(60));
+    assert_ne!(a.id, b.id);
+    assert!(a.id.starts_with("local#") && b.id.starts_with("local#"));
+}
+
+#[tokio::test]
+async fn a_live_instances_lease_is_never_released_by_another_start() {
+    let (_dir, store) = temp_store().await;
+    let now = at("2026-01-01T00:00:10.000000Z");
+    // The first instance is this very process: alive on this host, heartbeat fresh.
+    let first = Instance::this_process("local", std::time::Duration::from_secs(60));
+    store.register_instance(&first, now).await.unwrap();
+    let run = leased_run(&store, &first, at("2026-01-01T00:01:00.000000Z")).await;
+
+    let second = Instance::this_process("local", std::time::Duration::from_secs(60));
+    store.register_instance(&second, now).await.unwrap();
+    let released = store.release_dead_leases(&second, now).await.unwrap();
+    assert_eq!(released, Released::default());
+    let after = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(after.lease_owner.as_deref(), Some(first.id.as_str()));
+    assert_eq!(after.version, run.version, "the holder can still commit");
+}
+
+#[tokio::test]
+async fn an_instance_whose_process_is_gone_from_this_host_is_dead_at_once() {
+    let (_dir, store) = temp_store().await;
+    let now = at("2026-01-01T00:00:10.000000Z");
+    let me = Instance::this_process("local", std::time::Duration::from_secs(60));
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = child.id();
+    child.wait().unwrap();
+    let crashed = instance("local", &me.host, gone_pid);
+    store.register_instance(&crashed, now).await.unwrap();
+    let run = leased_run(&store, &crashed, at("2026-01-01T00:01:00.000000Z")).await;
+
+    store.register_instance(&me, now).await.unwrap();
+    let released = store.release_dead_leases(&me, now).await.unwrap();
+    assert_eq!(released.leases, 1);
+    assert_eq!(released.dead_instances, vec![crashed.id.clone()]);
+    let after = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(after.lease_owner, None);
+    assert!(
+        after.version > run.version,
+        "the version fences the old holder"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_elsewhere_is_dead_only_once_its_heartbeat_is_older_than_its_lease() {
+    let (_dir, store) = temp_store().await;
+    let me = Instance::this_process("local", std::time::Duration::from_secs(60));
+    let remote = instance("local", "another-host", 1);
+    store
+        .register_instance(&remote, at("2026-01-01T00:00:00.000000Z"))
+        .await
+        .unwrap();
+    let run = leased_run(&store, &remote, at("2026-01-01T00:10:00.000000Z")).await;
+    // 59 s after its last heartbeat: alive.
+    let released = store
+        .release_dead_leases(&me, at("2026-01-01T00:00:59.000000Z"))
+        .await
+        .unwrap();
+    assert_eq!(released, Released::default());
+    // 60 s after: dead, even though the lease it wrote runs longer.
+    let released = store
+        .release_dead_leases(&me, at("2026-01-01T00:01:00.000000Z"))
+        .await
+        .unwrap();
+    assert_eq!(released.leases, 1);
+    let after = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(after.lease_owner, None);
+}
+
+#[tokio::test]
+async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
+    let (_dir, store) = temp_store().await;
+    let me = Instance::this_process("local", std::time::Duration::from_secs(60));
+    let other = instance("other", "another-host", 1);
+    store
+        .register_instance(&other, at("2026-01-01T00:00:00.000000Z"))
+        .await
+        .unwrap();
+    let run = leased_run(&store, &other, at("2026-01-01T00:05:00.000000Z")).await;
+    let released = store
+        .release_dead_leases(&me, at("2026-01-01T00:02:00.000000Z"))
+        .await
+        .unwrap();
+    assert_eq!(released, Released::default(), "not this id's instance");
+    let released = store
+        .release_dead_leases(&me, at("2026-01-01T00:05:00.000000Z"))
+        .await
+        .unwrap();
+    assert_eq!(released.leases, 1, "an expired lease is anyone's");
+    let after = store.get_run(run.id).await.unwrap().unwrap();
+    assert!(after.lease_owner.is_none() && after.version > run.version);
+}
