@@ -5,8 +5,10 @@
 //! that bumps the run's version. The version it read is its fencing token: its commit is guarded
 //! by `WHERE id = ? AND version = ?`, so if its lease ran out and another worker claimed the run
 //! (bumping the version again), the late commit updates nothing and its result is dropped. While a
-//! step runs, a heartbeat extends the lease. A worker that restarts with the same id releases its
-//! old leases at start-up (bumping versions), so a crash costs no lease-expiry wait.
+//! step runs, a heartbeat extends the lease. The owner id is unique per process start (the
+//! configured worker id plus a nonce, `serve`); at start-up `serve` releases the leases of this
+//! worker id's dead instances and expired ones (`Store::release_dead_leases`), never a live
+//! lease, so a crash costs no lease-expiry wait and a second live process re-runs nothing.
 //!
 //! # Timers
 //! Waiting for AWS is never a sleep inside a step: a step returns when the run is next due and
@@ -187,7 +189,8 @@ impl Engine {
         defs
     }
 
-    /// Releases this worker's leases left by an earlier process with the same owner id.
+    /// Releases leases held under this engine's own owner id (a no-op for a fresh per-start id;
+    /// the leases of dead instances are released by `serve` before the engine starts).
     pub async fn recover(&self) -> store::Result<u64> {
         self.store.release_leases(&self.config.owner).await
     }
@@ -235,7 +238,7 @@ impl Engine {
         match self.recover().await {
             Ok(n) if n > 0 => tracing::info!(
                 released = n,
-                "released leases left by a previous run of this worker"
+                "released leases held under this engine's owner id"
             ),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "could not release old leases"),
