@@ -36,6 +36,8 @@ pub enum Fault {
     ServerError,
     /// SageMaker: 503 `ServiceUnavailable`; S3: 503 `ServiceUnavailable`.
     ServiceUnavailable,
+    /// SageMaker/CloudWatch: 400 `AccessDeniedException`; S3: 403 `AccessDenied`.
+    AccessDenied,
     /// Forward normally, but only after this delay.
     Delay(Duration),
     /// Read the request, then close the connection without answering. The request never
@@ -364,6 +366,12 @@ fn error_reply(kind: &Fault, sagemaker: bool, head_request: bool) -> Vec<u8> {
     let (status, reason, content_type, id_headers, body) = if sagemaker {
         let (status, reason, code, msg) = match kind {
             Fault::Throttle => (400, "Bad Request", "ThrottlingException", "Rate exceeded"),
+            Fault::AccessDenied => (
+                400,
+                "Bad Request",
+                "AccessDeniedException",
+                "User is not authorized to perform this action (injected fault)",
+            ),
             Fault::ServiceUnavailable => (
                 503,
                 "Service Unavailable",
@@ -393,6 +401,7 @@ fn error_reply(kind: &Fault, sagemaker: bool, head_request: bool) -> Vec<u8> {
                 "SlowDown",
                 "Please reduce your request rate.",
             ),
+            Fault::AccessDenied => (403, "Forbidden", "AccessDenied", "Access Denied"),
             Fault::ServiceUnavailable => (
                 503,
                 "Service Unavailable",
