@@ -969,3 +969,116 @@ fn a_bad_script_setting_stops_the_start_naming_it() {
         assert!(err.contains(&format!("error: {named}")), "{err}");
     }
 }
+
+/// Runs one short script job whose CloudWatch log calls are all answered with `fault`; returns
+/// the service (to ask it), the task id and the run view.
+async fn job_with_log_fault(fault: Fault) -> (Scratch, Service, FaultProxy, String, Value) {
+    let emu = Emulator::shared();
+    let bucket = unique("exel");
+    backend_folder(emu, &bucket).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let s = Scratch::new();
+    let svc = Service::start(with_settings(s.config(proxy.url())));
+    proxy.set_plan(FaultPlan::always(fault).only(["DescribeLogStreams", "GetLogEvents"]));
+    let (code, a) = backend_post(
+        &svc,
+        "/execute",
+        &backend_body(emu, &bucket, Some(json!({"_emulator_log": "epoch 1"}))),
+    )
+    .await;
+    let id = backend_task_id(code, &a);
+    let st = wait_status(&svc, &id, finished).await;
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    (s, svc, proxy, id, json!({"status": st, "run": run}))
+}
+
+#[tokio::test]
+async fn a_completed_job_whose_log_read_is_refused_stays_completed_and_says_so() {
+    let (_s, svc, proxy, id, seen) = job_with_log_fault(Fault::AccessDenied).await;
+    assert_eq!(seen["status"]["task_status"], "COMPLETED", "{seen}");
+    // A refusal is not retried: one DescribeLogStreams, by Collecting, before getLog.
+    assert_eq!(proxy.fault_count("DescribeLogStreams"), 1, "{seen}");
+    let copy = seen["run"]["context"]["log_copy"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        copy.starts_with("failed: ") && copy.contains("AccessDenied"),
+        "{seen}"
+    );
+    let history = seen["run"]["history"].to_string();
+    assert!(
+        history.contains("log_copy: failed:") && history.contains("AccessDenied"),
+        "{history}"
+    );
+    let (code, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+    assert_eq!(code, 200, "{log}");
+    let content = log["logs"]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("[sagemaker-executor] the job's log could not be copied")
+            && content.contains("AccessDenied"),
+        "{content}"
+    );
+    // The outputs were still listed.
+    let (code, arts) = svc.get(&format!("/execute/{id}/getOutputArtifacts")).await;
+    assert_eq!(code, 200, "{arts}");
+    assert!(arts.get("result").is_some(), "{arts}");
+}
+
+#[tokio::test]
+async fn a_completed_job_whose_log_read_stays_throttled_is_completed_after_bounded_tries() {
+    let (_s, _svc, proxy, _id, seen) = job_with_log_fault(Fault::Throttle).await;
+    assert_eq!(seen["status"]["task_status"], "COMPLETED", "{seen}");
+    let history = seen["run"]["history"].to_string();
+    assert!(
+        history.contains("log_copy: failed:") && history.contains("Throttling"),
+        "{history}"
+    );
+    // Tried a few times (the SDK's own tries within each of Collecting's), then given up.
+    let tries = proxy.call_count("DescribeLogStreams");
+    assert!((2..=9).contains(&tries), "{tries}");
+}
+
+#[tokio::test]
+async fn a_log_read_throttled_a_few_times_is_copied_after_retries_without_an_error() {
+    let emu = Emulator::shared();
+    let bucket = unique("exel");
+    backend_folder(emu, &bucket).await;
+    let proxy = std::sync::Arc::new(FaultProxy::start(emu.addr).await.unwrap());
+    let s = Scratch::new();
+    let svc = Service::start(with_settings(s.config(proxy.url())));
+    proxy.set_plan(FaultPlan::always(Fault::Throttle).only(["DescribeLogStreams"]));
+    // More throttled answers than the SDK's own tries, then CloudWatch answers again.
+    let lifter = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            while proxy.fault_count("DescribeLogStreams") < 4 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            proxy.clear_plan();
+        })
+    };
+    let (code, a) = backend_post(
+        &svc,
+        "/execute",
+        &backend_body(emu, &bucket, Some(json!({"_emulator_log": "epoch 1"}))),
+    )
+    .await;
+    let id = backend_task_id(code, &a);
+    let st = wait_status(&svc, &id, finished).await;
+    assert_eq!(st["task_status"], "COMPLETED", "{st}");
+    lifter.await.unwrap();
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(run["context"]["log_collected"], true, "{run}");
+    assert!(run["context"].get("log_copy").is_none(), "{run}");
+    // Retried inside Collecting: no failed attempt in the history.
+    let errors: Vec<&Value> = run["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| !h["error"].is_null())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (code, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+    assert_eq!(code, 200, "{log}");
+    assert_eq!(log["logs"]["content"], "epoch 1\n", "{log}");
+}

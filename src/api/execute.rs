@@ -530,6 +530,16 @@ async fn log_of(app: &AppState, run: &Run) -> String {
     } else {
         String::new()
     };
+    if let Some(why) = ctx.log_copy.as_deref() {
+        // The job ended, but its log could not be copied: said first, then whatever could
+        // still be read.
+        text.insert_str(
+            0,
+            &note(&format!(
+                "the job's log could not be copied when it ended (log_copy: {why})"
+            )),
+        );
+    }
     if run.state == State::Failed
         && let Some(reason) = run.last_error.as_deref().filter(|r| !text.contains(*r))
     {

@@ -36,7 +36,7 @@ pub enum Fault {
     ServerError,
     /// SageMaker: 503 `ServiceUnavailable`; S3: 503 `ServiceUnavailable`.
     ServiceUnavailable,
-    /// SageMaker: 400 `AccessDeniedException`; S3: 403 `AccessDenied` (an IAM refusal).
+    /// SageMaker/CloudWatch: 400 `AccessDeniedException`; S3: 403 `AccessDenied` (an IAM refusal).
     AccessDenied,
     /// Forward normally, but only after this delay.
     Delay(Duration),

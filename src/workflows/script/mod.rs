@@ -27,7 +27,8 @@ pub use staging::InputFile;
 use super::job::{self, JobContext, SageMakerJob};
 use super::{Due, StepContext, StepError, StepOutput, Workflow};
 use crate::aws::{
-    AwsPort, AwsResult, JobDescription, JobLog, ProcessingChannel, ProcessingJobSpec,
+    AwsError, AwsErrorKind, AwsPort, AwsResult, JobDescription, JobLog, ProcessingChannel,
+    ProcessingJobSpec,
 };
 use crate::model::{Kind, State};
 use crate::store::Run;
@@ -105,6 +106,13 @@ pub struct ScriptContext {
     /// Whether `log_tail` is the whole collected log.
     #[serde(default)]
     pub log_tail_complete: bool,
+    /// Why the job's log could not be copied (`failed: <AWS message>`); absent when it was
+    /// copied. A failed copy never changes the job's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_copy: Option<String>,
+    /// Why the output artifacts could not be listed (`failed: <AWS message>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_listing: Option<String>,
 }
 
 impl ScriptContext {
@@ -296,52 +304,116 @@ async fn job_step(
     Ok(out)
 }
 
+/// How often Collecting tries one copy (the log, the artifact listing) when AWS answers with
+/// a retryable error, and the pause before the second try (doubled each time).
+const COPY_ATTEMPTS: u32 = 3;
+const COPY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One Collecting call, retried within [`COPY_ATTEMPTS`] while AWS answers with a retryable
+/// error (throttling, 5xx); any other error is given up at once.
+async fn bounded<T, F, Fut>(mut call: F) -> AwsResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = AwsResult<T>>,
+{
+    let mut pause = COPY_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.kind == AwsErrorKind::Retryable && attempt < COPY_ATTEMPTS => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A failed copy as the run's context and history keep it.
+fn failed(e: &AwsError) -> String {
+    format!("failed: {}", e.to_string().replace(['\n', '\r'], " "))
+}
+
 /// Collecting: the job's log to `logs/job.log` and the list of its outputs, then the outcome.
+/// The outcome is the job's: a log that cannot be copied or outputs that cannot be listed (after
+/// a few tries for throttling and 5xx, at once for refusals such as AccessDenied) are recorded
+/// in the context (`log_copy`, `artifacts_listing`) and the history, and the run still ends as
+/// its job did.
 async fn collect(
     run: &Run,
     request: &ScriptRequest,
     mut ctx: ScriptContext,
     cx: &StepContext,
 ) -> Result<StepOutput, StepError> {
-    let log = if ctx.job_exists() {
-        cx.aws
-            .processing_job_log(&ctx.job.job_name, LOG_LIMIT)
-            .await?
-    } else {
-        JobLog::default()
-    };
-    cx.aws
-        .put_object(
-            &request.staging_bucket,
-            &ScriptRequest::log_key(run.id),
-            log.text.clone().into_bytes(),
-            "text/plain; charset=utf-8",
-        )
+    let key = ScriptRequest::log_key(run.id);
+    let copied: AwsResult<JobLog> = async {
+        let log = if ctx.job_exists() {
+            bounded(|| cx.aws.processing_job_log(&ctx.job.job_name, LOG_LIMIT)).await?
+        } else {
+            JobLog::default()
+        };
+        bounded(|| {
+            cx.aws.put_object(
+                &request.staging_bucket,
+                &key,
+                log.text.clone().into_bytes(),
+                "text/plain; charset=utf-8",
+            )
+        })
         .await?;
+        Ok(log)
+    }
+    .await;
     let prefix = ScriptRequest::output_prefix(run.id);
-    let page = cx
-        .aws
-        .list_objects(&request.staging_bucket, &prefix, None, MAX_OUTPUTS)
-        .await?;
-    ctx.artifacts = page
-        .objects
-        .iter()
-        .filter_map(|o| o.key.strip_prefix(&prefix))
-        .filter(|k| !k.is_empty() && !k.ends_with('/'))
-        .map(str::to_string)
-        .collect();
-    ctx.log_collected = true;
-    ctx.log_truncated = log.truncated;
-    let kept = tail(&log.text, LOG_TAIL_LIMIT);
-    ctx.log_tail_complete = kept.len() == log.text.len();
-    ctx.log_tail = Some(kept.to_string());
+    let listed = bounded(|| {
+        cx.aws
+            .list_objects(&request.staging_bucket, &prefix, None, MAX_OUTPUTS)
+    })
+    .await;
+    let mut detail = Vec::new();
+    match copied {
+        Ok(log) => {
+            ctx.log_collected = true;
+            ctx.log_truncated = log.truncated;
+            ctx.log_copy = None;
+            let kept = tail(&log.text, LOG_TAIL_LIMIT);
+            ctx.log_tail_complete = kept.len() == log.text.len();
+            ctx.log_tail = Some(kept.to_string());
+            detail.push(format!(
+                "collected the log ({} bytes{})",
+                log.text.len(),
+                if log.truncated { ", truncated" } else { "" }
+            ));
+        }
+        Err(e) => {
+            let why = failed(&e);
+            tracing::warn!(run_id = %run.id, reason = %why, "the job's log could not be copied");
+            detail.push(format!("log_copy: {why}"));
+            ctx.log_copy = Some(why);
+        }
+    }
+    match listed {
+        Ok(page) => {
+            ctx.artifacts = page
+                .objects
+                .iter()
+                .filter_map(|o| o.key.strip_prefix(&prefix))
+                .filter(|k| !k.is_empty() && !k.ends_with('/'))
+                .map(str::to_string)
+                .collect();
+            ctx.artifacts_listing = None;
+            detail.push(format!("{} output artifact(s)", ctx.artifacts.len()));
+        }
+        Err(e) => {
+            let why = failed(&e);
+            tracing::warn!(run_id = %run.id, reason = %why, "the outputs could not be listed");
+            detail.push(format!("artifacts_listing: {why}"));
+            ctx.artifacts_listing = Some(why);
+        }
+    }
     let to = ctx.outcome.unwrap_or(Failed);
-    let mut out = StepOutput::to(to, ctx.to_value()).detail(format!(
-        "collected the log ({} bytes{}) and {} output artifact(s)",
-        log.text.len(),
-        if log.truncated { ", truncated" } else { "" },
-        ctx.artifacts.len()
-    ));
+    let mut out = StepOutput::to(to, ctx.to_value()).detail(detail.join("; "));
     if to == Failed {
         out = out.failure(
             ctx.outcome_reason
