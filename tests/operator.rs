@@ -578,3 +578,58 @@ async fn refusals_of_the_token_check_are_documented_json_errors() {
         );
     }
 }
+
+/// Two unfinished changes to one endpoint are never allowed (migrations/0006): retrying a Failed
+/// deployment while another deployment of the same endpoint is still running is a 409 that names
+/// the other run, and the Failed run stays as it was.
+#[tokio::test]
+async fn retry_of_a_deployment_while_another_change_to_its_endpoint_runs_is_409_naming_it() {
+    let emu = Emulator::shared();
+    let base = unique("opdep");
+    emu.sagemaker(
+        "CreateModel",
+        json!({"ModelName": base, "ExecutionRoleArn": support::ROLE,
+               "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}}),
+    )
+    .await;
+    emu.sagemaker(
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": base, "ProductionVariants": [{"VariantName": "v1",
+               "ModelName": base, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}),
+    )
+    .await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let path = format!("/api/service/v1/endpoints/{base}-ep/deploy_model");
+
+    // The first deployment names a config that does not exist: SageMaker refuses, the run fails.
+    let (_, first) = svc
+        .post(
+            &path,
+            &json!({"EndpointConfigName": format!("{base}-missing")}),
+        )
+        .await;
+    let first = first["id"].as_str().unwrap().to_string();
+    assert_eq!(svc.wait_terminal(&first, WAIT).await["state"], "Failed");
+
+    // A second deployment of the same endpoint stays Creating for a long time.
+    let (code, second) = svc
+        .post(
+            &path,
+            &json!({"EndpointConfigName": base, "Tags": {"_emulator_polls": "100000"}}),
+        )
+        .await;
+    assert_eq!(code, 202, "{second}");
+    let second = second["id"].as_str().unwrap().to_string();
+
+    let (code, err) = svc
+        .post(&format!("/api/v1/runs/{first}/retry"), &json!({}))
+        .await;
+    assert_eq!(code, 409, "{err}");
+    assert!(
+        err["error"].as_str().unwrap_or("").contains(&second),
+        "the refusal names the other run: {err}"
+    );
+    let (_, run) = svc.get(&format!("/api/v1/runs/{first}")).await;
+    assert_eq!(run["state"], "Failed", "{run}");
+}

@@ -364,6 +364,9 @@ impl OperatorApi {
             RetryOutcome::Refused { state, .. } => Err(ApiError::conflict(format!(
                 "the run is {state}; only Failed or unfinished runs can be retried"
             ))),
+            RetryOutcome::EndpointBusy { other } => Err(ApiError::conflict(format!(
+                "run {other} is still changing the same endpoint; retry this run when it has finished"
+            ))),
             RetryOutcome::NotFound => Err(ApiError::not_found(format!("no run {id}"))),
         }
     }

@@ -227,6 +227,10 @@ pub enum RetryOutcome {
         state: State,
         failed_in: Option<State>,
     },
+    /// Another unfinished change to the same endpoint (`other`) holds it; nothing changed.
+    EndpointBusy {
+        other: String,
+    },
     NotFound,
 }
 
@@ -555,7 +559,24 @@ impl Store {
         .bind(&at)
         .bind(&id_s)
         .fetch_one(&mut *tx)
-        .await?;
+        .await;
+        let row = match row {
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                let other: Option<String> = sqlx::query_scalar(
+                    "SELECT o.id FROM runs o, runs r WHERE r.id = ?1 AND o.id <> r.id
+                       AND o.kind IN ('deployment', 'teardown') AND o.next_due_at IS NOT NULL
+                       AND json_extract(o.request, '$.endpoint_name')
+                           = json_extract(r.request, '$.endpoint_name')",
+                )
+                .bind(&id_s)
+                .fetch_optional(&mut *tx)
+                .await?;
+                return Ok(RetryOutcome::EndpointBusy {
+                    other: other.unwrap_or_default(),
+                });
+            }
+            r => r?,
+        };
         append_event(
             &mut tx,
             &id_s,
