@@ -345,6 +345,34 @@ fn given(body: &serde_json::Value, key: &str) -> bool {
 }
 
 impl TrainingApi {
+    /// Stores a training run for `req` under its deterministic job name; returns the run, the
+    /// job name and the request as stored.
+    async fn store_training(
+        &self,
+        app: &AppState,
+        mut req: TrainingRequest,
+        origin: Option<Origin>,
+        caller: &Caller,
+        scope: &AwsScope,
+    ) -> Result<(Run, String, TrainingRequest), ApiError> {
+        req.origin = origin;
+        let id = Uuid::now_v7();
+        let name = training::job_name(id);
+        let request = serde_json::to_value(&req).expect("request serialises");
+        let run = self
+            .insert(
+                app,
+                id,
+                Kind::Training,
+                name.clone(),
+                request,
+                caller,
+                scope,
+            )
+            .await?;
+        Ok((run, name, req))
+    }
+
     /// Checks an AutoML request's target column, then stores its run (named by the request or
     /// after the run) and wakes the engine.
     async fn store_automl(
@@ -438,22 +466,8 @@ impl TrainingApi {
                 .await?;
             (run, name, Kind::Automl)
         } else {
-            let mut req = TrainingRequest::parse(body, &app.limits)?;
-            req.origin = origin;
-            let id = Uuid::now_v7();
-            let name = training::job_name(id);
-            let request = serde_json::to_value(&req).expect("request serialises");
-            let run = self
-                .insert(
-                    app,
-                    id,
-                    Kind::Training,
-                    name.clone(),
-                    request,
-                    caller,
-                    scope,
-                )
-                .await?;
+            let req = TrainingRequest::parse(body, &app.limits)?;
+            let (run, name, _) = self.store_training(app, req, origin, caller, scope).await?;
             (run, name, Kind::Training)
         };
         Ok(SubmitReply::Accepted(Json(TrainingAccepted {
@@ -668,21 +682,9 @@ impl TrainingApi {
             )
             .into());
         }
-        let mut req = TrainingRequest::parse_mode(body, &app.limits, Mode::Essedum)?;
-        req.origin = origin;
-        let id = Uuid::now_v7();
-        let name = training::job_name(id);
-        let request = serde_json::to_value(&req).expect("request serialises");
-        let run = self
-            .insert(
-                app,
-                id,
-                Kind::Training,
-                name.clone(),
-                request,
-                &caller,
-                &scope,
-            )
+        let req = TrainingRequest::parse_mode(body, &app.limits, Mode::Essedum)?;
+        let (run, name, req) = self
+            .store_training(app, req, origin, &caller, &scope)
             .await?;
         Ok(TrainReply::Accepted(Json(train_record(
             app,
