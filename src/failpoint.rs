@@ -3,6 +3,9 @@
 //! `EXECUTOR_FAILPOINTS=name1,name2` arms points by name. A process that reaches an armed point
 //! prints `FAILPOINT <name>` on stderr and then hangs, so the test that watches stderr can kill it
 //! with SIGKILL at exactly that point. Unarmed points cost one read of a set built once.
+//!
+//! Besides the points the workflows name, the engine passes [`before_commit`] for every step of
+//! every kind, after the step's effects and before its transition is committed.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -26,4 +29,10 @@ pub async fn hit(name: &str) {
         tracing::warn!(failpoint = name, "failpoint reached; waiting to be killed");
         std::future::pending::<()>().await;
     }
+}
+
+/// The point the engine passes after a step of `kind` in `state` returned and before its
+/// transition is committed, e.g. `teardown.submitted.before_commit`.
+pub fn before_commit(kind: &str, state: &str) -> String {
+    format!("{kind}.{}.before_commit", state.to_ascii_lowercase())
 }

@@ -1,141 +1,102 @@
-//! Crash tests: the real binary is killed with SIGKILL at named failpoints, restarted on the same
-//! database, and every run must reach the right end state with exactly one training job each.
+//! The crash matrix: every workflow kind at every named failpoint it passes. Each case starts the
+//! real binary armed with one failpoint, submits runs through the API as the Essedum backend
+//! would, waits until each run is parked at the point, SIGKILLs the process, restarts it on the
+//! same database without failpoints and checks that every run reaches the right end state with
+//! exactly one AWS effect (create, update, stop or delete, counted by the emulator) and that no
+//! run was lost or invented. `every_failpoint_in_the_source_has_a_crash_case` fails when a
+//! failpoint is added without a row here.
 
 mod support;
 
-use serde_json::Value;
-use std::time::Duration;
-use support::{Emulator, Scratch, Service, training_body, unique};
+#[path = "crash/failpoints.rs"]
+mod failpoints;
+#[path = "crash/harness.rs"]
+mod harness;
 
-const RUNS: usize = 3;
+use harness::{Kind, Plan, crash};
+use std::collections::BTreeSet;
 
-/// Submits `RUNS` runs to a service armed with `failpoint`, waits until the process is parked at
-/// it, kills it, restarts without failpoints and checks the end state in the store and emulator.
-async fn crash_at(failpoint: &str, outcome: &str) -> (Scratch, Service, Vec<Value>) {
-    let emu = Emulator::shared();
-    let bucket = unique("crash");
-    emu.create_bucket(&bucket).await;
-    let scratch = Scratch::new();
-    let mut config = scratch.config(emu.url());
-    config.failpoints = vec![failpoint.to_string()];
-    let svc = Service::start(config);
-
-    let mut accepted = vec![];
-    for _ in 0..RUNS {
-        let (code, a) = svc
-            .post(
-                "/api/service/v1/pipelines/training/train",
-                &training_body(&bucket, outcome, 2),
-            )
-            .await;
-        assert_eq!(code, 202, "{a}");
-        accepted.push(a);
-    }
-    let marker = format!("FAILPOINT {failpoint}");
-    // Every run parks at the failpoint before the kill, so each of them crosses it.
-    svc.stderr
-        .wait_for_count(&marker, RUNS, Duration::from_secs(30), |l| l == marker);
-
-    let svc = svc.kill_and_restart();
-    let mut finals = vec![];
-    for a in &accepted {
-        let id = a["id"].as_str().unwrap();
-        let name = a["name"].as_str().unwrap();
-        let st = svc.wait_terminal(id, Duration::from_secs(60)).await;
-        assert_eq!(
-            st["state"],
-            if outcome == "Completed" {
-                "Done"
-            } else {
-                "Failed"
-            },
-            "{st}"
-        );
-        let stats = emu.training_stats(name).await;
-        assert_eq!(
-            stats["creates"], 1,
-            "exactly one training job for {name}: {stats}"
-        );
-        let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
-        finals.push(run);
-    }
-    assert_eq!(svc.run_count().await, RUNS, "no run lost, none invented");
-    (scratch, svc, finals)
+/// One row per case: `test name: Kind at "failpoint" => Plan;`. Each row is a test, named so a
+/// failure says which kind crashed where; the rows also form `MATRIX` for the completeness check.
+macro_rules! matrix {
+    ($($test:ident: $kind:ident at $point:literal => $plan:ident;)*) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                crash(Kind::$kind, $point, Plan::$plan).await;
+            }
+        )*
+        const MATRIX: &[&str] = &[$($point),*];
+    };
 }
 
-fn details(run: &Value) -> Vec<String> {
-    run["history"]
-        .as_array()
-        .unwrap()
+matrix! {
+    // Training (job.rs steps; the engine's point before each state's commit).
+    training_killed_after_upload: Training at "training.after_upload" => Completes;
+    training_killed_before_create: Training at "training.before_create" => Completes;
+    training_killed_after_create: Training at "training.after_create" => Completes;
+    training_killed_during_polling: Training at "training.during_polling" => Completes;
+    training_of_a_failing_job_killed_during_polling: Training at "training.during_polling" => Fails;
+    training_killed_before_committing_uploading: Training at "training.uploading.before_commit" => Completes;
+    training_killed_before_committing_submitted: Training at "training.submitted.before_commit" => Completes;
+    training_killed_before_committing_polling: Training at "training.polling.before_commit" => Completes;
+    training_killed_before_committing_cancelling: Training at "training.cancelling.before_commit" => Cancelled;
+    // AutoML.
+    automl_killed_after_upload: Automl at "automl.after_upload" => Completes;
+    automl_killed_before_create: Automl at "automl.before_create" => Completes;
+    automl_killed_after_create: Automl at "automl.after_create" => Completes;
+    automl_killed_during_polling: Automl at "automl.during_polling" => Completes;
+    automl_killed_before_committing_uploading: Automl at "automl.uploading.before_commit" => Completes;
+    automl_killed_before_committing_submitted: Automl at "automl.submitted.before_commit" => Completes;
+    automl_killed_before_committing_polling: Automl at "automl.polling.before_commit" => Completes;
+    automl_killed_before_committing_cancelling: Automl at "automl.cancelling.before_commit" => Cancelled;
+    // Batch transform (its runs start in Submitted: no upload).
+    transform_killed_before_create: Transform at "transform.before_create" => Completes;
+    transform_killed_after_create: Transform at "transform.after_create" => Completes;
+    transform_killed_during_polling: Transform at "transform.during_polling" => Completes;
+    transform_killed_before_committing_submitted: Transform at "transform.submitted.before_commit" => Completes;
+    transform_killed_before_committing_polling: Transform at "transform.polling.before_commit" => Completes;
+    transform_killed_before_committing_cancelling: Transform at "transform.cancelling.before_commit" => Cancelled;
+    // Script jobs (`/execute`: staging, then a processing job, then Collecting).
+    script_killed_after_upload: Script at "script.after_upload" => Completes;
+    script_killed_after_input: Script at "script.after_input" => Completes;
+    script_killed_before_create: Script at "script.before_create" => Completes;
+    script_killed_after_create: Script at "script.after_create" => Completes;
+    script_killed_during_polling: Script at "script.during_polling" => Completes;
+    script_killed_before_committing_uploading: Script at "script.uploading.before_commit" => Completes;
+    script_killed_before_committing_submitted: Script at "script.submitted.before_commit" => Completes;
+    script_killed_before_committing_polling: Script at "script.polling.before_commit" => Completes;
+    script_killed_before_committing_cancelling: Script at "script.cancelling.before_commit" => Cancelled;
+    script_killed_before_committing_collecting: Script at "script.collecting.before_commit" => Completes;
+    // Deployments (create, or update of an endpoint serving another config).
+    deployment_killed_before_create: Deployment at "deployment.before_create" => Completes;
+    deployment_killed_after_create: Deployment at "deployment.after_create" => Completes;
+    deployment_killed_before_update: Deployment at "deployment.before_update" => Updates;
+    deployment_killed_before_committing_its_create: Deployment at "deployment.submitted.before_commit" => Completes;
+    deployment_killed_before_committing_its_update: Deployment at "deployment.submitted.before_commit" => Updates;
+    deployment_killed_before_committing_polling: Deployment at "deployment.polling.before_commit" => Completes;
+    // Teardowns.
+    teardown_killed_before_delete: Teardown at "teardown.before_delete" => Completes;
+    teardown_killed_before_committing_its_delete: Teardown at "teardown.submitted.before_commit" => Completes;
+    teardown_killed_before_committing_polling: Teardown at "teardown.polling.before_commit" => Completes;
+}
+
+#[test]
+fn every_failpoint_in_the_source_has_a_crash_case() {
+    let rows: BTreeSet<&str> = MATRIX.iter().copied().collect();
+    let in_source = failpoints::in_source();
+    let missing: Vec<&String> = in_source
         .iter()
-        .filter_map(|e| e["detail"].as_str().map(str::to_string))
-        .collect()
-}
-
-#[tokio::test]
-async fn killed_after_upload_before_commit_resumes_and_uploads_again_harmlessly() {
-    let (_scratch, _svc, runs) = crash_at("training.after_upload", "Completed").await;
-    for run in runs {
-        assert!(
-            details(&run)
-                .iter()
-                .any(|d| d.starts_with("staged input at")),
-            "{run}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn killed_after_intent_commit_before_create_creates_the_job_once() {
-    let (_scratch, _svc, runs) = crash_at("training.before_create", "Completed").await;
-    for run in runs {
-        assert!(
-            details(&run)
-                .iter()
-                .any(|d| d.starts_with("create accepted for training job")),
-            "{run}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn killed_right_after_create_adopts_the_existing_job() {
-    let (_scratch, _svc, runs) = crash_at("training.after_create", "Completed").await;
-    for run in runs {
-        let d = details(&run);
-        assert!(
-            d.iter()
-                .any(|d| d.starts_with("adopted existing training job")),
-            "{d:?}"
-        );
-        assert!(
-            !d.iter()
-                .any(|d| d.starts_with("create accepted for training job")),
-            "the create before the crash was never committed: {d:?}"
-        );
-        let name = run["name"].as_str().unwrap();
-        let stats = Emulator::shared().training_stats(name).await;
-        assert_eq!(
-            stats["duplicate_creates"], 0,
-            "describe-before-create: no second create at all"
-        );
-    }
-}
-
-#[tokio::test]
-async fn killed_during_polling_resumes_polling_to_the_end() {
-    let (_scratch, _svc, runs) = crash_at("training.during_polling", "Completed").await;
-    for run in &runs {
-        assert_eq!(run["state"], "Done");
-        assert!(
-            run["context"]["model_artifacts"]
-                .as_str()
-                .unwrap()
-                .ends_with("model.tar.gz")
-        );
-    }
-    let (_scratch, _svc, runs) = crash_at("training.during_polling", "Failed").await;
-    for run in &runs {
-        assert_eq!(run["last_error"], "AlgorithmError: emulated failure");
-    }
+        .filter(|n| !rows.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "failpoints without a crash case; add a row to the matrix in tests/crash.rs for each \
+         (`<kind>_killed_<where>: <Kind> at \"<failpoint>\" => <Plan>;`): {missing:?}"
+    );
+    let stale: Vec<&&str> = rows.iter().filter(|r| !in_source.contains(**r)).collect();
+    assert!(
+        stale.is_empty(),
+        "matrix rows for failpoints the source no longer passes: {stale:?}"
+    );
 }

@@ -33,6 +33,7 @@
 
 use crate::aws::AwsProvider;
 use crate::clock::{self, Clock};
+use crate::failpoint;
 use crate::metrics;
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::Run;
@@ -366,6 +367,11 @@ impl Engine {
         let error_class = result.as_ref().err().map(|e| e.class);
         let now = self.clock.now();
         let transition = decide(&reg.def, run, result, now);
+        failpoint::hit(&failpoint::before_commit(
+            run.kind.as_str(),
+            run.state.as_str(),
+        ))
+        .await;
         match self
             .store
             .commit_transition(&claimed, &transition, now)

@@ -1,0 +1,272 @@
+//! One crash harness for every workflow kind: submit runs as the Essedum backend would, wait
+//! until each is parked at the armed failpoint, SIGKILL the process, restart it on the same
+//! database without failpoints, wait until every run is terminal, then check the end state in
+//! the store and, in the emulator, exactly one AWS effect per run.
+
+use crate::support::{Emulator, ROLE, Scratch, Service, training_body, unique};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Runs per case: two runs crossing the same point at once still prove "exactly one each".
+const RUNS: usize = 2;
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The workflow kinds, as they are submitted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    Training,
+    Automl,
+    Transform,
+    Deployment,
+    Teardown,
+    Script,
+}
+
+/// What the runs are set up to do, and so how they must end.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Plan {
+    /// The job completes (an endpoint goes InService, a teardown deletes it): Done.
+    Completes,
+    /// The job fails in SageMaker: Failed with the emulator's reason.
+    Fails,
+    /// The job keeps running until an operator cancels it: Cancelled after exactly one stop.
+    Cancelled,
+    /// Deployment to an endpoint InService on another config: Done after exactly one update.
+    Updates,
+}
+
+impl Plan {
+    fn end_state(self) -> &'static str {
+        match self {
+            Plan::Completes | Plan::Updates => "Done",
+            Plan::Fails => "Failed",
+            Plan::Cancelled => "Cancelled",
+        }
+    }
+
+    /// The emulator's outcome knob and the number of describes the resource stays running.
+    fn knobs(self) -> (&'static str, u32) {
+        match self {
+            Plan::Fails => ("Failed", 2),
+            Plan::Cancelled => ("Completed", 100_000),
+            Plan::Completes | Plan::Updates => ("Completed", 2),
+        }
+    }
+}
+
+/// The AWS effect each run must have had exactly once: the emulator's stats kind and counter.
+fn effect(kind: Kind, plan: Plan) -> (&'static str, &'static str) {
+    let resource = match kind {
+        Kind::Training => "training_jobs",
+        Kind::Automl => "automl_jobs",
+        Kind::Transform => "transform_jobs",
+        Kind::Script => "processing_jobs",
+        Kind::Deployment | Kind::Teardown => "endpoints",
+    };
+    let counter = match (kind, plan) {
+        (Kind::Teardown, _) => "deletes",
+        (_, Plan::Updates) => "updates",
+        _ => "creates",
+    };
+    (resource, counter)
+}
+
+/// One submitted run.
+struct Submitted {
+    id: String,
+}
+
+/// Creates what one run needs in the emulator and submits it through the API.
+async fn submit(kind: Kind, plan: Plan, svc: &Service, emu: &Emulator) -> Submitted {
+    let (outcome, polls) = plan.knobs();
+    let bucket = unique("crash");
+    emu.create_bucket(&bucket).await;
+    let (route, body, accepted) = match kind {
+        Kind::Training => (
+            "/api/service/v1/pipelines/training/train".to_string(),
+            training_body(&bucket, outcome, polls),
+            202,
+        ),
+        Kind::Automl => (
+            "/api/service/v1/pipelines/training".to_string(),
+            json!({
+                "type": "automl", "RoleArn": ROLE, "Bucket": bucket, "S3Prefix": "automl/e1",
+                "inline_csv": "label,age\n1,30\n0,40\n", "target_attribute_name": "label",
+                "problem_type": "BinaryClassification", "objective_metric": "F1",
+                "Tags": {"_emulator_outcome": outcome, "_emulator_polls": polls.to_string()},
+            }),
+            202,
+        ),
+        Kind::Transform => (
+            "/api/service/v1/pipelines/inference".to_string(),
+            json!({
+                "ModelName": "churn-model",
+                "TransformInput": {
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": format!("s3://{bucket}/batch/in/")}},
+                    "ContentType": "text/csv", "SplitType": "Line"
+                },
+                "TransformOutput": {"S3OutputPath": format!("s3://{bucket}/batch/out/"), "AssembleWith": "Line"},
+                "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+                "Environment": {"_emulator_outcome": outcome, "_emulator_polls": polls.to_string()},
+            }),
+            202,
+        ),
+        Kind::Script => {
+            emu.put_object(&bucket, "in/train.csv", "a,b,label\n1,2,0\n")
+                .await;
+            (
+                "/execute".to_string(),
+                json!({
+                    "bucket": bucket, "project_id": "proj-7", "name": "churn-script", "version": "3",
+                    "credentials": {"endpoint": emu.url(), "access_key": "test", "secret_key": "test"},
+                    "input_artifacts": "in/train.csv", "command": "python3 train.py", "storage": "s3",
+                    "environment": {"_emulator_outcome": outcome, "_emulator_polls": polls.to_string()},
+                    "configs": {"role": ROLE, "container": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sklearn:1",
+                                "instance_count": "1", "instance_type": "ml.m5.large"}
+                }),
+                201,
+            )
+        }
+        Kind::Deployment => {
+            let endpoint = unique("crash-ep");
+            let config = if plan == Plan::Updates {
+                // InService on its own config; the run moves it to another one.
+                emu.endpoint(&endpoint, 0).await;
+                endpoint_config(emu, &format!("{endpoint}-b"), &endpoint).await
+            } else {
+                let model = unique("crash-model");
+                model_of(emu, &model).await;
+                endpoint_config(emu, &format!("{model}-a"), &model).await
+            };
+            (
+                format!("/api/service/v1/endpoints/{endpoint}/deploy_model"),
+                json!({"EndpointConfigName": config, "Tags": {"_emulator_polls": polls.to_string()}}),
+                202,
+            )
+        }
+        Kind::Teardown => {
+            let endpoint = unique("crash-ep");
+            emu.endpoint(&endpoint, 0).await;
+            (
+                format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+                json!({}),
+                202,
+            )
+        }
+    };
+    let (code, reply) = svc.post(&route, &body).await;
+    assert_eq!(code, accepted, "{kind:?} submit: {reply}");
+    let id = reply["id"]
+        .as_str()
+        .or(reply["task_id"].as_str())
+        .unwrap_or_else(|| panic!("no run id in {reply}"));
+    Submitted { id: id.to_string() }
+}
+
+async fn model_of(emu: &Emulator, model: &str) {
+    emu.sagemaker(
+        "CreateModel",
+        json!({"ModelName": model, "ExecutionRoleArn": ROLE,
+               "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}}),
+    )
+    .await;
+}
+
+async fn endpoint_config(emu: &Emulator, name: &str, model: &str) -> String {
+    emu.sagemaker(
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": name, "ProductionVariants": [{"VariantName": "v1",
+               "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}),
+    )
+    .await;
+    name.to_string()
+}
+
+/// The details of a run's history, oldest first.
+fn details(run: &Value) -> Vec<String> {
+    run["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Kills a service of `kind` runs parked at `failpoint`, restarts it and checks every run: its
+/// end state, exactly one AWS effect in the emulator, and no run lost or invented. Returns the
+/// runs as the restarted service shows them.
+pub async fn crash(kind: Kind, failpoint: &str, plan: Plan) -> Vec<Value> {
+    let emu = Emulator::shared();
+    let scratch = Scratch::new();
+    let mut config = scratch.config(emu.url());
+    config.failpoints = vec![failpoint.to_string()];
+    let svc = Service::start(config);
+
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        runs.push(submit(kind, plan, &svc, emu).await);
+    }
+    if plan == Plan::Cancelled {
+        for run in &runs {
+            svc.wait_run(&run.id, "Polling", |r| r["state"] == "Polling")
+                .await;
+            let (code, reply) = svc
+                .post(&format!("/api/v1/runs/{}/cancel", run.id), &json!({}))
+                .await;
+            assert_eq!(code, 202, "cancel: {reply}");
+        }
+    }
+    let marker = format!("FAILPOINT {failpoint}");
+    // Every run parks at the failpoint before the kill, so each of them crosses it.
+    svc.stderr
+        .wait_for_count(&marker, RUNS, WAIT, |l| l == marker);
+
+    let svc = svc.kill_and_restart();
+    let (resource, counter) = effect(kind, plan);
+    let mut finals = Vec::new();
+    for run in &runs {
+        let st = svc.wait_terminal(&run.id, WAIT).await;
+        assert_eq!(st["state"], plan.end_state(), "{failpoint}: {st}");
+        let (_, detail) = svc.get(&format!("/api/v1/runs/{}", run.id)).await;
+        let name = detail["context"]["job_name"].as_str().unwrap();
+        let stats = emu.job_stats(resource, name).await;
+        assert_eq!(
+            stats[counter], 1,
+            "{failpoint}: exactly one {counter} of {resource} {name}: {stats}"
+        );
+        if counter == "creates" {
+            assert_eq!(
+                stats["duplicate_creates"], 0,
+                "{failpoint}: describe before create, never a second create: {stats}"
+            );
+        }
+        if plan == Plan::Cancelled {
+            assert_eq!(stats["stops"], 1, "{failpoint}: one stop: {stats}");
+        }
+        if plan == Plan::Fails {
+            assert!(
+                detail["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{failpoint}: the run carries AWS's reason: {detail}"
+            );
+        }
+        if failpoint.ends_with(".after_create") && resource.ends_with("_jobs") {
+            // AWS accepted the create but the run never committed it: found by name, adopted.
+            let d = details(&detail);
+            assert!(
+                d.iter().any(|d| d.starts_with("adopted")),
+                "{failpoint}: {d:?}"
+            );
+            assert!(
+                !d.iter().any(|d| d.starts_with("create accepted")),
+                "{failpoint}: the create before the kill was never committed: {d:?}"
+            );
+        }
+        finals.push(detail);
+    }
+    assert_eq!(
+        svc.run_count().await,
+        RUNS,
+        "{failpoint}: no run lost, none invented"
+    );
+    finals
+}
