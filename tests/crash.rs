@@ -75,6 +75,8 @@ matrix! {
     deployment_killed_before_committing_its_create: Deployment at "deployment.submitted.before_commit" => Completes;
     deployment_killed_before_committing_its_update: Deployment at "deployment.submitted.before_commit" => Updates;
     deployment_killed_before_committing_polling: Deployment at "deployment.polling.before_commit" => Completes;
+    automl_deployment_killed_before_create: Automl at "deployment.before_create" => Deploys;
+    automl_deployment_killed_before_committing_its_create: Automl at "deployment.submitted.before_commit" => Deploys;
     // Teardowns.
     teardown_killed_before_delete: Teardown at "teardown.before_delete" => Completes;
     teardown_killed_before_committing_its_delete: Teardown at "teardown.submitted.before_commit" => Completes;

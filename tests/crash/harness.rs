@@ -33,12 +33,15 @@ pub enum Plan {
     Cancelled,
     /// Deployment to an endpoint InService on another config: Done after exactly one update.
     Updates,
+    /// AutoML that deploys its best candidate: the linked deployment run creates one model, one
+    /// endpoint config and one endpoint.
+    Deploys,
 }
 
 impl Plan {
     fn end_state(self) -> &'static str {
         match self {
-            Plan::Completes | Plan::Updates => "Done",
+            Plan::Completes | Plan::Updates | Plan::Deploys => "Done",
             Plan::Fails => "Failed",
             Plan::Cancelled => "Cancelled",
         }
@@ -49,7 +52,7 @@ impl Plan {
         match self {
             Plan::Fails => ("Failed", 2),
             Plan::Cancelled => ("Completed", 100_000),
-            Plan::Completes | Plan::Updates => ("Completed", 2),
+            Plan::Completes | Plan::Updates | Plan::Deploys => ("Completed", 2),
         }
     }
 }
@@ -87,16 +90,19 @@ async fn submit(kind: Kind, plan: Plan, svc: &Service, emu: &Emulator) -> Submit
             training_body(&bucket, outcome, polls),
             202,
         ),
-        Kind::Automl => (
-            "/api/service/v1/pipelines/training".to_string(),
-            json!({
+        Kind::Automl => {
+            let mut body = json!({
                 "type": "automl", "RoleArn": ROLE, "Bucket": bucket, "S3Prefix": "automl/e1",
                 "inline_csv": "label,age\n1,30\n0,40\n", "target_attribute_name": "label",
                 "problem_type": "BinaryClassification", "objective_metric": "F1",
                 "Tags": {"_emulator_outcome": outcome, "_emulator_polls": polls.to_string()},
-            }),
-            202,
-        ),
+            });
+            if plan == Plan::Deploys {
+                body["deploy"] = json!({"endpoint_name": unique("crash-aml-ep"),
+                                        "instance_type": "ml.m5.large", "instance_count": 1});
+            }
+            ("/api/service/v1/pipelines/training".to_string(), body, 202)
+        }
         Kind::Transform => (
             "/api/service/v1/pipelines/inference".to_string(),
             json!({
@@ -261,12 +267,50 @@ pub async fn crash(kind: Kind, failpoint: &str, plan: Plan) -> Vec<Value> {
                 "{failpoint}: the create before the kill was never committed: {d:?}"
             );
         }
+        if plan == Plan::Deploys {
+            deployed_once(&svc, emu, &detail, failpoint).await;
+        }
         finals.push(detail);
     }
+    let linked = if plan == Plan::Deploys { RUNS } else { 0 };
     assert_eq!(
         svc.run_count().await,
-        RUNS,
+        RUNS + linked,
         "{failpoint}: no run lost, none invented"
     );
     finals
+}
+
+/// The deployment run an AutoML run started: Done, with exactly one model, endpoint config and
+/// endpoint created.
+async fn deployed_once(svc: &Service, emu: &Emulator, parent: &Value, failpoint: &str) {
+    let started = details(parent)
+        .into_iter()
+        .find_map(|d| {
+            d.rsplit_once("started deployment run ")
+                .map(|(_, id)| id.to_string())
+        })
+        .unwrap_or_else(|| panic!("{failpoint}: no deployment run started: {parent}"));
+    let st = svc.wait_terminal(&started, WAIT).await;
+    assert_eq!(st["state"], "Done", "{failpoint}: {st}");
+    let (_, child) = svc.get(&format!("/api/v1/runs/{started}")).await;
+    let request = &child["request"];
+    for (resource, name) in [
+        ("models", &request["model"]["ModelName"]),
+        (
+            "endpoint_configs",
+            &request["config"]["EndpointConfigName"],
+        ),
+        ("endpoints", &request["endpoint_name"]),
+    ] {
+        let stats = emu.job_stats(resource, name.as_str().unwrap()).await;
+        assert_eq!(
+            (
+                stats["creates"].as_u64(),
+                stats["duplicate_creates"].as_u64()
+            ),
+            (Some(1), Some(0)),
+            "{failpoint}: exactly one of {resource} {name}: {stats}"
+        );
+    }
 }
