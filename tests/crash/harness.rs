@@ -297,10 +297,7 @@ async fn deployed_once(svc: &Service, emu: &Emulator, parent: &Value, failpoint:
     let request = &child["request"];
     for (resource, name) in [
         ("models", &request["model"]["ModelName"]),
-        (
-            "endpoint_configs",
-            &request["config"]["EndpointConfigName"],
-        ),
+        ("endpoint_configs", &request["config"]["EndpointConfigName"]),
         ("endpoints", &request["endpoint_name"]),
     ] {
         let stats = emu.job_stats(resource, name.as_str().unwrap()).await;
