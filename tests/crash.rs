@@ -13,7 +13,8 @@ mod failpoints;
 #[path = "crash/harness.rs"]
 mod harness;
 
-use harness::{Kind, Plan, crash};
+use harness::{Plan, crash};
+use sagemaker_executor::model::Kind;
 use std::collections::BTreeSet;
 
 /// One row per case: `test name: Kind at "failpoint" => Plan;`. Each row is a test, named so a

@@ -3,24 +3,16 @@
 //! database without failpoints, wait until every run is terminal, then check the end state in
 //! the store and, in the emulator, exactly one AWS effect per run.
 
-use crate::support::{Emulator, ROLE, Scratch, Service, training_body, unique};
+use crate::support::{
+    Emulator, ROLE, Scratch, Service, history_details as details, training_body, unique,
+};
+use sagemaker_executor::model::Kind;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Runs per case: two runs crossing the same point at once still prove "exactly one each".
 const RUNS: usize = 2;
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The workflow kinds, as they are submitted.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Kind {
-    Training,
-    Automl,
-    Transform,
-    Deployment,
-    Teardown,
-    Script,
-}
 
 /// What the runs are set up to do, and so how they must end.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -186,16 +178,6 @@ async fn endpoint_config(emu: &Emulator, name: &str, model: &str) -> String {
     )
     .await;
     name.to_string()
-}
-
-/// The details of a run's history, oldest first.
-fn details(run: &Value) -> Vec<String> {
-    run["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["detail"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// Kills a service of `kind` runs parked at `failpoint`, restarts it and checks every run: its

@@ -567,6 +567,16 @@ pub fn training_body(bucket: &str, outcome: &str, polls: u32) -> Value {
     })
 }
 
+/// The details of a run's history (`GET /api/v1/runs/{id}`), oldest first.
+pub fn history_details(run: &Value) -> Vec<String> {
+    run["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str().map(str::to_string))
+        .collect()
+}
+
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
