@@ -69,6 +69,7 @@ fn effect(kind: Kind, plan: Plan) -> (&'static str, &'static str) {
 /// One submitted run.
 struct Submitted {
     id: String,
+    bucket: String,
 }
 
 /// Creates what one run needs in the emulator and submits it through the API.
@@ -110,17 +111,20 @@ async fn submit(kind: Kind, plan: Plan, svc: &Service, emu: &Emulator) -> Submit
             202,
         ),
         Kind::Script => {
-            emu.put_object(&bucket, "in/train.csv", "a,b,label\n1,2,0\n")
-                .await;
+            // The backend's body (RemoteBody.java): no `configs` (the service's settings stand
+            // in), the pipeline's input folder, knobs in `environment`.
+            let folder = "leo1311/remote/CRASH/1/Input";
+            for (file, text) in [("train.py", "print(1)\n"), ("data/train.csv", "a,b\n1,2\n")] {
+                emu.put_object(&bucket, &format!("{folder}/{file}"), text)
+                    .await;
+            }
             (
                 "/execute".to_string(),
                 json!({
-                    "bucket": bucket, "project_id": "proj-7", "name": "churn-script", "version": "3",
+                    "bucket": bucket, "project_id": "leo1311", "name": "CRASH", "version": "1",
                     "credentials": {"endpoint": emu.url(), "access_key": "test", "secret_key": "test"},
-                    "input_artifacts": "in/train.csv", "command": "python3 train.py", "storage": "s3",
+                    "input_artifacts": folder, "command": "python train.py", "storage": "s3",
                     "environment": {"_emulator_outcome": outcome, "_emulator_polls": polls.to_string()},
-                    "configs": {"role": ROLE, "container": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sklearn:1",
-                                "instance_count": "1", "instance_type": "ml.m5.large"}
                 }),
                 201,
             )
@@ -158,7 +162,10 @@ async fn submit(kind: Kind, plan: Plan, svc: &Service, emu: &Emulator) -> Submit
         .as_str()
         .or(reply["task_id"].as_str())
         .unwrap_or_else(|| panic!("no run id in {reply}"));
-    Submitted { id: id.to_string() }
+    Submitted {
+        id: id.to_string(),
+        bucket,
+    }
 }
 
 async fn model_of(emu: &Emulator, model: &str) {
@@ -188,6 +195,14 @@ pub async fn crash(kind: Kind, failpoint: &str, plan: Plan) -> Vec<Value> {
     let scratch = Scratch::new();
     let mut config = scratch.config(emu.url());
     config.failpoints = vec![failpoint.to_string()];
+    // What the backend's script body leaves out (it sends no `configs`).
+    config.extra_env.extend([
+        ("EXECUTOR_SCRIPT_ROLE_ARN".to_string(), ROLE.to_string()),
+        (
+            "EXECUTOR_SCRIPT_IMAGE".to_string(),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/python:3.11".to_string(),
+        ),
+    ]);
     let svc = Service::start(config);
 
     let mut runs = Vec::new();
@@ -247,6 +262,20 @@ pub async fn crash(kind: Kind, failpoint: &str, plan: Plan) -> Vec<Value> {
             assert!(
                 !d.iter().any(|d| d.starts_with("create accepted")),
                 "{failpoint}: the create before the kill was never committed: {d:?}"
+            );
+        }
+        if kind == Kind::Script {
+            // Each input file staged once, under its name in the folder, whatever the kill.
+            let prefix = format!("essedum-executor/scripts/{}/input/", run.id);
+            let mut staged = emu.list_keys(&run.bucket, &prefix).await;
+            staged.sort();
+            assert_eq!(
+                staged,
+                [
+                    format!("{prefix}data/train.csv"),
+                    format!("{prefix}train.py")
+                ],
+                "{failpoint}"
             );
         }
         if plan == Plan::Deploys {
