@@ -463,6 +463,8 @@ fn to_submitted(c: &ClaimedRun, now: clock::Timestamp) -> Transition {
         spawn: Vec::new(),
         forget: Vec::new(),
         withdraw_cancel: false,
+        degraded: false,
+        collapse: false,
     }
 }
 
