@@ -630,11 +630,14 @@ fn keep_following(
     now: clock::Timestamp,
 ) -> Transition {
     let attempt = run.attempt + 1;
+    // The cap holds with the jitter too: it is the longest a live job goes unobserved.
+    let cap = Duration::from_millis(def.retry.observe_max_delay_ms);
     let delay = retry_delay(
         Duration::from_millis(def.retry.base_ms),
-        Duration::from_millis(def.retry.observe_max_delay_ms),
+        cap,
         attempt.clamp(1, 64) as u32,
-    );
+    )
+    .min(cap);
     Transition {
         to: run.state,
         context: run.context.clone(),
