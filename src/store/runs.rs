@@ -248,19 +248,19 @@ async fn collapse_into_latest(
     at: &str,
     t: &Transition,
 ) -> Result<bool> {
-    let latest: Option<(i64, Option<i64>, Option<String>, String, Option<String>)> =
-        sqlx::query_as(
-            "SELECT seq, repeat_of, from_state, to_state, error_class FROM run_events
-             WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(run_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((seq, repeat_of, from, to, class)) = latest else {
+    let latest: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT seq, repeat_of,
+                COALESCE(from_state = ?2 AND to_state = ?2 AND error_class IS NOT NULL, 0)
+         FROM run_events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(run_id)
+    .bind(state.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((seq, repeat_of, failed_in_state)) = latest else {
         return Ok(false);
     };
-    let same_state = from.as_deref() == Some(state.as_str()) && to == state.as_str();
-    if !same_state || class.is_none() {
+    if !failed_in_state {
         return Ok(false);
     }
     let error = t.error.as_ref();
