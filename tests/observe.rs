@@ -194,10 +194,14 @@ async fn refused_or_expired_credentials_on_describe_do_not_fail_the_run_but_on_c
     assert_eq!(st["state"], "Done", "{st}");
 }
 
-#[tokio::test]
-async fn an_auth_error_makes_a_connection_backed_run_look_its_connection_up_again() {
+/// A service behind a fault proxy with connection lookup toward a fake Essedum backend (answers
+/// reused for `cache_secs`), and a training run started with connection (p1, a1), in Polling.
+async fn connection_backed_run(
+    prefix: &str,
+    cache_secs: u32,
+) -> (FaultProxy, FakeBackend, Scratch, Service, String) {
     let emu = Emulator::shared();
-    let bucket = unique("relookup");
+    let bucket = unique(prefix);
     emu.create_bucket(&bucket).await;
     let proxy = FaultProxy::start(emu.addr).await.unwrap();
     let backend = FakeBackend::start().await;
@@ -212,8 +216,10 @@ async fn an_auth_error_makes_a_connection_backed_run_look_its_connection_up_agai
         ("EXECUTOR_RETRY_BASE_MS".into(), "20".into()),
         ("EXECUTOR_OBSERVE_MAX_DELAY_MS".into(), "200".into()),
         ("EXECUTOR_CONNECTION_ALLOW".into(), backend.base_url()),
-        // Answers would be reused for five minutes: only the auth error can make a new lookup.
-        ("EXECUTOR_CONNECTION_CACHE_SECS".into(), "300".into()),
+        (
+            "EXECUTOR_CONNECTION_CACHE_SECS".into(),
+            cache_secs.to_string(),
+        ),
     ]);
     let svc = Service::start(config);
     let r = client()
@@ -230,6 +236,13 @@ async fn an_auth_error_makes_a_connection_backed_run_look_its_connection_up_agai
     let id = a["id"].as_str().unwrap().to_string();
     svc.wait_run(&id, "Polling", |r| r["state"] == "Polling")
         .await;
+    (proxy, backend, scratch, svc, id)
+}
+
+#[tokio::test]
+async fn an_auth_error_makes_a_connection_backed_run_look_its_connection_up_again() {
+    // Answers would be reused for five minutes: only the auth error can make a new lookup.
+    let (proxy, backend, _scratch, svc, id) = connection_backed_run("relookup", 300).await;
     let before = backend.calls();
 
     proxy.set_plan(FaultPlan::always(Fault::ExpiredToken).only(["DescribeTrainingJob"]));
@@ -295,4 +308,28 @@ async fn a_run_failed_by_sagemakers_own_outcome_cannot_be_cancelled() {
     assert_eq!(code, 409, "{reply}");
     let stats = Emulator::shared().training_stats(&name).await;
     assert_eq!(stats["stops"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn an_essedum_backend_outage_past_the_retry_budget_does_not_fail_a_following_run() {
+    // Every step looks the connection up (no reuse), so every step meets the outage.
+    let (_proxy, backend, _scratch, svc, id) = connection_backed_run("outage", 0).await;
+    backend.fail_next(1000, 503);
+    // Past the old budget of 8 attempts, the run still follows its job.
+    let run = svc
+        .wait_run(&id, "the run degraded by the outage", |r| {
+            r["degraded"]["attempts"].as_i64().unwrap_or(0) >= 12 || r["state"] != "Polling"
+        })
+        .await;
+    assert_eq!(run["state"], "Polling", "{run}");
+    assert!(
+        run["degraded"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Essedum backend unreachable"),
+        "{run}"
+    );
+    backend.fail_next(0, 503);
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Done", "the backend is back: {st}");
 }
