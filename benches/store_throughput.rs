@@ -91,6 +91,8 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
                     spawn: Vec::new(),
                     forget: Vec::new(),
                     withdraw_cancel: false,
+                    degraded: false,
+                    collapse: false,
                 };
                 matches!(
                     store.commit_transition(&c, &t, now).await.unwrap(),

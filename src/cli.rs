@@ -42,6 +42,9 @@ pub enum RunsCommand {
         /// Only runs with a recorded error.
         #[arg(long)]
         has_error: bool,
+        /// Only runs whose status checks are failing (their AWS job may still run).
+        #[arg(long)]
+        degraded: bool,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// The `next_cursor` printed by the previous page.
@@ -198,7 +201,15 @@ fn run_rows(runs: &Value) -> Vec<Vec<String>> {
                     vec![
                         s(&r["id"]),
                         s(&r["kind"]),
-                        s(&r["state"]),
+                        if r["degraded"].is_object() {
+                            format!(
+                                "{} (degraded since {})",
+                                s(&r["state"]),
+                                s(&r["degraded"]["since"])
+                            )
+                        } else {
+                            s(&r["state"])
+                        },
                         s(&r["attempt"]),
                         s(&r["updated_at"]),
                         s(&r["name"]),
@@ -288,6 +299,7 @@ pub async fn run(args: ClientArgs, command: RunsCommand) -> Result<(), CliError>
             state,
             stuck_secs,
             has_error,
+            degraded,
             limit,
             cursor,
         } => {
@@ -304,6 +316,9 @@ pub async fn run(args: ClientArgs, command: RunsCommand) -> Result<(), CliError>
             }
             if has_error {
                 q.push("has_error=true".into());
+            }
+            if degraded {
+                q.push("degraded=true".into());
             }
             let page = c
                 .call(

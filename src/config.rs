@@ -111,6 +111,17 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_RETRY_BASE_MS")]
     pub retry_base_ms: Option<u64>,
 
+    /// Cap of the backoff between failed status checks of a run whose AWS job may be live, in
+    /// milliseconds (overrides the workflows' `retry.observe_max_delay_ms`, default 300000).
+    /// Such checks never fail the run; it shows as degraded until a check succeeds.
+    #[arg(long, env = "EXECUTOR_OBSERVE_MAX_DELAY_MS")]
+    pub observe_max_delay_ms: Option<u64>,
+
+    /// How many AWS client sets (distinct credentials) are kept built; the least recently used
+    /// is dropped when more are needed.
+    #[arg(long, env = "EXECUTOR_AWS_CLIENT_CACHE", default_value_t = crate::aws::provider::DEFAULT_CLIENT_CACHE)]
+    pub aws_client_cache: usize,
+
     /// On SIGTERM/SIGINT, how long running steps may take to finish, in seconds.
     #[arg(long, env = "EXECUTOR_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,

@@ -185,6 +185,25 @@ impl Metrics {
     }
 }
 
+/// Prometheus text for the runs whose status checks are failing while their AWS job may still
+/// run (DESIGN.md invariant 4), by kind; every kind is listed, 0 when none.
+pub fn render_degraded(degraded: &[(Kind, i64)]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# HELP executor_degraded_runs Runs whose status checks are failing; they keep following \
+         their AWS job.\n# TYPE executor_degraded_runs gauge"
+    );
+    for kind in Kind::ALL {
+        let n = degraded
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(o, "executor_degraded_runs{{kind=\"{kind}\"}} {n}");
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +236,22 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn degraded_runs_are_a_gauge_per_kind() {
+        let text = render_degraded(&[(Kind::Training, 2)]);
+        assert!(
+            text.contains("# TYPE executor_degraded_runs gauge"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "executor_degraded_runs{kind=\"training\"} 2")
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "executor_degraded_runs{kind=\"automl\"} 0")
+        );
     }
 }

@@ -144,12 +144,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             },
         )?)
     };
-    let provider = Arc::new(AwsProvider::new(
-        aws.clone(),
-        settings,
-        connections,
-        Arc::new(secrets),
-    ));
+    let provider = Arc::new(
+        AwsProvider::new(aws.clone(), settings, connections, Arc::new(secrets))
+            .with_client_cache(args.aws_client_cache),
+    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Arc::new(
         Engine::new(
@@ -163,6 +161,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 poll_min: args.poll_min_ms.map(Duration::from_millis),
                 poll_max: args.poll_max_ms.map(Duration::from_millis),
                 retry_base: args.retry_base_ms.map(Duration::from_millis),
+                observe_max_delay: args.observe_max_delay_ms.map(Duration::from_millis),
                 drain: Duration::from_secs(args.drain_secs),
                 ..EngineConfig::default()
             },

@@ -81,8 +81,22 @@ pub struct RunSummary {
     pub attempt: i64,
     pub cancel_requested: bool,
     pub last_error: Option<String>,
+    /// Present while the run's status checks fail: its AWS job may still be running, so the run
+    /// keeps following it (backing off) instead of failing.
+    pub degraded: Option<Degraded>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A run whose status checks are failing (DESIGN.md invariant 4).
+#[derive(Object, Debug, Clone)]
+pub struct Degraded {
+    /// The first failed check of this streak.
+    pub since: String,
+    /// The latest check's error.
+    pub last_error: Option<String>,
+    /// Failed checks in this streak.
+    pub attempts: i64,
 }
 
 impl From<&Run> for RunSummary {
@@ -95,6 +109,11 @@ impl From<&Run> for RunSummary {
             attempt: r.attempt,
             cancel_requested: r.cancel_requested,
             last_error: r.last_error.clone(),
+            degraded: r.degraded_since.map(|since| Degraded {
+                since: time(since),
+                last_error: r.last_error.clone(),
+                attempts: r.attempt,
+            }),
             created_at: time(r.created_at),
             updated_at: time(r.updated_at),
         }
@@ -113,6 +132,9 @@ pub struct EventDto {
     pub detail: Option<String>,
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
+    /// How many attempts this row stands for: repeated identical attempts are collapsed into
+    /// the latest row of their streak (its `at`, `attempt` and `error` are the latest's).
+    pub repeats: i64,
 }
 
 impl From<&Event> for EventDto {
@@ -126,6 +148,7 @@ impl From<&Event> for EventDto {
             detail: e.detail.clone(),
             error_class: e.error_class,
             error: e.error.clone(),
+            repeats: e.repeats,
         }
     }
 }

@@ -29,11 +29,11 @@ impl HealthApi {
             .ok_or_else(|| ApiError::unavailable("not serving"))?;
         let runs = state.store.count_by_kind_state().await?;
         let oldest = state.store.oldest_unfinished().await?;
-        Ok(PlainText(crate::metrics::global().render(
-            &runs,
-            oldest,
-            state.clock.now(),
-        )))
+        let mut text = crate::metrics::global().render(&runs, oldest, state.clock.now());
+        text.push_str(&crate::metrics::render_degraded(
+            &state.store.count_degraded().await?,
+        ));
+        Ok(PlainText(text))
     }
 
     /// Readiness: the store answers queries.

@@ -165,8 +165,43 @@ pub(super) async fn request_cancel(
             state.wake.notify_one();
             Ok(*run)
         }
+        CancelOutcome::AlreadyTerminal(State::Failed) => cancel_failed(state, id, &detail).await,
         CancelOutcome::AlreadyTerminal(s) => Err(ApiError::conflict(format!(
             "the run is already {s}; there is nothing to cancel"
+        ))),
+        CancelOutcome::NotFound => Err(ApiError::not_found(format!("no run {id}"))),
+    }
+}
+
+/// A cancel of a Failed run whose AWS job may still be running: it failed in a state that
+/// follows the job (`follows_job`), because the engine gave up on an error (not by AWS's own
+/// outcome), and its job was named. It is re-armed in its workflow's Cancelling state so that
+/// the stop reaches AWS; it ends Cancelled, or Done/Failed when the job had already ended.
+async fn cancel_failed(state: &AppState, id: Uuid, detail: &str) -> Result<Run, ApiError> {
+    let definitions = state.definitions.clone();
+    let detail = format!("{detail}; the job may still be running: re-armed to stop it");
+    let outcome = state
+        .store
+        .rearm_to_cancel(id, state.clock.now(), &detail, |run, failed_in| {
+            let def = definitions.iter().find(|d| d.kind == run.kind)?;
+            let failed_in = failed_in?;
+            let named = run
+                .context
+                .get("job_name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| !n.is_empty());
+            let stops = def.state(State::Cancelling).is_some();
+            (def.follows_job(failed_in) && named && stops).then_some(State::Cancelling)
+        })
+        .await?;
+    match outcome {
+        CancelOutcome::Requested(run) => {
+            state.wake.notify_one();
+            tracing::info!(run_id = %run.id, "Failed run re-armed to stop its job");
+            Ok(*run)
+        }
+        CancelOutcome::AlreadyTerminal(s) => Err(ApiError::conflict(format!(
+            "the run is already {s} and its job has ended; there is nothing to cancel"
         ))),
         CancelOutcome::NotFound => Err(ApiError::not_found(format!("no run {id}"))),
     }
@@ -193,6 +228,9 @@ impl OperatorApi {
         stuck_secs: Query<Option<u64>>,
         /// Only runs whose last attempt recorded an error (true) or not (false).
         has_error: Query<Option<bool>>,
+        /// Only runs whose status checks are failing while their AWS job may still run (true),
+        /// or not (false).
+        degraded: Query<Option<bool>>,
         /// Page size, 1 to 1000 (default 50).
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
@@ -251,6 +289,7 @@ impl OperatorApi {
                 .0
                 .map(|s| now - chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64)),
             has_error: has_error.0,
+            degraded: degraded.0,
             submitted_by: owner_scope(&caller).map(str::to_string),
             limit,
             ..RunFilter::default()
@@ -294,7 +333,9 @@ impl OperatorApi {
         }))
     }
 
-    /// Cancel a run: the engine stops its AWS job and ends it Cancelled. A finished run is a 409.
+    /// Cancel a run: the engine stops its AWS job and ends it Cancelled. A Failed run whose job
+    /// may still be running (it failed on our side while following the job) is re-armed to stop
+    /// it; any other finished run is a 409.
     #[oai(path = "/api/v1/runs/:id/cancel", method = "post", tag = "Tag::Runs")]
     async fn cancel_run(
         &self,

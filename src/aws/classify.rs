@@ -1,6 +1,60 @@
 //! Error classification: from an AWS error code, HTTP status and message to what the engine does.
 
-use super::AwsErrorKind;
+use super::{AwsError, AwsErrorKind};
+
+/// Operations that only look (DESIGN.md invariant 4): failing one of them says nothing about
+/// the work in AWS, so a run following a live job never fails because of it. Everything else
+/// (Create*, Stop*, Update*, Delete*, Put*, uploads) is an effect.
+const OBSERVING_PREFIXES: &[&str] = &["Describe", "Get", "List", "Head", "Filter", "Search"];
+
+/// Resolving a run's credentials before any call (the Essedum connection lookup, opening the
+/// sealed credentials) is part of looking too: an outage there must not fail a live run.
+const OBSERVING_OPERATIONS: &[&str] = &["ConnectionLookup", "OpenCredentials"];
+
+/// Error codes that say the credentials were refused (expired, revoked, wrong), as opposed to
+/// a request that can never succeed.
+const AUTH: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "MissingAuthenticationToken",
+    "AuthFailure",
+    "RequestExpired",
+];
+
+/// Whether `operation` only observes (see [`OBSERVING_PREFIXES`]).
+pub fn is_observation(operation: &str) -> bool {
+    OBSERVING_OPERATIONS.contains(&operation)
+        || OBSERVING_PREFIXES.iter().any(|p| {
+            operation
+                .strip_prefix(p)
+                .and_then(|rest| rest.chars().next())
+                .is_some_and(|c| c.is_ascii_uppercase())
+        })
+}
+
+/// Whether `code` says the caller's credentials were refused.
+pub fn is_auth_error(code: Option<&str>) -> bool {
+    code.is_some_and(|c| AUTH.contains(&c))
+}
+
+impl AwsError {
+    /// The failed call only looked (Describe*, Get*, List*, …, or resolving credentials).
+    pub fn is_observation(&self) -> bool {
+        is_observation(self.operation)
+    }
+
+    /// AWS refused the credentials themselves (expired, revoked, wrong signature).
+    pub fn is_auth(&self) -> bool {
+        is_auth_error(self.code.as_deref())
+    }
+}
 
 const THROTTLING: &[&str] = &[
     "Throttling",
@@ -77,6 +131,52 @@ pub fn classify(code: Option<&str>, status: Option<u16>, message: &str) -> AwsEr
 mod tests {
     use super::*;
     use AwsErrorKind::*;
+
+    #[test]
+    fn looking_calls_are_observations_and_the_rest_effects() {
+        for op in [
+            "DescribeTrainingJob",
+            "DescribeEndpoint",
+            "GetLogEvents",
+            "GetObject",
+            "ListObjectsV2",
+            "HeadObject",
+            "FilterLogEvents",
+            "ConnectionLookup",
+            "OpenCredentials",
+        ] {
+            assert!(is_observation(op), "{op} observes");
+        }
+        for op in [
+            "CreateTrainingJob",
+            "StopTrainingJob",
+            "UpdateEndpoint",
+            "DeleteEndpoint",
+            "PutObject",
+            "UploadPart",
+            "CompleteMultipartUpload",
+            "Getaway",
+            "Describe",
+        ] {
+            assert!(!is_observation(op), "{op} is an effect");
+        }
+    }
+
+    #[test]
+    fn refused_credentials_are_auth_errors() {
+        for code in [
+            "AccessDeniedException",
+            "ExpiredTokenException",
+            "ExpiredToken",
+            "InvalidClientTokenId",
+            "UnrecognizedClientException",
+            "SignatureDoesNotMatch",
+        ] {
+            assert!(is_auth_error(Some(code)), "{code}");
+        }
+        assert!(!is_auth_error(Some("ThrottlingException")));
+        assert!(!is_auth_error(None));
+    }
 
     #[test]
     fn errors_are_classified_by_code_then_status() {

@@ -8,7 +8,12 @@
 //! * credentials a script job's request carried, sealed in the store ([`crate::secrets`]) and
 //!   opened by the engine for each step.
 //!
-//! Clients are built once per distinct set of credentials and reused.
+//! Clients are built once per distinct set of credentials and reused; the cache is bounded
+//! (`EXECUTOR_AWS_CLIENT_CACHE`, default [`DEFAULT_CLIENT_CACHE`]): when full, the least recently
+//! used client set is dropped (a later use builds it again). When AWS refuses a run's
+//! credentials (AccessDenied, ExpiredToken, …), the engine calls
+//! [`AwsProvider::forget_credentials`]: a connection-backed run's cached lookup is dropped, so the
+//! next attempt asks the Essedum backend again (rotated or refreshed keys are picked up).
 
 use super::sdk::{AwsSettings, Overrides, SdkAws};
 use super::{AwsError, AwsErrorKind, AwsPort};
@@ -19,6 +24,60 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// How many client sets (distinct credentials, region, endpoint) are kept by default.
+pub const DEFAULT_CLIENT_CACHE: usize = 64;
+
+/// Built client sets by digest, the least recently used dropped first when full.
+struct ClientCache<T> {
+    capacity: usize,
+    /// A use counter: the entry with the smallest stamp is the least recently used.
+    tick: u64,
+    clients: HashMap<[u8; 32], (u64, T)>,
+}
+
+impl<T: Clone> ClientCache<T> {
+    fn new(capacity: usize) -> ClientCache<T> {
+        ClientCache {
+            capacity: capacity.max(1),
+            tick: 0,
+            clients: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, key: &[u8; 32]) -> Option<T> {
+        self.tick += 1;
+        let (used, value) = self.clients.get_mut(key)?;
+        *used = self.tick;
+        Some(value.clone())
+    }
+
+    /// Keeps `value` under `key` (or returns the one another task built first), evicting the
+    /// least recently used entry when full.
+    fn insert(&mut self, key: [u8; 32], value: T) -> T {
+        if let Some(existing) = self.get(&key) {
+            return existing;
+        }
+        while self.clients.len() >= self.capacity {
+            let Some(oldest) = self
+                .clients
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            self.clients.remove(&oldest);
+        }
+        self.tick += 1;
+        self.clients.insert(key, (self.tick, value.clone()));
+        value
+    }
+
+    fn len(&self) -> usize {
+        self.clients.len()
+    }
+}
 
 /// Credentials given explicitly (a request's keys, or a looked-up connection's).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -83,7 +142,7 @@ pub struct AwsProvider {
     settings: Option<AwsSettings>,
     connections: Option<ConnectionResolver>,
     secrets: Arc<SecretBox>,
-    built: Mutex<HashMap<[u8; 32], Arc<dyn AwsPort>>>,
+    built: Mutex<ClientCache<Arc<dyn AwsPort>>>,
 }
 
 /// What a run's sealed secret holds: its AWS target (if it brought credentials) and whatever
@@ -108,7 +167,34 @@ impl AwsProvider {
             settings: Some(settings),
             connections,
             secrets,
-            built: Mutex::new(HashMap::new()),
+            built: Mutex::new(ClientCache::new(DEFAULT_CLIENT_CACHE)),
+        }
+    }
+
+    /// Keeps at most `capacity` client sets (at least one).
+    pub fn with_client_cache(self, capacity: usize) -> AwsProvider {
+        *self.built.lock().expect("client cache lock") = ClientCache::new(capacity);
+        self
+    }
+
+    /// How many client sets are cached now.
+    pub fn cached_clients(&self) -> usize {
+        self.built.lock().expect("client cache lock").len()
+    }
+
+    /// AWS refused `run`'s credentials: drop what is cached for it, so that the next step
+    /// resolves its connection again (a no-op for runs on the default chain or sealed keys,
+    /// which have nothing to look up again).
+    pub fn forget_credentials(&self, run: &Run) {
+        let (Some(resolver), Some(v)) = (&self.connections, run.request.get("connection")) else {
+            return;
+        };
+        if let Ok(r) = serde_json::from_value::<ConnectionRef>(v.clone()) {
+            resolver.forget(&r);
+            tracing::info!(
+                run_id = %run.id,
+                "AWS refused the connection's credentials; it will be looked up again"
+            );
         }
     }
 
@@ -119,7 +205,7 @@ impl AwsProvider {
             settings: None,
             connections: None,
             secrets: Arc::new(SecretBox::generate()),
-            built: Mutex::new(HashMap::new()),
+            built: Mutex::new(ClientCache::new(DEFAULT_CLIENT_CACHE)),
         }
     }
 
@@ -161,7 +247,7 @@ impl AwsProvider {
         }
         let key = target.digest();
         if let Some(p) = self.built.lock().expect("client cache lock").get(&key) {
-            return p.clone();
+            return p;
         }
         let port: Arc<dyn AwsPort> = Arc::new(
             SdkAws::build(
@@ -177,9 +263,7 @@ impl AwsProvider {
         self.built
             .lock()
             .expect("client cache lock")
-            .entry(key)
-            .or_insert(port)
-            .clone()
+            .insert(key, port)
     }
 
     /// The port for an Essedum connection (resolved through the allow-listed backend).
@@ -251,5 +335,27 @@ pub fn connection_error(e: &ConnectionError) -> AwsError {
         operation: "ConnectionLookup",
         code: None,
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientCache;
+
+    #[test]
+    fn the_client_cache_drops_the_least_recently_used_set_when_full() {
+        let mut cache = ClientCache::new(2);
+        cache.insert([1; 32], "one");
+        cache.insert([2; 32], "two");
+        assert_eq!(cache.get(&[1; 32]), Some("one"), "one is used again");
+        cache.insert([3; 32], "three");
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&[2; 32]), None, "two was the least recently used");
+        assert_eq!(cache.get(&[1; 32]), Some("one"));
+        assert_eq!(
+            cache.insert([3; 32], "again"),
+            "three",
+            "the first built is kept"
+        );
     }
 }

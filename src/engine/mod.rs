@@ -39,8 +39,7 @@ use crate::model::{ErrorClass, Kind, State};
 use crate::store::Run;
 use crate::store::{self, ClaimedRun, Store, Transition, TransitionOutcome};
 use crate::workflows::{
-    DefinitionError, Due, PollPolicy, RetryPolicy, StepContext, StepError, StepOutput, Workflow,
-    WorkflowDef,
+    DefinitionError, Due, PollPolicy, StepContext, StepError, StepOutput, Workflow, WorkflowDef,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::HashMap;
@@ -63,6 +62,9 @@ pub struct EngineConfig {
     pub poll_max: Option<Duration>,
     /// Override of every workflow's first retry delay.
     pub retry_base: Option<Duration>,
+    /// Override of every workflow's cap on the backoff between failed status checks
+    /// (`retry.observe_max_delay_ms`).
+    pub observe_max_delay: Option<Duration>,
     /// How long a graceful stop waits for running steps.
     pub drain: Duration,
 }
@@ -77,6 +79,7 @@ impl Default for EngineConfig {
             poll_min: None,
             poll_max: None,
             retry_base: None,
+            observe_max_delay: None,
             drain: Duration::from_secs(30),
         }
     }
@@ -159,6 +162,10 @@ impl Engine {
                 def.retry.base_ms = base.as_millis().max(1) as u64;
                 def.retry.max_delay_ms = def.retry.max_delay_ms.max(def.retry.base_ms);
             }
+            if let Some(cap) = config.observe_max_delay {
+                def.retry.observe_max_delay_ms = cap.as_millis().max(1) as u64;
+            }
+            def.retry.observe_max_delay_ms = def.retry.observe_max_delay_ms.max(def.retry.base_ms);
             workflows.insert(handler.kind(), Registered { handler, def });
         }
         for def in &defs {
@@ -313,9 +320,12 @@ impl Engine {
     /// What a step of `run` works with: the AWS of its connection or its sealed credentials
     /// (resolved again for every step, so a restart needs nothing kept in memory).
     async fn step_context(&self, run: &Run, reg: &Registered) -> Result<StepContext, StepError> {
-        let sealed = self.store.run_secret(run.id).await.map_err(|e| StepError {
-            class: ErrorClass::Retryable,
-            message: format!("reading the run's credentials: {e}"),
+        let sealed = self.store.run_secret(run.id).await.map_err(|e| {
+            StepError::new(
+                ErrorClass::Retryable,
+                format!("reading the run's credentials: {e}"),
+            )
+            .observing()
         })?;
         let (aws, secret) = self.provider.for_run(run, sealed.as_deref()).await?;
         Ok(StepContext {
@@ -354,16 +364,23 @@ impl Engine {
             reg.handler.step(run, &cx).await
         });
         let result = tokio::select! {
-            r = step => r.unwrap_or_else(|_| Err(StepError {
-                class: ErrorClass::Retryable,
-                message: format!("step timed out after {:?}", reg.def.step_timeout(run.state)),
-            })),
+            r = step => r.unwrap_or_else(|_| Err(StepError::new(
+                ErrorClass::Retryable,
+                format!("step timed out after {:?}", reg.def.step_timeout(run.state)),
+            ))),
             lost = heartbeat => {
                 tracing::warn!(reason = %lost, "lease lost during the step; dropping its result");
                 return;
             }
         };
         metrics::global().step(run.kind, run.state, started.elapsed());
+        if let Err(e) = &result
+            && e.auth
+        {
+            // AWS refused the credentials: resolve the run's connection again before the next
+            // attempt instead of retrying with the same (perhaps expired or rotated) keys.
+            self.provider.forget_credentials(run);
+        }
         let error_class = result.as_ref().err().map(|e| e.class);
         let now = self.clock.now();
         let transition = decide(&reg.def, run, result, now);
@@ -381,6 +398,8 @@ impl Engine {
                 if let Some(class) = error_class {
                     let outcome = if transition.to == State::Failed {
                         "failed"
+                    } else if transition.degraded {
+                        "degraded"
                     } else {
                         "retried"
                     };
@@ -448,6 +467,8 @@ pub fn decide(
                 withdraw_cancel: run.cancel_requested
                     && run.state == State::Cancelling
                     && out.to == State::Polling,
+                degraded: false,
+                collapse: false,
             }
         }
         Ok(out) => Transition {
@@ -460,6 +481,8 @@ pub fn decide(
             spawn: Vec::new(),
             forget: Vec::new(),
             withdraw_cancel: false,
+            degraded: false,
+            collapse: false,
             error: Some((
                 ErrorClass::Terminal,
                 format!(
@@ -468,7 +491,7 @@ pub fn decide(
                 ),
             )),
         },
-        Err(e) => retry_or_fail(&def.retry, run, e, now),
+        Err(e) => retry_or_fail(def, run, e, now),
     }
 }
 
@@ -526,15 +549,25 @@ fn stalled(
         spawn: Vec::new(),
         forget: Vec::new(),
         withdraw_cancel: false,
+        degraded: false,
+        collapse: false,
     })
 }
 
+/// What an error does to a run. A failed status check (an observation) in a state whose job
+/// may be live never fails the run ([`keep_following`]); any other error is retried within its
+/// class's budget, then fails the run with the last error. An attempt that fails exactly like
+/// the previous one is collapsed into the history's latest row instead of adding one.
 fn retry_or_fail(
-    policy: &RetryPolicy,
+    def: &WorkflowDef,
     run: &store::Run,
     e: StepError,
     now: clock::Timestamp,
 ) -> Transition {
+    if e.observation && def.follows_job(run.state) {
+        return keep_following(def, run, e, now);
+    }
+    let policy = &def.retry;
     let attempt = run.attempt + 1;
     let (limit, base, max) = match e.class {
         ErrorClass::Retryable => (policy.max_attempts, policy.base_ms, policy.max_delay_ms),
@@ -557,10 +590,12 @@ fn retry_or_fail(
             attempt,
             next_due_at: None,
             record: true,
-            detail: Some(format!("failed in {}", run.state)),
+            detail: Some(Transition::gave_up_detail(run.state)),
             spawn: Vec::new(),
             forget: Vec::new(),
             withdraw_cancel: false,
+            degraded: false,
+            collapse: false,
             error: Some((e.class, message)),
         };
     }
@@ -569,6 +604,7 @@ fn retry_or_fail(
         Duration::from_millis(max),
         attempt as u32,
     );
+    let repeat = run.attempt > 0 && run.last_error.as_deref() == Some(e.message.as_str());
     Transition {
         to: run.state,
         context: run.context.clone(),
@@ -582,6 +618,48 @@ fn retry_or_fail(
         spawn: Vec::new(),
         forget: Vec::new(),
         withdraw_cancel: false,
+        degraded: false,
+        collapse: repeat,
+        error: Some((e.class, e.message)),
+    }
+}
+
+/// A status check failed while the run's job may be live (DESIGN.md invariant 4): whatever the
+/// error's class (throttling, 5xx, AccessDenied, ExpiredToken, a connection-lookup outage), the
+/// run stays where it is, backs off exponentially up to `retry.observe_max_delay_ms` and looks
+/// again; it is marked degraded (since the first failure of the streak) until a step succeeds.
+/// The history keeps the streak's first failure and one latest row (updated in place).
+fn keep_following(
+    def: &WorkflowDef,
+    run: &store::Run,
+    e: StepError,
+    now: clock::Timestamp,
+) -> Transition {
+    let attempt = run.attempt + 1;
+    // The cap holds with the jitter too: it is the longest a live job goes unobserved.
+    let cap = Duration::from_millis(def.retry.observe_max_delay_ms);
+    let delay = retry_delay(
+        Duration::from_millis(def.retry.base_ms),
+        cap,
+        attempt.clamp(1, 64) as u32,
+    )
+    .min(cap);
+    Transition {
+        to: run.state,
+        context: run.context.clone(),
+        attempt,
+        next_due_at: Some(clock::add(now, delay)),
+        record: true,
+        detail: Some(format!(
+            "status check {attempt} failed; the job may still run, so it is followed: next \
+             check in {} ms",
+            delay.as_millis()
+        )),
+        spawn: Vec::new(),
+        forget: Vec::new(),
+        withdraw_cancel: false,
+        degraded: true,
+        collapse: run.degraded_since.is_some(),
         error: Some((e.class, e.message)),
     }
 }

@@ -402,15 +402,18 @@ async fn retryable_errors_back_off_then_fail_the_run_with_the_last_error() {
             .unwrap()
             .starts_with(&format!("gave up after {} attempts", max + 1))
     );
-    let errors = h
-        .store
-        .events(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.error.is_some())
-        .count();
-    assert_eq!(errors as u32, max + 1, "every attempt is in the history");
+    let events = h.store.events(id).await.unwrap();
+    let errors: Vec<_> = events.iter().filter(|e| e.error.is_some()).collect();
+    assert_eq!(
+        errors.len(),
+        3,
+        "identical attempts collapse: the first, the latest, the failure"
+    );
+    assert_eq!(
+        errors.iter().map(|e| e.repeats).sum::<i64>() as u32,
+        max + 1,
+        "every attempt is counted in the history"
+    );
     assert_eq!(*h.aws.creates.lock().unwrap(), 0);
     assert!(
         waits[1..]
@@ -463,6 +466,8 @@ fn to_submitted(c: &ClaimedRun, now: clock::Timestamp) -> Transition {
         spawn: Vec::new(),
         forget: Vec::new(),
         withdraw_cancel: false,
+        degraded: false,
+        collapse: false,
     }
 }
 
@@ -605,20 +610,45 @@ async fn fail_in_then_retry(state: State) -> (Harness, Uuid) {
         if state != State::Submitted {
             h.step_when_due(id).await; // Submitted -> Polling
         }
-        if state == State::Cancelling {
-            h.store
-                .request_cancel(id, h.clock.now(), "test")
-                .await
-                .unwrap();
-            h.step_when_due(id).await; // Polling -> Cancelling
+        match state {
+            // A failed status check never fails a run that follows its job; a refused effect
+            // (here: a stop throttled past its budget) does.
+            State::Cancelling => {
+                h.store
+                    .request_cancel(id, h.clock.now(), "test")
+                    .await
+                    .unwrap();
+                h.step_when_due(id).await; // Polling -> Cancelling
+                let max = h.engine.workflows[&Kind::Training].def.retry.max_attempts;
+                for _ in 0..=max {
+                    h.aws.stop_errors.lock().unwrap().push_back(AwsError {
+                        operation: "StopTrainingJob",
+                        ..aws_error(AwsErrorKind::Retryable, "ThrottlingException")
+                    });
+                }
+                while h.run(id).await.state == State::Cancelling {
+                    h.step_when_due(id).await;
+                }
+            }
+            // The job vanished: an error of ours, not AWS's outcome for the job.
+            State::Polling => {
+                let job = h.aws.jobs.lock().unwrap().remove(&job_name(id)).unwrap();
+                h.step_when_due(id).await;
+                h.aws.jobs.lock().unwrap().insert(job_name(id), job);
+            }
+            _ => {
+                h.aws
+                    .describe_errors
+                    .lock()
+                    .unwrap()
+                    .push_back(terminal("AccessDeniedException"));
+                h.step_when_due(id).await;
+            }
         }
-        h.aws
-            .describe_errors
-            .lock()
-            .unwrap()
-            .push_back(terminal("AccessDeniedException"));
     }
-    h.step_when_due(id).await;
+    if state == State::Uploading {
+        h.step_when_due(id).await;
+    }
     assert_eq!(h.run(id).await.state, State::Failed);
     let def = h.engine.workflows[&Kind::Training].def.clone();
     let outcome = h
@@ -874,4 +904,165 @@ async fn a_cancel_the_step_already_saw_does_not_cut_its_backoff() {
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
     h.step_when_due(id).await;
     assert_eq!(h.run(id).await.state, State::Cancelled);
+}
+
+/// Brings a run to Polling (its job InProgress in the fake).
+async fn polling(h: &Harness) -> Uuid {
+    let id = h.submit().await;
+    h.step_when_due(id).await; // Uploading -> Submitted
+    h.step_when_due(id).await; // Submitted -> Polling
+    assert_eq!(h.run(id).await.state, State::Polling);
+    id
+}
+
+#[tokio::test]
+async fn failed_status_checks_never_fail_a_polling_run_and_mark_it_degraded() {
+    let h = harness().await;
+    let id = polling(&h).await;
+    let def = h.engine.workflows[&Kind::Training].def.clone();
+    let checks = def.retry.max_attempts * 3;
+    for n in 0..checks {
+        // Any class: throttling, a refusal, expired credentials.
+        match n % 3 {
+            0 => h.fail_next_describe(AwsErrorKind::Retryable, "ThrottlingException"),
+            1 => h.fail_next_describe(AwsErrorKind::Terminal, "AccessDeniedException"),
+            _ => h.fail_next_describe(AwsErrorKind::Terminal, "ExpiredTokenException"),
+        }
+    }
+    let first_failure = h.clock.now() + h.step_when_due(id).await;
+    let mut waits = vec![];
+    for _ in 1..checks {
+        waits.push(h.step_when_due(id).await);
+        let run = h.run(id).await;
+        assert_eq!(run.state, State::Polling, "the job is still followed");
+        assert_eq!(
+            run.degraded_since,
+            Some(first_failure),
+            "since the first failure"
+        );
+        assert!(run.last_error.is_some());
+    }
+    let cap = Duration::from_millis(def.retry.observe_max_delay_ms);
+    assert!(
+        waits.iter().all(|w| *w <= cap),
+        "capped at {cap:?}: {waits:?}"
+    );
+    assert!(
+        waits.last().unwrap() > &Duration::from_millis(def.retry.max_delay_ms),
+        "backs off past the effect budget's cap: {waits:?}"
+    );
+    let failures: Vec<_> = h
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.error.is_some())
+        .collect();
+    assert_eq!(
+        failures.len(),
+        2,
+        "the first and the latest failure: {failures:?}"
+    );
+    assert_eq!((failures[0].attempt, failures[0].repeats), (1, 1));
+    assert_eq!(failures[1].attempt, i64::from(checks));
+    assert_eq!(failures[1].repeats, i64::from(checks) - 1);
+
+    // The next good status check ends the streak.
+    h.step_when_due(id).await;
+    let run = h.run(id).await;
+    assert_eq!(run.state, State::Polling);
+    assert_eq!(
+        (run.degraded_since, run.attempt, run.last_error),
+        (None, 0, None)
+    );
+    h.aws
+        .jobs
+        .lock()
+        .unwrap()
+        .get_mut(&job_name(id))
+        .unwrap()
+        .status = "Completed".into();
+    h.step_when_due(id).await;
+    assert_eq!(h.run(id).await.state, State::Done);
+}
+
+#[tokio::test]
+async fn a_failed_status_check_outside_a_followed_job_keeps_the_bounded_budget() {
+    let h = harness().await;
+    let id = h.submit().await;
+    h.step_when_due(id).await; // Uploading -> Submitted: no job is followed yet
+    h.fail_next_describe(AwsErrorKind::Terminal, "AccessDeniedException");
+    h.step_when_due(id).await;
+    let run = h.run(id).await;
+    assert_eq!(run.state, State::Failed);
+    assert_eq!(run.degraded_since, None);
+}
+
+#[test]
+fn decide_keeps_following_on_an_observation_error_and_fails_on_a_refused_effect() {
+    let def = crate::workflows::load_definitions()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.kind == Kind::Training)
+        .unwrap();
+    let now = chrono::Utc::now();
+    let run = store::Run {
+        id: Uuid::now_v7(),
+        kind: Kind::Training,
+        state: State::Polling,
+        request: serde_json::Value::Null,
+        context: serde_json::json!({"job_name": "j"}),
+        resource_name: None,
+        attempt: 50,
+        version: 1,
+        next_due_at: Some(now),
+        lease_owner: None,
+        lease_until: None,
+        cancel_requested: false,
+        last_error: Some("DescribeTrainingJob: ThrottlingException: x".into()),
+        degraded_since: Some(now),
+        submitted_by: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let observed = StepError::from(AwsError {
+        kind: AwsErrorKind::Terminal,
+        operation: "DescribeTrainingJob",
+        code: Some("ExpiredTokenException".into()),
+        message: "expired".into(),
+    });
+    assert!(observed.observation && observed.auth);
+    let t = decide(&def, &run, Err(observed), now);
+    assert_eq!(
+        (t.to, t.attempt, t.degraded, t.collapse),
+        (State::Polling, 51, true, true)
+    );
+    let wait = (t.next_due_at.unwrap() - now).to_std().unwrap();
+    assert!(wait <= Duration::from_millis(def.retry.observe_max_delay_ms));
+
+    let effect = StepError::from(AwsError {
+        kind: AwsErrorKind::Terminal,
+        operation: "StopTrainingJob",
+        code: Some("ValidationException".into()),
+        message: "no".into(),
+    });
+    let cancelling = store::Run {
+        state: State::Cancelling,
+        ..run.clone()
+    };
+    let t = decide(&def, &cancelling, Err(effect), now);
+    assert_eq!((t.to, t.degraded), (State::Failed, false));
+    assert_eq!(
+        t.detail.as_deref(),
+        Some(Transition::gave_up_detail(State::Cancelling).as_str())
+    );
+
+    let ok = StepOutput::to(
+        State::Polling,
+        serde_json::json!({"job_name": "j", "polls": 1}),
+    )
+    .due(Due::After(Duration::from_secs(60)));
+    let t = decide(&def, &run, Ok(ok), now);
+    assert!(!t.degraded, "a successful step ends the streak");
 }

@@ -1,5 +1,6 @@
 //! SQL for runs and their history. Each function is one transaction; every transition is a
-//! guarded update of the run plus one appended history row (DESIGN.md invariant 2).
+//! guarded update of the run plus one appended history row (DESIGN.md invariant 2). The
+//! read-only queries (views, filters, counts) are in [`queries`].
 
 use super::{Error, Result, Store};
 use crate::clock::{Timestamp, from_db, to_db};
@@ -25,6 +26,9 @@ pub struct Run {
     pub lease_until: Option<Timestamp>,
     pub cancel_requested: bool,
     pub last_error: Option<String>,
+    /// Since when the run's status checks have been failing (the first failure of the current
+    /// streak); None while they succeed. The latest error is `last_error`, the count `attempt`.
+    pub degraded_since: Option<Timestamp>,
     /// The caller that submitted the run.
     pub submitted_by: Option<String>,
     pub created_at: Timestamp,
@@ -51,6 +55,9 @@ pub struct Event {
     pub detail: Option<String>,
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
+    /// How many identical attempts this row stands for (repeats are collapsed into the latest
+    /// row of their streak).
+    pub repeats: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +91,12 @@ pub struct Transition {
     /// The step answered the run's cancel request without cancelling (AWS refused the stop):
     /// clear it, so the run goes on and a new request is a new try.
     pub withdraw_cancel: bool,
+    /// A status check failed while the run's job may be live: the run is degraded (since the
+    /// first such failure). Any other transition clears it.
+    pub degraded: bool,
+    /// This attempt repeats the previous one (same state, same failure): instead of a new row
+    /// per attempt, the streak keeps its first row and one latest row, updated in place.
+    pub collapse: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -113,6 +126,8 @@ pub struct RunFilter {
     pub has_error: Option<bool>,
     /// Only runs this caller submitted.
     pub submitted_by: Option<String>,
+    /// Only runs whose status checks are failing (true) or not (false).
+    pub degraded: Option<bool>,
     pub limit: u32,
 }
 
@@ -126,9 +141,13 @@ pub struct Page {
 macro_rules! run_columns {
     () => {
         "id, kind, state, request, context, resource_name, attempt, version, next_due_at, \
-         lease_owner, lease_until, cancel_requested, last_error, submitted_by, created_at, updated_at"
+         lease_owner, lease_until, cancel_requested, last_error, submitted_by, created_at, updated_at, \
+         degraded_since"
     };
 }
+
+// After the macro: the queries use it too.
+mod queries;
 
 fn ts(row: &SqliteRow, col: &str) -> Result<Timestamp> {
     let s: String = row.try_get(col)?;
@@ -168,6 +187,7 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
         lease_until: opt_ts(row, "lease_until")?,
         cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
         last_error: row.try_get("last_error")?,
+        degraded_since: opt_ts(row, "degraded_since")?,
         submitted_by: row.try_get("submitted_by")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
@@ -187,6 +207,7 @@ fn event_from_row(row: &SqliteRow) -> Result<Event> {
         detail: row.try_get("detail")?,
         error_class: class.as_deref().and_then(ErrorClass::parse),
         error: row.try_get("error")?,
+        repeats: row.try_get("repeats")?,
     })
 }
 
@@ -217,6 +238,69 @@ async fn append_event(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Collapses a repeated attempt into the history: when the run's latest row is already the
+/// "latest" row of a streak in `state`, it is updated in place (time, attempt, detail, error,
+/// one more repeat); otherwise a new row is appended as the streak's latest row, pointing at the
+/// row the streak started with. Returns false when `t` is not a repeat after all (the latest row
+/// is no error in this state): the caller appends an ordinary row.
+async fn collapse_into_latest(
+    tx: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    state: State,
+    at: &str,
+    t: &Transition,
+) -> Result<bool> {
+    let latest: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT seq, repeat_of,
+                COALESCE(from_state = ?2 AND to_state = ?2 AND error_class IS NOT NULL, 0)
+         FROM run_events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(run_id)
+    .bind(state.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((seq, repeat_of, failed_in_state)) = latest else {
+        return Ok(false);
+    };
+    if !failed_in_state {
+        return Ok(false);
+    }
+    let error = t.error.as_ref();
+    if repeat_of.is_some() {
+        sqlx::query(
+            "UPDATE run_events SET at = ?1, attempt = ?2, detail = ?3, error_class = ?4,
+                 error = ?5, repeats = repeats + 1
+             WHERE run_id = ?6 AND seq = ?7",
+        )
+        .bind(at)
+        .bind(t.attempt)
+        .bind(t.detail.as_deref())
+        .bind(error.map(|(c, _)| c.as_str()))
+        .bind(error.map(|(_, m)| m.as_str()))
+        .bind(run_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO run_events (run_id, seq, from_state, to_state, at, attempt, detail,
+                 error_class, error, repeat_of)
+             VALUES (?1, ?2 + 1, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?2)",
+        )
+        .bind(run_id)
+        .bind(seq)
+        .bind(state.as_str())
+        .bind(at)
+        .bind(t.attempt)
+        .bind(t.detail.as_deref())
+        .bind(error.map(|(c, _)| c.as_str()))
+        .bind(error.map(|(_, m)| m.as_str()))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(true)
 }
 
 pub enum RetryOutcome {
@@ -261,6 +345,19 @@ async fn insert_in(tx: &mut sqlx::SqliteConnection, new: &NewRun, at: &str) -> R
     })?;
     append_event(tx, &id, None, new.state, at, 0, Some(&new.detail), None).await?;
     run_from_row(&row)
+}
+
+impl Transition {
+    /// The history detail of a run the engine failed because a step's error gave up (a refused
+    /// effect, an exhausted budget), as opposed to AWS's own outcome for the job. Only such a
+    /// run may still have a live job for a cancel to stop ([`Store::rearm_to_cancel`]).
+    pub fn gave_up_detail(state: State) -> String {
+        format!("failed in {state}")
+    }
+}
+
+fn is_gave_up_detail(detail: Option<&str>, state: State) -> bool {
+    detail == Some(Transition::gave_up_detail(state).as_str())
 }
 
 pub enum CancelOutcome {
@@ -387,7 +484,10 @@ impl Store {
         let row = sqlx::query(
             "UPDATE runs SET state = ?1, context = ?2, attempt = ?3,
                  next_due_at = CASE WHEN ?4 IS NOT NULL AND cancel_requested = 1 AND ?9 = 0 AND ?4 > ?5 THEN ?5 ELSE ?4 END,
-                 last_error = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?1 <> state THEN NULL ELSE last_error END,
+                 last_error = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?1 <> state THEN NULL
+                                   WHEN ?11 = 0 AND degraded_since IS NOT NULL THEN NULL
+                                   ELSE last_error END,
+                 degraded_since = CASE WHEN ?11 = 1 THEN COALESCE(degraded_since, ?5) ELSE NULL END,
                  cancel_requested = CASE WHEN ?10 = 1 THEN 0 ELSE cancel_requested END,
                  version = version + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?5
              WHERE id = ?7 AND version = ?8
@@ -403,6 +503,7 @@ impl Store {
         .bind(run.version)
         .bind(run.cancel_requested)
         .bind(t.withdraw_cancel)
+        .bind(t.degraded)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -428,7 +529,12 @@ impl Store {
         for (kind, name) in &t.forget {
             super::owned::forget_in(&mut tx, *kind, name).await?;
         }
-        if t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty() {
+        let collapsed = t.collapse
+            && t.to == run.state
+            && t.spawn.is_empty()
+            && collapse_into_latest(&mut tx, &id, run.state, &at, t).await?;
+        if !collapsed && (t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty())
+        {
             append_event(
                 &mut tx,
                 &id,
@@ -507,6 +613,83 @@ impl Store {
         Ok(CancelOutcome::Requested(Box::new(run_from_row(&row)?)))
     }
 
+    /// A cancel of a Failed run whose AWS job may still be running: `target(run, failed_in)`
+    /// names the state that stops the job (its Cancelling), given the state the run failed in
+    /// when the engine gave up on an error there (None when the run ended by AWS's own outcome:
+    /// its job surely ended). When it does, the run is re-armed there with its cancel requested,
+    /// due now, in one transaction with a history row; otherwise nothing changes.
+    pub async fn rearm_to_cancel(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        detail: &str,
+        target: impl FnOnce(&Run, Option<State>) -> Option<State>,
+    ) -> Result<CancelOutcome> {
+        let at = to_db(now);
+        let id_s = id.to_string();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = ?1"
+        ))
+        .bind(&id_s)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(run) = row.as_ref().map(run_from_row).transpose()? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if run.state != State::Failed {
+            return Ok(if run.state.is_terminal() {
+                CancelOutcome::AlreadyTerminal(run.state)
+            } else {
+                CancelOutcome::NotFound
+            });
+        }
+        let failed: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT from_state, detail FROM run_events WHERE run_id = ?1 AND to_state = 'Failed'
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(&id_s)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let failed_in = match failed {
+            Some((Some(from), detail)) => {
+                let from = state(&from)?;
+                is_gave_up_detail(detail.as_deref(), from).then_some(from)
+            }
+            _ => None,
+        };
+        let Some(to) = target(&run, failed_in) else {
+            return Ok(CancelOutcome::AlreadyTerminal(run.state));
+        };
+        let row = sqlx::query(concat!(
+            "UPDATE runs SET state = ?1, attempt = 0, next_due_at = ?2, lease_owner = NULL,
+                 lease_until = NULL, cancel_requested = 1, degraded_since = NULL,
+                 version = version + 1, updated_at = ?2
+             WHERE id = ?3 RETURNING ",
+            run_columns!()
+        ))
+        .bind(to.as_str())
+        .bind(&at)
+        .bind(&id_s)
+        .fetch_one(&mut *tx)
+        .await?;
+        append_event(
+            &mut tx,
+            &id_s,
+            Some(State::Failed),
+            to,
+            &at,
+            0,
+            Some(detail),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(CancelOutcome::Requested(Box::new(run_from_row(&row)?)))
+    }
+
     /// Re-arms a run for an operator: `target(kind, current state, state a Failed run failed in)`
     /// names the state to resume in, or refuses. The run becomes due now with attempt 0, any lease
     /// is dropped and the version bumped (fencing a step that may still be running), and the
@@ -551,7 +734,8 @@ impl Store {
         };
         let row = sqlx::query(concat!(
             "UPDATE runs SET state = ?1, attempt = 0, next_due_at = ?2, lease_owner = NULL,
-                 lease_until = NULL, last_error = NULL, version = version + 1, updated_at = ?2
+                 lease_until = NULL, last_error = NULL, degraded_since = NULL,
+                 version = version + 1, updated_at = ?2
              WHERE id = ?3 RETURNING ",
             run_columns!()
         ))
@@ -592,105 +776,6 @@ impl Store {
         Ok(RetryOutcome::Rearmed(Box::new(run_from_row(&row)?)))
     }
 
-    pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE id = ?1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(self.reader())
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
-    }
-
-    /// Finds a run by its id or by the name of its AWS resource (e.g. the training job name).
-    pub async fn find_run(&self, id_or_name: &str) -> Result<Option<Run>> {
-        if let Ok(id) = Uuid::parse_str(id_or_name)
-            && let Some(run) = self.get_run(id).await?
-        {
-            return Ok(Some(run));
-        }
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE resource_name = ?1"
-        ))
-        .bind(id_or_name)
-        .fetch_optional(self.reader())
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
-    }
-
-    pub async fn events(&self, id: Uuid) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT seq, from_state, to_state, at, attempt, detail, error_class, error
-             FROM run_events WHERE run_id = ?1 ORDER BY seq",
-        )
-        .bind(id.to_string())
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter().map(event_from_row).collect()
-    }
-
-    /// Runs newest first, filtered, paged by a cursor (the last run of the previous page).
-    pub async fn list_runs(&self, f: &RunFilter) -> Result<Page> {
-        let limit = f.limit.clamp(1, 1000);
-        let rows = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs
-             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2)
-               AND (?3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?3))
-               AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6)
-               AND (?7 IS NULL OR updated_at >= ?7) AND (?8 IS NULL OR updated_at < ?8)
-               AND (?9 IS NULL OR (next_due_at IS NOT NULL AND updated_at < ?9))
-               AND (?10 IS NULL OR (last_error IS NOT NULL) = ?10)
-               AND (?11 IS NULL OR submitted_by = ?11)
-               AND (?12 IS NULL OR instr(?12, ',' || kind || ',') > 0)
-             ORDER BY created_at DESC, id DESC LIMIT ?4"))
-        .bind(f.kind.map(Kind::as_str))
-        .bind(f.state.map(State::as_str))
-        .bind(f.after.map(|u| u.to_string()))
-        .bind(limit as i64 + 1)
-        .bind(f.created_after.map(to_db))
-        .bind(f.created_before.map(to_db))
-        .bind(f.updated_after.map(to_db))
-        .bind(f.updated_before.map(to_db))
-        .bind(f.stuck_since.map(to_db))
-        .bind(f.has_error)
-        .bind(f.submitted_by.as_deref())
-        .bind((!f.kinds.is_empty()).then(|| {
-            let names: Vec<&str> = f.kinds.iter().map(|k| k.as_str()).collect();
-            format!(",{},", names.join(","))
-        }))
-        .fetch_all(self.reader())
-        .await?;
-        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
-        let next_cursor = if runs.len() > limit as usize {
-            runs.truncate(limit as usize);
-            runs.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok(Page { runs, next_cursor })
-    }
-
-    /// How many runs are in each state (of one kind, or all).
-    pub async fn count_by_state(
-        &self,
-        kind: Option<Kind>,
-        submitted_by: Option<&str>,
-    ) -> Result<Vec<(State, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, COUNT(*) FROM runs
-             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR submitted_by = ?2)
-             GROUP BY state ORDER BY state",
-        )
-        .bind(kind.map(Kind::as_str))
-        .bind(submitted_by)
-        .fetch_all(self.reader())
-        .await?;
-        rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
-    }
-
     /// Deletes a finished run and its history; false when there is no such finished run.
     pub async fn delete_finished_run(&self, id: Uuid) -> Result<bool> {
         let mut tx = self.begin_write().await?;
@@ -700,86 +785,5 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Every endpoint named by a deployment or teardown run, with its newest such run, newest first.
-    pub async fn endpoints_with_latest_run(&self) -> Result<Vec<(String, Run)>> {
-        let rows = sqlx::query(concat!(
-            "SELECT json_extract(request, '$.endpoint_name') AS endpoint, ",
-            run_columns!(),
-            " FROM runs r WHERE kind IN ('deployment', 'teardown')
-               AND created_at = (SELECT MAX(created_at) FROM runs r2
-                                 WHERE r2.kind IN ('deployment', 'teardown')
-                                   AND json_extract(r2.request, '$.endpoint_name')
-                                       = json_extract(r.request, '$.endpoint_name'))
-             ORDER BY created_at DESC LIMIT 1000"
-        ))
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get::<String, _>("endpoint")?, run_from_row(row)?)))
-            .collect()
-    }
-
-    /// The newest run of `kind` for an endpoint (deployments and teardowns name it in their request).
-    pub async fn latest_run_for_endpoint(
-        &self,
-        kind: Kind,
-        endpoint: &str,
-    ) -> Result<Option<Uuid>> {
-        let id: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE kind = ?1 AND json_extract(request, '$.endpoint_name') = ?2
-             ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(kind.as_str())
-        .bind(endpoint)
-        .fetch_optional(self.reader())
-        .await?;
-        id.map(|s| Uuid::parse_str(&s).map_err(|e| Error::Corrupt(format!("id: {e}"))))
-            .transpose()
-    }
-
-    /// How many runs there are of each kind in each state (metrics).
-    pub async fn count_by_kind_state(&self) -> Result<Vec<(Kind, State, i64)>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT kind, state, COUNT(*) FROM runs GROUP BY kind, state ORDER BY kind, state",
-        )
-        .fetch_all(self.reader())
-        .await?;
-        rows.into_iter()
-            .map(|(k, s, n)| {
-                let kind = Kind::parse(&k).ok_or_else(|| Error::Corrupt(format!("kind {k:?}")))?;
-                Ok((kind, state(&s)?, n))
-            })
-            .collect()
-    }
-
-    /// When the oldest unfinished run was created (metrics).
-    pub async fn oldest_unfinished(&self) -> Result<Option<Timestamp>> {
-        let s: Option<String> =
-            sqlx::query_scalar("SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL")
-                .fetch_one(self.reader())
-                .await?;
-        Ok(s.as_deref().and_then(from_db))
-    }
-
-    /// When the next run falls due (ignoring leases), for the engine's sleep.
-    pub async fn next_due_at(&self) -> Result<Option<Timestamp>> {
-        let s: Option<String> = sqlx::query_scalar(
-            "SELECT MIN(MAX(next_due_at, COALESCE(lease_until, next_due_at))) FROM runs
-             WHERE next_due_at IS NOT NULL",
-        )
-        .fetch_one(self.reader())
-        .await?;
-        Ok(s.as_deref().and_then(from_db))
-    }
-
-    /// Counts of non-terminal runs (for start-up logging).
-    pub async fn count_unfinished(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE next_due_at IS NOT NULL")
-                .fetch_one(self.reader())
-                .await?,
-        )
     }
 }

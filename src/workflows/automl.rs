@@ -770,6 +770,7 @@ mod tests {
             lease_until: None,
             cancel_requested: false,
             last_error: None,
+            degraded_since: None,
             submitted_by: None,
             created_at: now,
             updated_at: now,

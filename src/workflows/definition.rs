@@ -19,6 +19,11 @@ pub struct StateDef {
     pub doc: String,
     /// Upper bound on one step in this state (not for terminal states).
     pub timeout_secs: Option<u64>,
+    /// The run's AWS job (endpoint) may be live in this state: a failed status check (an
+    /// observation) never fails the run here, it backs off to `retry.observe_max_delay_ms` and
+    /// keeps following, with the run shown as degraded (DESIGN.md invariant 4).
+    #[serde(default)]
+    pub follows_job: bool,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -45,6 +50,14 @@ pub struct RetryPolicy {
     pub capacity_max_attempts: u32,
     pub capacity_base_ms: u64,
     pub capacity_max_delay_ms: u64,
+    /// Cap of the backoff between failed status checks in a `follows_job` state (which never
+    /// give up). Default five minutes.
+    #[serde(default = "default_observe_max_delay_ms")]
+    pub observe_max_delay_ms: u64,
+}
+
+fn default_observe_max_delay_ms() -> u64 {
+    300_000
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -91,6 +104,12 @@ impl WorkflowDef {
                     if s.name.is_terminal() { "" } else { "not " }
                 )));
             }
+            if s.name.is_terminal() && s.follows_job {
+                return Err(err(format!(
+                    "terminal state {} cannot follow a job",
+                    s.name
+                )));
+            }
             if !s.name.is_terminal() && s.timeout_secs.is_none() {
                 return Err(err(format!("state {} needs timeout_secs", s.name)));
             }
@@ -127,6 +146,11 @@ impl WorkflowDef {
                 }
             }
         }
+        if def.retry.observe_max_delay_ms < def.retry.base_ms {
+            return Err(err(
+                "retry.observe_max_delay_ms must be at least retry.base_ms".into(),
+            ));
+        }
         if def.poll.min_ms == 0 || def.poll.max_ms < def.poll.min_ms || def.poll.factor < 1.0 {
             return Err(err(
                 "poll policy needs 0 < min_ms <= max_ms and factor >= 1".into(),
@@ -146,6 +170,11 @@ impl WorkflowDef {
 
     pub fn state(&self, s: State) -> Option<&StateDef> {
         self.states.iter().find(|d| d.name == s)
+    }
+
+    /// Whether the run's job may be live in state `s` (see [`StateDef::follows_job`]).
+    pub fn follows_job(&self, s: State) -> bool {
+        self.state(s).is_some_and(|d| d.follows_job)
     }
 
     pub fn step_timeout(&self, s: State) -> Duration {
@@ -252,6 +281,23 @@ mod tests {
                 .is_err()
         );
         assert!(def.check_handler(&handled[..3], &[]).is_err());
+    }
+
+    #[test]
+    fn states_following_a_live_job_are_marked() {
+        let def = WorkflowDef::parse("t", training()).unwrap();
+        assert!(def.follows_job(State::Polling));
+        assert!(def.follows_job(State::Cancelling));
+        assert!(!def.follows_job(State::Uploading));
+        assert!(!def.follows_job(State::Done));
+        assert_eq!(def.retry.observe_max_delay_ms, 300_000);
+    }
+
+    #[test]
+    fn a_terminal_state_cannot_follow_a_job() {
+        let text = training().replace("name = \"Done\"\n", "name = \"Done\"\nfollows_job = true\n");
+        let e = WorkflowDef::parse("t", &text).unwrap_err();
+        assert!(e.message.contains("cannot follow a job"), "{e}");
     }
 
     #[test]

@@ -85,14 +85,33 @@ impl StepOutput {
 pub struct StepError {
     pub class: ErrorClass,
     pub message: String,
+    /// The step failed while only looking (a Describe*/Get*/List* call, or resolving the run's
+    /// credentials), not while changing anything. In a state that follows a job which may be
+    /// live (`follows_job`), such an error never fails the run (DESIGN.md invariant 4).
+    pub observation: bool,
+    /// AWS refused the credentials (AccessDenied, ExpiredToken, …): the engine drops the run's
+    /// cached credentials so that the next attempt resolves them again.
+    pub auth: bool,
 }
 
 impl StepError {
-    pub fn terminal(message: impl Into<String>) -> Self {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         StepError {
-            class: ErrorClass::Terminal,
+            class,
             message: message.into(),
+            observation: false,
+            auth: false,
         }
+    }
+
+    pub fn terminal(message: impl Into<String>) -> Self {
+        StepError::new(ErrorClass::Terminal, message)
+    }
+
+    /// The same error, marked as raised while only looking.
+    pub fn observing(mut self) -> Self {
+        self.observation = true;
+        self
     }
 }
 
@@ -108,6 +127,8 @@ impl From<AwsError> for StepError {
         StepError {
             class,
             message: e.to_string(),
+            observation: e.is_observation(),
+            auth: e.is_auth(),
         }
     }
 }
@@ -206,7 +227,13 @@ pub fn markdown(defs: &[WorkflowDef]) -> String {
         ));
         out.push_str("| state | what happens |\n| --- | --- |\n");
         for s in &d.states {
-            out.push_str(&format!("| `{}` | {} |\n", s.name, s.doc));
+            let follows = if s.follows_job {
+                " *Follows the live job: a failed status check never fails the run (backoff \
+                 up to the observation cap; the run shows as degraded).*"
+            } else {
+                ""
+            };
+            out.push_str(&format!("| `{}` | {}{follows} |\n", s.name, s.doc));
         }
         out.push('\n');
     }

@@ -38,6 +38,8 @@ pub enum Fault {
     ServiceUnavailable,
     /// SageMaker/CloudWatch: 400 `AccessDeniedException`; S3: 403 `AccessDenied` (an IAM refusal).
     AccessDenied,
+    /// SageMaker: 400 `ExpiredTokenException`; S3: 400 `ExpiredToken` (credentials that expired).
+    ExpiredToken,
     /// Forward normally, but only after this delay.
     Delay(Duration),
     /// Read the request, then close the connection without answering. The request never
@@ -379,6 +381,12 @@ fn error_reply(kind: &Fault, sagemaker: bool, head_request: bool) -> Vec<u8> {
                 "ServiceUnavailable",
                 "Service is unavailable (injected fault)",
             ),
+            Fault::ExpiredToken => (
+                400,
+                "Bad Request",
+                "ExpiredTokenException",
+                "The security token included in the request is expired (injected fault)",
+            ),
             _ => (
                 500,
                 "Internal Server Error",
@@ -403,6 +411,12 @@ fn error_reply(kind: &Fault, sagemaker: bool, head_request: bool) -> Vec<u8> {
                 "Please reduce your request rate.",
             ),
             Fault::AccessDenied => (403, "Forbidden", "AccessDenied", "Access Denied"),
+            Fault::ExpiredToken => (
+                400,
+                "Bad Request",
+                "ExpiredToken",
+                "The provided token has expired.",
+            ),
             Fault::ServiceUnavailable => (
                 503,
                 "Service Unavailable",
