@@ -238,6 +238,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("engine task failed: {e}"))?;
     let _ = heartbeat_task.await;
+    // Steps abandoned at the drain deadline dropped their multipart uploads; their aborts finish.
+    let open = sagemaker_executor::aws::sdk::settle_uploads(Duration::from_secs(10)).await;
+    if open > 0 {
+        tracing::warn!(
+            open,
+            "multipart uploads still open at exit; the janitor aborts them later"
+        );
+    }
     // The engine released this instance's leases; it is no longer a holder.
     if let Err(e) = store.remove_instance(&instance).await {
         tracing::warn!(error = %e, "could not remove this instance's record");

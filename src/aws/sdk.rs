@@ -1,6 +1,7 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
 mod objects;
+pub use objects::settle_uploads;
 
 use super::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ClarifyExplainerConfig,

@@ -1,0 +1,78 @@
+//! Nothing is left behind in AWS: multipart uploads are aborted on every exit path (a future that
+//! is dropped included), inference retries only throttling and only within its deadline.
+
+mod support;
+
+use serde_json::json;
+use std::time::Duration;
+use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+use support::{Emulator, Scratch, Service, training_body, unique};
+
+const MIB: usize = 1024 * 1024;
+
+/// A CSV file of at least `size` bytes.
+fn csv(size: usize) -> String {
+    let row = "1,0.123456789,0.987654321,category-a\n";
+    std::iter::once("label,x,y,c\n")
+        .chain(std::iter::repeat_n(row, size / row.len() + 1))
+        .collect()
+}
+
+/// Polls the emulator until the bucket has no open multipart upload (the abort of a dropped
+/// upload is sent in the background), or fails the test with the ones still open.
+async fn no_open_uploads(emu: &Emulator, bucket: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = emu.open_multipart_uploads(bucket).await;
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "multipart uploads left open in {bucket}: {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_that_abandons_a_multipart_upload_aborts_it() {
+    let emu = Emulator::shared();
+    let bucket = unique("hyg-mpu");
+    emu.create_bucket(&bucket).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    // Every part hangs far longer than the drain deadline: the step is abandoned mid-upload.
+    proxy.set_plan(
+        FaultPlan::always(Fault::Delay(Duration::from_secs(600))).only(["S3:UploadPart"]),
+    );
+    let s = Scratch::new();
+    let mut cfg = s.config(proxy.url());
+    cfg.extra_env.extend([
+        ("EXECUTOR_MULTIPART_THRESHOLD_BYTES".into(), MIB.to_string()),
+        ("EXECUTOR_DRAIN_SECS".into(), "1".into()),
+    ]);
+    let mut svc = Service::start(cfg);
+    std::fs::write(s.data_dir().join("big.csv"), csv(6 * MIB)).unwrap();
+    let mut body = training_body(&bucket, "Completed", 0);
+    body.as_object_mut().unwrap().remove("inline_csv");
+    body["local_dataset_path"] = json!("big.csv");
+    let (code, a) = svc
+        .post("/api/service/v1/pipelines/training/train", &body)
+        .await;
+    assert_eq!(code, 202, "{a}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proxy.call_count("S3:UploadPart") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no part was sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(emu.open_multipart_uploads(&bucket).await.len(), 1);
+
+    let status = svc.terminate();
+    assert!(status.success(), "{status:?}");
+    svc.stderr
+        .wait_for("the abandoned step", Duration::from_secs(5), |l| {
+            l.contains("abandoning steps")
+        });
+    no_open_uploads(emu, &bucket).await;
+    assert_eq!(proxy.call_count("S3:AbortMultipartUpload"), 1);
+}
