@@ -76,3 +76,33 @@ async fn a_shutdown_that_abandons_a_multipart_upload_aborts_it() {
     no_open_uploads(emu, &bucket).await;
     assert_eq!(proxy.call_count("S3:AbortMultipartUpload"), 1);
 }
+
+#[tokio::test]
+async fn a_server_error_from_the_endpoint_is_answered_once_and_not_retried() {
+    let emu = Emulator::shared();
+    let endpoint = unique("hyg-ep");
+    emu.endpoint(&endpoint, 0).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let s = Scratch::new();
+    let svc = Service::start(s.config(proxy.url()));
+    proxy.set_plan(FaultPlan::always(Fault::ServerError).only(["InvokeEndpoint"]));
+
+    let r = support::client()
+        .post(svc.url(&format!("/api/service/v1/endpoints/{endpoint}/infer")))
+        .header("Content-Type", "text/csv")
+        .body("1,2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        answer["error"].as_str().unwrap().contains("not repeated"),
+        "{answer}"
+    );
+    assert_eq!(
+        proxy.call_count("InvokeEndpoint"),
+        1,
+        "a 5xx may have run the model: it is not sent again"
+    );
+}

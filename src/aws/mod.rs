@@ -10,7 +10,7 @@ pub mod objects;
 pub mod provider;
 pub mod sdk;
 
-pub use classify::classify;
+pub use classify::{classify, is_throttling};
 pub use objects::{ObjectInfo, ObjectPage, ObjectStore, UploadBody};
 pub use provider::{AwsProvider, AwsTarget, RunSecret, StaticCredentials};
 pub use sdk::SdkAws;
