@@ -664,3 +664,96 @@ async fn a_teardown_that_sagemaker_keeps_refusing_fails_with_the_reason() {
     );
     assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 0);
 }
+
+/// Deploys config `b` over an endpoint serving `a`, killing the service at `failpoint` and
+/// restarting it; `knobs` are emulator tags for the update; with `land`, the update ends
+/// (describes from the test) while the service is down. Returns the run's end and the
+/// endpoint's counters.
+async fn update_killed_at(failpoint: &str, knobs: Value, land: bool) -> (Value, Value) {
+    let emu = Emulator::shared();
+    let base = unique("depu");
+    let (a, b) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec![failpoint.to_string()];
+    let svc = Service::start(config);
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": a})).await;
+    let st = svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    let arn = emu
+        .sagemaker("DescribeEndpoint", json!({"EndpointName": endpoint}))
+        .await["EndpointArn"]
+        .clone();
+    let tags: Vec<Value> = knobs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| json!({"Key": k, "Value": v}))
+        .collect();
+    emu.sagemaker("AddTags", json!({"ResourceArn": arn, "Tags": tags}))
+        .await;
+
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": b})).await;
+    let id = r["id"].as_str().unwrap().to_string();
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == format!("FAILPOINT {failpoint}")
+        });
+    let mut svc = svc;
+    svc.kill();
+    while land {
+        let d = emu
+            .sagemaker("DescribeEndpoint", json!({"EndpointName": endpoint}))
+            .await;
+        if d["EndpointStatus"] == "InService" {
+            break;
+        }
+    }
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(&id, WAIT).await;
+    (st, emu.job_stats("endpoints", &endpoint).await)
+}
+
+#[tokio::test]
+async fn a_kill_after_the_update_intent_sends_the_update_once() {
+    let (st, stats) = update_killed_at(
+        "deployment.after_update_intent",
+        json!({"_emulator_polls": "1"}),
+        false,
+    )
+    .await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert_eq!(stats["updates"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn a_kill_right_after_update_endpoint_follows_the_update_instead_of_sending_it_again() {
+    let (st, stats) = update_killed_at(
+        "deployment.after_update",
+        json!({"_emulator_polls": "3"}),
+        false,
+    )
+    .await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert_eq!(stats["updates"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn a_kill_after_an_update_that_was_then_rolled_back_fails_rather_than_update_twice() {
+    let (st, stats) = update_killed_at(
+        "deployment.after_update",
+        json!({"_emulator_polls": "0", "_emulator_update_outcome": "RolledBack"}),
+        true,
+    )
+    .await;
+    assert_eq!(st["state"], "Failed", "{st}");
+    assert!(
+        st["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not updated a second time"),
+        "{st}"
+    );
+    assert_eq!(stats["updates"], 1, "exactly one UpdateEndpoint: {stats}");
+}
