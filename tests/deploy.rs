@@ -520,22 +520,25 @@ async fn the_endpoint_list_reads_every_page() {
 }
 
 #[tokio::test]
-async fn a_deployment_can_be_cancelled_and_a_teardown_survives_a_kill_before_its_delete() {
+async fn a_cancelled_deployment_leaves_an_endpoint_it_did_not_create_and_a_teardown_survives_a_kill_before_its_delete()
+ {
     let emu = Emulator::shared();
     let base = unique("depx");
     let (a, _) = configs(emu, &base).await;
     let endpoint = format!("{base}-ep");
+    // Someone else's endpoint, still Creating.
+    emu.sagemaker(
+        "CreateEndpoint",
+        json!({"EndpointName": endpoint, "EndpointConfigName": a,
+               "Tags": [{"Key": "_emulator_polls", "Value": "100000"}]}),
+    )
+    .await;
     let s = Scratch::new();
     let mut config = s.config(emu.url());
     config.failpoints = vec!["teardown.before_delete".into()];
     let svc = Service::start(config);
 
-    let (_, r) = deploy(
-        &svc,
-        &endpoint,
-        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "100000"}}),
-    )
-    .await;
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": a})).await;
     let id = r["id"].as_str().unwrap();
     svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
         .await;
@@ -548,6 +551,14 @@ async fn a_deployment_can_be_cancelled_and_a_teardown_survives_a_kill_before_its
     assert_eq!(code, 202);
     let st = svc.wait_terminal(id, WAIT).await;
     assert_eq!(st["state"], "Cancelled", "{st}");
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert!(
+        details(&run)
+            .iter()
+            .any(|d| d.contains("not created by this run, so it is left as it is")),
+        "{run}"
+    );
+    assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 0);
 
     let (_, t) = svc
         .post(
@@ -756,4 +767,61 @@ async fn a_kill_after_an_update_that_was_then_rolled_back_fails_rather_than_upda
         "{st}"
     );
     assert_eq!(stats["updates"], 1, "exactly one UpdateEndpoint: {stats}");
+}
+
+#[tokio::test]
+async fn cancelling_a_deployment_that_created_its_endpoint_deletes_the_endpoint() {
+    let emu = Emulator::shared();
+    let base = unique("depd");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "5"}}),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap();
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let (code, _) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202);
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let said = details(&run);
+    assert!(
+        said.iter().any(|d| d
+            == &format!("cancel requested; deleting endpoint {endpoint}, which this run created")),
+        "{run}"
+    );
+    assert!(
+        said.iter()
+            .any(|d| d.starts_with(&format!("cancelled; endpoint {endpoint} deleted"))),
+        "{run}"
+    );
+    let stats = emu.job_stats("endpoints", &endpoint).await;
+    assert_eq!(
+        (stats["creates"].as_i64(), stats["deletes"].as_i64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(
+        svc.get(&format!("/api/service/v1/endpoints/{endpoint}"))
+            .await
+            .0,
+        404,
+        "the endpoint is gone"
+    );
+    // The endpoint config was not brought along by the deployment: it stays.
+    assert_eq!(
+        emu.job_stats("endpoint_configs", &a).await["deletes"]
+            .as_i64()
+            .unwrap_or(0),
+        0
+    );
 }

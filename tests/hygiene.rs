@@ -106,3 +106,105 @@ async fn a_server_error_from_the_endpoint_is_answered_once_and_not_retried() {
         "a 5xx may have run the model: it is not sent again"
     );
 }
+
+/// An AutoML run that deploys its best candidate to `endpoint`; returns the AutoML run id once
+/// its deployment is Done.
+async fn automl_deployed(svc: &Service, bucket: &str, endpoint: &str) -> String {
+    let body = json!({
+        "type": "automl",
+        "RoleArn": support::ROLE,
+        "Bucket": bucket,
+        "S3Prefix": "automl/e1",
+        "inline_csv": "label,age,income\n1,30,100\n0,40,80\n",
+        "target_attribute_name": "label",
+        "problem_type": "BinaryClassification",
+        "objective_metric": "F1",
+        "max_candidates": 5,
+        "Tags": {"_emulator_outcome": "Completed", "_emulator_polls": "1"},
+        "deploy": {"endpoint_name": endpoint, "instance_type": "ml.m5.large", "instance_count": 1},
+    });
+    let (code, a) = svc.post("/api/service/v1/pipelines/training", &body).await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap().to_string();
+    let wait = Duration::from_secs(60);
+    assert_eq!(svc.wait_terminal(&id, wait).await["state"], "Done");
+    let (_, parent) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let detail = parent["history"].as_array().unwrap().last().unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let child = detail.rsplit("started deployment run ").next().unwrap();
+    assert_eq!(svc.wait_terminal(child, wait).await["state"], "Done");
+    id
+}
+
+async fn undeploy(svc: &Service, endpoint: &str) -> serde_json::Value {
+    let (code, t) = svc
+        .post(
+            &format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{t}");
+    let id = t["id"].as_str().unwrap();
+    let st = svc.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    svc.get(&format!("/api/v1/runs/{id}")).await.1
+}
+
+fn last_detail(run: &serde_json::Value) -> String {
+    run["history"].as_array().unwrap().last().unwrap()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_teardown_removes_the_automl_model_and_config_once_no_other_endpoint_uses_them() {
+    let emu = Emulator::shared();
+    let bucket = unique("hyg-aml");
+    emu.create_bucket(&bucket).await;
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let endpoint = unique("hyg-aml-ep");
+    let id = automl_deployed(&svc, &bucket, &endpoint).await;
+    let hex = id.replace('-', "");
+    let (model, config) = (
+        format!("essedum-aml-model-{hex}"),
+        format!("essedum-aml-cfg-{hex}"),
+    );
+    // Someone serves the same config on another endpoint.
+    let other = unique("hyg-aml-other");
+    emu.sagemaker(
+        "CreateEndpoint",
+        json!({"EndpointName": other, "EndpointConfigName": config}),
+    )
+    .await;
+
+    let run = undeploy(&svc, &endpoint).await;
+    assert_eq!(
+        last_detail(&run),
+        format!(
+            "endpoint {endpoint} is deleted; kept its endpoint config {config} (another endpoint serves it); kept its model {model} (another endpoint serves it)"
+        )
+    );
+    assert_eq!(
+        emu.job_stats("endpoint_configs", &config).await["deletes"],
+        0
+    );
+    assert_eq!(emu.job_stats("models", &model).await["deletes"], 0);
+
+    // The last endpoint that serves them goes: so do they.
+    let run = undeploy(&svc, &other).await;
+    assert_eq!(
+        last_detail(&run),
+        format!(
+            "endpoint {other} is deleted; deleted its endpoint config {config}; deleted its model {model}"
+        )
+    );
+    assert_eq!(
+        emu.job_stats("endpoint_configs", &config).await["deletes"],
+        1
+    );
+    assert_eq!(emu.job_stats("models", &model).await["deletes"], 1);
+}

@@ -105,6 +105,10 @@ pub struct DeployContext {
     /// UpdateEndpoint was accepted for the requested config.
     #[serde(default)]
     pub update_sent: bool,
+    /// This run creates the endpoint (committed before CreateEndpoint): cancelling it deletes
+    /// the endpoint, and the model and config it brought along when no other endpoint uses them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creates_endpoint: bool,
     /// UpdateEndpoint is about to be sent (committed before the call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_intent: Option<UpdateIntent>,
@@ -173,11 +177,15 @@ const EDGES: &[(State, State)] = &[
     (Submitted, Done),
     (Submitted, Failed),
     (Submitted, Cancelled),
+    (Submitted, Cancelling),
     (Polling, Polling),
     (Polling, Submitted),
     (Polling, Done),
     (Polling, Failed),
     (Polling, Cancelled),
+    (Polling, Cancelling),
+    (Cancelling, Cancelling),
+    (Cancelling, Cancelled),
 ];
 
 pub struct DeploymentWorkflow;
@@ -269,6 +277,76 @@ async fn update(
         )))
 }
 
+/// Cancelling a run that created its endpoint: wait out an operation in progress, DeleteEndpoint,
+/// wait until it is gone, then delete the model and config this deployment brought along (unless
+/// another endpoint uses them).
+async fn cancelling(
+    req: &DeployRequest,
+    mut ctx: DeployContext,
+    cx: &StepContext,
+) -> Result<StepOutput, StepError> {
+    let described = cx.aws.describe_endpoint(&req.endpoint_name).await?;
+    let Some(d) = described else {
+        ctx.sagemaker_status = Some("Deleted".into());
+        let config = req.config.as_ref().map(|c| c.endpoint_config_name.as_str());
+        let model = req.model.as_ref().map(|m| m.model_name.as_str());
+        let notes =
+            super::teardown::delete_unused(cx.aws.as_ref(), &req.endpoint_name, config, model)
+                .await?;
+        let mut detail = format!(
+            "cancelled; endpoint {} deleted (this run created it)",
+            req.endpoint_name
+        );
+        for note in notes {
+            detail.push_str(&format!("; {note}"));
+        }
+        return Ok(StepOutput::to(Cancelled, ctx.to_value()).detail(detail));
+    };
+    let changed = ctx.sagemaker_status.as_deref() != Some(d.status.as_str());
+    ctx.record(&d);
+    let in_progress = matches!(
+        d.status.as_str(),
+        "Creating" | "Updating" | "SystemUpdating" | "RollingBack"
+    );
+    let wait = |mut ctx: DeployContext, detail: Option<String>| {
+        ctx.polls += 1;
+        let mut out =
+            StepOutput::to(Cancelling, ctx.to_value()).due(Due::After(cx.poll_interval(ctx.polls)));
+        if let Some(detail) = detail {
+            out = out.detail(detail);
+        }
+        Ok(out)
+    };
+    if d.status == "Deleting" {
+        return wait(ctx, changed.then(|| "endpoint Deleting".to_string()));
+    }
+    failpoint::hit("deployment.before_delete").await;
+    match cx.aws.delete_endpoint(&req.endpoint_name).await {
+        Ok(()) => {}
+        Err(e) if e.kind == AwsErrorKind::NotFound => {}
+        // SageMaker may refuse while an operation runs: delete once it has settled.
+        Err(e) if e.kind == AwsErrorKind::Terminal && in_progress => {
+            return wait(
+                ctx,
+                changed.then(|| {
+                    format!(
+                        "SageMaker refuses to delete the endpoint while it is {} ({e}); trying again when it settles",
+                        d.status
+                    )
+                }),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ctx.sagemaker_status = Some("Deleting".into());
+    Ok(StepOutput::to(Cancelling, ctx.to_value())
+        .due(Due::After(cx.poll_interval(0)))
+        .detail(format!(
+            "DeleteEndpoint accepted for {} (it was {})",
+            req.endpoint_name, d.status
+        )))
+}
+
 fn parse(run: &Run) -> Result<(DeployRequest, DeployContext), StepError> {
     let req = serde_json::from_value(run.request.clone())
         .map_err(|e| StepError::terminal(format!("stored request is unreadable: {e}")))?;
@@ -284,7 +362,7 @@ impl Workflow for DeploymentWorkflow {
     }
 
     fn handled_states(&self) -> &'static [State] {
-        &[Submitted, Polling]
+        &[Submitted, Polling, Cancelling]
     }
 
     fn edges(&self) -> &'static [(State, State)] {
@@ -293,10 +371,20 @@ impl Workflow for DeploymentWorkflow {
 
     async fn step(&self, run: &Run, cx: &StepContext) -> Result<StepOutput, StepError> {
         let (req, mut ctx) = parse(run)?;
+        if run.state == Cancelling {
+            return cancelling(&req, ctx, cx).await;
+        }
         if run.cancel_requested {
-            // SageMaker cannot stop an endpoint operation; the run stops following it.
+            if ctx.creates_endpoint {
+                return Ok(StepOutput::to(Cancelling, ctx.to_value()).detail(format!(
+                    "cancel requested; deleting endpoint {}, which this run created",
+                    req.endpoint_name
+                )));
+            }
+            // SageMaker cannot stop an endpoint operation; the run stops following it. An
+            // endpoint that existed before this run is someone's service: it is never deleted.
             return Ok(StepOutput::to(Cancelled, ctx.to_value()).detail(
-                "cancelled; an endpoint operation already started continues in SageMaker",
+                "cancelled; the endpoint was not created by this run, so it is left as it is (an update already sent continues in SageMaker)",
             ));
         }
         let described = cx.aws.describe_endpoint(&req.endpoint_name).await?;
@@ -305,6 +393,15 @@ impl Workflow for DeploymentWorkflow {
         }
         let next_poll = Due::After(cx.poll_interval(ctx.polls));
         match (run.state, described) {
+            (Submitted, None) if !ctx.creates_endpoint => {
+                // Committed before CreateEndpoint: a cancel after a crash still knows the
+                // endpoint is this run's to delete.
+                ctx.creates_endpoint = true;
+                Ok(StepOutput::to(Submitted, ctx.to_value()).detail(format!(
+                    "endpoint {} does not exist; this run creates it",
+                    req.endpoint_name
+                )))
+            }
             (Submitted, None) => {
                 ensure_model_and_config(cx.aws.as_ref(), &req).await?;
                 failpoint::hit("deployment.before_create").await;
