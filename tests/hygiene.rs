@@ -208,3 +208,128 @@ async fn a_teardown_removes_the_automl_model_and_config_once_no_other_endpoint_u
     );
     assert_eq!(emu.job_stats("models", &model).await["deletes"], 1);
 }
+
+/// Begins a multipart upload directly in the emulator (as a crashed process leaves one).
+async fn begin_upload(emu: &Emulator, bucket: &str, key: &str) {
+    const SIGNATURE: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+    let r = support::client()
+        .post(format!("{}/{bucket}/{key}?uploads", emu.url()))
+        .header("Authorization", SIGNATURE)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
+/// A service whose janitor passes every second, with these extra settings.
+fn with_janitor(s: &Scratch, url: String, env: &[(&str, &str)]) -> Service {
+    let mut cfg = s.config(url);
+    cfg.extra_env
+        .push(("EXECUTOR_JANITOR_INTERVAL_SECS".into(), "1".into()));
+    cfg.extra_env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Service::start(cfg)
+}
+
+fn passes(svc: &Service) -> usize {
+    svc.stderr
+        .all()
+        .iter()
+        .filter(|l| l.contains("janitor pass done"))
+        .count()
+}
+
+#[tokio::test]
+async fn the_janitor_aborts_stale_multipart_uploads_under_a_run_prefix_and_leaves_others() {
+    let emu = Emulator::shared();
+    let bucket = unique("hyg-jan");
+    emu.create_bucket(&bucket).await;
+    let s = Scratch::new();
+    // Uploads older than about a third of a second are stale.
+    let svc = with_janitor(&s, emu.url(), &[("EXECUTOR_STALE_UPLOAD_HOURS", "0.0001")]);
+    let (code, a) = svc
+        .post(
+            "/api/service/v1/pipelines/training/train",
+            &training_body(&bucket, "Completed", 100_000),
+        )
+        .await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap();
+    let ours = format!("experiments/e1/{id}/input/left-by-a-crash.csv");
+    begin_upload(emu, &bucket, &ours).await;
+    begin_upload(emu, &bucket, "someone-else/upload.csv").await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while emu.open_multipart_uploads(&bucket).await.contains(&ours) {
+        assert!(std::time::Instant::now() < deadline, "{ours} is still open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Later passes leave the other prefix alone too.
+    let seen = passes(&svc);
+    svc.stderr
+        .wait_for_count("two more passes", seen + 2, Duration::from_secs(30), |l| {
+            l.contains("janitor pass done")
+        });
+    assert_eq!(
+        emu.open_multipart_uploads(&bucket).await,
+        vec!["someone-else/upload.csv".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn staged_inputs_of_finished_runs_go_after_the_retention_and_live_runs_keep_theirs() {
+    let emu = Emulator::shared();
+    let bucket = unique("hyg-ret");
+    emu.create_bucket(&bucket).await;
+    let s = Scratch::new();
+    // A retention of under a second.
+    let svc = with_janitor(
+        &s,
+        emu.url(),
+        &[("EXECUTOR_STAGING_RETENTION_DAYS", "0.00001")],
+    );
+    let submit = |polls: u32| {
+        let body = training_body(&bucket, "Completed", polls);
+        let svc = &svc;
+        async move {
+            let (code, a) = svc
+                .post("/api/service/v1/pipelines/training/train", &body)
+                .await;
+            assert_eq!(code, 202, "{a}");
+            a["id"].as_str().unwrap().to_string()
+        }
+    };
+    let finished = submit(0).await;
+    let live = submit(100_000).await;
+    let wait = Duration::from_secs(60);
+    assert_eq!(svc.wait_terminal(&finished, wait).await["state"], "Done");
+    svc.wait_run(&live, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let staged = |id: &str| format!("experiments/e1/{id}/input/data.csv");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while emu.get_object(&bucket, &staged(&finished)).await.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the staged input stays"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = passes(&svc);
+    svc.stderr
+        .wait_for_count("two more passes", seen + 2, Duration::from_secs(30), |l| {
+            l.contains("janitor pass done")
+        });
+    assert!(
+        emu.get_object(&bucket, &staged(&live)).await.is_some(),
+        "a live run keeps its staged input"
+    );
+    let purges: Vec<String> = svc
+        .stderr
+        .all()
+        .into_iter()
+        .filter(|l| l.contains("staged inputs past retention deleted"))
+        .collect();
+    assert_eq!(purges.len(), 1, "deleted once and recorded: {purges:?}");
+    assert!(purges[0].contains(&finished), "{purges:?}");
+}

@@ -11,7 +11,7 @@ pub mod provider;
 pub mod sdk;
 
 pub use classify::{classify, is_throttling};
-pub use objects::{ObjectInfo, ObjectPage, ObjectStore, UploadBody};
+pub use objects::{ObjectInfo, ObjectPage, ObjectStore, OpenMultipartUpload, UploadBody};
 pub use provider::{AwsProvider, AwsTarget, RunSecret, StaticCredentials};
 pub use sdk::SdkAws;
 

@@ -4,7 +4,8 @@
 
 use super::{SdkAws, Sent, found, io_error, terminal};
 use crate::aws::{
-    AwsError, AwsErrorKind, AwsResult, ObjectInfo, ObjectPage, ObjectStore, UploadBody,
+    AwsError, AwsErrorKind, AwsResult, ObjectInfo, ObjectPage, ObjectStore, OpenMultipartUpload,
+    UploadBody,
 };
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, Length};
@@ -368,6 +369,56 @@ impl SdkAws {
 
 #[async_trait]
 impl ObjectStore for SdkAws {
+    async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> AwsResult<Vec<OpenMultipartUpload>> {
+        let out = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .set_prefix(Some(prefix.to_string()).filter(|p| !p.is_empty()))
+            .send()
+            .await
+            .sent("ListMultipartUploads")?;
+        Ok(out
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some(OpenMultipartUpload {
+                    key: u.key()?.to_string(),
+                    upload_id: u.upload_id()?.to_string(),
+                    initiated: u
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                })
+            })
+            .collect())
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> AwsResult<()> {
+        match self
+            .s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .sent("AbortMultipartUpload")
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code.as_deref() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn list_objects(
         &self,
         bucket: &str,
