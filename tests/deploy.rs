@@ -713,14 +713,13 @@ async fn update_killed_at(failpoint: &str, knobs: Value, land: bool) -> (Value, 
         });
     let mut svc = svc;
     svc.kill();
-    while land {
-        let d = emu
+    // Each describe moves the emulator's update on; it lands InService (or rolled back).
+    while land
+        && emu
             .sagemaker("DescribeEndpoint", json!({"EndpointName": endpoint}))
-            .await;
-        if d["EndpointStatus"] == "InService" {
-            break;
-        }
-    }
+            .await["EndpointStatus"]
+            != "InService"
+    {}
     let svc = svc.kill_and_restart();
     let st = svc.wait_terminal(&id, WAIT).await;
     (st, emu.job_stats("endpoints", &endpoint).await)
