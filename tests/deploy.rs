@@ -824,3 +824,41 @@ async fn cancelling_a_deployment_that_created_its_endpoint_deletes_the_endpoint(
         0
     );
 }
+
+#[tokio::test]
+async fn a_cancel_killed_before_its_delete_still_deletes_the_endpoint_once_after_a_restart() {
+    let emu = Emulator::shared();
+    let base = unique("depk");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec!["deployment.before_delete".into()];
+    let svc = Service::start(config);
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "5"}}),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap().to_string();
+    svc.wait_run(&id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let (code, _) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202);
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT deployment.before_delete"
+        });
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+    let stats = emu.job_stats("endpoints", &endpoint).await;
+    assert_eq!(
+        (stats["creates"].as_i64(), stats["deletes"].as_i64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+}
