@@ -1,7 +1,8 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
 mod objects;
-pub use objects::settle_uploads;
+mod upload_guard;
+pub use upload_guard::settle_uploads;
 
 use super::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ClarifyExplainerConfig,
