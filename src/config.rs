@@ -126,6 +126,22 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,
 
+    /// Between janitor passes, in seconds (one runs at start-up): stale multipart uploads and
+    /// staged inputs past their retention are removed. 0: no janitor.
+    #[arg(long, env = "EXECUTOR_JANITOR_INTERVAL_SECS", default_value_t = 3600)]
+    pub janitor_interval_secs: u64,
+
+    /// A multipart upload under this service's S3 prefixes that is older than this many hours
+    /// was abandoned (by a crash): the janitor aborts it.
+    #[arg(long, env = "EXECUTOR_STALE_UPLOAD_HOURS", default_value_t = 24.0)]
+    pub stale_upload_hours: f64,
+
+    /// Days after a run finished before the janitor deletes the inputs it staged in S3
+    /// (`{S3Prefix}/{run id}/input/`, a script job's `code/` and `input/`); outputs, models and
+    /// logs stay. 0: staged inputs are kept forever.
+    #[arg(long, env = "EXECUTOR_STAGING_RETENTION_DAYS", default_value_t = 30.0)]
+    pub staging_retention_days: f64,
+
     /// A TOML file of `[[tokens]]` entries (`name`, `role` = submitter|operator, `sha256` of the
     /// token, from `sagemaker-executor hash-token`).
     #[arg(long, env = "EXECUTOR_TOKENS_FILE")]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod engine;
 pub mod failpoint;
+pub mod janitor;
 pub mod metrics;
 pub mod model;
 pub mod secrets;

@@ -170,6 +170,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         )
         .map_err(|e| format!("workflow definitions do not match their handlers: {e}"))?,
     );
+    let janitor = sagemaker_executor::janitor::Janitor::new(
+        store.clone(),
+        aws.clone(),
+        clock.clone(),
+        sagemaker_executor::janitor::JanitorSettings::from_args(&args),
+    );
     let state = AppState {
         store: store.clone(),
         clock,
@@ -189,6 +195,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
     let heartbeat_task = tokio::spawn(heartbeat(store.clone(), instance.clone(), stop_rx.clone()));
+    let janitor_task = tokio::spawn(janitor.run(stop_rx.clone()));
     // The handler is installed before the socket is announced, so a SIGTERM sent as soon as the
     // service is up stops it gracefully instead of killing it.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -237,6 +244,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("engine task failed: {e}"))?;
     let _ = heartbeat_task.await;
+    let _ = janitor_task.await;
+    // Steps abandoned at the drain deadline dropped their multipart uploads; their aborts finish.
+    let open = sagemaker_executor::aws::sdk::settle_uploads(Duration::from_secs(10)).await;
+    if open > 0 {
+        tracing::warn!(
+            open,
+            "multipart uploads still open at exit; the janitor aborts them later"
+        );
+    }
     // The engine released this instance's leases; it is no longer a holder.
     if let Err(e) = store.remove_instance(&instance).await {
         tracing::warn!(error = %e, "could not remove this instance's record");

@@ -76,12 +76,17 @@ matrix! {
     deployment_killed_before_committing_its_create: Deployment at "deployment.submitted.before_commit" => Completes;
     deployment_killed_before_committing_its_update: Deployment at "deployment.submitted.before_commit" => Updates;
     deployment_killed_before_committing_polling: Deployment at "deployment.polling.before_commit" => Completes;
+    deployment_killed_after_its_update_intent: Deployment at "deployment.after_update_intent" => Updates;
+    deployment_killed_after_update: Deployment at "deployment.after_update" => Updates;
+    deployment_cancel_killed_before_delete: Deployment at "deployment.before_delete" => Cancelled;
+    deployment_cancel_killed_before_committing_cancelling: Deployment at "deployment.cancelling.before_commit" => Cancelled;
     automl_deployment_killed_before_create: Automl at "deployment.before_create" => Deploys;
     automl_deployment_killed_before_committing_its_create: Automl at "deployment.submitted.before_commit" => Deploys;
     // Teardowns.
     teardown_killed_before_delete: Teardown at "teardown.before_delete" => Completes;
     teardown_killed_before_committing_its_delete: Teardown at "teardown.submitted.before_commit" => Completes;
     teardown_killed_before_committing_polling: Teardown at "teardown.polling.before_commit" => Completes;
+    teardown_killed_before_deleting_an_automl_config: Teardown at "teardown.before_config_delete" => DeletesConfig;
 }
 
 #[test]

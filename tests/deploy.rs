@@ -520,22 +520,25 @@ async fn the_endpoint_list_reads_every_page() {
 }
 
 #[tokio::test]
-async fn a_deployment_can_be_cancelled_and_a_teardown_survives_a_kill_before_its_delete() {
+async fn a_cancelled_deployment_leaves_an_endpoint_it_did_not_create_and_a_teardown_survives_a_kill_before_its_delete()
+ {
     let emu = Emulator::shared();
     let base = unique("depx");
     let (a, _) = configs(emu, &base).await;
     let endpoint = format!("{base}-ep");
+    // Someone else's endpoint, still Creating.
+    emu.sagemaker(
+        "CreateEndpoint",
+        json!({"EndpointName": endpoint, "EndpointConfigName": a,
+               "Tags": [{"Key": "_emulator_polls", "Value": "100000"}]}),
+    )
+    .await;
     let s = Scratch::new();
     let mut config = s.config(emu.url());
     config.failpoints = vec!["teardown.before_delete".into()];
     let svc = Service::start(config);
 
-    let (_, r) = deploy(
-        &svc,
-        &endpoint,
-        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "100000"}}),
-    )
-    .await;
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": a})).await;
     let id = r["id"].as_str().unwrap();
     svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
         .await;
@@ -548,6 +551,14 @@ async fn a_deployment_can_be_cancelled_and_a_teardown_survives_a_kill_before_its
     assert_eq!(code, 202);
     let st = svc.wait_terminal(id, WAIT).await;
     assert_eq!(st["state"], "Cancelled", "{st}");
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert!(
+        details(&run)
+            .iter()
+            .any(|d| d.contains("not created by this run, so it is left as it is")),
+        "{run}"
+    );
+    assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 0);
 
     let (_, t) = svc
         .post(
@@ -663,4 +674,191 @@ async fn a_teardown_that_sagemaker_keeps_refusing_fails_with_the_reason() {
         "{reason}"
     );
     assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 0);
+}
+
+/// Deploys config `b` over an endpoint serving `a`, killing the service at `failpoint` and
+/// restarting it; `knobs` are emulator tags for the update; with `land`, the update ends
+/// (describes from the test) while the service is down. Returns the run's end and the
+/// endpoint's counters.
+async fn update_killed_at(failpoint: &str, knobs: Value, land: bool) -> (Value, Value) {
+    let emu = Emulator::shared();
+    let base = unique("depu");
+    let (a, b) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec![failpoint.to_string()];
+    let svc = Service::start(config);
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": a})).await;
+    let st = svc.wait_terminal(r["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(st["state"], "Done", "{st}");
+    let arn = emu
+        .sagemaker("DescribeEndpoint", json!({"EndpointName": endpoint}))
+        .await["EndpointArn"]
+        .clone();
+    let tags: Vec<Value> = knobs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| json!({"Key": k, "Value": v}))
+        .collect();
+    emu.sagemaker("AddTags", json!({"ResourceArn": arn, "Tags": tags}))
+        .await;
+
+    let (_, r) = deploy(&svc, &endpoint, json!({"EndpointConfigName": b})).await;
+    let id = r["id"].as_str().unwrap().to_string();
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == format!("FAILPOINT {failpoint}")
+        });
+    let mut svc = svc;
+    svc.kill();
+    // Each describe moves the emulator's update on; it lands InService (or rolled back).
+    while land
+        && emu
+            .sagemaker("DescribeEndpoint", json!({"EndpointName": endpoint}))
+            .await["EndpointStatus"]
+            != "InService"
+    {}
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(&id, WAIT).await;
+    (st, emu.job_stats("endpoints", &endpoint).await)
+}
+
+#[tokio::test]
+async fn a_kill_after_the_update_intent_sends_the_update_once() {
+    let (st, stats) = update_killed_at(
+        "deployment.after_update_intent",
+        json!({"_emulator_polls": "1"}),
+        false,
+    )
+    .await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert_eq!(stats["updates"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn a_kill_right_after_update_endpoint_follows_the_update_instead_of_sending_it_again() {
+    let (st, stats) = update_killed_at(
+        "deployment.after_update",
+        json!({"_emulator_polls": "3"}),
+        false,
+    )
+    .await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert_eq!(stats["updates"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn a_kill_after_an_update_that_was_then_rolled_back_fails_rather_than_update_twice() {
+    let (st, stats) = update_killed_at(
+        "deployment.after_update",
+        json!({"_emulator_polls": "0", "_emulator_update_outcome": "RolledBack"}),
+        true,
+    )
+    .await;
+    assert_eq!(st["state"], "Failed", "{st}");
+    assert!(
+        st["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not updated a second time"),
+        "{st}"
+    );
+    assert_eq!(stats["updates"], 1, "exactly one UpdateEndpoint: {stats}");
+}
+
+#[tokio::test]
+async fn cancelling_a_deployment_that_created_its_endpoint_deletes_the_endpoint() {
+    let emu = Emulator::shared();
+    let base = unique("depd");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let svc = Service::start(s.config(emu.url()));
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "5"}}),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap();
+    svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let (code, _) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202);
+    let st = svc.wait_terminal(id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let said = details(&run);
+    assert!(
+        said.iter().any(|d| d
+            == &format!("cancel requested; deleting endpoint {endpoint}, which this run created")),
+        "{run}"
+    );
+    assert!(
+        said.iter()
+            .any(|d| d.starts_with(&format!("cancelled; endpoint {endpoint} deleted"))),
+        "{run}"
+    );
+    let stats = emu.job_stats("endpoints", &endpoint).await;
+    assert_eq!(
+        (stats["creates"].as_i64(), stats["deletes"].as_i64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(
+        svc.get(&format!("/api/service/v1/endpoints/{endpoint}"))
+            .await
+            .0,
+        404,
+        "the endpoint is gone"
+    );
+    // The endpoint config was not brought along by the deployment: it stays.
+    assert_eq!(
+        emu.job_stats("endpoint_configs", &a).await["deletes"]
+            .as_i64()
+            .unwrap_or(0),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_killed_before_its_delete_still_deletes_the_endpoint_once_after_a_restart() {
+    let emu = Emulator::shared();
+    let base = unique("depk");
+    let (a, _) = configs(emu, &base).await;
+    let endpoint = format!("{base}-ep");
+    let s = Scratch::new();
+    let mut config = s.config(emu.url());
+    config.failpoints = vec!["deployment.before_delete".into()];
+    let svc = Service::start(config);
+    let (_, r) = deploy(
+        &svc,
+        &endpoint,
+        json!({"EndpointConfigName": a, "Tags": {"_emulator_polls": "5"}}),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap().to_string();
+    svc.wait_run(&id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let (code, _) = svc
+        .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(code, 202);
+    svc.stderr
+        .wait_for("the failpoint", Duration::from_secs(30), |l| {
+            l == "FAILPOINT deployment.before_delete"
+        });
+    let svc = svc.kill_and_restart();
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+    let stats = emu.job_stats("endpoints", &endpoint).await;
+    assert_eq!(
+        (stats["creates"].as_i64(), stats["deletes"].as_i64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
 }

@@ -426,7 +426,7 @@ impl Auth {
 }
 
 /// How long an inference request may take (the SDK gives InvokeEndpoint 70 s).
-const INFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+pub(crate) const INFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// The role a route needs; `None` for open routes.
 fn required_role(method: &Method, path: &str, open_metrics: bool) -> Option<Role> {

@@ -397,8 +397,20 @@ async fn start_endpoint_run(
     })))
 }
 
-/// InvokeEndpoint through `call`, retrying throttling briefly (never a model's own error).
-async fn invoke_retrying<F, Fut>(mut call: F) -> Result<crate::aws::InvokeOutput, InferError>
+/// How long an inference route may spend on SageMaker: its request deadline (at least
+/// [`super::auth::INFER_TIMEOUT`]) less a second to answer in.
+fn infer_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + super::auth::INFER_TIMEOUT.saturating_sub(Duration::from_secs(1))
+}
+
+/// InvokeEndpoint through `call`, retrying only throttling (a refusal before anything ran), and
+/// only while the route's `deadline` allows: a 5xx, a dropped connection or a model's own error
+/// may have run the model, and running it twice is not ours to decide. A call still unanswered
+/// at the deadline is answered 503 by this route rather than cut off by the request timeout.
+async fn invoke_retrying<F, Fut>(
+    deadline: tokio::time::Instant,
+    mut call: F,
+) -> Result<crate::aws::InvokeOutput, InferError>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<crate::aws::InvokeOutput, AwsError>>,
@@ -410,15 +422,37 @@ where
         .with_max_times(3)
         .build();
     loop {
-        match call(uuid::Uuid::new_v4().to_string()).await {
+        let answered =
+            tokio::time::timeout_at(deadline, call(uuid::Uuid::new_v4().to_string())).await;
+        let Ok(answer) = answered else {
+            return Err(InferError::Busy(
+                body(
+                    "SageMaker did not answer within this route's deadline; the model may have run",
+                    None,
+                ),
+                1,
+            ));
+        };
+        match answer {
             Ok(out) => return Ok(out),
+            Err(e) if crate::aws::is_throttling(e.code.as_deref()) => match delays.next() {
+                Some(d) if tokio::time::Instant::now() + d < deadline => {
+                    tokio::time::sleep(d).await
+                }
+                _ => return Err(e.into()),
+            },
             Err(e)
                 if e.kind == AwsErrorKind::Retryable && e.code.as_deref() != Some("ModelError") =>
             {
-                match delays.next() {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => return Err(e.into()),
-                }
+                return Err(InferError::Busy(
+                    body(
+                        format!(
+                            "SageMaker failed the call, which may have run the model, so it is not repeated: {e}"
+                        ),
+                        None,
+                    ),
+                    1,
+                ));
             }
             Err(e) => return Err(e.into()),
         }
@@ -633,8 +667,9 @@ impl EndpointsApi {
     /// Real-time inference: the body goes to InvokeEndpoint (JSON as `application/json`; CSV, or
     /// `{"S3Uri": "s3://..."}` naming a CSV object, as `text/csv`; other content types as they
     /// are) and the model's answer comes back with its content type. Throttling is retried
-    /// briefly, then answered 503 with `Retry-After`; a model error is a 424 with its message; an
-    /// endpoint that is not InService a 409.
+    /// briefly within the route's deadline, then answered 503 with `Retry-After`; a SageMaker 5xx
+    /// is a 503 at once, never retried here (the model may have run); a model error is a 424
+    /// with its message; an endpoint that is not InService a 409.
     #[oai(path = "/api/service/v1/endpoints/:id/infer", method = "post")]
     async fn infer(
         &self,
@@ -650,13 +685,14 @@ impl EndpointsApi {
         caller: Data<&Caller>,
         scope: Data<&AwsScope>,
     ) -> Result<RawPayload, InferError> {
+        let deadline = infer_deadline();
         state_of(&self.0).map_err(|_| InferError::Busy(body("not serving", None), 1))?;
         let endpoint = validate::sagemaker_name("id", &id.0)
             .map_err(|e| InferError::BadRequest(body(e.to_string(), Some("id"))))?;
         let (content_type, data) = model_input(scope.aws.as_ref(), payload).await?;
         let accept = accept.0.filter(|a| !a.is_empty() && a != "*/*");
         let aws = scope.aws.clone();
-        let out = invoke_retrying(|inference_id| {
+        let out = invoke_retrying(deadline, |inference_id| {
             let (aws, endpoint, content_type, accept, data) = (
                 aws.clone(),
                 endpoint.clone(),
@@ -708,6 +744,7 @@ impl EndpointsApi {
         caller: Data<&Caller>,
         scope: Data<&AwsScope>,
     ) -> Result<RawPayload, InferError> {
+        let deadline = infer_deadline();
         state_of(&self.0).map_err(|_| InferError::Busy(body("not serving", None), 1))?;
         let endpoint = validate::sagemaker_name("id", &id.0)
             .map_err(|e| InferError::BadRequest(body(e.to_string(), Some("id"))))?;
@@ -737,7 +774,7 @@ impl EndpointsApi {
             .unwrap_or_else(|| "`true`".into());
         let (content_type, data) = model_input(scope.aws.as_ref(), payload).await?;
         let aws = scope.aws.clone();
-        let out = invoke_retrying(|inference_id| {
+        let out = invoke_retrying(deadline, |inference_id| {
             let (aws, endpoint, content_type, expression, data) = (
                 aws.clone(),
                 endpoint.clone(),
@@ -758,5 +795,59 @@ impl EndpointsApi {
                 .unwrap_or_else(|| "application/json".into()),
             body: out.body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn failing(code: &str) -> AwsError {
+        AwsError {
+            kind: crate::aws::classify(Some(code), Some(500), "x"),
+            operation: "InvokeEndpoint",
+            code: Some(code.into()),
+            message: "x".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_error_is_not_retried_because_the_model_may_have_run() {
+        let calls = AtomicU32::new(0);
+        let out = invoke_retrying(infer_deadline(), |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(failing("InternalFailure")) }
+        })
+        .await;
+        assert!(matches!(out, Err(InferError::Busy(..))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn throttling_is_not_retried_past_the_deadline() {
+        let calls = AtomicU32::new(0);
+        // The first back-off (at least 100 ms) would end past the deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let out = invoke_retrying(deadline, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(failing("ThrottlingException")) }
+        })
+        .await;
+        assert!(matches!(out, Err(InferError::Busy(..))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_unanswered_at_the_deadline_is_answered_by_the_route() {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let out = invoke_retrying(deadline, |_| async {
+            std::future::pending::<Result<crate::aws::InvokeOutput, AwsError>>().await
+        })
+        .await;
+        let Err(InferError::Busy(b, _)) = out else {
+            panic!("not a 503")
+        };
+        assert!(b.error.contains("deadline"), "{}", b.error);
     }
 }

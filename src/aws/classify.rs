@@ -88,6 +88,12 @@ const CAPACITY: &[&str] = &[
     "InsufficientInstanceCapacity",
 ];
 
+/// Whether an error code says the caller is being throttled (the request was refused before it
+/// did anything, so sending it again is safe even for a call that is not idempotent).
+pub fn is_throttling(code: Option<&str>) -> bool {
+    code.is_some_and(|c| THROTTLING.contains(&c))
+}
+
 /// Classifies a service error. `status` is the HTTP status when a response arrived.
 pub fn classify(code: Option<&str>, status: Option<u16>, message: &str) -> AwsErrorKind {
     let code = code.unwrap_or("");

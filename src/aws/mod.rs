@@ -10,8 +10,8 @@ pub mod objects;
 pub mod provider;
 pub mod sdk;
 
-pub use classify::classify;
-pub use objects::{ObjectInfo, ObjectPage, ObjectStore, UploadBody};
+pub use classify::{classify, is_throttling};
+pub use objects::{ObjectInfo, ObjectPage, ObjectStore, OpenMultipartUpload, UploadBody};
 pub use provider::{AwsProvider, AwsTarget, RunSecret, StaticCredentials};
 pub use sdk::SdkAws;
 

@@ -24,6 +24,14 @@ pub struct ObjectPage {
     pub next: Option<String>,
 }
 
+/// A multipart upload begun and neither completed nor aborted (ListMultipartUploads).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenMultipartUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<crate::clock::Timestamp>,
+}
+
 /// A body to upload, read as it arrives.
 pub type UploadBody = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
@@ -68,4 +76,29 @@ pub trait ObjectStore: Send + Sync + 'static {
         content_type: &str,
         body: UploadBody,
     ) -> AwsResult<u64>;
+    /// ListMultipartUploads under `prefix`: the first 1,000 open uploads (the janitor comes back).
+    async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> AwsResult<Vec<OpenMultipartUpload>> {
+        let _ = (bucket, prefix);
+        Err(super::AwsError::terminal(
+            "ListMultipartUploads",
+            "not supported here".into(),
+        ))
+    }
+    /// AbortMultipartUpload (an upload already gone succeeds).
+    async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> AwsResult<()> {
+        let _ = (bucket, key, upload_id);
+        Err(super::AwsError::terminal(
+            "AbortMultipartUpload",
+            "not supported here".into(),
+        ))
+    }
 }

@@ -1,6 +1,8 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
 mod objects;
+mod upload_guard;
+pub use upload_guard::settle_uploads;
 
 use super::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ClarifyExplainerConfig,

@@ -8,10 +8,12 @@
 
 mod instances;
 mod owned;
+mod retention;
 mod runs;
 
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
+pub use retention::StagedRun;
 
 pub use runs::{
     CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Transition,

@@ -5,8 +5,14 @@
 //! SageMaker rolled back (InService on the old config after our update) is Failed with its reason.
 //!
 //! Restart safety: the endpoint name is the intent (it comes from the route); Submitted always
-//! describes first, and `update_sent` is committed before the run polls, so a resumed run never
-//! mistakes "not updated yet" for "rolled back" (it sends the update instead).
+//! describes first. UpdateEndpoint is sent **at most once per run**: its intent (`update_intent`:
+//! the config it moves from and the endpoint's LastModifiedTime then) is committed in a
+//! transition of its own before the call. A resumed run that finds the intent but no record of
+//! the call decides from the endpoint: Updating means the call went through (it is followed,
+//! never sent again); InService and unchanged since the intent (same config, same
+//! LastModifiedTime) means it never reached SageMaker (it is sent now); anything else means it
+//! may have gone through and been rolled back, and the run fails saying so rather than update
+//! the endpoint twice (an operator retry starts afresh).
 
 use super::{Due, StepContext, StepError, StepOutput, Workflow};
 use crate::aws::{AwsErrorKind, AwsPort, EndpointConfigSpec, EndpointDescription, ModelSpec};
@@ -99,8 +105,40 @@ pub struct DeployContext {
     /// UpdateEndpoint was accepted for the requested config.
     #[serde(default)]
     pub update_sent: bool,
+    /// This run creates the endpoint (committed before CreateEndpoint): cancelling it deletes
+    /// the endpoint, and the model and config it brought along when no other endpoint uses them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creates_endpoint: bool,
+    /// UpdateEndpoint is about to be sent (committed before the call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_intent: Option<UpdateIntent>,
     #[serde(default)]
     pub polls: u32,
+}
+
+/// What the endpoint looked like when this run decided to update it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateIntent {
+    /// The config it served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_config: Option<String>,
+    /// Its LastModifiedTime (RFC 3339), which any UpdateEndpoint changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+impl UpdateIntent {
+    fn of(d: &EndpointDescription) -> UpdateIntent {
+        UpdateIntent {
+            from_config: d.config_name.clone(),
+            last_modified: d.last_modified.map(crate::clock::to_db),
+        }
+    }
+
+    /// The endpoint is exactly as it was when the intent was recorded: no update reached it.
+    fn unchanged(&self, d: &EndpointDescription) -> bool {
+        self.last_modified.is_some() && *self == UpdateIntent::of(d)
+    }
 }
 
 impl DeployContext {
@@ -113,6 +151,12 @@ impl DeployContext {
 
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("context serialises")
+    }
+
+    /// A run that ends Failed forgets its update, so that an operator retry decides afresh.
+    fn forget_update(&mut self) {
+        self.update_sent = false;
+        self.update_intent = None;
     }
 
     fn record(&mut self, d: &EndpointDescription) {
@@ -128,15 +172,20 @@ impl DeployContext {
 use State::*;
 
 const EDGES: &[(State, State)] = &[
+    (Submitted, Submitted),
     (Submitted, Polling),
     (Submitted, Done),
     (Submitted, Failed),
     (Submitted, Cancelled),
+    (Submitted, Cancelling),
     (Polling, Polling),
     (Polling, Submitted),
     (Polling, Done),
     (Polling, Failed),
     (Polling, Cancelled),
+    (Polling, Cancelling),
+    (Cancelling, Cancelling),
+    (Cancelling, Cancelled),
 ];
 
 pub struct DeploymentWorkflow;
@@ -168,6 +217,136 @@ async fn ensure_model_and_config(aws: &dyn AwsPort, req: &DeployRequest) -> Resu
     Ok(())
 }
 
+/// The endpoint is InService on another config than the requested one, and no update of this run
+/// is known to have been sent: record the intent, send the update once, or refuse to send it twice.
+async fn update(
+    run: &Run,
+    req: &DeployRequest,
+    mut ctx: DeployContext,
+    d: &EndpointDescription,
+    cx: &StepContext,
+) -> Result<StepOutput, StepError> {
+    let from = d.config_name.as_deref().unwrap_or("(unknown)").to_string();
+    let Some(intent) = ctx.update_intent.clone() else {
+        if run.state == Polling {
+            return Ok(StepOutput::to(Submitted, ctx.to_value())
+                .detail("the endpoint is InService on another config; updating it"));
+        }
+        // Committed before the call, so that a restart knows the call may have been sent.
+        ctx.update_intent = Some(UpdateIntent::of(d));
+        return Ok(StepOutput::to(Submitted, ctx.to_value()).detail(format!(
+            "about to send UpdateEndpoint from {from} to {}",
+            req.endpoint_config_name
+        )));
+    };
+    if !intent.unchanged(d) {
+        let seen = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+        let reason = format!(
+            "UpdateEndpoint to {} may have been sent before a restart, and the endpoint changed since (it served {} last modified {}; it serves {from} last modified {}){}; it is not updated a second time: retry the run to deploy again",
+            req.endpoint_config_name,
+            seen(&intent.from_config),
+            seen(&intent.last_modified),
+            seen(&d.last_modified.map(crate::clock::to_db)),
+            d.failure_reason
+                .as_deref()
+                .map(|r| format!(", with the reason: {r}"))
+                .unwrap_or_default(),
+        );
+        ctx.forget_update();
+        ctx.failure_reason = Some(reason.clone());
+        return Ok(StepOutput::to(Failed, ctx.to_value())
+            .detail("not updating the endpoint twice")
+            .failure(reason));
+    }
+    if run.state == Polling {
+        return Ok(StepOutput::to(Submitted, ctx.to_value())
+            .detail("the endpoint is InService on another config; updating it"));
+    }
+    failpoint::hit("deployment.after_update_intent").await;
+    failpoint::hit("deployment.before_update").await;
+    cx.aws
+        .update_endpoint(&req.endpoint_name, &req.endpoint_config_name)
+        .await?;
+    failpoint::hit("deployment.after_update").await;
+    ctx.update_sent = true;
+    Ok(StepOutput::to(Polling, ctx.to_value())
+        .due(Due::After(cx.poll_interval(0)))
+        .detail(format!(
+            "UpdateEndpoint accepted from {from} to {}",
+            req.endpoint_config_name
+        )))
+}
+
+/// Cancelling a run that created its endpoint: wait out an operation in progress, DeleteEndpoint,
+/// wait until it is gone, then delete the model and config this deployment brought along (unless
+/// another endpoint uses them).
+async fn cancelling(
+    req: &DeployRequest,
+    mut ctx: DeployContext,
+    cx: &StepContext,
+) -> Result<StepOutput, StepError> {
+    let described = cx.aws.describe_endpoint(&req.endpoint_name).await?;
+    let Some(d) = described else {
+        ctx.sagemaker_status = Some("Deleted".into());
+        let config = req.config.as_ref().map(|c| c.endpoint_config_name.as_str());
+        let model = req.model.as_ref().map(|m| m.model_name.as_str());
+        let notes =
+            super::teardown::delete_unused(cx.aws.as_ref(), &req.endpoint_name, config, model)
+                .await?;
+        let mut detail = format!(
+            "cancelled; endpoint {} deleted (this run created it)",
+            req.endpoint_name
+        );
+        for note in notes {
+            detail.push_str(&format!("; {note}"));
+        }
+        return Ok(StepOutput::to(Cancelled, ctx.to_value()).detail(detail));
+    };
+    let changed = ctx.sagemaker_status.as_deref() != Some(d.status.as_str());
+    ctx.record(&d);
+    let in_progress = matches!(
+        d.status.as_str(),
+        "Creating" | "Updating" | "SystemUpdating" | "RollingBack"
+    );
+    let wait = |mut ctx: DeployContext, detail: Option<String>| {
+        ctx.polls += 1;
+        let mut out =
+            StepOutput::to(Cancelling, ctx.to_value()).due(Due::After(cx.poll_interval(ctx.polls)));
+        if let Some(detail) = detail {
+            out = out.detail(detail);
+        }
+        Ok(out)
+    };
+    if d.status == "Deleting" {
+        return wait(ctx, changed.then(|| "endpoint Deleting".to_string()));
+    }
+    failpoint::hit("deployment.before_delete").await;
+    match cx.aws.delete_endpoint(&req.endpoint_name).await {
+        Ok(()) => {}
+        Err(e) if e.kind == AwsErrorKind::NotFound => {}
+        // SageMaker may refuse while an operation runs: delete once it has settled.
+        Err(e) if e.kind == AwsErrorKind::Terminal && in_progress => {
+            return wait(
+                ctx,
+                changed.then(|| {
+                    format!(
+                        "SageMaker refuses to delete the endpoint while it is {} ({e}); trying again when it settles",
+                        d.status
+                    )
+                }),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ctx.sagemaker_status = Some("Deleting".into());
+    Ok(StepOutput::to(Cancelling, ctx.to_value())
+        .due(Due::After(cx.poll_interval(0)))
+        .detail(format!(
+            "DeleteEndpoint accepted for {} (it was {})",
+            req.endpoint_name, d.status
+        )))
+}
+
 fn parse(run: &Run) -> Result<(DeployRequest, DeployContext), StepError> {
     let req = serde_json::from_value(run.request.clone())
         .map_err(|e| StepError::terminal(format!("stored request is unreadable: {e}")))?;
@@ -183,7 +362,7 @@ impl Workflow for DeploymentWorkflow {
     }
 
     fn handled_states(&self) -> &'static [State] {
-        &[Submitted, Polling]
+        &[Submitted, Polling, Cancelling]
     }
 
     fn edges(&self) -> &'static [(State, State)] {
@@ -192,10 +371,20 @@ impl Workflow for DeploymentWorkflow {
 
     async fn step(&self, run: &Run, cx: &StepContext) -> Result<StepOutput, StepError> {
         let (req, mut ctx) = parse(run)?;
+        if run.state == Cancelling {
+            return cancelling(&req, ctx, cx).await;
+        }
         if run.cancel_requested {
-            // SageMaker cannot stop an endpoint operation; the run stops following it.
+            if ctx.creates_endpoint {
+                return Ok(StepOutput::to(Cancelling, ctx.to_value()).detail(format!(
+                    "cancel requested; deleting endpoint {}, which this run created",
+                    req.endpoint_name
+                )));
+            }
+            // SageMaker cannot stop an endpoint operation; the run stops following it. An
+            // endpoint that existed before this run is someone's service: it is never deleted.
             return Ok(StepOutput::to(Cancelled, ctx.to_value()).detail(
-                "cancelled; an endpoint operation already started continues in SageMaker",
+                "cancelled; the endpoint was not created by this run, so it is left as it is (an update already sent continues in SageMaker)",
             ));
         }
         let described = cx.aws.describe_endpoint(&req.endpoint_name).await?;
@@ -204,6 +393,15 @@ impl Workflow for DeploymentWorkflow {
         }
         let next_poll = Due::After(cx.poll_interval(ctx.polls));
         match (run.state, described) {
+            (Submitted, None) if !ctx.creates_endpoint => {
+                // Committed before CreateEndpoint: a cancel after a crash still knows the
+                // endpoint is this run's to delete.
+                ctx.creates_endpoint = true;
+                Ok(StepOutput::to(Submitted, ctx.to_value()).detail(format!(
+                    "endpoint {} does not exist; this run creates it",
+                    req.endpoint_name
+                )))
+            }
             (Submitted, None) => {
                 ensure_model_and_config(cx.aws.as_ref(), &req).await?;
                 failpoint::hit("deployment.before_create").await;
@@ -247,6 +445,7 @@ impl Workflow for DeploymentWorkflow {
                             .failure_reason
                             .clone()
                             .unwrap_or_else(|| "SageMaker rolled the update back".into());
+                        ctx.forget_update();
                         Ok(StepOutput::to(Failed, ctx.to_value())
                             .detail(format!(
                                 "the update to {} was rolled back; the endpoint serves {}",
@@ -255,28 +454,13 @@ impl Workflow for DeploymentWorkflow {
                             ))
                             .failure(reason))
                     }
-                    "InService" if run.state == Submitted => {
-                        failpoint::hit("deployment.before_update").await;
-                        cx.aws
-                            .update_endpoint(&req.endpoint_name, &req.endpoint_config_name)
-                            .await?;
-                        ctx.update_sent = true;
-                        Ok(StepOutput::to(Polling, ctx.to_value())
-                            .due(Due::After(cx.poll_interval(0)))
-                            .detail(format!(
-                                "UpdateEndpoint accepted from {} to {}",
-                                d.config_name.as_deref().unwrap_or("(unknown)"),
-                                req.endpoint_config_name
-                            )))
-                    }
-                    // InService on another config while polling, update not sent: send it now.
-                    "InService" => Ok(StepOutput::to(Submitted, ctx.to_value())
-                        .detail("the endpoint is InService on another config; updating it")),
+                    "InService" => update(run, &req, ctx, &d, cx).await,
                     "Failed" => {
                         let reason = d
                             .failure_reason
                             .clone()
                             .unwrap_or_else(|| "the endpoint is Failed".into());
+                        ctx.forget_update();
                         Ok(StepOutput::to(Failed, ctx.to_value())
                             .detail("endpoint Failed")
                             .failure(reason))
@@ -287,6 +471,10 @@ impl Workflow for DeploymentWorkflow {
                     ))),
                     // Creating, Updating, SystemUpdating, RollingBack: wait.
                     _ => {
+                        if ctx.update_intent.is_some() && !ctx.update_sent {
+                            // Evidence that our update went through before a restart: follow it.
+                            ctx.update_sent = true;
+                        }
                         let changed = run.state != Polling
                             || run.context.get("sagemaker_status").and_then(Value::as_str)
                                 != Some(d.status.as_str());

@@ -91,18 +91,26 @@ impl Workflow for TeardownWorkflow {
             let mut forget = Vec::new();
             if let Some(config) = ctx.endpoint_config_name.clone()
                 && req.delete_config
-                && req.owned_configs.contains(&config)
             {
-                match cx.aws.delete_endpoint_config(&config).await {
-                    Ok(())
-                    | Err(crate::aws::AwsError {
-                        kind: AwsErrorKind::NotFound,
-                        ..
-                    }) => {}
-                    Err(e) => return Err(e.into()),
+                let automl_model = automl_model_of(&config);
+                let registered = req.owned_configs.contains(&config);
+                if registered || automl_model.is_some() {
+                    failpoint::hit("teardown.before_config_delete").await;
+                    let notes = delete_unused(
+                        cx.aws.as_ref(),
+                        &req.endpoint_name,
+                        Some(&config),
+                        automl_model.as_deref(),
+                    )
+                    .await?;
+                    let deleted = format!("deleted its endpoint config {config}");
+                    if registered && notes.contains(&deleted) {
+                        forget.push((crate::store::OwnedKind::EndpointConfig, config.clone()));
+                    }
+                    for note in notes {
+                        detail.push_str(&format!("; {note}"));
+                    }
                 }
-                detail.push_str(&format!("; deleted its endpoint config {config}"));
-                forget.push((crate::store::OwnedKind::EndpointConfig, config));
             }
             let mut out = StepOutput::to(Done, ctx.to_value()).detail(detail);
             out.forget = forget;
@@ -142,4 +150,82 @@ impl Workflow for TeardownWorkflow {
             ))),
         }
     }
+}
+
+/// The name prefixes of the model and endpoint config an AutoML run creates for its deployment
+/// (`essedum-aml-model-<run>` / `essedum-aml-cfg-<run>`, see `automl.rs`): this service's own.
+const AUTOML_CONFIG: &str = "essedum-aml-cfg-";
+const AUTOML_MODEL: &str = "essedum-aml-model-";
+
+/// The model that an AutoML deployment's config serves, when `config` is one.
+pub(super) fn automl_model_of(config: &str) -> Option<String> {
+    config
+        .strip_prefix(AUTOML_CONFIG)
+        .map(|run| format!("{AUTOML_MODEL}{run}"))
+}
+
+/// Deletes `config` and `model` (this service's, created for `endpoint`, which is gone) unless
+/// another endpoint still uses them: an endpoint config served by another endpoint, or a model in
+/// a variant of a config another endpoint serves, stays. Missing ones are skipped. Returns what
+/// was deleted or kept, for the history ("deleted its endpoint config …").
+pub(super) async fn delete_unused(
+    aws: &dyn crate::aws::AwsPort,
+    endpoint: &str,
+    config: Option<&str>,
+    model: Option<&str>,
+) -> Result<Vec<String>, StepError> {
+    if config.is_none() && model.is_none() {
+        return Ok(Vec::new());
+    }
+    // What the other endpoints serve (ListEndpoints, then each one's config): a question about
+    // other people's resources, not an existence check of ours.
+    let others = aws.list_endpoints(100, 50).await?;
+    let mut used_configs = std::collections::BTreeSet::new();
+    for e in others.items.iter().filter(|e| e.name != endpoint) {
+        if let Some(d) = aws.describe_endpoint(&e.name).await?
+            && let Some(c) = d.config_name
+        {
+            used_configs.insert(c);
+        }
+    }
+    let mut notes = Vec::new();
+    if let Some(config) = config {
+        if used_configs.contains(config) {
+            notes.push(format!(
+                "kept its endpoint config {config} (another endpoint serves it)"
+            ));
+        } else {
+            match aws.delete_endpoint_config(config).await {
+                Ok(()) => notes.push(format!("deleted its endpoint config {config}")),
+                Err(e) if e.kind == AwsErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if let Some(model) = model {
+        let mut used = false;
+        for c in &used_configs {
+            if let Some((spec, _)) = aws.describe_endpoint_config(c).await?
+                && spec
+                    .production_variants
+                    .iter()
+                    .any(|v| v.model_name == model)
+            {
+                used = true;
+                break;
+            }
+        }
+        if used {
+            notes.push(format!(
+                "kept its model {model} (another endpoint serves it)"
+            ));
+        } else {
+            match aws.delete_model(model).await {
+                Ok(()) => notes.push(format!("deleted its model {model}")),
+                Err(e) if e.kind == AwsErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(notes)
 }

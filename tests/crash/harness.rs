@@ -28,12 +28,15 @@ pub enum Plan {
     /// AutoML that deploys its best candidate: the linked deployment run creates one model, one
     /// endpoint config and one endpoint.
     Deploys,
+    /// Teardown of an endpoint serving an AutoML deployment's config: the endpoint, its config
+    /// and its model are each deleted exactly once.
+    DeletesConfig,
 }
 
 impl Plan {
     fn end_state(self) -> &'static str {
         match self {
-            Plan::Completes | Plan::Updates | Plan::Deploys => "Done",
+            Plan::Completes | Plan::Updates | Plan::Deploys | Plan::DeletesConfig => "Done",
             Plan::Fails => "Failed",
             Plan::Cancelled => "Cancelled",
         }
@@ -44,7 +47,9 @@ impl Plan {
         match self {
             Plan::Fails => ("Failed", 2),
             Plan::Cancelled => ("Completed", 100_000),
-            Plan::Completes | Plan::Updates | Plan::Deploys => ("Completed", 2),
+            Plan::Completes | Plan::Updates | Plan::Deploys | Plan::DeletesConfig => {
+                ("Completed", 2)
+            }
         }
     }
 }
@@ -148,7 +153,21 @@ async fn submit(kind: Kind, plan: Plan, svc: &Service, emu: &Emulator) -> Submit
         }
         Kind::Teardown => {
             let endpoint = unique("crash-ep");
-            emu.endpoint(&endpoint, 0).await;
+            if plan == Plan::DeletesConfig {
+                // What an AutoML deployment leaves: its model and config, named by its run.
+                let run = unique("run").replace('-', "");
+                let model = format!("essedum-aml-model-{run}");
+                model_of(emu, &model).await;
+                let config =
+                    endpoint_config(emu, &format!("essedum-aml-cfg-{run}"), &model).await;
+                emu.sagemaker(
+                    "CreateEndpoint",
+                    json!({"EndpointName": endpoint, "EndpointConfigName": config}),
+                )
+                .await;
+            } else {
+                emu.endpoint(&endpoint, 0).await;
+            }
             (
                 format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
                 json!({}),
@@ -243,8 +262,23 @@ pub async fn crash(kind: Kind, failpoint: &str, plan: Plan) -> Vec<Value> {
                 "{failpoint}: describe before create, never a second create: {stats}"
             );
         }
-        if plan == Plan::Cancelled {
+        if plan == Plan::Cancelled && kind == Kind::Deployment {
+            // SageMaker cannot stop an endpoint operation: the cancel deletes the endpoint the
+            // run created, once.
+            assert_eq!(stats["deletes"], 1, "{failpoint}: one delete: {stats}");
+        } else if plan == Plan::Cancelled {
             assert_eq!(stats["stops"], 1, "{failpoint}: one stop: {stats}");
+        }
+        if plan == Plan::DeletesConfig {
+            let config = detail["context"]["endpoint_config_name"].as_str().unwrap();
+            let model = config.replace("essedum-aml-cfg-", "essedum-aml-model-");
+            for (resource, name) in [("endpoint_configs", config), ("models", &model)] {
+                let stats = emu.job_stats(resource, name).await;
+                assert_eq!(
+                    stats["deletes"], 1,
+                    "{failpoint}: exactly one delete of {resource} {name}: {stats}"
+                );
+            }
         }
         if plan == Plan::Fails {
             assert!(

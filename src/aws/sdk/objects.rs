@@ -2,9 +2,11 @@
 //! file ([`AwsPort::upload_file`](crate::aws::AwsPort::upload_file)) and a streamed body
 //! ([`ObjectStore::upload_stream`]) go through.
 
+use super::upload_guard::{OpenUpload, send_abort};
 use super::{SdkAws, Sent, found, io_error, terminal};
 use crate::aws::{
-    AwsError, AwsErrorKind, AwsResult, ObjectInfo, ObjectPage, ObjectStore, UploadBody,
+    AwsError, AwsErrorKind, AwsResult, ObjectInfo, ObjectPage, ObjectStore, OpenMultipartUpload,
+    UploadBody,
 };
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, Length};
@@ -171,8 +173,10 @@ impl SdkAws {
     }
 
     /// A whole multipart upload: create it, send every part, complete it; on any failure (a part
-    /// that cannot be read included) abort it, so that nothing half-written remains. Returns the
-    /// bytes uploaded.
+    /// that cannot be read included) abort it, so that nothing half-written remains. An upload
+    /// whose future is dropped instead (a request dropped, a step timeout, a lost lease, the
+    /// shutdown's drain deadline) is aborted by its [`OpenUpload`] guard. Returns the bytes
+    /// uploaded.
     pub(super) async fn multipart_upload(
         &self,
         bucket: &str,
@@ -193,23 +197,13 @@ impl SdkAws {
             .upload_id()
             .ok_or_else(|| terminal("CreateMultipartUpload", "no upload id returned".into()))?
             .to_string();
+        let mut guard = OpenUpload::new(&self.s3, bucket, key, &upload_id);
         let result = self.send_parts(bucket, key, &upload_id, parts).await;
         if result.is_err() {
-            // A failed abort is only logged (S3 lifecycle rules clean up after it); the upload's
-            // own error is what the caller needs.
-            if let Err(e) = self
-                .s3
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await
-                .sent("AbortMultipartUpload")
-            {
-                tracing::warn!(bucket, key, error = %e, "abort failed");
-            }
+            // Aborted here, before the error is answered (the guard would only spawn it).
+            guard.abort().await;
         }
+        guard.settled();
         result
     }
 
@@ -264,6 +258,43 @@ impl SdkAws {
 
 #[async_trait]
 impl ObjectStore for SdkAws {
+    async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> AwsResult<Vec<OpenMultipartUpload>> {
+        let out = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .set_prefix(Some(prefix.to_string()).filter(|p| !p.is_empty()))
+            .send()
+            .await
+            .sent("ListMultipartUploads")?;
+        Ok(out
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some(OpenMultipartUpload {
+                    key: u.key()?.to_string(),
+                    upload_id: u.upload_id()?.to_string(),
+                    initiated: u
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                })
+            })
+            .collect())
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> AwsResult<()> {
+        send_abort(&self.s3, bucket, key, upload_id).await
+    }
+
     async fn list_objects(
         &self,
         bucket: &str,
