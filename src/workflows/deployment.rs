@@ -371,10 +371,12 @@ impl Workflow for DeploymentWorkflow {
 
     async fn step(&self, run: &Run, cx: &StepContext) -> Result<StepOutput, StepError> {
         let (req, mut ctx) = parse(run)?;
-        if run.state == Cancelling {
+        if run.state == Cancelling && ctx.creates_endpoint {
             return cancelling(&req, ctx, cx).await;
         }
-        if run.cancel_requested {
+        // (A run re-armed in Cancelling by an operator's cancel of a Failed run lands here when it
+        // did not create its endpoint: that endpoint is never deleted.)
+        if run.cancel_requested || run.state == Cancelling {
             if ctx.creates_endpoint {
                 return Ok(StepOutput::to(Cancelling, ctx.to_value()).detail(format!(
                     "cancel requested; deleting endpoint {}, which this run created",

@@ -158,8 +158,7 @@ async fn submit(kind: Kind, plan: Plan, svc: &Service, emu: &Emulator) -> Submit
                 let run = unique("run").replace('-', "");
                 let model = format!("essedum-aml-model-{run}");
                 model_of(emu, &model).await;
-                let config =
-                    endpoint_config(emu, &format!("essedum-aml-cfg-{run}"), &model).await;
+                let config = endpoint_config(emu, &format!("essedum-aml-cfg-{run}"), &model).await;
                 emu.sagemaker(
                     "CreateEndpoint",
                     json!({"EndpointName": endpoint, "EndpointConfigName": config}),
