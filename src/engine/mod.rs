@@ -364,10 +364,7 @@ impl Engine {
             reg.handler.step(run, &cx).await
         });
         let result = tokio::select! {
-            r = step => r.unwrap_or_else(|_| Err(StepError::new(
-                ErrorClass::Retryable,
-                format!("step timed out after {:?}", reg.def.step_timeout(run.state)),
-            ))),
+            r = step => r.unwrap_or_else(|_| Err(timed_out(reg.def.step_timeout(run.state)))),
             lost = heartbeat => {
                 tracing::warn!(reason = %lost, "lease lost during the step; dropping its result");
                 return;
@@ -433,6 +430,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// A step that ran out of time never learned what AWS would answer: like a status check that
+/// got no answer, it is an observation, so in a state that follows a live job it backs off
+/// without end instead of failing the run (elsewhere the retry budget holds).
+fn timed_out(limit: Duration) -> StepError {
+    let mut e = StepError::new(
+        ErrorClass::Retryable,
+        format!("step timed out after {limit:?}"),
+    );
+    e.observation = true;
+    e
 }
 
 /// Turns a step's result into the transition to commit (pure: no I/O).

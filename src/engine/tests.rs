@@ -1065,4 +1065,30 @@ fn decide_keeps_following_on_an_observation_error_and_fails_on_a_refused_effect(
     .due(Due::After(Duration::from_secs(60)));
     let t = decide(&def, &run, Ok(ok), now);
     assert!(!t.degraded, "a successful step ends the streak");
+
+    // A step that timed out never saw AWS's answer: in a followed state it keeps following
+    // past any budget; outside one (Submitted: the create may hang) the budget holds.
+    let t = decide(
+        &def,
+        &run,
+        Err(super::timed_out(Duration::from_secs(120))),
+        now,
+    );
+    assert_eq!((t.to, t.degraded), (State::Polling, true));
+    let submitted = store::Run {
+        state: State::Submitted,
+        degraded_since: None,
+        ..run.clone()
+    };
+    let t = decide(
+        &def,
+        &submitted,
+        Err(super::timed_out(Duration::from_secs(120))),
+        now,
+    );
+    assert_eq!(
+        t.to,
+        State::Failed,
+        "attempt 51 is past the budget outside a followed state"
+    );
 }
