@@ -3,6 +3,8 @@
 //! `EXECUTOR_FAILPOINTS=name1,name2` arms points by name. A process that reaches an armed point
 //! prints `FAILPOINT <name>` on stderr and then hangs, so the test that watches stderr can kill it
 //! with SIGKILL at exactly that point. Unarmed points cost one read of a set built once.
+//! With `EXECUTOR_FAILPOINT_PAUSE_MS=n` an armed point pauses n ms and goes on instead (a slow
+//! step at an exact place, for tests of what waits on it).
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -23,7 +25,21 @@ fn armed() -> &'static HashSet<String> {
 pub async fn hit(name: &str) {
     if armed().contains(name) {
         eprintln!("FAILPOINT {name}");
+        if let Some(ms) = pause_ms() {
+            tracing::warn!(failpoint = name, ms, "failpoint reached; pausing");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            return;
+        }
         tracing::warn!(failpoint = name, "failpoint reached; waiting to be killed");
         std::future::pending::<()>().await;
     }
+}
+
+fn pause_ms() -> Option<u64> {
+    static PAUSE: OnceLock<Option<u64>> = OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("EXECUTOR_FAILPOINT_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }
