@@ -185,6 +185,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         datasets_bucket: args.datasets_bucket.clone(),
         max_dataset_bytes: args.max_dataset_bytes,
         script: Arc::new(script),
+        logs: Default::default(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -12,6 +12,7 @@ mod execute;
 mod health;
 mod idempotency;
 mod inference;
+mod log_cache;
 mod models;
 mod operator;
 mod raw;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub max_dataset_bytes: u64,
     /// Script jobs' service settings (what `/execute` bodies do not carry).
     pub script: Arc<crate::workflows::script::ScriptSettings>,
+    /// Running script jobs' logs as read so far (`getLog` fetches only what is new).
+    pub logs: Arc<log_cache::LogCache>,
 }
 
 pub type Apis = (
