@@ -76,8 +76,9 @@ fn refused(status: StatusCode, message: &str) -> Response {
     json_response(status, message, Some(HEADER))
 }
 
-/// A key is 1 to 255 visible ASCII characters (a UUID is the usual choice).
-fn key_of(req: &Request) -> Result<Option<String>, Response> {
+/// A key is 1 to 255 visible ASCII characters (a UUID is the usual choice); `Err` when the
+/// header is there but is not such a key.
+fn key_of(req: &Request) -> Result<Option<String>, ()> {
     let Some(v) = req.headers().get(HEADER) else {
         return Ok(None);
     };
@@ -85,10 +86,7 @@ fn key_of(req: &Request) -> Result<Option<String>, Response> {
         Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(Some(k.to_string()))
         }
-        _ => Err(refused(
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key must be 1 to 255 visible ASCII characters (e.g. a UUID)",
-        )),
+        _ => Err(()),
     }
 }
 
@@ -187,9 +185,11 @@ pub async fn guard<E: Endpoint>(
             .await
             .map(IntoResponse::into_response);
     }
-    let key = match key_of(&req) {
-        Ok(k) => k,
-        Err(r) => return Ok(r),
+    let Ok(key) = key_of(&req) else {
+        return Ok(refused(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (e.g. a UUID)",
+        ));
     };
     let Some(key) = key else {
         let r = Box::pin(ep.call(req))

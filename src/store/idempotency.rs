@@ -121,6 +121,16 @@ pub(super) async fn record_in(
     }
 }
 
+/// A row of `idempotency_keys`: request hash, run id, status, content type, body, created at.
+type KeyRow = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+    String,
+);
+
 /// A stored key.
 #[derive(Clone, Debug)]
 pub struct KeyRecord {
@@ -139,14 +149,7 @@ impl Store {
         key: &str,
         expired_before: Timestamp,
     ) -> Result<Option<KeyRecord>> {
-        let row: Option<(
-            String,
-            String,
-            Option<i64>,
-            Option<String>,
-            Option<Vec<u8>>,
-            String,
-        )> = sqlx::query_as(
+        let row: Option<KeyRow> = sqlx::query_as(
             "SELECT request_hash, run_id, status, content_type, body, created_at
                  FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND created_at >= ?3",
         )
