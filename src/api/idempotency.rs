@@ -225,6 +225,7 @@ pub async fn guard<E: Endpoint>(
         .await
         .map(IntoResponse::into_response);
     if submission.lost_race() {
+        tracing::debug!("another request with this Idempotency-Key stored its run first");
         return answer_repeat(&keys, &principal, &key, &hash).await;
     }
     let run_id = match (&result, submission.recorded_run()) {
@@ -265,5 +266,41 @@ pub async fn guard<E: Endpoint>(
 async fn after_store() {
     if Submission::current().is_some_and(|s| s.storing()) {
         crate::failpoint::hit("api.submit_stored").await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_submit_route_is_a_post_operation_of_the_api() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&super::super::openapi_service(None).spec()).unwrap();
+        for route in SUBMIT_ROUTES {
+            assert!(
+                spec["paths"][route]["post"].is_object(),
+                "{route} is not a POST operation"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_match_one_segment_per_parameter() {
+        assert!(is_submit(
+            &Method::POST,
+            "/api/service/v1/endpoints/ep-1/deploy_model"
+        ));
+        assert!(is_submit(&Method::POST, "/execute"));
+        assert!(!is_submit(&Method::GET, "/execute"));
+        assert!(!is_submit(
+            &Method::POST,
+            "/api/service/v1/endpoints//deploy_model"
+        ));
+        assert!(!is_submit(
+            &Method::POST,
+            "/api/service/v1/endpoints/a/b/deploy_model"
+        ));
+        assert!(!is_submit(&Method::POST, "/execute/x"));
     }
 }
