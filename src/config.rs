@@ -184,6 +184,15 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_UPLOAD_TIMEOUT_SECS", default_value_t = 3600)]
     pub upload_timeout_secs: u64,
 
+    /// How long, in hours, an `Idempotency-Key` of a submit route is remembered: a repeat within
+    /// it gets the first reply, a repeat after it starts a new run.
+    #[arg(
+        long,
+        env = "EXECUTOR_IDEMPOTENCY_RETENTION_HOURS",
+        default_value_t = 24
+    )]
+    pub idempotency_retention_hours: u64,
+
     /// The bucket dataset routes use when a request names none (and its connection none).
     #[arg(long, env = "EXECUTOR_DATASETS_BUCKET")]
     pub datasets_bucket: Option<String>,

@@ -6,6 +6,9 @@
 //!
 //! Besides the points the workflows name, the engine passes [`before_commit`] for every step of
 //! every kind, after the step's effects and before its transition is committed.
+//!
+//! With `EXECUTOR_FAILPOINT_PAUSE_MS=n` an armed point pauses n ms and goes on instead (a slow
+//! step at an exact place, for tests of what waits on it).
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -26,6 +29,11 @@ fn armed() -> &'static HashSet<String> {
 pub async fn hit(name: &str) {
     if armed().contains(name) {
         eprintln!("FAILPOINT {name}");
+        if let Some(ms) = pause_ms() {
+            tracing::warn!(failpoint = name, ms, "failpoint reached; pausing");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            return;
+        }
         tracing::warn!(failpoint = name, "failpoint reached; waiting to be killed");
         std::future::pending::<()>().await;
     }
@@ -35,4 +43,13 @@ pub async fn hit(name: &str) {
 /// transition is committed, e.g. `teardown.submitted.before_commit`.
 pub fn before_commit(kind: &str, state: &str) -> String {
     format!("{kind}.{}.before_commit", state.to_ascii_lowercase())
+}
+
+fn pause_ms() -> Option<u64> {
+    static PAUSE: OnceLock<Option<u64>> = OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("EXECUTOR_FAILPOINT_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }

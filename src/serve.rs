@@ -190,6 +190,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         datasets_bucket: args.datasets_bucket.clone(),
         max_dataset_bytes: args.max_dataset_bytes,
         script: Arc::new(script),
+        logs: Default::default(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -224,6 +225,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
                 max_dataset_bytes: args.max_dataset_bytes,
                 upload_timeout: Duration::from_secs(args.upload_timeout_secs.max(1)),
+                idempotency_retention: Duration::from_secs(
+                    args.idempotency_retention_hours.saturating_mul(3600),
+                ),
             },
         ),
         async move {

@@ -9,6 +9,8 @@
 //! ignored and an empty string counts as absent. A known key with a wrong value is still a 422
 //! naming it, in either mode.
 
+pub mod raw;
+
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 

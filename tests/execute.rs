@@ -1082,3 +1082,64 @@ async fn a_log_read_throttled_a_few_times_is_copied_after_retries_without_an_err
     assert_eq!(code, 200, "{log}");
     assert_eq!(log["logs"]["content"], "epoch 1\n", "{log}");
 }
+
+/// The GetLogEvents requests the emulator received for the processing job `job`.
+async fn log_reads(emu: &Emulator, job: &str) -> Vec<Value> {
+    client()
+        .get(format!(
+            "{}/_emulator/log-reads?stream_prefix={job}/",
+            emu.url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn log_content(svc: &Service, id: &str) -> String {
+    let (code, log) = svc.get(&format!("/execute/{id}/getLog")).await;
+    assert_eq!(code, 200, "{log}");
+    log["logs"]["content"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn get_log_of_a_running_job_asks_cloudwatch_only_for_what_came_since_the_last_call() {
+    let emu = Emulator::shared();
+    let (_s, svc, bucket) = setup().await;
+    let lines = "epoch 1\nepoch 2\nepoch 3\nepoch 4\n";
+    let env = json!({"_emulator_polls": "1000", "_emulator_log": lines});
+    let id = submit(&svc, &body(emu, &bucket, env)).await;
+    let running = wait_status(&svc, &id, |w| w == "RUNNING").await;
+    let job = running["pid"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = log_content(&svc, &id).await;
+    while !first.starts_with("epoch 1\n") {
+        assert!(Instant::now() < deadline, "no log while running: {first}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        first = log_content(&svc, &id).await;
+    }
+    // From here on, every read goes on from the token the previous getLog saved.
+    let before = log_reads(emu, &job).await.len();
+    let mut content = log_content(&svc, &id).await;
+    while !content.contains("epoch 3\n") {
+        assert!(
+            Instant::now() < deadline,
+            "the log stopped growing: {content}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        content = log_content(&svc, &id).await;
+    }
+    let reads = log_reads(emu, &job).await;
+    assert!(reads.len() > before, "getLog read nothing: {reads:?}");
+    for read in &reads[before..] {
+        assert!(
+            read["nextToken"].is_string() && read["startFromHead"].is_null(),
+            "a later getLog read from the start again: {read}"
+        );
+    }
+    // What was read before is kept, and nothing is read twice.
+    assert!(content.starts_with(&first), "{first:?} then {content:?}");
+    assert!(lines.starts_with(&content), "{content:?}");
+}

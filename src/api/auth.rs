@@ -531,6 +531,7 @@ pub async fn guard<E: Endpoint>(
     } else {
         limits.max_body_bytes
     };
+    let path = req.uri().path().to_string();
     let caller = if !auth.enabled() {
         Caller {
             name: "anonymous".into(),
@@ -562,13 +563,28 @@ pub async fn guard<E: Endpoint>(
         return Ok(refused);
     }
     req.extensions_mut().insert(caller);
-    match tokio::time::timeout(timeout, ep.call(req)).await {
-        Ok(r) => r.map(IntoResponse::into_response),
-        Err(_) => Ok(json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("the request took longer than {} s", timeout.as_secs()),
-            None,
-        )),
+    // A request that has begun storing a run is answered, however long that takes: a 503 for a
+    // run that was stored would make the client send it again (a second run).
+    let submission = Arc::new(crate::store::Submission::default());
+    // Boxed: the handlers' futures are large, and the stack of a worker thread is not.
+    let mut call = Box::pin(submission.scope(ep.call(req)));
+    tokio::select! {
+        r = &mut call => r.map(IntoResponse::into_response),
+        () = tokio::time::sleep(timeout) => {
+            if submission.storing() {
+                tracing::warn!(
+                    path = %path,
+                    "a submission took longer than the request timeout; answering it once stored"
+                );
+                call.await.map(IntoResponse::into_response)
+            } else {
+                Ok(json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("the request took longer than {} s", timeout.as_secs()),
+                    None,
+                ))
+            }
+        }
     }
 }
 

@@ -43,3 +43,33 @@ impl<T: Type> ParseFromJSON for RawBody<T> {
         })
     }
 }
+
+/// Refuses a JSON body with a repeated key, or a NUL or control character where AWS will refuse
+/// it, before any parser sees it ([`crate::validate::raw`]); the body then goes on unchanged.
+/// Bodies passed through to a model (`/infer`, `/explain`) are the model's business, and
+/// `function/execute` never reads its body.
+pub async fn check_json<E: poem::Endpoint>(
+    ep: std::sync::Arc<E>,
+    mut req: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    let path = req.uri().path();
+    let passed_through = path.ends_with("/infer")
+        || path.ends_with("/explain")
+        || path == "/api/service/v1/function/execute";
+    let json = req.content_type().is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if json && !passed_through && req.method() != poem::http::Method::GET {
+        let body = req.take_body().into_bytes().await?;
+        if let Err(e) = crate::validate::raw::check_json_body(&body) {
+            return Ok(super::ApiError::from(e).into_response());
+        }
+        req.set_body(body);
+    }
+    Box::pin(ep.call(req))
+        .await
+        .map(IntoResponse::into_response)
+}

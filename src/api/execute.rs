@@ -564,6 +564,7 @@ async fn read_log(app: &AppState, run: &Run, ctx: &ScriptContext) -> Result<Stri
         .await
         .map_err(|e| e.to_string())?;
     if ctx.log_collected {
+        app.logs.forget(run.id);
         let bytes = aws
             .read_object_start(
                 staging_bucket(run),
@@ -575,10 +576,23 @@ async fn read_log(app: &AppState, run: &Run, ctx: &ScriptContext) -> Result<Stri
             .ok_or("the collected log is missing")?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     } else {
-        let log = aws
-            .processing_job_log(&ctx.job.job_name, LOG_LIMIT)
+        // Only what came since the last getLog of this run is fetched.
+        let mut log = app.logs.get(run.id);
+        if log.truncated {
+            return Ok(log.text);
+        }
+        let (new, cursor) = aws
+            .processing_job_log_from(
+                &ctx.job.job_name,
+                &log.cursor,
+                LOG_LIMIT.saturating_sub(log.text.len()),
+            )
             .await
             .map_err(|e| e.to_string())?;
+        log.text.push_str(&new.text);
+        log.truncated = new.truncated;
+        log.cursor = cursor;
+        app.logs.put(run.id, log.clone());
         Ok(log.text)
     }
 }

@@ -10,7 +10,9 @@ mod endpoints;
 mod error;
 mod execute;
 mod health;
+mod idempotency;
 mod inference;
+mod log_cache;
 mod models;
 mod operator;
 mod raw;
@@ -54,6 +56,8 @@ pub struct AppState {
     pub max_dataset_bytes: u64,
     /// Script jobs' service settings (what `/execute` bodies do not carry).
     pub script: Arc<crate::workflows::script::ScriptSettings>,
+    /// Running script jobs' logs as read so far (`getLog` fetches only what is new).
+    pub logs: Arc<log_cache::LogCache>,
 }
 
 pub type Apis = (
@@ -105,12 +109,19 @@ pub struct HttpLimits {
     pub max_dataset_bytes: u64,
     /// Longest a dataset upload may take.
     pub upload_timeout: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_retention: Duration,
 }
 
 /// The whole HTTP application: routes, documentation, then (inside out) body size limit,
 /// authentication and timeout, JSON errors for everything, panic safety and security headers.
 pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
     let provider = state.provider.clone();
+    let keys = idempotency::Keys {
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        retention: limits.idempotency_retention,
+    };
     let api = openapi_service(Some(state));
     let generated = api.spec();
     let document = spec::complete(&generated);
@@ -129,6 +140,8 @@ pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
         )
         // Inside the auth guard, so an unauthenticated request triggers no connection lookup.
         .around(move |ep, req| scope::attach(ep, req, provider.clone()))
+        .around(move |ep, req| idempotency::guard(ep, req, keys.clone()))
+        .around(body::check_json)
         .around(move |ep, req| auth::guard(ep, req, auth.clone(), limits))
         .catch_all_error(error::json_error)
         .with(CatchPanic::new().with_handler(|_| {

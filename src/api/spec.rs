@@ -49,7 +49,10 @@ pub fn complete(generated: &str) -> String {
             let Some(item) = item.as_object_mut() else {
                 continue;
             };
-            for operation in item.values_mut() {
+            for (method, operation) in item.iter_mut() {
+                if method == "post" && super::idempotency::SUBMIT_ROUTES.contains(&path.as_str()) {
+                    add_idempotency_key(operation);
+                }
                 add_common_responses(path, operation);
                 name_octet_stream(operation);
             }
@@ -169,11 +172,48 @@ fn name_octet_stream(operation: &mut Value) {
     }
 }
 
+/// The `Idempotency-Key` header of a submit route (`super::idempotency`), and its 409.
+fn add_idempotency_key(operation: &mut Value) {
+    let Some(op) = operation.as_object_mut() else {
+        return;
+    };
+    if let Some(params) = op
+        .entry("parameters")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+    {
+        params.push(json!({
+            "name": super::idempotency::HEADER,
+            "in": "header",
+            "required": false,
+            "description": "A key the client chooses for this submission (e.g. a UUID). The same \
+                key with the same request, within the retention (24 h by default), returns the \
+                first reply (same status, same run) instead of starting another run; with \
+                another request it is a 409.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        }));
+    }
+    if let Some(responses) = op
+        .entry("responses")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+    {
+        responses.entry("409").or_insert_with(|| {
+            json!({
+                "description": "The Idempotency-Key was used with another request, or its first \
+                    request has not been answered yet.",
+                "content": { JSON: { "schema": { "$ref": ERROR_SCHEMA } } },
+            })
+        });
+    }
+}
+
 /// What an operation has that decides which common statuses can reach it.
 struct Shape {
     open: bool,
     has_input: bool,
     has_body: bool,
+    has_json_body: bool,
     names_connection: bool,
 }
 
@@ -192,6 +232,7 @@ fn shape(path: &str, operation: &Value) -> Shape {
         open: OPEN_PATHS.contains(&path),
         has_input: !params.is_empty() || !body_types.is_empty(),
         has_body: !body_types.is_empty(),
+        has_json_body: body_types.iter().any(|t| t.starts_with("application/json")),
         names_connection: params
             .iter()
             .any(|p| p["name"] == "adapter_instance" && p["in"] == "query"),
@@ -204,7 +245,8 @@ fn common_statuses(s: &Shape) -> Vec<(&'static str, &'static str)> {
     if s.has_input {
         out.push((
             "400",
-            "The request is malformed: a path or query parameter or the body cannot be parsed.",
+            "The request is malformed: a path or query parameter or the body cannot be parsed, \
+             or a JSON body gives a key twice.",
         ));
     }
     if !s.open {
@@ -227,6 +269,12 @@ fn common_statuses(s: &Shape) -> Vec<(&'static str, &'static str)> {
         out.push((
             "415",
             "The body has no Content-Type, or one this operation does not accept.",
+        ));
+    }
+    if s.has_json_body {
+        out.push((
+            "422",
+            "A string in the body holds a NUL character, or a key holds a control character.",
         ));
     }
     out.push(("500", "The service failed; details are in its log."));
@@ -331,7 +379,7 @@ mod tests {
         assert_eq!(
             codes("/x", "post"),
             [
-                "400", "401", "403", "404", "411", "413", "415", "500", "502", "503"
+                "400", "401", "403", "404", "411", "413", "415", "422", "500", "502", "503"
             ]
         );
         assert_eq!(

@@ -346,6 +346,13 @@ pub struct JobLog {
     pub truncated: bool,
 }
 
+/// How far a reader of a processing job's log has got: each log stream read so far, with the
+/// CloudWatch forward token to go on from. The default (no stream) reads from the start.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogCursor {
+    pub streams: BTreeMap<String, String>,
+}
+
 #[async_trait]
 pub trait AwsPort: ObjectStore {
     /// Writes one object (small data) at a deterministic key; repeating it is harmless.
@@ -423,6 +430,16 @@ pub trait AwsPort: ObjectStore {
     /// The processing job's CloudWatch log (group `/aws/sagemaker/ProcessingJobs`, streams
     /// `<job>/...`), events joined by newlines, at most `max_bytes`. No stream yet: empty.
     async fn processing_job_log(&self, name: &str, max_bytes: usize) -> AwsResult<JobLog>;
+    /// The processing job's log events after `cursor` (at most `max_bytes`), and the cursor past
+    /// them: a stream already read is asked only from its saved token, so a reader that keeps
+    /// the cursor fetches each event once. Streams appear in name order; events a stream gets
+    /// later come after those read before, whatever the stream.
+    async fn processing_job_log_from(
+        &self,
+        name: &str,
+        cursor: &LogCursor,
+        max_bytes: usize,
+    ) -> AwsResult<(JobLog, LogCursor)>;
     /// InvokeEndpoint, once (the caller decides about retries). A model's own failure is an
     /// error with code `ModelError`; an unknown or not-in-service endpoint `ValidationError`.
     async fn invoke_endpoint(

@@ -781,7 +781,20 @@ impl AwsPort for SdkAws {
     }
 
     async fn processing_job_log(&self, name: &str, max_bytes: usize) -> AwsResult<JobLog> {
+        let (log, _) = self
+            .processing_job_log_from(name, &super::LogCursor::default(), max_bytes)
+            .await?;
+        Ok(log)
+    }
+
+    async fn processing_job_log_from(
+        &self,
+        name: &str,
+        cursor: &super::LogCursor,
+        max_bytes: usize,
+    ) -> AwsResult<(JobLog, super::LogCursor)> {
         const GROUP: &str = "/aws/sagemaker/ProcessingJobs";
+        let mut cursor = cursor.clone();
         let Some(streams) = found(
             "DescribeLogStreams",
             self.logs
@@ -792,7 +805,7 @@ impl AwsPort for SdkAws {
                 .await,
         )?
         else {
-            return Ok(JobLog::default());
+            return Ok((JobLog::default(), cursor));
         };
         let mut names: Vec<String> = streams
             .log_streams()
@@ -802,14 +815,15 @@ impl AwsPort for SdkAws {
         names.sort();
         let mut log = JobLog::default();
         for stream in names {
-            let mut token: Option<String> = None;
+            // A stream read before goes on from its saved token; a new one starts at its head.
+            let mut token: Option<String> = cursor.streams.get(&stream).cloned();
             loop {
                 let out = self
                     .logs
                     .get_log_events()
                     .log_group_name(GROUP)
                     .log_stream_name(&stream)
-                    .start_from_head(true)
+                    .set_start_from_head(token.is_none().then_some(true))
                     .set_next_token(token.clone())
                     .send()
                     .await
@@ -818,20 +832,23 @@ impl AwsPort for SdkAws {
                     let line = event.message().unwrap_or_default();
                     if log.text.len() + line.len() + 1 > max_bytes {
                         log.truncated = true;
-                        return Ok(log);
+                        return Ok((log, cursor));
                     }
                     log.text.push_str(line);
                     log.text.push('\n');
                 }
                 // CloudWatch answers the token it was given once nothing new is left.
                 let next = out.next_forward_token().map(str::to_string);
+                if let Some(t) = next.as_ref().or(token.as_ref()) {
+                    cursor.streams.insert(stream.clone(), t.clone());
+                }
                 if out.events().is_empty() || next.is_none() || next == token {
                     break;
                 }
                 token = next;
             }
         }
-        Ok(log)
+        Ok((log, cursor))
     }
 
     async fn create_model(&self, spec: &ModelSpec) -> AwsResult<String> {

@@ -93,6 +93,14 @@ impl AwsPort for FakeAws {
     async fn processing_job_log(&self, _: &str, _: usize) -> AwsResult<crate::aws::JobLog> {
         unimplemented!()
     }
+    async fn processing_job_log_from(
+        &self,
+        _: &str,
+        _: &crate::aws::LogCursor,
+        _: usize,
+    ) -> AwsResult<(crate::aws::JobLog, crate::aws::LogCursor)> {
+        unimplemented!()
+    }
     async fn put_object(&self, _: &str, _: &str, _: Vec<u8>, _: &str) -> AwsResult<()> {
         match self.put_errors.lock().unwrap().pop_front() {
             Some(e) => Err(e),

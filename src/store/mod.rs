@@ -6,11 +6,13 @@
 //! reads then writes waits for the lock instead of failing with "database is locked". Reads use a
 //! separate pool and never block the writer (WAL).
 
+mod idempotency;
 mod instances;
 mod owned;
 mod retention;
 mod runs;
 
+pub use idempotency::{Claim, KeyRecord, Submission};
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
 pub use retention::StagedRun;

@@ -320,6 +320,7 @@ pub enum RetryOutcome {
 
 /// Inserts a run, due now, with its first history row, inside a write transaction.
 async fn insert_in(tx: &mut sqlx::SqliteConnection, new: &NewRun, at: &str) -> Result<Run> {
+    super::idempotency::storing();
     let id = new.id.to_string();
     let row = sqlx::query(concat!(
         "INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at, created_at,
@@ -344,6 +345,7 @@ async fn insert_in(tx: &mut sqlx::SqliteConnection, new: &NewRun, at: &str) -> R
         _ => Error::Database(e),
     })?;
     append_event(tx, &id, None, new.state, at, 0, Some(&new.detail), None).await?;
+    super::idempotency::record_in(tx, &id, at).await?;
     run_from_row(&row)
 }
 

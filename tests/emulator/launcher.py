@@ -46,6 +46,7 @@ import argparse
 import base64
 import copy
 import inspect
+import io
 import json
 import logging
 import os
@@ -1809,6 +1810,7 @@ class ControlPlane:
             "health": ("GET", lambda request: {"status": "ok"}),
             "invoke-results": ("POST", self._queue_answer),
             "invocations": ("GET", self._invocations),
+            "log-reads": ("GET", self._log_reads),
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -1816,6 +1818,8 @@ class ControlPlane:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         if path == self.PREFIX or path.startswith(self.PREFIX + "/"):
             return self._control(path[len(self.PREFIX):].strip("/"), method, environ, start_response)
+        if (environ.get("HTTP_X_AMZ_TARGET") or "").endswith(".GetLogEvents"):
+            self._record_log_read(environ)
         if method == "POST" and path.rstrip("/") == "/moto-api/reset":
             # someone used moto's reset directly: drop our bookkeeping too
             with self.registry.lock:
@@ -1834,6 +1838,39 @@ class ControlPlane:
             return self._json(start_response, 200, handler(Request(environ)))
         except ControlError as err:
             return self._json(start_response, err.status, {"error": str(err)})
+
+    LOG_READS = "log_reads"
+
+    def _record_log_read(self, environ: dict[str, Any]) -> None:
+        """Notes what a GetLogEvents asked for (stream, token or head), then puts the body
+        back for moto: tests check that a reader goes on from its saved token."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        with self.registry.lock:
+            self.registry.book(self.LOG_READS, list).append(
+                {
+                    "logStreamName": body.get("logStreamName"),
+                    "nextToken": body.get("nextToken"),
+                    "startFromHead": body.get("startFromHead"),
+                }
+            )
+
+    def _log_reads(self, request: Request) -> list[dict[str, Any]]:
+        """``GET /_emulator/log-reads?stream_prefix=<job>/``: the GetLogEvents requests received
+        for streams under the prefix, oldest first."""
+        prefix = request.args.get("stream_prefix")
+        if not prefix:
+            raise ControlError(400, "query parameter 'stream_prefix' is required")
+        with self.registry.lock:
+            reads = self.registry.book(self.LOG_READS, list)
+            return [r for r in reads if str(r.get("logStreamName") or "").startswith(prefix)]
 
     def _reset(self, request: Request) -> dict[str, str]:
         reset_everything(self.registry)

@@ -796,6 +796,25 @@ def run_checks(emu: Launcher) -> None:
         expect_eq([describe_processing("proc-log-empty")["ProcessingJobStatus"] for _ in range(2)], ["InProgress", "Completed"], "empty log job")
         expect_eq(proc_log("proc-log-empty"), [], "empty _emulator_log: no lines")
 
+    def t_processing_log_reads() -> None:
+        create_processing("proc-log-reads", environment={"_emulator_log": "one\ntwo"})
+        describe_processing("proc-log-reads")
+        stream = proc_stream("proc-log-reads")
+        first = logs.get_log_events(logGroupName=proc_group, logStreamName=stream, startFromHead=True)
+        logs.get_log_events(logGroupName=proc_group, logStreamName=stream, nextToken=first["nextForwardToken"])
+        status, reads = http(f"{emu.url}/_emulator/log-reads?stream_prefix=proc-log-reads/")
+        expect_eq(status, 200, "log-reads HTTP status")
+        expect_eq(
+            json.loads(reads),
+            [
+                {"logStreamName": stream, "nextToken": None, "startFromHead": True},
+                {"logStreamName": stream, "nextToken": first["nextForwardToken"], "startFromHead": None},
+            ],
+            "GetLogEvents requests recorded, oldest first",
+        )
+        expect_eq(json.loads(http(f"{emu.url}/_emulator/log-reads?stream_prefix=nothing/")[1]), [], "other prefix -> []")
+        expect_eq(http(f"{emu.url}/_emulator/log-reads")[0], 400, "log-reads needs ?stream_prefix=")
+
     def t_processing_log_defaults() -> None:
         create_processing("proc-log-default", arguments=["--alpha", "1"])
         expect_eq([describe_processing("proc-log-default")["ProcessingJobStatus"] for _ in range(3)], ["InProgress", "InProgress", "Completed"], "default lifecycle")
@@ -1228,6 +1247,7 @@ def run_checks(emu: Launcher) -> None:
     check("processing logs: stream name, a line per InProgress describe, paging", t_processing_log_progressive)
     check("processing logs: Failed -> rest plus ERROR line", t_processing_log_failed)
     check("processing logs: default lines (Completed, Failed, Stopped, region)", t_processing_log_defaults)
+    check("processing logs: GetLogEvents requests recorded", t_processing_log_reads)
     check("processing outputs after Completed (default, custom)", t_processing_outputs)
     check("processing: no outputs after Failed or Stopped", t_processing_no_outputs)
     check("processing: invalid _emulator_outputs rejected", t_processing_invalid_outputs)
