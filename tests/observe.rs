@@ -333,3 +333,68 @@ async fn an_essedum_backend_outage_past_the_retry_budget_does_not_fail_a_followi
     let st = svc.wait_terminal(&id, WAIT).await;
     assert_eq!(st["state"], "Done", "the backend is back: {st}");
 }
+
+#[tokio::test]
+async fn the_backends_stop_of_a_script_job_failed_while_it_may_run_reaches_aws() {
+    let emu = Emulator::shared();
+    let bucket = unique("rearm-script");
+    emu.create_bucket(&bucket).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let scratch = Scratch::new();
+    let mut config = scratch.config(proxy.url());
+    config.extra_env.extend([
+        ("EXECUTOR_RETRY_BASE_MS".into(), "20".into()),
+        ("EXECUTOR_OBSERVE_MAX_DELAY_MS".into(), "200".into()),
+        ("EXECUTOR_SCRIPT_ROLE_ARN".into(), support::ROLE.into()),
+        (
+            "EXECUTOR_SCRIPT_IMAGE".into(),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/python:3.11".into(),
+        ),
+    ]);
+    let svc = Service::start(config);
+    let folder = "leo1311/remote/STOP/1/Input";
+    emu.put_object(&bucket, &format!("{folder}/train.py"), "print(1)\n")
+        .await;
+    // The backend's body (RemoteBody.java), its job kept running by the emulator.
+    let (code, a) = svc
+        .post(
+            "/execute",
+            &json!({
+                "bucket": bucket, "project_id": "leo1311", "name": "STOP", "version": "1",
+                "credentials": {"endpoint": proxy.url(), "access_key": "test", "secret_key": "test"},
+                "input_artifacts": folder, "command": "python train.py", "storage": "s3",
+                "environment": {"_emulator_outcome": "Completed", "_emulator_polls": "100000"},
+            }),
+        )
+        .await;
+    assert_eq!(code, 201, "{a}");
+    let id = a["task_id"].as_str().unwrap().to_string();
+    let run = svc
+        .wait_run(&id, "Polling", |r| r["state"] == "Polling")
+        .await;
+    let name = run["context"]["job_name"].as_str().unwrap().to_string();
+    // A stop throttled past its budget fails the run while the job runs on.
+    proxy.set_plan(FaultPlan::always(Fault::Throttle).only(["StopProcessingJob"]));
+    let (code, reply) = svc.get(&format!("/execute/{id}/stop")).await;
+    assert_eq!(
+        (code, &reply["Task cancelled"]),
+        (200, &json!(true)),
+        "{reply}"
+    );
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Failed", "{st}");
+    assert_eq!(emu.job_stats("processing_jobs", &name).await["stops"], 0);
+
+    // The backend asks again: the Failed run is re-armed and the stop reaches AWS.
+    proxy.clear_plan();
+    let (code, reply) = svc.get(&format!("/execute/{id}/stop")).await;
+    assert_eq!(
+        (code, &reply["Task cancelled"]),
+        (200, &json!(true)),
+        "{reply}"
+    );
+    let st = svc.wait_terminal(&id, WAIT).await;
+    assert_eq!(st["state"], "Cancelled", "{st}");
+    let stats = emu.job_stats("processing_jobs", &name).await;
+    assert_eq!(stats["stops"], 1, "the stop reached AWS: {stats}");
+}

@@ -394,6 +394,15 @@ impl ExecuteApi {
                 app.wake.notify_one();
                 true
             }
+            // A Failed job may still be running (the engine gave up while following it): the
+            // stop reaches AWS, as an operator's cancel would.
+            CancelOutcome::AlreadyTerminal(State::Failed) => {
+                match super::operator::cancel_failed(&app, run.id, &detail).await {
+                    Ok(_) => true,
+                    Err(super::error::ApiError::Conflict(_)) => false,
+                    Err(e) => return Err(e),
+                }
+            }
             CancelOutcome::AlreadyTerminal(state) => state == State::Cancelled,
             CancelOutcome::NotFound => {
                 return Err(ApiError::not_found(format!("no task {}", run.id)));

@@ -177,7 +177,11 @@ pub(super) async fn request_cancel(
 /// follows the job (`follows_job`), because the engine gave up on an error (not by AWS's own
 /// outcome), and its job was named. It is re-armed in its workflow's Cancelling state so that
 /// the stop reaches AWS; it ends Cancelled, or Done/Failed when the job had already ended.
-async fn cancel_failed(state: &AppState, id: Uuid, detail: &str) -> Result<Run, ApiError> {
+pub(super) async fn cancel_failed(
+    state: &AppState,
+    id: Uuid,
+    detail: &str,
+) -> Result<Run, ApiError> {
     let definitions = state.definitions.clone();
     let detail = format!("{detail}; the job may still be running: re-armed to stop it");
     let outcome = state
