@@ -397,7 +397,7 @@ impl ExecuteApi {
             // A Failed job may still be running (the engine gave up while following it): the
             // stop reaches AWS, as an operator's cancel would.
             CancelOutcome::AlreadyTerminal(State::Failed) => {
-                match super::operator::cancel_failed(&app, run.id, &detail).await {
+                match super::operator::cancel_failed(app, run.id, &detail).await {
                     Ok(_) => true,
                     Err(super::error::ApiError::Conflict(_)) => false,
                     Err(e) => return Err(e),
