@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod beat;
 pub mod cli;
 pub mod clock;
 pub mod config;

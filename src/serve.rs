@@ -185,6 +185,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         datasets_bucket: args.datasets_bucket.clone(),
         max_dataset_bytes: args.max_dataset_bytes,
         script: Arc::new(script),
+        readiness: api::Readiness {
+            engine: engine.beat(),
+            started: SystemClock.now(),
+            stall_after: engine_stall_bound(lease),
+        },
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -245,6 +250,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the engine loop may go without an iteration before `/readyz` fails: a loop waits at
+/// most `idle_max` between iterations, and a claim at most the store's write wait; a few of each
+/// plus a lease leaves room for a slow disk without hiding a wedged loop for long.
+fn engine_stall_bound(lease: Duration) -> Duration {
+    EngineConfig::default().idle_max * 5 + lease
 }
 
 /// Beats this instance's heart every third of its lease until the stop signal, so that other
