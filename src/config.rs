@@ -98,6 +98,11 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_WORKER_ID", default_value = "local")]
     pub worker_id: String,
 
+    /// Days a finished run's step-by-step history (`run_events`) is kept; after that only its
+    /// last history row stays (the run itself is kept). 0 keeps history forever.
+    #[arg(long, env = "EXECUTOR_HISTORY_RETENTION_DAYS", default_value_t = 90)]
+    pub history_retention_days: u64,
+
     /// How long a claimed run stays leased without a heartbeat, in seconds.
     #[arg(long, env = "EXECUTOR_LEASE_SECS", default_value_t = 60)]
     pub lease_secs: u64,

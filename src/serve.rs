@@ -195,6 +195,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
     let heartbeat_task = tokio::spawn(heartbeat(store.clone(), instance.clone(), stop_rx.clone()));
+    let retention_task = tokio::spawn(prune_history(
+        store.clone(),
+        args.history_retention_days,
+        stop_rx.clone(),
+    ));
     // The handler is installed before the socket is announced, so a SIGTERM sent as soon as the
     // service is up stops it gracefully instead of killing it.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -243,6 +248,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("engine task failed: {e}"))?;
     let _ = heartbeat_task.await;
+    let _ = retention_task.await;
     // The engine released this instance's leases; it is no longer a holder.
     if let Err(e) = store.remove_instance(&instance).await {
         tracing::warn!(error = %e, "could not remove this instance's record");
@@ -277,6 +283,27 @@ async fn heartbeat(store: Store, me: Instance, mut stop: watch::Receiver<bool>) 
                 }
             }
             Err(e) => tracing::warn!(error = %e, "instance heartbeat failed; will retry"),
+        }
+    }
+}
+
+/// Prunes finished runs' history older than `days` (0: never) at start and then hourly.
+async fn prune_history(store: Store, days: u64, mut stop: watch::Receiver<bool>) {
+    if days == 0 {
+        return;
+    }
+    let keep = Duration::from_secs(days.saturating_mul(86_400));
+    loop {
+        let now = SystemClock.now();
+        let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        match store.prune_history(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, days, "pruned finished runs' history"),
+            Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -9,6 +9,7 @@
 mod health;
 mod instances;
 mod owned;
+mod retention;
 mod runs;
 
 pub use health::{WriteFailure, WriteTx};
