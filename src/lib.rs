@@ -12,6 +12,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 pub mod secrets;
 pub mod store;
 pub mod validate;

@@ -17,6 +17,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    // The configured secrets are masked in every log line, whoever logs them.
+    for secret in [
+        &args.operator_token,
+        &args.submitter_token,
+        &args.connection_token,
+        &args.secret_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        sagemaker_executor::redact::register(secret);
+    }
     let auth = Auth::configure(
         args.tokens_file.as_deref(),
         args.operator_token.as_deref(),
