@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod engine;
 pub mod failpoint;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod redact;

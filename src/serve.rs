@@ -9,6 +9,7 @@ use sagemaker_executor::clock::{Clock, SystemClock};
 use sagemaker_executor::config::ServeArgs;
 use sagemaker_executor::connection::{AllowList, ConnectionResolver, LookupSettings};
 use sagemaker_executor::engine::{Engine, EngineConfig};
+use sagemaker_executor::listener;
 use sagemaker_executor::secrets::{Secret, SecretBox};
 use sagemaker_executor::store::{Instance, Store};
 use sagemaker_executor::workflows::{self, input::InputLimits};
@@ -221,6 +222,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .into_acceptor()
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
+    let connection_limits = listener::Limits {
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(listener::default_max_connections)
+            .max(1),
+        header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
+    };
+    tracing::info!(
+        max_connections = connection_limits.max_connections,
+        descriptor_limit = ?listener::descriptor_limit(),
+        "HTTP connection cap"
+    );
+    let acceptor = listener::Guarded::new(acceptor, connection_limits);
     let local = acceptor.local_addr();
     let addr = local
         .first()
@@ -231,22 +245,24 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(%addr, database = %args.db.database_url, "serving");
 
     let mut server_stop = stop_rx.clone();
-    let server = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-        api::app(
-            state,
-            auth,
-            HttpLimits {
-                max_body_bytes: args.max_body_bytes,
-                request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
-                max_dataset_bytes: args.max_dataset_bytes,
-                upload_timeout: Duration::from_secs(args.upload_timeout_secs.max(1)),
+    let server = poem::Server::new_with_acceptor(acceptor)
+        .idle_timeout(Duration::from_secs(args.http_idle_timeout_secs.max(1)))
+        .run_with_graceful_shutdown(
+            api::app(
+                state,
+                auth,
+                HttpLimits {
+                    max_body_bytes: args.max_body_bytes,
+                    request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+                    max_dataset_bytes: args.max_dataset_bytes,
+                    upload_timeout: Duration::from_secs(args.upload_timeout_secs.max(1)),
+                },
+            ),
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
             },
-        ),
-        async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        },
-        Some(Duration::from_secs(5)),
-    );
+            Some(Duration::from_secs(5)),
+        );
     let signals = async {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),

@@ -244,3 +244,71 @@ async fn readyz_fails_when_the_engine_loop_stops_making_progress() {
     );
     assert!(retry_after.is_some());
 }
+
+/// Waits for the server to close `conn`: a read returns end of file or an error. Panics if it
+/// stays open for `within`.
+async fn closed_by_the_server(conn: &mut tokio::net::TcpStream, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => panic!("the connection is still open after {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {} // a response to a finished request: keep reading
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed_and_healthz_answers_past_the_connection_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let emu = Emulator::shared();
+    let scratch = Scratch::new();
+    let mut config = scratch.config(emu.url());
+    config.extra_env.extend([
+        ("EXECUTOR_MAX_CONNECTIONS".to_string(), "20".to_string()),
+        ("EXECUTOR_HTTP_IDLE_TIMEOUT_SECS".into(), "2".into()),
+        ("EXECUTOR_HTTP_HEADER_TIMEOUT_SECS".into(), "1".into()),
+    ]);
+    let svc = Service::start(config);
+
+    // Keep-alive clients that made one request and went quiet.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        let mut c = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        idle.push(c);
+    }
+    // Slowloris clients that never finish their headers, more than the cap leaves room for.
+    let mut slow = Vec::new();
+    for _ in 0..15 {
+        let mut c = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+
+    // The service still answers, once the slow and idle connections make room.
+    let (code, health) = svc.get("/healthz").await;
+    assert_eq!(code, 200, "{health}");
+    for c in &mut slow {
+        closed_by_the_server(c, Duration::from_secs(30)).await;
+    }
+    for c in &mut idle {
+        closed_by_the_server(c, Duration::from_secs(30)).await;
+    }
+    assert!(
+        svc.stderr
+            .all()
+            .iter()
+            .any(|l| l.contains("connection cap is reached")),
+        "the log says the cap was reached"
+    );
+}
