@@ -77,43 +77,39 @@ impl<A: Acceptor> Acceptor for Guarded<A> {
         self.inner.local_addr()
     }
 
-    fn accept(
-        &mut self,
-    ) -> impl Future<Output = io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)>> + Send {
-        async move {
-            let permit = match self.permits.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    if !self.saturated.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            max_connections = self.limits.max_connections,
-                            "the HTTP connection cap is reached; new connections wait until one closes"
-                        );
-                    }
-                    self.permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(io::Error::other)?
+    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !self.saturated.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        max_connections = self.limits.max_connections,
+                        "the HTTP connection cap is reached; new connections wait until one closes"
+                    );
                 }
-            };
-            if self.permits.available_permits() > self.limits.max_connections / 10 {
-                self.saturated.store(false, Ordering::Relaxed);
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(io::Error::other)?
             }
-            match self.inner.accept().await {
-                Ok((io, local, remote, scheme)) => Ok((
-                    GuardedIo::new(io, permit, self.limits.header_timeout),
-                    local,
-                    remote,
-                    scheme,
-                )),
-                Err(e) => {
-                    // Out of descriptors (EMFILE) or similar: poem tries again at once, so pause
-                    // rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Err(e)
-                }
+        };
+        if self.permits.available_permits() > self.limits.max_connections / 10 {
+            self.saturated.store(false, Ordering::Relaxed);
+        }
+        match self.inner.accept().await {
+            Ok((io, local, remote, scheme)) => Ok((
+                GuardedIo::new(io, permit, self.limits.header_timeout),
+                local,
+                remote,
+                scheme,
+            )),
+            Err(e) => {
+                // Out of descriptors (EMFILE) or similar: poem tries again at once, so pause
+                // rather than spin.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e)
             }
         }
     }
