@@ -312,3 +312,52 @@ async fn idle_and_slow_connections_are_closed_and_healthz_answers_past_the_conne
         "the log says the cap was reached"
     );
 }
+
+#[tokio::test]
+async fn a_store_locked_by_another_process_answers_503_quickly_and_resumes_when_released() {
+    let emu = Emulator::shared();
+    let bucket = unique("uptime");
+    emu.create_bucket(&bucket).await;
+    let scratch = Scratch::new();
+    let svc = Service::start(scratch.config(emu.url()));
+
+    // Another process holds the write lock (an operator's sqlite3 shell, a stuck backup).
+    let url = format!("sqlite://{}", scratch.db().display());
+    let mut other = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap()
+        .detach();
+    sqlx::Executor::execute(&mut other, "BEGIN IMMEDIATE")
+        .await
+        .unwrap();
+
+    // Under the request timeout (30 s): the write waits the busy timeout, then is refused.
+    let r = client()
+        .post(svc.url(TRAIN))
+        .json(&training_body(&bucket, "Completed", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("cannot write"),
+        "{body}"
+    );
+
+    sqlx::Executor::execute(&mut other, "ROLLBACK")
+        .await
+        .unwrap();
+    let (code, accepted) = svc
+        .post(TRAIN, &training_body(&bucket, "Completed", 1))
+        .await;
+    assert_eq!(code, 202, "{accepted}");
+    let done = svc
+        .wait_terminal(accepted["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(done["state"], "Done", "{done}");
+}
