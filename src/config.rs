@@ -98,6 +98,11 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_WORKER_ID", default_value = "local")]
     pub worker_id: String,
 
+    /// Days a finished run's step-by-step history (`run_events`) is kept; after that only its
+    /// last history row stays (the run itself is kept). 0 keeps history forever.
+    #[arg(long, env = "EXECUTOR_HISTORY_RETENTION_DAYS", default_value_t = 90)]
+    pub history_retention_days: u64,
+
     /// How long a claimed run stays leased without a heartbeat, in seconds.
     #[arg(long, env = "EXECUTOR_LEASE_SECS", default_value_t = 60)]
     pub lease_secs: u64,
@@ -167,6 +172,20 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (413 above it).
     #[arg(long, env = "EXECUTOR_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Seconds an HTTP keep-alive connection may stay idle before the service closes it.
+    #[arg(long, env = "EXECUTOR_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub http_idle_timeout_secs: u64,
+
+    /// Seconds a client may take to send a request's line and headers (from its first byte, or
+    /// from opening the connection); the connection is closed after that.
+    #[arg(long, env = "EXECUTOR_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// Most HTTP connections open at once; more wait until one closes. Default: the process's
+    /// file-descriptor limit less 256 (kept for the store, AWS and logs).
+    #[arg(long, env = "EXECUTOR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// Longest a request may take to answer, in seconds (503 after it).
     #[arg(long, env = "EXECUTOR_REQUEST_TIMEOUT_SECS", default_value_t = 30)]

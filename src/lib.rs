@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod beat;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -10,8 +11,10 @@ pub mod connection;
 pub mod engine;
 pub mod failpoint;
 pub mod janitor;
+pub mod listener;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 pub mod secrets;
 pub mod store;
 pub mod validate;

@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(sagemaker_executor::redact::Stderr);
     match &cli.command {
         Command::Serve(args) if args.log_format == "json" => {
             logs.json().with_current_span(true).init();

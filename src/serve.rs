@@ -9,6 +9,7 @@ use sagemaker_executor::clock::{Clock, SystemClock};
 use sagemaker_executor::config::ServeArgs;
 use sagemaker_executor::connection::{AllowList, ConnectionResolver, LookupSettings};
 use sagemaker_executor::engine::{Engine, EngineConfig};
+use sagemaker_executor::listener;
 use sagemaker_executor::secrets::{Secret, SecretBox};
 use sagemaker_executor::store::{Instance, Store};
 use sagemaker_executor::workflows::{self, input::InputLimits};
@@ -17,6 +18,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    // The configured secrets are masked in every log line, whoever logs them.
+    for secret in [
+        &args.operator_token,
+        &args.submitter_token,
+        &args.connection_token,
+        &args.secret_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        sagemaker_executor::redact::register(secret);
+    }
     let auth = Auth::configure(
         args.tokens_file.as_deref(),
         args.operator_token.as_deref(),
@@ -191,12 +204,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         max_dataset_bytes: args.max_dataset_bytes,
         script: Arc::new(script),
         logs: Default::default(),
+        readiness: api::Readiness {
+            engine: engine.beat(),
+            started: SystemClock.now(),
+            stall_after: engine_stall_bound(lease),
+        },
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
     let heartbeat_task = tokio::spawn(heartbeat(store.clone(), instance.clone(), stop_rx.clone()));
     let janitor_task = tokio::spawn(janitor.run(stop_rx.clone()));
+    let retention_task = tokio::spawn(prune_history(
+        store.clone(),
+        args.history_retention_days,
+        stop_rx.clone(),
+    ));
     // The handler is installed before the socket is announced, so a SIGTERM sent as soon as the
     // service is up stops it gracefully instead of killing it.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -206,6 +229,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .into_acceptor()
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
+    let connection_limits = listener::Limits {
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(listener::default_max_connections)
+            .max(1),
+        header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
+    };
+    tracing::info!(
+        max_connections = connection_limits.max_connections,
+        descriptor_limit = ?listener::descriptor_limit(),
+        "HTTP connection cap"
+    );
+    let acceptor = listener::Guarded::new(acceptor, connection_limits);
     let local = acceptor.local_addr();
     let addr = local
         .first()
@@ -216,25 +252,27 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(%addr, database = %args.db.database_url, "serving");
 
     let mut server_stop = stop_rx.clone();
-    let server = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-        api::app(
-            state,
-            auth,
-            HttpLimits {
-                max_body_bytes: args.max_body_bytes,
-                request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
-                max_dataset_bytes: args.max_dataset_bytes,
-                upload_timeout: Duration::from_secs(args.upload_timeout_secs.max(1)),
-                idempotency_retention: Duration::from_secs(
-                    args.idempotency_retention_hours.saturating_mul(3600),
-                ),
+    let server = poem::Server::new_with_acceptor(acceptor)
+        .idle_timeout(Duration::from_secs(args.http_idle_timeout_secs.max(1)))
+        .run_with_graceful_shutdown(
+            api::app(
+                state,
+                auth,
+                HttpLimits {
+                    max_body_bytes: args.max_body_bytes,
+                    request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+                    max_dataset_bytes: args.max_dataset_bytes,
+                    upload_timeout: Duration::from_secs(args.upload_timeout_secs.max(1)),
+                    idempotency_retention: Duration::from_secs(
+                        args.idempotency_retention_hours.saturating_mul(3600),
+                    ),
+                },
+            ),
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
             },
-        ),
-        async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        },
-        Some(Duration::from_secs(5)),
-    );
+            Some(Duration::from_secs(5)),
+        );
     let signals = async {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
@@ -257,6 +295,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             "multipart uploads still open at exit; the janitor aborts them later"
         );
     }
+    let _ = retention_task.await;
     // The engine released this instance's leases; it is no longer a holder.
     if let Err(e) = store.remove_instance(&instance).await {
         tracing::warn!(error = %e, "could not remove this instance's record");
@@ -264,6 +303,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the engine loop may go without an iteration before `/readyz` fails: a loop waits at
+/// most `idle_max` between iterations, and a claim at most the store's write wait; a few of each
+/// plus a lease leaves room for a slow disk without hiding a wedged loop for long.
+fn engine_stall_bound(lease: Duration) -> Duration {
+    EngineConfig::default().idle_max * 5 + lease
 }
 
 /// Beats this instance's heart every third of its lease until the stop signal, so that other
@@ -284,6 +330,27 @@ async fn heartbeat(store: Store, me: Instance, mut stop: watch::Receiver<bool>) 
                 }
             }
             Err(e) => tracing::warn!(error = %e, "instance heartbeat failed; will retry"),
+        }
+    }
+}
+
+/// Prunes finished runs' history older than `days` (0: never) at start and then hourly.
+async fn prune_history(store: Store, days: u64, mut stop: watch::Receiver<bool>) {
+    if days == 0 {
+        return;
+    }
+    let keep = Duration::from_secs(days.saturating_mul(86_400));
+    loop {
+        let now = SystemClock.now();
+        let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        match store.prune_history(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, days, "pruned finished runs' history"),
+            Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -33,9 +33,15 @@ pub enum ApiError {
     /// The service failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// A dependency (the store) is unavailable.
+    /// A dependency (the store, AWS) is unavailable for now; `Retry-After` says when to try
+    /// again when the service knows.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds after which the request may succeed.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
 }
 
 fn body(error: impl Into<String>, field: Option<String>) -> Json<ErrorBody> {
@@ -56,7 +62,11 @@ impl ApiError {
         ApiError::Conflict(body(msg, None))
     }
     pub fn unavailable(msg: impl Into<String>) -> Self {
-        ApiError::Unavailable(body(msg, None))
+        ApiError::Unavailable(body(msg, None), None)
+    }
+    /// 503 with `Retry-After: retry_after_secs`.
+    pub fn unavailable_for(msg: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError::Unavailable(body(msg, None), Some(retry_after_secs))
     }
 }
 
@@ -71,6 +81,11 @@ impl From<InputError> for ApiError {
     }
 }
 
+/// What a client is told while the store cannot write (disk full, read-only, locked).
+pub const STORE_UNAVAILABLE: &str = "the service cannot write its database right now (disk full, read-only or locked); nothing was stored; try again later";
+/// When to try again after [`STORE_UNAVAILABLE`].
+pub const STORE_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
         if let store::Error::NameTaken(name) = &e {
@@ -78,6 +93,12 @@ impl From<store::Error> for ApiError {
                 format!("a run already uses the job name {name:?}"),
                 None,
             ));
+        }
+        if e.is_unavailable() {
+            // The store logs the start and the end of a streak of failures; one line per
+            // refused request would flood the log while the disk is full.
+            tracing::debug!(error = %e, "store unavailable while serving a request");
+            return ApiError::unavailable_for(STORE_UNAVAILABLE, STORE_RETRY_AFTER_SECS);
         }
         tracing::error!(error = %e, "store error while serving a request");
         ApiError::Internal(body(

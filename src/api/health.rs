@@ -1,3 +1,4 @@
+use super::error::STORE_RETRY_AFTER_SECS;
 use super::{ApiError, AppState};
 use poem_openapi::payload::PlainText;
 use poem_openapi::{Object, OpenApi, payload::Json};
@@ -36,7 +37,8 @@ impl HealthApi {
         Ok(PlainText(text))
     }
 
-    /// Readiness: the store answers queries.
+    /// Readiness: the store answers queries and accepts writes, and the engine loop is making
+    /// progress. 503 with the reason (and `Retry-After`) otherwise.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> Result<Json<Health>, ApiError> {
         let state = self
@@ -45,8 +47,27 @@ impl HealthApi {
             .ok_or_else(|| ApiError::unavailable("not serving"))?;
         state.store.ping().await.map_err(|e| {
             tracing::warn!(error = %e, "readiness check failed");
-            ApiError::unavailable("the store is not reachable")
+            ApiError::unavailable_for("the store is not reachable", STORE_RETRY_AFTER_SECS)
         })?;
+        if let Some(failure) = state.store.write_failure(state.clock.now()).await {
+            return Err(ApiError::unavailable_for(
+                format!(
+                    "the store cannot write since {} ({} failed writes): {}",
+                    crate::clock::to_db(failure.since),
+                    failure.count,
+                    failure.message
+                ),
+                STORE_RETRY_AFTER_SECS,
+            ));
+        }
+        let r = &state.readiness;
+        if let Some(why) = r
+            .engine
+            .stalled(state.clock.now(), r.started, r.stall_after)
+        {
+            tracing::warn!(reason = %why, "not ready");
+            return Err(ApiError::unavailable_for(why, STORE_RETRY_AFTER_SECS));
+        }
         Ok(Json(Health {
             status: "ready".into(),
         }))

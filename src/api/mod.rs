@@ -58,6 +58,18 @@ pub struct AppState {
     pub script: Arc<crate::workflows::script::ScriptSettings>,
     /// Running script jobs' logs as read so far (`getLog` fetches only what is new).
     pub logs: Arc<log_cache::LogCache>,
+    /// What `/readyz` checks beside the store: the engine loop's progress.
+    pub readiness: Readiness,
+}
+
+/// The engine loop's heartbeat and how long it may stay silent before the service is not ready.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    pub engine: crate::beat::Beat,
+    /// When the engine started (a loop that never beat counts from here).
+    pub started: crate::clock::Timestamp,
+    /// Longest silence of a healthy loop: a few idle waits plus a lease.
+    pub stall_after: Duration,
 }
 
 pub type Apis = (

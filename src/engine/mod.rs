@@ -98,6 +98,8 @@ pub struct Engine {
     config: EngineConfig,
     workflows: HashMap<Kind, Registered>,
     wake: Arc<Notify>,
+    /// The loop's latest iteration, for `/readyz`.
+    beat: crate::beat::Beat,
 }
 
 /// A workflow's poll policy with the operator's overrides applied. Without an override the
@@ -183,7 +185,13 @@ impl Engine {
             config,
             workflows,
             wake: Arc::new(Notify::new()),
+            beat: Default::default(),
         })
+    }
+
+    /// The loop's heartbeat (readiness).
+    pub fn beat(&self) -> crate::beat::Beat {
+        self.beat.clone()
     }
 
     /// Wakes the loop (a run was inserted or a cancel requested).
@@ -256,7 +264,12 @@ impl Engine {
         }
         let mut inflight: JoinSet<()> = JoinSet::new();
         while !*shutdown.borrow() {
+            self.beat.beat(self.clock.now());
+            crate::failpoint::hit("engine-loop").await;
             let free = self.config.max_concurrency.saturating_sub(inflight.len());
+            // A store that cannot write (disk full) fails every claim: wait `idle_max` before
+            // the next one instead of spinning on the due runs it cannot claim.
+            let mut claim_failed = false;
             if free > 0 {
                 match self.claim(free).await {
                     Ok(claimed) => {
@@ -265,11 +278,19 @@ impl Engine {
                             inflight.spawn(async move { me.execute(c).await });
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "claiming due runs failed"),
+                    Err(e) => {
+                        claim_failed = true;
+                        if e.is_unavailable() {
+                            // The store logs the streak once; this would repeat it every loop.
+                            tracing::debug!(error = %e, "claiming due runs failed")
+                        } else {
+                            tracing::error!(error = %e, "claiming due runs failed")
+                        }
+                    }
                 }
             }
             let full = inflight.len() >= self.config.max_concurrency;
-            let sleep = if full {
+            let sleep = if full || claim_failed {
                 self.config.idle_max
             } else {
                 self.until_next_due().await

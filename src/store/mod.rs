@@ -6,25 +6,29 @@
 //! reads then writes waits for the lock instead of failing with "database is locked". Reads use a
 //! separate pool and never block the writer (WAL).
 
+mod health;
 mod idempotency;
 mod instances;
 mod owned;
 mod retention;
 mod runs;
+mod staging;
 
+pub use health::{WriteFailure, WriteTx};
 pub use idempotency::{Claim, KeyRecord, Submission};
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
-pub use retention::StagedRun;
+pub use staging::StagedRun;
 
 pub use runs::{
     CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Transition,
     TransitionOutcome,
 };
 
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,12 @@ pub enum Error {
     Corrupt(String),
     #[error("a run already uses the AWS resource name {0:?}")]
     NameTaken(String),
+    #[error("the store did not answer within {0:?}")]
+    Stalled(Duration),
+    #[error(
+        "the database {0} is read-only: the service needs to write it (check the file's permissions and its file system)"
+    )]
+    ReadOnly(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -60,7 +70,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    health: Arc<health::WriteHealth>,
 }
+
+/// How long a write waits for SQLite's lock (another process writing) before it is refused as
+/// busy, and for the one writer connection: well under the request timeout, so a stalled store
+/// answers 503 quickly instead of holding every request.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
 
 impl Store {
     /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite::memory:` is
@@ -68,6 +84,16 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store> {
         let store = Self::connect(url).await?;
         store.migrate().await?;
+        // SQLite opens a file it may not write read-only without a word, and then every write
+        // fails: refuse to start instead of serving errors.
+        if let Err(e) = store.probe_write(chrono::Utc::now()).await {
+            store.close().await;
+            return Err(if e.is_read_only() {
+                Error::ReadOnly(url.to_string())
+            } else {
+                e
+            });
+        }
         Ok(store)
     }
 
@@ -88,7 +114,7 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(WRITE_WAIT);
         // Switching a fresh database to WAL needs an exclusive lock that SQLite does not wait
         // for (the busy timeout does not apply), so a process starting beside another one may
         // be refused with "database is locked": it tries again for a while.
@@ -109,7 +135,22 @@ impl Store {
     async fn connect_pools(options: &SqliteConnectOptions) -> sqlx::Result<Store> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(WRITE_WAIT)
+            // A connection that comes back still inside a transaction (SQLite rolled it back
+            // by itself, sqlx's own rollback failed) would refuse every later BEGIN: close it
+            // and let the pool open a fresh one (see `health`).
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Connection::ping(&mut *conn).await?;
+                    let clean = !sqlx::Connection::is_in_transaction(conn);
+                    if !clean {
+                        tracing::warn!(
+                            "discarding the writer connection left inside a transaction"
+                        );
+                    }
+                    Ok(clean)
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
@@ -118,7 +159,11 @@ impl Store {
             .connect_with(options.clone().read_only(true))
             .await;
         match reader {
-            Ok(reader) => Ok(Store { writer, reader }),
+            Ok(reader) => Ok(Store {
+                writer,
+                reader,
+                health: Arc::default(),
+            }),
             Err(e) => {
                 writer.close().await;
                 Err(e)
@@ -143,10 +188,6 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
-    }
-
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub(crate) fn reader(&self) -> &SqlitePool {

@@ -366,7 +366,8 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn start(config: ServiceConfig) -> Service {
+    /// The command that starts the binary with `config` (stderr piped).
+    pub fn command(config: &ServiceConfig) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"));
         cmd.arg("serve")
             .env_clear()
@@ -398,6 +399,11 @@ impl Service {
         for k in &config.unset_env {
             cmd.env_remove(k);
         }
+        cmd
+    }
+
+    pub fn start(config: ServiceConfig) -> Service {
+        let mut cmd = Service::command(&config);
         let mut child = cmd.spawn().expect("start the service binary");
         let stderr = Lines::default();
         stderr
