@@ -90,11 +90,18 @@ matrix! {
 }
 
 /// Failpoints that are no workflow's step, with the test that stops there instead.
-const ELSEWHERE: &[(&str, &str)] = &[(
-    "api.submit_stored",
-    "a request's point between its run's commit and its reply: tests/idempotency.rs pauses \
-     there (a stored submission is answered even after the request timeout)",
-)];
+const ELSEWHERE: &[(&str, &str)] = &[
+    (
+        "api.submit_stored",
+        "a request's point between its run's commit and its reply: tests/idempotency.rs pauses \
+         there (a stored submission is answered even after the request timeout)",
+    ),
+    (
+        "engine-loop",
+        "the engine loop's own point: tests/uptime.rs parks the loop there (readyz reports a \
+         loop that stopped making progress)",
+    ),
+];
 
 #[test]
 fn every_failpoint_in_the_source_has_a_crash_case() {
