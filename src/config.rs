@@ -99,9 +99,10 @@ pub struct ServeArgs {
     pub worker_id: String,
 
     /// Days a finished run's step-by-step history (`run_events`) is kept; after that only its
-    /// last history row stays (the run itself is kept). 0 keeps history forever.
-    #[arg(long, env = "EXECUTOR_HISTORY_RETENTION_DAYS", default_value_t = 90)]
-    pub history_retention_days: u64,
+    /// last history row stays (the run itself is kept). 0 keeps history forever; fractions
+    /// are allowed.
+    #[arg(long, env = "EXECUTOR_HISTORY_RETENTION_DAYS", default_value_t = 90.0, value_parser = non_negative_days)]
+    pub history_retention_days: f64,
 
     /// How long a claimed run stays leased without a heartbeat, in seconds.
     #[arg(long, env = "EXECUTOR_LEASE_SECS", default_value_t = 60)]
@@ -144,7 +145,7 @@ pub struct ServeArgs {
     /// Days after a run finished before the janitor deletes the inputs it staged in S3
     /// (`{S3Prefix}/{run id}/input/`, a script job's `code/` and `input/`); outputs, models and
     /// logs stay. 0: staged inputs are kept forever.
-    #[arg(long, env = "EXECUTOR_STAGING_RETENTION_DAYS", default_value_t = 30.0)]
+    #[arg(long, env = "EXECUTOR_STAGING_RETENTION_DAYS", default_value_t = 30.0, value_parser = non_negative_days)]
     pub staging_retention_days: f64,
 
     /// A TOML file of `[[tokens]]` entries (`name`, `role` = submitter|operator, `sha256` of the
@@ -426,5 +427,15 @@ mod tests {
             apply_config_file(["x", "serve", "--config", "/nonexistent/file.toml"].map(Into::into))
                 .unwrap_err();
         assert!(err.contains("/nonexistent/file.toml"), "{err}");
+    }
+}
+
+/// A number of days: finite and not negative (fractions allowed).
+fn non_negative_days(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a number of days (0 or more; fractions allowed)"
+        )),
     }
 }

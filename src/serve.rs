@@ -335,11 +335,11 @@ async fn heartbeat(store: Store, me: Instance, mut stop: watch::Receiver<bool>) 
 }
 
 /// Prunes finished runs' history older than `days` (0: never) at start and then hourly.
-async fn prune_history(store: Store, days: u64, mut stop: watch::Receiver<bool>) {
-    if days == 0 {
+async fn prune_history(store: Store, days: f64, mut stop: watch::Receiver<bool>) {
+    if days <= 0.0 {
         return;
     }
-    let keep = Duration::from_secs(days.saturating_mul(86_400));
+    let keep = Duration::try_from_secs_f64(days * 86_400.0).unwrap_or(Duration::MAX);
     loop {
         let now = SystemClock.now();
         let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);

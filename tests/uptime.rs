@@ -361,3 +361,45 @@ async fn a_store_locked_by_another_process_answers_503_quickly_and_resumes_when_
         .await;
     assert_eq!(done["state"], "Done", "{done}");
 }
+
+#[tokio::test]
+async fn a_finished_runs_history_is_pruned_after_the_retention_keeping_its_last_row() {
+    let emu = Emulator::shared();
+    let bucket = unique("history");
+    emu.create_bucket(&bucket).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(emu.url());
+    let mut svc = Service::start(config.clone());
+    let (code, a) = svc
+        .post(TRAIN, &training_body(&bucket, "Completed", 2))
+        .await;
+    assert_eq!(code, 202, "{a}");
+    let id = a["id"].as_str().unwrap().to_string();
+    svc.wait_terminal(&id, Duration::from_secs(60)).await;
+    let (_, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    let before = run["history"].as_array().unwrap().len();
+    assert!(before > 2, "a whole history first: {run}");
+    assert!(svc.terminate().success());
+
+    // Started again with a retention the run has passed (a nanosecond): the pruning pass at
+    // start-up leaves its last row, and the run itself.
+    let mut config = config;
+    config.extra_env.push((
+        "EXECUTOR_HISTORY_RETENTION_DAYS".into(),
+        format!("{}", 1e-9 / 86_400.0),
+    ));
+    let svc = Service::start(config);
+    svc.stderr
+        .wait_for("the pruning pass", Duration::from_secs(30), |l| {
+            l.contains("pruned finished runs' history")
+        });
+    let (_, pruned) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(pruned["state"], "Done", "{pruned}");
+    let history = pruned["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "only the last row stays: {pruned}");
+    assert_eq!(
+        history[0]["to_state"],
+        run["history"][before - 1]["to_state"],
+        "{pruned}"
+    );
+}
