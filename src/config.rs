@@ -391,6 +391,16 @@ pub fn config_keys() -> Vec<(String, String)> {
         .collect()
 }
 
+/// A number of days: finite and not negative (fractions allowed).
+fn non_negative_days(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a number of days (0 or more; fractions allowed)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,15 +437,5 @@ mod tests {
             apply_config_file(["x", "serve", "--config", "/nonexistent/file.toml"].map(Into::into))
                 .unwrap_err();
         assert!(err.contains("/nonexistent/file.toml"), "{err}");
-    }
-}
-
-/// A number of days: finite and not negative (fractions allowed).
-fn non_negative_days(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
-        _ => Err(format!(
-            "{s:?} is not a number of days (0 or more; fractions allowed)"
-        )),
     }
 }
