@@ -282,3 +282,62 @@ async fn a_stored_submission_is_answered_even_after_the_request_timeout() {
     let (code, _) = svc.get("/healthz").await;
     assert_eq!(code, 200);
 }
+
+/// The process dies after a keyed submission stored its run and before its reply was recorded
+/// (killed at `api.submit_stored`): the client never got an answer, and its repeat after the
+/// restart gets the reply for that same run (the handler rebuilds it; nothing is stored twice).
+// Multi-threaded: the first request runs on another worker while this one waits on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_after_a_crash_between_the_commit_and_the_recorded_reply_gets_the_stored_run() {
+    let emu = Emulator::shared();
+    let bucket = unique("idem");
+    emu.create_bucket(&bucket).await;
+    let s = Scratch::new();
+    let mut c = s.config(emu.url());
+    c.failpoints = vec!["api.submit_stored".into()];
+    let svc = Service::start(c);
+    let body = training_body(&bucket, "Completed", 2).to_string();
+    let key = unique("key");
+    let first = {
+        let (url, key, body) = (svc.url(TRAIN), key.clone(), body.clone());
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("Idempotency-Key", key)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+        })
+    };
+    svc.stderr
+        .wait_for("the failpoint", std::time::Duration::from_secs(10), |l| {
+            l.contains("FAILPOINT api.submit_stored")
+        });
+    let svc = svc.kill_and_restart();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the first request never got an answer"
+    );
+    assert_eq!(svc.run_count().await, 1, "its run was stored");
+
+    let (code, again, headers) = post_keyed(&svc, TRAIN, &key, None, &body).await;
+    assert_eq!(code, 202, "the status the first reply had: {again}");
+    assert_eq!(headers["Idempotent-Replayed"], "true");
+    let id = again["runId"].as_str().unwrap();
+    let (code, run) = svc.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(code, 200, "the reply names the stored run: {run}");
+    assert_eq!(svc.run_count().await, 1, "nothing stored twice");
+    // From now on the rebuilt reply is the recorded one.
+    let (code, third, _) = post_keyed(&svc, TRAIN, &key, None, &body).await;
+    assert_eq!((code, &third), (202, &again));
+    let st = svc
+        .wait_terminal(id, std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(st["state"], "Done", "{st}");
+    assert_eq!(
+        emu.training_stats(run["context"]["job_name"].as_str().unwrap())
+            .await["creates"],
+        1
+    );
+}

@@ -359,7 +359,7 @@ async fn start_endpoint_run(
     scope: &AwsScope,
 ) -> Result<DeployReply, super::ApiError> {
     use crate::workflows::deployment::DeployContext;
-    let run_id = uuid::Uuid::now_v7();
+    let run_id = crate::store::new_run_id();
     let inserted = app
         .store
         .insert_run(

@@ -249,7 +249,7 @@ impl ExecuteApi {
         let app = state_of(&self.0)?;
         let (mut request, secret) = ScriptRequest::parse(body, &app.limits, &app.script)?;
         request.connection = scope.connection.clone();
-        let id = Uuid::now_v7();
+        let id = crate::store::new_run_id();
         let name = script::job_name(id);
         let log_path = request.log_path(id);
         let sealed = app.provider.seal(id, &secret);

@@ -130,14 +130,23 @@ fn replay(record: &KeyRecord, hash: &str) -> Option<Response> {
     Some(r)
 }
 
-/// The reply to a repeat of a request with `key`: the first reply once it is recorded, a 409 if
-/// the first request is still not answered after a short wait.
+/// What a repeat of a request with a known key gets.
+enum Repeat {
+    /// The first reply again, or a refusal (another request, a deleted run).
+    Answer(Response),
+    /// The first request stored run `.0` but its reply was never recorded, and it is not being
+    /// answered now (the process died between the two): the handler runs again for that run.
+    Adopt(uuid::Uuid),
+}
+
+/// The reply to a repeat of a request with `key`: the first reply once it is recorded; if it is
+/// still not recorded after a short wait, the stored run is adopted.
 async fn answer_repeat(
     keys: &Keys,
     principal: &str,
     key: &str,
     hash: &str,
-) -> poem::Result<Response> {
+) -> poem::Result<Repeat> {
     let deadline = tokio::time::Instant::now() + FIRST_REPLY_WAIT;
     loop {
         let record = keys
@@ -147,31 +156,92 @@ async fn answer_repeat(
             .map_err(super::ApiError::from)?;
         let Some(record) = record else {
             // The first request's run was deleted since: nothing to replay.
-            return Ok(refused(
+            return Ok(Repeat::Answer(refused(
                 StatusCode::CONFLICT,
                 "the run of this Idempotency-Key no longer exists; use a new key",
-            ));
+            )));
         };
         if let Some(r) = replay(&record, hash) {
-            return Ok(r);
+            return Ok(Repeat::Answer(r));
         }
         if tokio::time::Instant::now() >= deadline {
-            let mut r = refused(
-                StatusCode::CONFLICT,
-                &format!(
-                    "the first request with this Idempotency-Key (run {}) has not been answered \
-                     yet; send it again later",
+            return match uuid::Uuid::parse_str(&record.run_id) {
+                Ok(id) => Ok(Repeat::Adopt(id)),
+                Err(_) => Err(super::ApiError::from(crate::store::Error::Corrupt(format!(
+                    "idempotency run id {:?}",
                     record.run_id
-                ),
-            );
-            r.headers_mut().insert(
-                poem::http::header::RETRY_AFTER,
-                HeaderValue::from_static("1"),
-            );
-            return Ok(r);
+                )))
+                .into()),
+            };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A repeat that came while the first request with its key is still being answered.
+fn not_answered_yet(run: uuid::Uuid) -> Response {
+    let mut r = refused(
+        StatusCode::CONFLICT,
+        &format!(
+            "the first request with this Idempotency-Key (run {run}) has not been answered yet; \
+             send it again later"
+        ),
+    );
+    r.headers_mut().insert(
+        poem::http::header::RETRY_AFTER,
+        HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// Runs the handler of a repeated request again for the stored run `run` (its first request
+/// stored it, then died before its reply was recorded): the handler rebuilds the same run from
+/// the same request, its insert adopts the stored run instead of inserting, and its reply is
+/// recorded and given as the first one would have been.
+async fn adopt<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    keys: &Keys,
+    principal: &str,
+    key: &str,
+    run: uuid::Uuid,
+) -> poem::Result<Response> {
+    // The request's own submission (the timeout's): once its insert adopts, it is answered.
+    let submission = Submission::current().unwrap_or_default();
+    submission.set_adopt(run);
+    let response = Box::pin(submission.scope(ep.call(req)))
+        .await
+        .map(IntoResponse::into_response)?;
+    if submission.recorded_run().as_deref() != Some(run.to_string().as_str()) {
+        // The handler did not come back to the stored run (it refused the request this time,
+        // e.g. a state that changed since): the first request's reply cannot be rebuilt.
+        tracing::warn!(%run, status = %response.status(), "a repeated request did not rebuild its stored run");
+        return Ok(not_answered_yet(run));
+    }
+    let status = response.status();
+    let content_type = response
+        .content_type()
+        .unwrap_or("application/json; charset=utf-8")
+        .to_string();
+    let (parts, body) = response.into_parts();
+    let bytes = body.into_vec().await?;
+    let run_id = run.to_string();
+    if let Err(e) = keys
+        .store
+        .save_idempotent_reply(
+            principal,
+            key,
+            &run_id,
+            (status.as_u16(), &content_type, &bytes),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, run_id, "could not record the rebuilt reply of an Idempotency-Key");
+    }
+    let mut r = Response::from_parts(parts, Body::from(bytes));
+    r.headers_mut()
+        .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
+    Ok(r)
 }
 
 /// The middleware, inside authentication (it needs the caller) and around the handlers.
@@ -212,7 +282,10 @@ pub async fn guard<E: Endpoint>(
         .map_err(super::ApiError::from)?
         .is_some()
     {
-        return answer_repeat(&keys, &principal, &key, &hash).await;
+        return match answer_repeat(&keys, &principal, &key, &hash).await? {
+            Repeat::Answer(r) => Ok(r),
+            Repeat::Adopt(run) => adopt(ep, req, &keys, &principal, &key, run).await,
+        };
     }
     let submission = Submission::current().unwrap_or_default();
     submission.set_claim(Claim {
@@ -226,7 +299,11 @@ pub async fn guard<E: Endpoint>(
         .map(IntoResponse::into_response);
     if submission.lost_race() {
         tracing::debug!("another request with this Idempotency-Key stored its run first");
-        return answer_repeat(&keys, &principal, &key, &hash).await;
+        return match answer_repeat(&keys, &principal, &key, &hash).await? {
+            Repeat::Answer(r) => Ok(r),
+            // The winner is this process's own request, still being answered.
+            Repeat::Adopt(run) => Ok(not_answered_yet(run)),
+        };
     }
     let run_id = match (&result, submission.recorded_run()) {
         (Ok(_), Some(run_id)) => run_id,
@@ -243,6 +320,8 @@ pub async fn guard<E: Endpoint>(
         .to_string();
     let (parts, body) = response.into_parts();
     let bytes = body.into_vec().await?;
+    // The run is stored, its reply not yet recorded: a crash here is what `adopt` answers.
+    after_store().await;
     if let Err(e) = keys
         .store
         .save_idempotent_reply(
@@ -253,11 +332,10 @@ pub async fn guard<E: Endpoint>(
         )
         .await
     {
-        // The run is stored and the client gets its reply; a repeat of this request gets a 409
-        // naming the run instead of the replay.
+        // The run is stored and the client gets its reply; a repeat of this request rebuilds
+        // it (`adopt`).
         tracing::warn!(error = %e, run_id, "could not record the reply of an Idempotency-Key");
     }
-    after_store().await;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 

@@ -21,7 +21,6 @@ use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use std::collections::HashMap;
-use uuid::Uuid;
 
 pub struct InferenceApi(pub Option<AppState>);
 
@@ -139,7 +138,7 @@ impl InferenceApi {
                 }
             }
         }
-        let id = Uuid::now_v7();
+        let id = crate::store::new_run_id();
         let name = request.name_for(id);
         let run = app
             .store

@@ -356,7 +356,7 @@ impl TrainingApi {
         scope: &AwsScope,
     ) -> Result<(Run, String, TrainingRequest), ApiError> {
         req.origin = origin;
-        let id = Uuid::now_v7();
+        let id = crate::store::new_run_id();
         let name = training::job_name(id);
         let request = serde_json::to_value(&req).expect("request serialises");
         let run = self
@@ -405,7 +405,7 @@ impl TrainingApi {
             }
         }
         req.origin = origin;
-        let id = Uuid::now_v7();
+        let id = crate::store::new_run_id();
         let name = req.name_for(id);
         let request = serde_json::to_value(&req).expect("request serialises");
         let run = self

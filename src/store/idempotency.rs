@@ -35,6 +35,10 @@ pub struct Submission {
     /// Another request with the same key stored its run first.
     lost_race: AtomicBool,
     run_id: Mutex<Option<String>>,
+    /// A repeat whose first request stored its run but never recorded its reply (the process
+    /// died in between): the handler runs again with this run's id, and the insert adopts the
+    /// stored run instead of storing another, so the repeat gets the reply the first would have.
+    adopt: Mutex<Option<uuid::Uuid>>,
 }
 
 tokio::task_local! {
@@ -65,9 +69,38 @@ impl Submission {
         self.lost_race.load(Ordering::SeqCst)
     }
 
+    /// Runs the handler again for the stored run `run_id` (see `adopt`).
+    pub fn set_adopt(&self, run_id: uuid::Uuid) {
+        *self.adopt.lock().expect("adopt lock") = Some(run_id);
+    }
+
     /// The run this request's key was recorded for.
     pub fn recorded_run(&self) -> Option<String> {
         self.run_id.lock().expect("run lock").clone()
+    }
+}
+
+/// The id of a new run that a submit route stores: a fresh one, or, when the request repeats one
+/// whose run is stored but whose reply was never recorded, that run's id, so the handler builds
+/// the same run and reply again.
+pub fn new_run_id() -> uuid::Uuid {
+    Submission::current()
+        .and_then(|s| *s.adopt.lock().expect("adopt lock"))
+        .unwrap_or_else(uuid::Uuid::now_v7)
+}
+
+/// Called by the run insert before it writes: whether the run `id` is the stored run a repeated
+/// request adopts (then nothing is inserted: the stored run is the answer).
+pub(super) fn adopting(id: uuid::Uuid) -> bool {
+    let Some(s) = Submission::current() else {
+        return false;
+    };
+    let adopt = s.adopt.lock().expect("adopt lock");
+    if *adopt == Some(id) {
+        *s.run_id.lock().expect("run lock") = Some(id.to_string());
+        true
+    } else {
+        false
     }
 }
 

@@ -15,7 +15,7 @@ mod runs;
 mod staging;
 
 pub use health::{WriteFailure, WriteTx};
-pub use idempotency::{Claim, KeyRecord, Submission};
+pub use idempotency::{Claim, KeyRecord, Submission, new_run_id};
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
 pub use staging::StagedRun;

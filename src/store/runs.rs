@@ -322,6 +322,19 @@ pub enum RetryOutcome {
 async fn insert_in(tx: &mut sqlx::SqliteConnection, new: &NewRun, at: &str) -> Result<Run> {
     super::idempotency::storing();
     let id = new.id.to_string();
+    if super::idempotency::adopting(new.id) {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = ?1"
+        ))
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            return run_from_row(&row);
+        }
+    }
     let row = sqlx::query(concat!(
         "INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at, created_at,
                  updated_at, submitted_by)
@@ -388,11 +401,14 @@ impl Store {
         let at = to_db(now);
         let mut tx = self.begin_write().await?;
         let run = insert_in(&mut tx, &new, &at).await?;
-        sqlx::query("INSERT INTO run_secrets (run_id, sealed) VALUES (?1, ?2)")
-            .bind(new.id.to_string())
-            .bind(sealed)
-            .execute(&mut *tx)
-            .await?;
+        // (An adopted run keeps the credentials sealed with it the first time.)
+        sqlx::query(
+            "INSERT INTO run_secrets (run_id, sealed) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )
+        .bind(new.id.to_string())
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(run)
     }
