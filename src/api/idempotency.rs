@@ -218,27 +218,7 @@ async fn adopt<E: Endpoint>(
         tracing::warn!(%run, status = %response.status(), "a repeated request did not rebuild its stored run");
         return Ok(not_answered_yet(run));
     }
-    let status = response.status();
-    let content_type = response
-        .content_type()
-        .unwrap_or("application/json; charset=utf-8")
-        .to_string();
-    let (parts, body) = response.into_parts();
-    let bytes = body.into_vec().await?;
-    let run_id = run.to_string();
-    if let Err(e) = keys
-        .store
-        .save_idempotent_reply(
-            principal,
-            key,
-            &run_id,
-            (status.as_u16(), &content_type, &bytes),
-        )
-        .await
-    {
-        tracing::warn!(error = %e, run_id, "could not record the rebuilt reply of an Idempotency-Key");
-    }
-    let mut r = Response::from_parts(parts, Body::from(bytes));
+    let mut r = record_reply(keys, principal, key, &run.to_string(), response).await?;
     r.headers_mut()
         .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
     Ok(r)
@@ -312,7 +292,21 @@ pub async fn guard<E: Endpoint>(
             return result;
         }
     };
-    let response = result?;
+    // The run is stored, its reply not yet recorded: a crash here is what `adopt` answers.
+    after_store().await;
+    record_reply(&keys, &principal, &key, &run_id, result?).await
+}
+
+/// Records `response` as the reply to the request that stored `run_id` under the caller's key,
+/// and gives it back. A reply that cannot be recorded is still given (the run is stored); a
+/// repeat of the request then rebuilds it (`adopt`).
+async fn record_reply(
+    keys: &Keys,
+    principal: &str,
+    key: &str,
+    run_id: &str,
+    response: Response,
+) -> poem::Result<Response> {
     let status = response.status();
     let content_type = response
         .content_type()
@@ -320,20 +314,16 @@ pub async fn guard<E: Endpoint>(
         .to_string();
     let (parts, body) = response.into_parts();
     let bytes = body.into_vec().await?;
-    // The run is stored, its reply not yet recorded: a crash here is what `adopt` answers.
-    after_store().await;
     if let Err(e) = keys
         .store
         .save_idempotent_reply(
-            &principal,
-            &key,
-            &run_id,
+            principal,
+            key,
+            run_id,
             (status.as_u16(), &content_type, &bytes),
         )
         .await
     {
-        // The run is stored and the client gets its reply; a repeat of this request rebuilds
-        // it (`adopt`).
         tracing::warn!(error = %e, run_id, "could not record the reply of an Idempotency-Key");
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
