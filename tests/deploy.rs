@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Emulator, RECORD_KEYS, ROLE, Scratch, Service, unique};
+use support::{Emulator, RECORD_KEYS, ROLE, Scratch, Service, history_details as details, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -37,15 +37,6 @@ async fn deploy(svc: &Service, endpoint: &str, body: Value) -> (u16, Value) {
         &body,
     )
     .await
-}
-
-fn details(run: &Value) -> Vec<String> {
-    run["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["detail"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[tokio::test]
