@@ -37,7 +37,9 @@ use crate::failpoint;
 use crate::metrics;
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::Run;
-use crate::store::{self, ClaimedRun, Store, Transition, TransitionOutcome};
+use crate::store::{
+    self, ClaimRequest, ClaimedRun, Committed, Store, Transition, TransitionOutcome,
+};
 use crate::workflows::{
     DefinitionError, Due, PollPolicy, StepContext, StepError, StepOutput, Workflow, WorkflowDef,
 };
@@ -218,7 +220,7 @@ impl Engine {
         let mut set = JoinSet::new();
         for c in claimed {
             let me = self.clone();
-            set.spawn(async move { me.execute(c).await });
+            set.spawn(async move { me.execute(c, false).await });
         }
         while let Some(r) = set.join_next().await {
             if let Err(e) = r {
@@ -239,11 +241,7 @@ impl Engine {
                 limit as u32,
             )
             .await?;
-        let takeovers = claimed.iter().filter(|c| c.took_over).count() as u64;
-        if takeovers > 0 {
-            tracing::warn!(takeovers, "claimed runs whose previous lease had expired");
-            metrics::global().lease_takeovers(takeovers);
-        }
+        note_takeovers(&claimed);
         Ok(claimed)
     }
 
@@ -275,7 +273,7 @@ impl Engine {
                     Ok(claimed) => {
                         for c in claimed {
                             let me = self.clone();
-                            inflight.spawn(async move { me.execute(c).await });
+                            inflight.spawn(me.run_slot(c, shutdown.clone()));
                         }
                     }
                     Err(e) => {
@@ -358,8 +356,20 @@ impl Engine {
         })
     }
 
-    /// Runs one step of a claimed run and commits its result.
-    async fn execute(self: Arc<Self>, claimed: ClaimedRun) {
+    /// One worker slot: runs claimed runs one after another. Each step's commit claims the
+    /// slot's next due run in the same transaction (and that transaction is shared with the other
+    /// slots' commits, see `store::group`), until nothing is due or the engine is stopping.
+    async fn run_slot(self: Arc<Self>, first: ClaimedRun, stopping: watch::Receiver<bool>) {
+        let mut next = Some(first);
+        while let Some(claimed) = next.take() {
+            let chain = !*stopping.borrow();
+            next = self.clone().execute(claimed, chain).await;
+        }
+    }
+
+    /// Runs one step of a claimed run and commits its result; with `chain`, claims the next due
+    /// run in the same transaction and returns it.
+    async fn execute(self: Arc<Self>, claimed: ClaimedRun, chain: bool) -> Option<ClaimedRun> {
         let run = &claimed.run;
         let span = tracing::info_span!(
             "step",
@@ -369,14 +379,21 @@ impl Engine {
             attempt = run.attempt,
             aws_request_id = tracing::field::Empty,
         );
-        self.clone().execute_in_span(claimed).instrument(span).await
+        self.clone()
+            .execute_in_span(claimed, chain)
+            .instrument(span)
+            .await
     }
 
-    async fn execute_in_span(self: Arc<Self>, claimed: ClaimedRun) {
+    async fn execute_in_span(
+        self: Arc<Self>,
+        claimed: ClaimedRun,
+        chain: bool,
+    ) -> Option<ClaimedRun> {
         let run = &claimed.run;
         let Some(reg) = self.workflows.get(&run.kind) else {
             tracing::error!("no workflow registered for this kind");
-            return;
+            return None;
         };
         let heartbeat = self.clone().heartbeat(claimed.clone());
         let started = std::time::Instant::now();
@@ -388,7 +405,7 @@ impl Engine {
             r = step => r.unwrap_or_else(|_| Err(timed_out(reg.def.step_timeout(run.state)))),
             lost = heartbeat => {
                 tracing::warn!(reason = %lost, "lease lost during the step; dropping its result");
-                return;
+                return None;
             }
         };
         metrics::global().step(run.kind, run.state, started.elapsed());
@@ -407,11 +424,31 @@ impl Engine {
             run.state.as_str(),
         ))
         .await;
-        match self
-            .store
-            .commit_transition(&claimed, &transition, now)
-            .await
-        {
+        let committed = if chain {
+            let next = ClaimRequest {
+                owner: self.config.owner.clone(),
+                now,
+                lease_until: clock::add(now, self.config.lease),
+                limit: 1,
+            };
+            self.store
+                .commit_and_claim(&claimed, &transition, now, next)
+                .await
+        } else {
+            self.store
+                .commit_transition(&claimed, &transition, now)
+                .await
+                .map(|outcome| Committed {
+                    outcome,
+                    next: Vec::new(),
+                })
+        };
+        let (outcome, next) = match committed {
+            Ok(c) => (Ok(c.outcome), c.next),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        note_takeovers(&next);
+        match outcome {
             Ok(TransitionOutcome::Committed { .. }) => {
                 if let Some(class) = error_class {
                     let outcome = if transition.to == State::Failed {
@@ -436,6 +473,7 @@ impl Engine {
             }
             Err(e) => tracing::error!(error = %e, "committing the transition failed"),
         }
+        next.into_iter().next()
     }
 
     /// Extends the lease every third of its length; returns (ending the step) if it is lost.
@@ -453,16 +491,24 @@ impl Engine {
     }
 }
 
+/// Counts (and says) the claimed runs whose previous holder's lease had expired.
+fn note_takeovers(claimed: &[ClaimedRun]) {
+    let takeovers = claimed.iter().filter(|c| c.took_over).count() as u64;
+    if takeovers > 0 {
+        tracing::warn!(takeovers, "claimed runs whose previous lease had expired");
+        metrics::global().lease_takeovers(takeovers);
+    }
+}
+
 /// A step that ran out of time never learned what AWS would answer: like a status check that
 /// got no answer, it is an observation, so in a state that follows a live job it backs off
 /// without end instead of failing the run (elsewhere the retry budget holds).
 fn timed_out(limit: Duration) -> StepError {
-    let mut e = StepError::new(
+    StepError::new(
         ErrorClass::Retryable,
         format!("step timed out after {limit:?}"),
-    );
-    e.observation = true;
-    e
+    )
+    .observing()
 }
 
 /// Turns a step's result into the transition to commit (pure: no I/O).

@@ -17,7 +17,7 @@
 
 use super::{Error, Result, Store};
 use crate::clock::{Timestamp, to_db};
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ impl WriteHealth {
         }
     }
 
-    fn failed(&self, e: &Error) {
+    pub(super) fn failed(&self, e: &Error) {
         if !e.is_unavailable() {
             return;
         }
@@ -160,6 +160,7 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Stalled(_) => true,
+            Error::Shared(e) => e.is_unavailable(),
             Error::Database(e) => match e {
                 sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
@@ -177,7 +178,26 @@ impl Error {
 
     /// True for a file or file system that refuses writes.
     pub fn is_read_only(&self) -> bool {
-        matches!(self, Error::Database(e) if primary_code(e) == Some(READONLY))
+        match self {
+            Error::Shared(e) => e.is_read_only(),
+            Error::Database(e) => primary_code(e) == Some(READONLY),
+            _ => false,
+        }
+    }
+}
+
+/// Begins a write transaction on `writer`, recording a failure to begin in `health`.
+pub(super) async fn begin_on(writer: &SqlitePool, health: &Arc<WriteHealth>) -> Result<WriteTx> {
+    match writer.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => Ok(WriteTx {
+            tx,
+            health: health.clone(),
+        }),
+        Err(e) => {
+            let e = Error::from(e);
+            health.failed(&e);
+            Err(e)
+        }
     }
 }
 
@@ -186,17 +206,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Store {
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
-        match self.writer.begin_with("BEGIN IMMEDIATE").await {
-            Ok(tx) => Ok(WriteTx {
-                tx,
-                health: self.health.clone(),
-            }),
-            Err(e) => {
-                let e = Error::from(e);
-                self.health.failed(&e);
-                Err(e)
-            }
-        }
+        begin_on(&self.writer, &self.health).await
     }
 
     /// Why writes are failing, while they are: a failure within [`QUIET_AFTER_FAILURE`], or an

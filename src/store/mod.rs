@@ -6,6 +6,7 @@
 //! reads then writes waits for the lock instead of failing with "database is locked". Reads use a
 //! separate pool and never block the writer (WAL).
 
+mod group;
 mod health;
 mod idempotency;
 mod instances;
@@ -14,6 +15,7 @@ mod retention;
 mod runs;
 mod staging;
 
+pub use group::{ClaimRequest, Committed};
 pub use health::{WriteFailure, WriteTx};
 pub use idempotency::{Claim, KeyRecord, Submission, new_run_id};
 pub use instances::{Instance, Released};
@@ -45,6 +47,9 @@ pub enum Error {
     NameTaken(String),
     #[error("the store did not answer within {0:?}")]
     Stalled(Duration),
+    /// The error of a group commit (one transaction for several callers), shared by each.
+    #[error("{0}")]
+    Shared(Arc<Error>),
     #[error(
         "the database {0} is read-only: the service needs to write it (check the file's permissions and its file system)"
     )]
@@ -71,6 +76,8 @@ pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
     health: Arc<health::WriteHealth>,
+    /// The engine's writes, committed in groups ([`group`]).
+    group: group::GroupCommit,
 }
 
 /// How long a write waits for SQLite's lock (another process writing) before it is refused as
@@ -159,11 +166,16 @@ impl Store {
             .connect_with(options.clone().read_only(true))
             .await;
         match reader {
-            Ok(reader) => Ok(Store {
-                writer,
-                reader,
-                health: Arc::default(),
-            }),
+            Ok(reader) => {
+                let health: Arc<health::WriteHealth> = Arc::default();
+                let group = group::GroupCommit::start(writer.clone(), health.clone());
+                Ok(Store {
+                    writer,
+                    reader,
+                    health,
+                    group,
+                })
+            }
             Err(e) => {
                 writer.close().await;
                 Err(e)

@@ -362,6 +362,130 @@ async fn insert_in(tx: &mut sqlx::SqliteConnection, new: &NewRun, at: &str) -> R
     run_from_row(&row)
 }
 
+/// Claims up to `req.limit` due runs inside a write transaction (see [`Store::claim_due`]).
+pub(super) async fn claim_in(
+    tx: &mut sqlx::SqliteConnection,
+    req: &super::ClaimRequest,
+) -> Result<Vec<ClaimedRun>> {
+    if req.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let now_s = to_db(req.now);
+    let lease_until = to_db(req.lease_until);
+    let due: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT id, lease_owner IS NOT NULL FROM runs
+         WHERE next_due_at IS NOT NULL AND next_due_at <= ?1
+           AND (lease_until IS NULL OR lease_until <= ?1)
+         ORDER BY next_due_at LIMIT ?2",
+    )
+    .bind(&now_s)
+    .bind(req.limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut claimed = Vec::with_capacity(due.len());
+    for (id, took_over) in due {
+        let row = sqlx::query(concat!(
+            "UPDATE runs SET lease_owner = ?1, lease_until = ?2, version = version + 1
+             WHERE id = ?3 RETURNING ",
+            run_columns!()
+        ))
+        .bind(&req.owner)
+        .bind(&lease_until)
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        claimed.push(ClaimedRun {
+            run: run_from_row(&row)?,
+            owner: req.owner.clone(),
+            took_over,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Commits a step's result inside a write transaction (see [`Store::commit_transition`]).
+pub(super) async fn commit_in(
+    tx: &mut sqlx::SqliteConnection,
+    claimed: &ClaimedRun,
+    t: &Transition,
+    now: Timestamp,
+) -> Result<TransitionOutcome> {
+    let run = &claimed.run;
+    let at = to_db(now);
+    let id = run.id.to_string();
+    // A cancel request that arrived while the step ran makes the run due now; one the step
+    // already saw does not (its due time is its own answer to it: a backoff, a poll).
+    let row = sqlx::query(
+        "UPDATE runs SET state = ?1, context = ?2, attempt = ?3,
+             next_due_at = CASE WHEN ?4 IS NOT NULL AND cancel_requested = 1 AND ?9 = 0 AND ?4 > ?5 THEN ?5 ELSE ?4 END,
+             last_error = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?1 <> state THEN NULL
+                               WHEN ?11 = 0 AND degraded_since IS NOT NULL THEN NULL
+                               ELSE last_error END,
+             degraded_since = CASE WHEN ?11 = 1 THEN COALESCE(degraded_since, ?5) ELSE NULL END,
+             cancel_requested = CASE WHEN ?10 = 1 THEN 0 ELSE cancel_requested END,
+             version = version + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?5
+         WHERE id = ?7 AND version = ?8
+         RETURNING version",
+    )
+    .bind(t.to.as_str())
+    .bind(t.context.to_string())
+    .bind(t.attempt)
+    .bind(t.next_due_at.map(to_db))
+    .bind(&at)
+    .bind(t.error.as_ref().map(|(_, m)| m.as_str()))
+    .bind(&id)
+    .bind(run.version)
+    .bind(run.cancel_requested)
+    .bind(t.withdraw_cancel)
+    .bind(t.degraded)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(TransitionOutcome::Lost);
+    };
+    // Linked runs start in the same transaction; a child that cannot start (its resource is
+    // busy) is reported in the parent's history instead.
+    let mut detail = t.detail.clone();
+    for child in &t.spawn {
+        let note = match insert_in(&mut *tx, child, &at).await {
+            Ok(_) => format!("started {} run {}", child.kind, child.id),
+            Err(Error::NameTaken(_)) => format!(
+                "{} run not started: another change of the same resource is running",
+                child.kind
+            ),
+            Err(e) => return Err(e),
+        };
+        detail = Some(match detail {
+            Some(d) => format!("{d}; {note}"),
+            None => note,
+        });
+    }
+    for (kind, name) in &t.forget {
+        super::owned::forget_in(&mut *tx, *kind, name).await?;
+    }
+    let collapsed = t.collapse
+        && t.to == run.state
+        && t.spawn.is_empty()
+        && collapse_into_latest(&mut *tx, &id, run.state, &at, t).await?;
+    if !collapsed && (t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty())
+    {
+        append_event(
+            &mut *tx,
+            &id,
+            Some(run.state),
+            t.to,
+            &at,
+            t.attempt,
+            detail.as_deref(),
+            t.error.as_ref(),
+        )
+        .await?;
+    }
+    Ok(TransitionOutcome::Committed {
+        version: row.try_get("version")?,
+    })
+}
+
 impl Transition {
     /// The history detail of a run the engine failed because a step's error gave up (a refused
     /// effect, an exhausted budget), as opposed to AWS's own outcome for the job. Only such a
@@ -424,7 +548,8 @@ impl Store {
     }
 
     /// Claims up to `limit` due, unleased (or lease-expired) runs for `owner` until `lease_until`.
-    /// Claiming bumps the version, so a worker whose lease ran out can no longer commit.
+    /// Claiming bumps the version, so a worker whose lease ran out can no longer commit. The
+    /// claim joins the next group commit ([`super::group`]).
     pub async fn claim_due(
         &self,
         owner: &str,
@@ -435,38 +560,14 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let now_s = to_db(now);
-        let mut tx = self.begin_write().await?;
-        let due: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT id, lease_owner IS NOT NULL FROM runs
-             WHERE next_due_at IS NOT NULL AND next_due_at <= ?1
-               AND (lease_until IS NULL OR lease_until <= ?1)
-             ORDER BY next_due_at LIMIT ?2",
-        )
-        .bind(&now_s)
-        .bind(limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut claimed = Vec::with_capacity(due.len());
-        for (id, took_over) in due {
-            let row = sqlx::query(concat!(
-                "UPDATE runs SET lease_owner = ?1, lease_until = ?2, version = version + 1
-                 WHERE id = ?3 RETURNING ",
-                run_columns!()
-            ))
-            .bind(owner)
-            .bind(to_db(lease_until))
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-            claimed.push(ClaimedRun {
-                run: run_from_row(&row)?,
+        self.group
+            .claim(super::ClaimRequest {
                 owner: owner.to_string(),
-                took_over,
-            });
-        }
-        tx.commit().await?;
-        Ok(claimed)
+                now,
+                lease_until,
+                limit,
+            })
+            .await
     }
 
     /// Extends a held lease; false when the run is no longer ours.
@@ -486,89 +587,34 @@ impl Store {
     }
 
     /// Commits a step's result: guarded update of the run and (when recorded) one history row,
-    /// in one transaction. The lease is released. A pending cancel request makes the run due now.
+    /// in one transaction shared with the other steps committing at the same moment (group
+    /// commit, [`super::group`]); answered only once that transaction is durable. The lease is
+    /// released. A pending cancel request makes the run due now.
     pub async fn commit_transition(
         &self,
         claimed: &ClaimedRun,
         t: &Transition,
         now: Timestamp,
     ) -> Result<TransitionOutcome> {
-        let run = &claimed.run;
-        let at = to_db(now);
-        let id = run.id.to_string();
-        let mut tx = self.begin_write().await?;
-        // A cancel request that arrived while the step ran makes the run due now; one the step
-        // already saw does not (its due time is its own answer to it: a backoff, a poll).
-        let row = sqlx::query(
-            "UPDATE runs SET state = ?1, context = ?2, attempt = ?3,
-                 next_due_at = CASE WHEN ?4 IS NOT NULL AND cancel_requested = 1 AND ?9 = 0 AND ?4 > ?5 THEN ?5 ELSE ?4 END,
-                 last_error = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?1 <> state THEN NULL
-                                   WHEN ?11 = 0 AND degraded_since IS NOT NULL THEN NULL
-                                   ELSE last_error END,
-                 degraded_since = CASE WHEN ?11 = 1 THEN COALESCE(degraded_since, ?5) ELSE NULL END,
-                 cancel_requested = CASE WHEN ?10 = 1 THEN 0 ELSE cancel_requested END,
-                 version = version + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?5
-             WHERE id = ?7 AND version = ?8
-             RETURNING version",
-        )
-        .bind(t.to.as_str())
-        .bind(t.context.to_string())
-        .bind(t.attempt)
-        .bind(t.next_due_at.map(to_db))
-        .bind(&at)
-        .bind(t.error.as_ref().map(|(_, m)| m.as_str()))
-        .bind(&id)
-        .bind(run.version)
-        .bind(run.cancel_requested)
-        .bind(t.withdraw_cancel)
-        .bind(t.degraded)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(TransitionOutcome::Lost);
-        };
-        // Linked runs start in the same transaction; a child that cannot start (its resource is
-        // busy) is reported in the parent's history instead.
-        let mut detail = t.detail.clone();
-        for child in &t.spawn {
-            let note = match insert_in(&mut tx, child, &at).await {
-                Ok(_) => format!("started {} run {}", child.kind, child.id),
-                Err(Error::NameTaken(_)) => format!(
-                    "{} run not started: another change of the same resource is running",
-                    child.kind
-                ),
-                Err(e) => return Err(e),
-            };
-            detail = Some(match detail {
-                Some(d) => format!("{d}; {note}"),
-                None => note,
-            });
-        }
-        for (kind, name) in &t.forget {
-            super::owned::forget_in(&mut tx, *kind, name).await?;
-        }
-        let collapsed = t.collapse
-            && t.to == run.state
-            && t.spawn.is_empty()
-            && collapse_into_latest(&mut tx, &id, run.state, &at, t).await?;
-        if !collapsed && (t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty())
-        {
-            append_event(
-                &mut tx,
-                &id,
-                Some(run.state),
-                t.to,
-                &at,
-                t.attempt,
-                detail.as_deref(),
-                t.error.as_ref(),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(TransitionOutcome::Committed {
-            version: row.try_get("version")?,
-        })
+        Ok(self
+            .group
+            .commit(claimed.clone(), t.clone(), now, None)
+            .await?
+            .outcome)
+    }
+
+    /// [`Store::commit_transition`], then, in the same transaction, claims the next due runs
+    /// for the worker slot the step frees (`next`).
+    pub async fn commit_and_claim(
+        &self,
+        claimed: &ClaimedRun,
+        t: &Transition,
+        now: Timestamp,
+        next: super::ClaimRequest,
+    ) -> Result<super::Committed> {
+        self.group
+            .commit(claimed.clone(), t.clone(), now, Some(next))
+            .await
     }
 
     /// Releases every lease held by `owner` (a restart of the same worker, or a graceful stop),

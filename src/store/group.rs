@@ -1,0 +1,264 @@
+//! Group commit: the engine's writes share transactions, and so share fsyncs.
+//!
+//! With `synchronous=FULL` every commit waits for the disk, and one transaction per claim plus
+//! one per transition spent two fsyncs on every step. Here the engine's writes — a step's
+//! transition, a claim of due runs, and the common pair "commit this step, claim the slot's next
+//! run" — are queued to one task that owns them. It takes whatever has queued up while the
+//! previous transaction was being made durable (at most [`MAX_BATCH`]) and applies it in one
+//! `BEGIN IMMEDIATE` transaction:
+//!
+//! - each operation inside its own savepoint, so one that fails (a corrupt row, a constraint)
+//!   is rolled back alone and answered with its error, while the others go on;
+//! - each transition still guarded by its run's version (DESIGN.md invariant 2): a lost lease
+//!   updates nothing and is answered `Lost`, whatever else the batch holds;
+//! - transitions before claims, so a run a step just made due again can be claimed in the same
+//!   transaction;
+//! - nobody is answered before `COMMIT` has returned, that is before the batch is durable. A
+//!   crash before that point loses the whole batch and nothing anyone acted on; a failed commit
+//!   answers every operation of the batch with its error.
+//!
+//! The queue is as long as the number of waiting callers (each waits for its answer), so it needs
+//! no bound of its own. Writes outside the engine (API inserts, operator actions) keep their own
+//! transactions on the same single writer connection.
+
+use super::health::WriteHealth;
+use super::runs::{ClaimedRun, Transition, TransitionOutcome, claim_in, commit_in};
+use super::{Error, Result};
+use crate::clock::Timestamp;
+use crate::failpoint;
+use sqlx::SqlitePool;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most operations one transaction takes.
+pub const MAX_BATCH: usize = 512;
+
+/// Due runs to claim for `owner`, leased until `lease_until`.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub owner: String,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    pub limit: u32,
+}
+
+/// A committed (or lost) transition and the runs claimed in the same transaction.
+#[derive(Debug)]
+pub struct Committed {
+    pub outcome: TransitionOutcome,
+    pub next: Vec<ClaimedRun>,
+}
+
+enum Op {
+    Commit(Box<CommitOp>),
+    Claim {
+        request: ClaimRequest,
+        reply: oneshot::Sender<Result<Vec<ClaimedRun>>>,
+    },
+}
+
+struct CommitOp {
+    claimed: ClaimedRun,
+    transition: Transition,
+    now: Timestamp,
+    next: Option<ClaimRequest>,
+    reply: oneshot::Sender<Result<Committed>>,
+}
+
+/// An operation's result, held until its batch is durable.
+enum Done {
+    Commit(oneshot::Sender<Result<Committed>>, Result<Committed>),
+    Claim(
+        oneshot::Sender<Result<Vec<ClaimedRun>>>,
+        Result<Vec<ClaimedRun>>,
+    ),
+}
+
+impl Done {
+    fn answer(self) {
+        // A caller that went away (its step was abandoned) needs no answer.
+        match self {
+            Done::Commit(reply, r) => drop(reply.send(r)),
+            Done::Claim(reply, r) => drop(reply.send(r)),
+        }
+    }
+
+    fn fail(self, e: &Arc<Error>) {
+        match self {
+            Done::Commit(reply, _) => drop(reply.send(Err(Error::Shared(e.clone())))),
+            Done::Claim(reply, _) => drop(reply.send(Err(Error::Shared(e.clone())))),
+        }
+    }
+}
+
+/// The handle the store keeps; the task ends when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub(super) struct GroupCommit {
+    queue: mpsc::UnboundedSender<Op>,
+}
+
+impl GroupCommit {
+    /// Starts the committing task on the writer pool.
+    pub(super) fn start(writer: SqlitePool, health: Arc<WriteHealth>) -> GroupCommit {
+        let (queue, ops) = mpsc::unbounded_channel();
+        tokio::spawn(run(writer, health, ops));
+        GroupCommit { queue }
+    }
+
+    pub(super) async fn commit(
+        &self,
+        claimed: ClaimedRun,
+        transition: Transition,
+        now: Timestamp,
+        next: Option<ClaimRequest>,
+    ) -> Result<Committed> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Commit(Box::new(CommitOp {
+            claimed,
+            transition,
+            now,
+            next,
+            reply,
+        })))?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub(super) async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedRun>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Claim { request, reply })?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.queue.send(op).map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> Error {
+    Error::Database(sqlx::Error::PoolClosed)
+}
+
+async fn run(writer: SqlitePool, health: Arc<WriteHealth>, mut ops: mpsc::UnboundedReceiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Transitions first: a run one of them makes due can be claimed by a claim below.
+        batch.sort_by_key(|op| matches!(op, Op::Claim { .. }));
+        apply(&writer, &health, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn apply(writer: &SqlitePool, health: &Arc<WriteHealth>, batch: Vec<Op>) {
+    let mut done = Vec::with_capacity(batch.len());
+    let mut tx = match super::health::begin_on(writer, health).await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = Arc::new(e);
+            for op in batch {
+                match op {
+                    Op::Commit(op) => drop(op.reply.send(Err(Error::Shared(e.clone())))),
+                    Op::Claim { reply, .. } => drop(reply.send(Err(Error::Shared(e.clone())))),
+                }
+            }
+            return;
+        }
+    };
+    let mut broken: Option<Error> = None;
+    for op in batch {
+        if broken.is_some() {
+            done.push(pending(op));
+            continue;
+        }
+        if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
+            broken = Some(e.into());
+            done.push(pending(op));
+            continue;
+        }
+        let (result, failed) = match op {
+            Op::Commit(op) => {
+                let CommitOp {
+                    claimed,
+                    transition,
+                    now,
+                    next,
+                    reply,
+                } = *op;
+                let r = commit_one(&mut tx, &claimed, &transition, now, next.as_ref()).await;
+                let failed = r.is_err();
+                (Done::Commit(reply, r), failed)
+            }
+            Op::Claim { request, reply } => {
+                let r = claim_in(&mut tx, &request).await;
+                let failed = r.is_err();
+                (Done::Claim(reply, r), failed)
+            }
+        };
+        let close = if failed {
+            // SQLite may have rolled the whole transaction back by itself (a full disk): then
+            // the savepoint is gone too, and the batch cannot commit.
+            match sqlx::query("ROLLBACK TO op").execute(&mut *tx).await {
+                Ok(_) => sqlx::query("RELEASE op").execute(&mut *tx).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            sqlx::query("RELEASE op").execute(&mut *tx).await
+        };
+        if let Err(e) = close {
+            broken = Some(e.into());
+        }
+        done.push(result);
+    }
+    if let Some(e) = broken {
+        health.failed(&e);
+        let e = Arc::new(e);
+        drop(tx);
+        for d in done {
+            d.fail(&e);
+        }
+        return;
+    }
+    failpoint::hit("store.group.before_commit").await;
+    match tx.commit().await {
+        Ok(()) => {
+            failpoint::hit("store.group.after_commit").await;
+            for d in done {
+                d.answer();
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for d in done {
+                d.fail(&e);
+            }
+        }
+    }
+}
+
+/// An operation the batch did not get to (an earlier one broke the transaction).
+fn pending(op: Op) -> Done {
+    match op {
+        Op::Commit(op) => Done::Commit(op.reply, Ok(lost())),
+        Op::Claim { reply, .. } => Done::Claim(reply, Ok(Vec::new())),
+    }
+}
+
+fn lost() -> Committed {
+    Committed {
+        outcome: TransitionOutcome::Lost,
+        next: Vec::new(),
+    }
+}
+
+async fn commit_one(
+    tx: &mut sqlx::SqliteConnection,
+    claimed: &ClaimedRun,
+    transition: &Transition,
+    now: Timestamp,
+    next: Option<&ClaimRequest>,
+) -> Result<Committed> {
+    let outcome = commit_in(tx, claimed, transition, now).await?;
+    let next = match next {
+        Some(request) => claim_in(tx, request).await?,
+        None => Vec::new(),
+    };
+    Ok(Committed { outcome, next })
+}
