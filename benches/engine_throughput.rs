@@ -18,8 +18,8 @@ use sagemaker_executor::clock::{Clock, SystemClock, to_db};
 use sagemaker_executor::engine::{Engine, EngineConfig};
 use sagemaker_executor::store::Store;
 use sagemaker_executor::workflows;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -42,7 +42,11 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().and_then(|v| v.parse::<f64>().ok()).expect("a number");
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .expect("a number")
+        };
         match flag.as_str() {
             "--runs" => a.runs = value() as usize,
             "--secs" => a.secs = value(),
@@ -301,13 +305,7 @@ impl ObjectStore for Stub {
     async fn download_to_file(&self, _: &str, _: &str, _: &Path, _: u64) -> AwsResult<u64> {
         unimplemented!("the bench polls training jobs")
     }
-    async fn upload_stream(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: aws::UploadBody,
-    ) -> AwsResult<u64> {
+    async fn upload_stream(&self, _: &str, _: &str, _: &str, _: aws::UploadBody) -> AwsResult<u64> {
         unimplemented!("the bench polls training jobs")
     }
 }
@@ -362,11 +360,7 @@ impl AwsPort for Stub {
     async fn stop_automl_job(&self, _: &str) -> AwsResult<()> {
         unimplemented!("the bench polls training jobs")
     }
-    async fn create_transform_job(
-        &self,
-        _: &str,
-        _: &aws::TransformJobSpec,
-    ) -> AwsResult<String> {
+    async fn create_transform_job(&self, _: &str, _: &aws::TransformJobSpec) -> AwsResult<String> {
         unimplemented!("the bench polls training jobs")
     }
     async fn describe_transform_job(&self, _: &str) -> AwsResult<Option<JobDescription>> {
@@ -378,10 +372,7 @@ impl AwsPort for Stub {
     async fn create_model(&self, _: &aws::ModelSpec) -> AwsResult<String> {
         unimplemented!("the bench polls training jobs")
     }
-    async fn describe_model(
-        &self,
-        _: &str,
-    ) -> AwsResult<Option<(aws::ModelSpec, Option<String>)>> {
+    async fn describe_model(&self, _: &str) -> AwsResult<Option<(aws::ModelSpec, Option<String>)>> {
         unimplemented!("the bench polls training jobs")
     }
     async fn delete_model(&self, _: &str) -> AwsResult<()> {

@@ -13,7 +13,7 @@ mod failpoints;
 #[path = "crash/harness.rs"]
 mod harness;
 
-use harness::{Plan, crash};
+use harness::{Plan, crash, crash_after};
 use sagemaker_executor::model::Kind;
 use std::collections::BTreeSet;
 
@@ -92,6 +92,16 @@ matrix! {
 /// Failpoints that are no workflow's step, with the test that stops there instead.
 const ELSEWHERE: &[(&str, &str)] = &[
     (
+        "store.group.before_commit",
+        "the group commit, parked with a batch of transitions applied but not committed: \
+         killed_inside_a_group_commit_loses_the_batch_and_nothing_acted_on_it below",
+    ),
+    (
+        "store.group.after_commit",
+        "the group commit, parked after its commit and before answering: \
+         killed_after_a_group_commit_before_its_answers_keeps_the_batch below",
+    ),
+    (
         "api.submit_stored",
         "a request's point between its run's commit and its reply: tests/idempotency.rs pauses \
          there (a stored submission is answered even after the request timeout)",
@@ -125,4 +135,31 @@ fn every_failpoint_in_the_source_has_a_crash_case() {
         stale.is_empty(),
         "matrix rows for failpoints the source no longer passes: {stale:?}"
     );
+}
+
+// The group commit (src/store/group.rs) is one task for every run's transitions, so it parks once
+// for all of them: the kill comes with its first batch of transitions applied but not committed
+// (nobody may have acted on them: each run ends with exactly one job), or committed but not yet
+// answered (the steps' results stand and nothing is repeated).
+
+#[tokio::test]
+async fn killed_inside_a_group_commit_loses_the_batch_and_nothing_acted_on_it() {
+    crash_after(
+        Kind::Training,
+        "store.group.before_commit",
+        Plan::Completes,
+        1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn killed_after_a_group_commit_before_its_answers_keeps_the_batch() {
+    crash_after(
+        Kind::Training,
+        "store.group.after_commit",
+        Plan::Completes,
+        1,
+    )
+    .await;
 }

@@ -15,7 +15,7 @@ mod retention;
 mod runs;
 mod staging;
 
-pub use group::{ClaimRequest, Committed};
+pub use group::{ClaimRequest, Committed, GroupStats};
 pub use health::{WriteFailure, WriteTx};
 pub use idempotency::{Claim, KeyRecord, Submission, new_run_id};
 pub use instances::{Instance, Released};
@@ -200,6 +200,11 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    /// Transactions the group commit has made so far, and the engine writes they held.
+    pub fn group_stats(&self) -> GroupStats {
+        self.group.stats()
     }
 
     pub(crate) fn reader(&self) -> &SqlitePool {

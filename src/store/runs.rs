@@ -467,8 +467,7 @@ pub(super) async fn commit_in(
         && t.to == run.state
         && t.spawn.is_empty()
         && collapse_into_latest(&mut *tx, &id, run.state, &at, t).await?;
-    if !collapsed && (t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty())
-    {
+    if !collapsed && (t.record || t.to != run.state || t.error.is_some() || !t.spawn.is_empty()) {
         append_event(
             &mut *tx,
             &id,

@@ -261,3 +261,205 @@ async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
     let after = store.get_run(run.id).await.unwrap().unwrap();
     assert!(after.lease_owner.is_none() && after.version > run.version);
 }
+
+// The group commit (group.rs).
+
+async fn polling_runs(store: &Store, n: usize) -> Vec<ClaimedRun> {
+    let now = chrono::Utc::now();
+    for _ in 0..n {
+        let id = uuid::Uuid::now_v7();
+        store
+            .insert_run(
+                NewRun {
+                    id,
+                    kind: Kind::Training,
+                    state: State::Polling,
+                    request: serde_json::json!({}),
+                    context: serde_json::json!({"polls": 0}),
+                    resource_name: Some(format!("job-{}", id.simple())),
+                    submitted_by: None,
+                    detail: "test".into(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .claim_due(
+            "w",
+            now,
+            crate::clock::add(now, std::time::Duration::from_secs(60)),
+            n as u32,
+        )
+        .await
+        .unwrap()
+}
+
+fn poll(n: i64, now: crate::clock::Timestamp) -> Transition {
+    Transition {
+        to: State::Polling,
+        context: serde_json::json!({"polls": n}),
+        attempt: 0,
+        next_due_at: Some(crate::clock::add(now, std::time::Duration::from_secs(60))),
+        record: true,
+        detail: Some(format!("poll {n}")),
+        error: None,
+        spawn: Vec::new(),
+        forget: Vec::new(),
+        withdraw_cancel: false,
+        degraded: false,
+        collapse: false,
+    }
+}
+
+/// Holds the database's write lock from another connection until dropped (rolled back).
+async fn hold_write_lock(dir: &tempfile::TempDir) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Waits until `n` operations have reached the group commit since `before` (queued, or taken
+/// into a transaction that waits for the lock).
+async fn sent(store: &Store, before: GroupStats, n: u64) {
+    while store.group.queued() + (store.group_stats().operations - before.operations) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_transitions_share_a_transaction_and_each_is_committed_when_answered() {
+    let (dir, store) = temp_store().await;
+    let claimed = polling_runs(&store, 32).await;
+    let before = store.group_stats();
+    // Another process holds the write lock: the first transition's transaction waits for it,
+    // and the others queue up behind it meanwhile.
+    let lock = hold_write_lock(&dir).await;
+    let now = chrono::Utc::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, c) in claimed.iter().cloned().enumerate() {
+        let store = store.clone();
+        set.spawn(async move {
+            let outcome = store
+                .commit_transition(&c, &poll(i as i64 + 1, now), now)
+                .await;
+            // Answered: a fresh read already sees the committed version.
+            let seen = store.get_run(c.run.id).await.unwrap().unwrap();
+            (outcome.unwrap(), seen.version, c.run.version)
+        });
+    }
+    sent(&store, before, 32).await;
+    drop(lock);
+    while let Some(r) = set.join_next().await {
+        let (outcome, seen, claimed_version) = r.unwrap();
+        assert_eq!(
+            outcome,
+            TransitionOutcome::Committed {
+                version: claimed_version + 1
+            }
+        );
+        assert_eq!(seen, claimed_version + 1);
+    }
+    let after = store.group_stats();
+    assert_eq!(after.operations - before.operations, 32);
+    assert!(
+        after.transactions - before.transactions <= 2,
+        "32 queued transitions took {} transactions",
+        after.transactions - before.transactions
+    );
+}
+
+#[tokio::test]
+async fn a_lost_lease_in_a_batch_is_answered_lost_and_the_others_commit() {
+    let (dir, store) = temp_store().await;
+    let claimed = polling_runs(&store, 3).await;
+    let mut stale = claimed[1].clone();
+    stale.run.version -= 1; // another worker claimed it since
+    let before = store.group_stats();
+    let lock = hold_write_lock(&dir).await;
+    let now = chrono::Utc::now();
+    let commits = [claimed[0].clone(), stale, claimed[2].clone()].map(|c| {
+        let store = store.clone();
+        tokio::spawn(async move { store.commit_transition(&c, &poll(1, now), now).await })
+    });
+    sent(&store, before, 3).await;
+    drop(lock);
+    let mut outcomes = Vec::new();
+    for c in commits {
+        outcomes.push(c.await.unwrap().unwrap());
+    }
+    assert!(matches!(outcomes[0], TransitionOutcome::Committed { .. }));
+    assert_eq!(outcomes[1], TransitionOutcome::Lost);
+    assert!(matches!(outcomes[2], TransitionOutcome::Committed { .. }));
+    assert_eq!(
+        store.events(claimed[1].run.id).await.unwrap().len(),
+        1,
+        "no row for the lost one"
+    );
+    assert_eq!(store.events(claimed[0].run.id).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_commit_claims_the_next_due_run_in_the_same_transaction() {
+    let (_dir, store) = temp_store().await;
+    let claimed = polling_runs(&store, 1).await;
+    let waiting = polling_runs(&store, 0).await;
+    assert!(waiting.is_empty());
+    // A second due run, unclaimed.
+    let now = chrono::Utc::now();
+    let id = uuid::Uuid::now_v7();
+    store
+        .insert_run(
+            NewRun {
+                id,
+                kind: Kind::Training,
+                state: State::Polling,
+                request: serde_json::json!({}),
+                context: serde_json::json!({}),
+                resource_name: Some(format!("job-{}", id.simple())),
+                submitted_by: None,
+                detail: "test".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let before = store.group_stats();
+    let next = ClaimRequest {
+        owner: "w".into(),
+        now,
+        lease_until: crate::clock::add(now, std::time::Duration::from_secs(60)),
+        limit: 1,
+    };
+    let done = store
+        .commit_and_claim(&claimed[0], &poll(1, now), now, next)
+        .await
+        .unwrap();
+    assert!(matches!(done.outcome, TransitionOutcome::Committed { .. }));
+    assert_eq!(done.next.len(), 1);
+    assert_eq!(done.next[0].run.id, id);
+    assert_eq!(done.next[0].run.lease_owner.as_deref(), Some("w"));
+    assert_eq!(store.group_stats().transactions - before.transactions, 1);
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_begin_answers_every_operation_with_the_error() {
+    let (dir, store) = temp_store().await;
+    let claimed = polling_runs(&store, 1).await;
+    // Held past the busy timeout: the group's BEGIN IMMEDIATE is refused as busy.
+    let _lock = hold_write_lock(&dir).await;
+    let now = chrono::Utc::now();
+    let e = store
+        .commit_transition(&claimed[0], &poll(1, now), now)
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+}

@@ -209,6 +209,12 @@ async fn endpoint_config(emu: &Emulator, name: &str, model: &str) -> String {
 /// end state, exactly one AWS effect in the emulator, and no run lost or invented. Returns the
 /// runs as the restarted service shows them.
 pub async fn crash(kind: Kind, failpoint: &str, plan: Plan) -> Vec<Value> {
+    crash_after(kind, failpoint, plan, RUNS).await
+}
+
+/// [`crash`], killing once `parks` tasks have stopped at the failpoint (1 for a point that every
+/// run's task passes through together, such as the store's group commit).
+pub async fn crash_after(kind: Kind, failpoint: &str, plan: Plan, parks: usize) -> Vec<Value> {
     let emu = Emulator::shared();
     let scratch = Scratch::new();
     let mut config = scratch.config(emu.url());
@@ -238,9 +244,10 @@ pub async fn crash(kind: Kind, failpoint: &str, plan: Plan) -> Vec<Value> {
         }
     }
     let marker = format!("FAILPOINT {failpoint}");
-    // Every run parks at the failpoint before the kill, so each of them crosses it.
+    // Every run parks at the failpoint before the kill (unless the point is shared), so each
+    // of them crosses it.
     svc.stderr
-        .wait_for_count(&marker, RUNS, WAIT, |l| l == marker);
+        .wait_for_count(&marker, parks, WAIT, |l| l == marker);
 
     let svc = svc.kill_and_restart();
     let (resource, counter) = effect(kind, plan);
