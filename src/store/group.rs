@@ -133,6 +133,7 @@ impl GroupCommit {
     }
 
     /// Operations waiting to be taken into a transaction.
+    #[cfg(test)]
     pub(super) fn queued(&self) -> u64 {
         self.stats.queued.load(Ordering::SeqCst)
     }
