@@ -76,11 +76,11 @@ async fn raw_commit_rate(dir: &Path, secs: f64) -> f64 {
         .connect_with(options(&dir.join("raw.db")))
         .await
         .unwrap();
-    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    sqlx::query("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO t VALUES (1, 0)")
+    sqlx::query("INSERT OR IGNORE INTO t VALUES (1, 0)")
         .execute(&pool)
         .await
         .unwrap();
@@ -167,8 +167,9 @@ async fn engine(store: &Store, stub: Arc<Stub>, config: EngineConfig) -> Arc<Eng
     )
 }
 
-/// Committed transitions per second, steady state.
-async fn steady(dir: &Path, a: &Args) -> (f64, f64) {
+/// Committed transitions per second, steady state, and the mean number of engine writes per
+/// transaction.
+async fn steady(dir: &Path, a: &Args) -> (f64, f64, f64) {
     let path = dir.join("steady.db");
     let store = Store::open(&format!("sqlite://{}", path.display()))
         .await
@@ -187,15 +188,17 @@ async fn steady(dir: &Path, a: &Args) -> (f64, f64) {
     let running = tokio::spawn(engine.run(stopped));
     // Warm up, then measure a window.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (v0, d0, t0) = (
+    let (v0, d0, g0, t0) = (
         version_sum(&pool).await,
         stub.describes.load(Ordering::Relaxed),
+        store.group_stats(),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs_f64(a.secs)).await;
-    let (v1, d1, took) = (
+    let (v1, d1, g1, took) = (
         version_sum(&pool).await,
         stub.describes.load(Ordering::Relaxed),
+        store.group_stats(),
         t0.elapsed().as_secs_f64(),
     );
     stop.send(true).unwrap();
@@ -203,9 +206,11 @@ async fn steady(dir: &Path, a: &Args) -> (f64, f64) {
     // Each step bumps the version twice: its claim and its commit.
     let transitions = (v1 - v0) as f64 / 2.0 / took;
     let steps = (d1 - d0) as f64 / took;
+    let per_tx =
+        (g1.operations - g0.operations) as f64 / (g1.transactions - g0.transactions).max(1) as f64;
     pool.close().await;
     store.close().await;
-    (transitions, steps)
+    (transitions, steps, per_tx)
 }
 
 /// Seconds from start-up until every one of `n` due runs has had a step committed.
@@ -255,14 +260,14 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let raw = raw_commit_rate(dir.path(), 2.0).await;
-        let (transitions, steps) = steady(dir.path(), &a).await;
+        let (transitions, steps, per_tx) = steady(dir.path(), &a).await;
         let raw_after = raw_commit_rate(dir.path(), 2.0).await;
         let raw = (raw + raw_after) / 2.0;
         println!(
             "raw one-row FULL commits:      {raw:>9.0} /s (baseline, mean of a run before and after)"
         );
         println!(
-            "engine transitions:            {transitions:>9.0} /s ({steps:.0} steps/s; {} runs, concurrency {})",
+            "engine transitions:            {transitions:>9.0} /s ({steps:.0} steps/s; {} runs, concurrency {}; {per_tx:.1} writes per transaction)",
             a.runs, a.concurrency
         );
         println!(
