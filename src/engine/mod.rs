@@ -10,6 +10,13 @@
 //! worker id's dead instances and expired ones (`Store::release_dead_leases`), never a live
 //! lease, so a crash costs no lease-expiry wait and a second live process re-runs nothing.
 //!
+//! # Slots and group commit
+//! The loop fills free worker slots (up to `max_concurrency`) with claimed runs. A slot steps its
+//! run, then commits the result and claims its next due run in one operation; the store applies
+//! the operations of every slot that is committing at that moment in one transaction
+//! (`store::group`), so a busy engine spends a fraction of an fsync per step instead of two. A
+//! slot with nothing due ends, and the loop claims again when something falls due or is woken.
+//!
 //! # Timers
 //! Waiting for AWS is never a sleep inside a step: a step returns when the run is next due and
 //! the store keeps `next_due_at`, so a crash loses no timer. The loop sleeps until the earliest due
