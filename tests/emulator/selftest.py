@@ -404,7 +404,10 @@ def run_checks(emu: Launcher) -> None:
         status, body = http(emu.url + "/_emulator/reset", "POST", b"")
         expect_eq((status, json.loads(body)), (200, {"status": "ok"}), "reset response")
         expect_eq(stats(), {}, "stats cleared")
-        expect_eq(set(map(len, all_stats().values())), {0}, "stats of every kind cleared")
+        after = all_stats()
+        calls = after.pop("list_calls")
+        expect_eq(set(map(len, after.values())), {0}, "stats of every kind cleared")
+        expect_eq(set(calls.values()), {0}, "list calls cleared")
         expect_eq(invocations("ep-1"), [], "invocation record cleared")
         expect_eq(error_of(lambda: describe_endpoint("ep-1"))["code"], "ValidationException", "endpoint gone")
         expect_eq(error_of(lambda: sm.describe_model(ModelName="ep-model"))["code"], "ValidationException", "model gone")
@@ -1199,7 +1202,7 @@ def run_checks(emu: Launcher) -> None:
         s = all_stats()
         expect_eq(
             sorted(s),
-            ["automl_jobs", "endpoint_configs", "endpoints", "models", "processing_jobs", "training_jobs", "transform_jobs"],
+            ["automl_jobs", "endpoint_configs", "endpoints", "list_calls", "models", "processing_jobs", "training_jobs", "transform_jobs"],
             "stats keys",
         )
         expect_eq(
