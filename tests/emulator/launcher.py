@@ -2241,8 +2241,43 @@ class SageMakerErrorBodyPatch:
         SageMakerResponse.serialized = serialized  # type: ignore[method-assign]
 
 
+class RequestParsePatch:
+    """A SageMaker request moto's parser cannot read (e.g. a timestamp that is
+    neither epoch seconds nor ISO 8601) gets HTTP 400
+    ``SerializationException``, like the real service, instead of moto's
+    HTML 500."""
+
+    _installed = False
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        original_parse = SageMakerResponse.parse_parameters
+        original_call = SageMakerResponse.call_action
+
+        def parse_parameters(self: SageMakerResponse, request: Any) -> None:
+            try:
+                original_parse(self, request)
+            except ValueError as err:
+                self.params = {}
+                self._emulator_parse_error = str(err)
+
+        def call_action(self: SageMakerResponse) -> Any:
+            problem = getattr(self, "_emulator_parse_error", None)
+            if problem is not None:
+                body = json.dumps({"__type": "SerializationException", "message": problem})
+                return 400, {"status": 400, "Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": "SerializationException"}, body
+            return original_call(self)
+
+        SageMakerResponse.parse_parameters = parse_parameters  # type: ignore[method-assign]
+        SageMakerResponse.call_action = call_action  # type: ignore[method-assign]
+
+
 PATCHES = [
     SageMakerErrorBodyPatch,
+    RequestParsePatch,
     TrainingJobPatch,
     TransformJobPatch,
     ProcessingJobPatch,
