@@ -498,16 +498,15 @@ def advance_timed_jobs(registry: Registry, now: int | None = None) -> None:
     clock): each transition due by then is made, at its own time, with all
     its side effects (end times, artifacts, logs, outputs).  Run before every
     request the emulator serves, so whatever a client reads (Describe, List,
-    logs, S3, stats) agrees with the clock."""
+    logs, S3, stats) agrees with the clock.  Only jobs with something due
+    are touched (the book keeps each job's next due time)."""
     with registry.lock:
-        timed: dict[tuple[Any, str, str, str], None] = registry.book(TIMED_BOOK, dict)
+        timed: dict[tuple[Any, str, str, str], int] = registry.book(TIMED_BOOK, dict)
         if not timed:
             return
         at = now_ms() if now is None else now
-        for entry in list(timed):
-            patch, account, region, name = entry
-            if patch.catch_up((account, region, name), at):
-                del timed[entry]
+        for patch, account, region, name in [entry for entry, due in timed.items() if due <= at]:
+            patch.catch_up((account, region, name), at)
 
 
 class JobPatch:
@@ -598,6 +597,12 @@ class JobPatch:
         every catch-up)."""
 
     @classmethod
+    def next_effect(cls, job: Any, lifecycle: Lifecycle) -> int | None:
+        """Time-driven jobs: when ``on_time`` next has something to do (epoch
+        ms), None: nothing before the next transition."""
+        return None
+
+    @classmethod
     def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         """Resource-specific fields once the job is terminal."""
 
@@ -660,7 +665,7 @@ class JobPatch:
                     lifecycle = registry.put(cls.KIND, key, Lifecycle(cls.VOCAB, plan, knobs=knobs))
                     cls._reset(job, lifecycle)
                     if plan.timed:
-                        registry.book(TIMED_BOOK, dict)[(cls, *key)] = None
+                        cls._track(key, job, lifecycle)
                     return result
 
             return create
@@ -704,6 +709,8 @@ class JobPatch:
                     raise ValidationError(cls._rejected(err.status)) from None
                 if changed:
                     cls._apply(job, lifecycle, dt_of(at))
+                    if lifecycle.timed:
+                        cls._track(key, job, lifecycle)
 
         def stop_response(self: SageMakerResponse) -> EmptyResult:
             getattr(self.sagemaker_backend, cls.STOP)(self._get_param(cls.STOP_PARAM))
@@ -719,22 +726,33 @@ class JobPatch:
         _add_response_action(cls.LIST, list_response)
 
     @classmethod
-    def catch_up(cls, key: Key, until_ms: int) -> bool:
+    def catch_up(cls, key: Key, until_ms: int) -> None:
         """Make every transition of a time-driven job due by ``until_ms``,
-        each at its own time.  True when the job needs no more catching up
-        (terminal, gone, or not time-driven).  Caller holds the lock."""
+        each at its own time (and the side effects due in between, see
+        ``on_time``).  Caller holds the lock."""
         account, region, name = key
         job = getattr(sagemaker_backends[account][region], cls.STORE).get(name)
         lifecycle = cls._registry.get(cls.KIND, key)
         if job is None or lifecycle is None or not lifecycle.timed:
-            return True
+            cls._registry.book(TIMED_BOOK, dict).pop((cls, *key), None)
+            return
         while (at := lifecycle.next_due()) is not None and at <= until_ms:
             cls.on_time(job, lifecycle, at)
             lifecycle.step()
             cls._apply(job, lifecycle, dt_of(at))
         if not lifecycle.terminal:
             cls.on_time(job, lifecycle, until_ms)
-        return lifecycle.terminal
+        cls._track(key, job, lifecycle)
+
+    @classmethod
+    def _track(cls, key: Key, job: Any, lifecycle: Lifecycle) -> None:
+        """Note when a time-driven job next has something due (or forget it)."""
+        timed = cls._registry.book(TIMED_BOOK, dict)
+        due = [t for t in (lifecycle.next_due(), cls.next_effect(job, lifecycle)) if t is not None]
+        if due:
+            timed[(cls, *key)] = min(due)
+        else:
+            timed.pop((cls, *key), None)
 
     @classmethod
     def _rejected(cls, status: str) -> str:
@@ -790,9 +808,10 @@ class JobPatch:
                     modified=ms_of(job.last_modified_time),
                 )
                 if query.matches(row):
-                    rows.append((row, cls._summary(job)))
-        page, token = query.page(rows)
-        result: dict[str, Any] = {cls.LIST_RESULT: page}
+                    rows.append((row, job))
+            page, token = query.page(rows)
+            summaries = [cls._summary(job) for job in page]
+        result: dict[str, Any] = {cls.LIST_RESULT: summaries}
         if token is not None:
             result["NextToken"] = token
         return result
@@ -1480,6 +1499,13 @@ class ProcessingJobPatch(JobPatch):
         run = cls._run(job)
         if run is not None and lifecycle.status == cls.VOCAB.running:
             run.emit_due(until_ms)
+
+    @classmethod
+    def next_effect(cls, job: Any, lifecycle: Lifecycle) -> int | None:
+        run = cls._run(job)
+        if run is not None and lifecycle.status == cls.VOCAB.running and run.due:
+            return run.due[0]
+        return None
 
     @classmethod
     def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
