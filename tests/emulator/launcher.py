@@ -5,13 +5,18 @@ Runs moto's server (every service moto knows, S3 included) on 127.0.0.1 and
 patches moto's SageMaker backend so that SageMaker resources behave like real
 ones:
 
-* training, transform, processing and AutoML V2 jobs start InProgress, advance
-  one step per Describe call, and end in an outcome the test picks through
-  reserved ``_emulator_*`` knobs; Stop calls and duplicate-name rejection
-  work as in SageMaker;
+* training, transform, processing and AutoML V2 jobs start InProgress,
+  advance one step per Describe call (or, with ``_emulator_seconds``, by the
+  clock: every read agrees with it, Describe and List alike), and end in an
+  outcome the test picks through reserved ``_emulator_*`` knobs (defaults
+  for them: ``POST /_emulator/defaults``); Stop calls and duplicate-name
+  rejection work as in SageMaker;
+* their List calls filter (status, name, creation and last-modified times),
+  sort and page (stable tokens) as SageMaker does;
 * processing jobs write their log to CloudWatch Logs
-  (``/aws/sagemaker/ProcessingJobs``), a line per describe, and on success
-  upload output objects to S3, through moto's own logs and S3 backends;
+  (``/aws/sagemaker/ProcessingJobs``), a line per describe (or over time),
+  and on success upload output objects to S3, through moto's own logs and S3
+  backends;
 * models and endpoint configs reject duplicate names instead of overwriting;
   ListModels pages; endpoint configs keep their ``ExplainerConfig``;
 * endpoints go Creating -> InService (or Failed), Updating -> InService (or
