@@ -967,7 +967,7 @@ def _time_param(value: Any, field: str) -> int | None:
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return ms_of(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if math.isfinite(value):
@@ -978,11 +978,11 @@ def _time_param(value: Any, field: str) -> int | None:
             number = float(text)
         except ValueError:
             try:
-                parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+                parsed = dt.datetime.fromisoformat(text)
             except ValueError:
                 pass
             else:
-                return _time_param(parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc), field)
+                return _time_param(parsed, field)  # naive: UTC
         else:
             if math.isfinite(number):
                 return round(number * 1000)

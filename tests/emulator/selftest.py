@@ -1508,10 +1508,11 @@ def run_timed_and_list_checks(emu: Launcher) -> None:
         # default stop time: 1 s
         processing("timed-proc-stop", _emulator_seconds="30", _emulator_log="x\ny\nz")
         sm.stop_processing_job(ProcessingJobName="timed-proc-stop")
-        d = wait_until(
-            lambda: (lambda d: d if d["ProcessingJobStatus"] == "Stopped" else None)(sm.describe_processing_job(ProcessingJobName="timed-proc-stop")),
-            "processing job Stopped after the default 1 s",
-        )
+        def stopped() -> dict[str, Any] | None:
+            d = sm.describe_processing_job(ProcessingJobName="timed-proc-stop")
+            return d if d["ProcessingJobStatus"] == "Stopped" else None
+
+        d = wait_until(stopped, "processing job Stopped after the default 1 s")
         expect_eq(ms(d["ProcessingEndTime"]) - ms(d["CreationTime"]) >= 1000, True, "default _emulator_stop_seconds is 1")
         stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamNamePrefix="timed-proc-stop/")["logStreams"][0]["logStreamName"]
         events = logs.get_log_events(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamName=stream, startFromHead=True)["events"]
@@ -1527,7 +1528,7 @@ def run_timed_and_list_checks(emu: Launcher) -> None:
             ({"_emulator_seconds": "1", "_emulator_polls": "2"}, "both modes"),
             ({"_emulator_seconds": "1", "_emulator_stop_seconds": "-0.5"}, "negative stop time"),
         ):
-            err = error_of(lambda: training("timed-bad", **hp))
+            err = error_of(lambda hp=hp: training("timed-bad", **hp))
             expect_eq(err["code"], "ValidationException", f"{what} refused")
         expect("timed-bad" not in job_stats("training_jobs"), "refused creates leave no record")
 
@@ -1577,7 +1578,7 @@ def run_timed_and_list_checks(emu: Launcher) -> None:
         expect_eq(names(trainings(CreationTimeBefore=second["CreationTime"], NameContains="alpha")), [first["TrainingJobName"]], "CreationTimeBefore is strict")
         # times as the SDKs send them (epoch seconds) and as ISO 8601 strings
         epoch = first["CreationTime"].timestamp()
-        iso = first["CreationTime"].astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        iso = first["CreationTime"].astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for value in (epoch, iso):
             status, body = raw_call("ListTrainingJobs", {"CreationTimeAfter": value, "NameContains": "alpha"})
             expect_eq((status, [s["TrainingJobName"] for s in body["TrainingJobSummaries"]]), (200, [second["TrainingJobName"]]), f"CreationTimeAfter as {value!r}")
@@ -1587,7 +1588,7 @@ def run_timed_and_list_checks(emu: Launcher) -> None:
     def t_list_errors() -> None:
         token = sm.list_transform_jobs(MaxResults=1, NameContains="page-")["NextToken"]
         for bad, what in ((token, "a ListTransformJobs token"), ("garbage", "garbage"), ("ListTrainingJobs.bm9wZQ==", "a broken token")):
-            err = error_of(lambda: sm.list_training_jobs(NextToken=bad))
+            err = error_of(lambda bad=bad: sm.list_training_jobs(NextToken=bad))
             expect_eq(err["code"], "ValidationException", f"ListTrainingJobs refuses {what}")
         err = error_of(lambda: sm.list_transform_jobs(NextToken=token, SortBy="Name"))
         expect_eq(err["code"], "ValidationException", "a token is bound to its sort")
