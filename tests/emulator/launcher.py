@@ -870,7 +870,7 @@ class ListQuery:
         self.filters = filters
 
     @classmethod
-    def parse(cls, response: SageMakerResponse, op: str, statuses: tuple[str, ...], sort_by_values: tuple[str, ...], default_page: int = 10) -> "ListQuery":
+    def parse(cls, response: SageMakerResponse, op: str, statuses: tuple[str, ...], sort_by_values: tuple[str, ...], default_page: int = 10) -> ListQuery:
         get = response._get_param
         max_results = get("MaxResults")
         if max_results is None:
