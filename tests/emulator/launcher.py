@@ -788,7 +788,6 @@ class JobPatch:
     # ---- List ------------------------------------------------------------
 
     SORT_BY = ("Name", "CreationTime", "Status")
-    SORT_ORDER = ("Ascending", "Descending")
 
     @classmethod
     def _statuses(cls) -> tuple[str, ...]:
@@ -946,7 +945,8 @@ class ListQuery:
             same_sort = payload["by"] == sort_by and payload["desc"] == (sort_order == "Descending")
         except (ValueError, KeyError, TypeError):
             raise invalid from None
-        if not same_sort or len(after) != len(ListRow("", "", 0, 0).sort_key(sort_by)):
+        shape = [type(part) for part in ListRow("", "", 0, 0).sort_key(sort_by)]
+        if not same_sort or [type(part) for part in after] != shape:
             raise invalid
         return after
 

@@ -11,6 +11,7 @@ the end and exits non-zero if anything failed.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import os
@@ -1587,7 +1588,8 @@ def run_timed_and_list_checks(emu: Launcher) -> None:
 
     def t_list_errors() -> None:
         token = sm.list_transform_jobs(MaxResults=1, NameContains="page-")["NextToken"]
-        for bad, what in ((token, "a ListTransformJobs token"), ("garbage", "garbage"), ("ListTrainingJobs.bm9wZQ==", "a broken token")):
+        forged = "ListTrainingJobs." + base64.urlsafe_b64encode(b'{"by":"CreationTime","desc":true,"after":["x",1]}').decode()
+        for bad, what in ((token, "a ListTransformJobs token"), ("garbage", "garbage"), ("ListTrainingJobs.bm9wZQ==", "a broken token"), (forged, "a forged token")):
             err = error_of(lambda bad=bad: sm.list_training_jobs(NextToken=bad))
             expect_eq(err["code"], "ValidationException", f"ListTrainingJobs refuses {what}")
         err = error_of(lambda: sm.list_transform_jobs(NextToken=token, SortBy="Name"))
