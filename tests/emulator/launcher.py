@@ -5,13 +5,18 @@ Runs moto's server (every service moto knows, S3 included) on 127.0.0.1 and
 patches moto's SageMaker backend so that SageMaker resources behave like real
 ones:
 
-* training, transform, processing and AutoML V2 jobs start InProgress, advance
-  one step per Describe call, and end in an outcome the test picks through
-  reserved ``_emulator_*`` knobs; Stop calls and duplicate-name rejection
-  work as in SageMaker;
+* training, transform, processing and AutoML V2 jobs start InProgress,
+  advance one step per Describe call (or, with ``_emulator_seconds``, by the
+  clock: every read agrees with it, Describe and List alike), and end in an
+  outcome the test picks through reserved ``_emulator_*`` knobs (defaults
+  for them: ``POST /_emulator/defaults``); Stop calls and duplicate-name
+  rejection work as in SageMaker;
+* their List calls filter (status, name, creation and last-modified times),
+  sort and page (stable tokens) as SageMaker does;
 * processing jobs write their log to CloudWatch Logs
-  (``/aws/sagemaker/ProcessingJobs``), a line per describe, and on success
-  upload output objects to S3, through moto's own logs and S3 backends;
+  (``/aws/sagemaker/ProcessingJobs``), a line per describe (or over time),
+  and on success upload output objects to S3, through moto's own logs and S3
+  backends;
 * models and endpoint configs reject duplicate names instead of overwriting;
   ListModels pages; endpoint configs keep their ``ExplainerConfig``;
 * endpoints go Creating -> InService (or Failed), Updating -> InService (or
@@ -44,11 +49,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import calendar
 import copy
+import datetime as dt
 import inspect
 import io
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -96,7 +104,30 @@ READY_PREFIX = "EMULATOR_READY"
 KNOB_PREFIX = "_emulator_"
 DEFAULT_POLLS = 2
 DEFAULT_STOP_POLLS = 1
+DEFAULT_STOP_SECONDS = 1.0
 DEFAULT_FAILURE_REASON = "AlgorithmError: emulated failure"
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+# --------------------------------------------------------------------------
+# Time: every time the emulator shows is a whole millisecond (what moto's
+# serializer writes anyway), so a time a client read and sends back compares
+# equal to the stored one.  Naive UTC datetimes, like moto's own.
+# --------------------------------------------------------------------------
+
+
+def ms_of(when: dt.datetime) -> int:
+    """Epoch milliseconds of a naive UTC (or aware) datetime."""
+    return calendar.timegm(when.utctimetuple()) * 1000 + when.microsecond // 1000
+
+
+def dt_of(ms: int) -> dt.datetime:
+    """Naive UTC datetime of epoch milliseconds."""
+    return _EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def now_ms() -> int:
+    return ms_of(utcnow())
 
 
 # --------------------------------------------------------------------------
@@ -128,12 +159,22 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one resource instance will do, decided when the operation starts."""
+    """What one resource instance will do, decided when the operation starts.
+
+    ``seconds`` set: the resource is *time-driven* (it ends ``seconds`` after
+    it started, whoever looks); None: it is *describe-driven* (``polls``).
+    """
 
     succeed: bool
     polls: int
     stop_polls: int
     failure_reason: str
+    seconds: float | None = None
+    stop_seconds: float = DEFAULT_STOP_SECONDS
+
+    @property
+    def timed(self) -> bool:
+        return self.seconds is not None
 
     @classmethod
     def from_knobs(
@@ -143,19 +184,36 @@ class Plan:
         *,
         outcome_key: str = "outcome",
         default_reason: str = DEFAULT_FAILURE_REASON,
+        defaults: Mapping[str, str] | None = None,
+        timed: bool = True,
     ) -> "Plan":
+        """``knobs``: the resource's own; ``defaults``: the ones set with
+        ``POST /_emulator/defaults`` (a knob of the resource wins).
+        ``timed=False``: the resource has no time-driven mode (endpoints)."""
+        own = knobs
+        knobs = {**(defaults or {}), **own}
         key = KNOB_PREFIX + outcome_key
         outcome = knobs.get(key, vocab.succeeded)
         if outcome not in (vocab.succeeded, vocab.failed):
             raise KnobError(f"{key} must be {vocab.succeeded!r} or {vocab.failed!r}, got {outcome!r}")
+        seconds_key, polls_key = SECONDS_KNOB, KNOB_PREFIX + "polls"
+        if timed and seconds_key in own and polls_key in own:
+            raise KnobError(f"set {seconds_key} (time-driven) or {polls_key} (describe-driven), not both")
+        # The resource's own choice of mode wins over a default of the other mode.
+        time_driven = timed and (seconds_key in own or (polls_key not in own and seconds_key in knobs))
         return cls(
             succeed=outcome == vocab.succeeded,
-            polls=_count_knob(knobs, KNOB_PREFIX + "polls", DEFAULT_POLLS),
+            polls=_count_knob(knobs, polls_key, DEFAULT_POLLS),
             stop_polls=_count_knob(knobs, KNOB_PREFIX + "stop_polls", DEFAULT_STOP_POLLS),
             # An empty reason is treated as "not given": a failure always
             # carries a non-empty reason.
             failure_reason=knobs.get(KNOB_PREFIX + "failure_reason") or default_reason,
+            seconds=_seconds_knob(knobs, seconds_key, None, allow_zero=False) if time_driven else None,
+            stop_seconds=_seconds_knob(knobs, KNOB_PREFIX + "stop_seconds", DEFAULT_STOP_SECONDS, allow_zero=True),
         )
+
+
+SECONDS_KNOB = KNOB_PREFIX + "seconds"
 
 
 def _count_knob(knobs: Mapping[str, str], key: str, default: int) -> int:
@@ -168,6 +226,20 @@ def _count_knob(knobs: Mapping[str, str], key: str, default: int) -> int:
         raise KnobError(f"{key} must be a non-negative integer, got {raw!r}") from None
     if value < 0:
         raise KnobError(f"{key} must be a non-negative integer, got {raw!r}")
+    return value
+
+
+def _seconds_knob(knobs: Mapping[str, str], key: str, default: Any, *, allow_zero: bool) -> Any:
+    raw = knobs.get(key)
+    if raw is None:
+        return default
+    what = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise KnobError(f"{key} must be {what}, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise KnobError(f"{key} must be {what}, got {raw!r}")
     return value
 
 
@@ -186,22 +258,32 @@ def knobs_from_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
 
 
 class Lifecycle:
-    """Describe-driven state machine plus counters for one resource.
+    """State machine plus counters for one resource.
+
+    Describe-driven (``plan.timed`` False):
 
     * while running, describe number k (1-based) with k <= polls keeps the
       resource running, secondary status = progress[min(k-1, last)];
       the next describe moves it to its planned outcome;
     * a stop moves a running resource to ``stopping``; it reaches
       ``stopped`` on the (stop_polls+1)-th describe after the stop.
+
+    Time-driven (``plan.timed``): describes change nothing.  The resource is
+    running from ``start_ms`` until ``start_ms + seconds``, walking through
+    ``progress`` in equal slices of that time, then shows its outcome; a stop
+    at ``t`` shows ``stopping`` until ``t + stop_seconds``, then ``stopped``.
+    The owner moves it along with ``next_due`` / ``step`` (each transition at
+    its own time, in order).
     """
 
     RUNNING = "running"
     STOPPING = "stopping"
     DONE = "done"
 
-    def __init__(self, vocab: Vocabulary, plan: Plan, creates: int = 1):
+    def __init__(self, vocab: Vocabulary, plan: Plan, creates: int = 1, knobs: Mapping[str, str] | None = None):
         self.vocab = vocab
         self.plan = plan
+        self.knobs = dict(knobs or {})  # effective knobs (defaults included)
         self.phase = self.RUNNING
         self.status = vocab.running
         self.secondary = vocab.progress[0] if vocab.progress else vocab.running
@@ -212,25 +294,31 @@ class Lifecycle:
         self.stops = 0
         self.rejected_stops = 0
         self._describes_since_stop = 0
+        self.start_ms = 0  # time-driven: when it started running (set by the owner)
+        self.stop_ms: int | None = None  # time-driven: when the stop was accepted
+        self._progress_step = 0
 
     @property
     def terminal(self) -> bool:
         return self.phase == self.DONE
 
+    @property
+    def timed(self) -> bool:
+        return self.plan.timed
+
     def observe(self) -> bool:
         """Account for one describe; returns True when the state changed."""
         before = (self.status, self.secondary)
         self.describes += 1
+        if self.timed:
+            return False
         if self.phase == self.RUNNING:
             if self.describes <= self.plan.polls:
                 if self.vocab.progress:
                     step = min(self.describes - 1, len(self.vocab.progress) - 1)
                     self.secondary = self.vocab.progress[step]
-            elif self.plan.succeed:
-                self._finish(self.vocab.succeeded)
             else:
-                self.failure_reason = self.plan.failure_reason
-                self._finish(self.vocab.failed)
+                self._outcome()
         elif self.phase == self.STOPPING:
             self._describes_since_stop += 1
             if self._describes_since_stop > self.plan.stop_polls:
@@ -238,8 +326,44 @@ class Lifecycle:
                 self._finish(self.vocab.stopped)
         return before != (self.status, self.secondary)
 
-    def request_stop(self) -> bool:
-        """Account for one stop; True when it changed the state.
+    def next_due(self) -> int | None:
+        """Time-driven: epoch ms of the next transition (None: no more)."""
+        if not self.timed or self.phase == self.DONE:
+            return None
+        if self.phase == self.STOPPING:
+            assert self.stop_ms is not None
+            return self.stop_ms + round(self.plan.stop_seconds * 1000)
+        progress_at = self._progress_at()
+        return progress_at if progress_at is not None else self._end_ms()
+
+    def step(self) -> None:
+        """Time-driven: make the transition ``next_due`` announced."""
+        if self.phase == self.STOPPING:
+            assert self.vocab.stopped is not None
+            self._finish(self.vocab.stopped)
+        elif self._progress_at() is not None:
+            self._progress_step += 1
+            self.secondary = self.vocab.progress[self._progress_step]
+        else:
+            self._outcome()
+
+    def _end_ms(self) -> int:
+        assert self.plan.seconds is not None
+        return self.start_ms + round(self.plan.seconds * 1000)
+
+    def _progress_at(self) -> int | None:
+        """When the next secondary status starts: ``progress`` shares the
+        running time in equal slices (None: no secondary status left)."""
+        steps = len(self.vocab.progress)
+        if self._progress_step + 1 >= steps:
+            return None
+        span = self._end_ms() - self.start_ms
+        at = self.start_ms + span * (self._progress_step + 1) // steps
+        return at if at < self._end_ms() else None
+
+    def request_stop(self, at_ms: int = 0) -> bool:
+        """Account for one stop (``at_ms``: when, for a time-driven resource);
+        True when it changed the state.
 
         Stopping an already stopping resource is accepted and changes
         nothing; stopping a finished one raises ``NotStoppable``.
@@ -255,7 +379,15 @@ class Lifecycle:
         self.phase = self.STOPPING
         self.status = self.secondary = self.vocab.stopping
         self._describes_since_stop = 0
+        self.stop_ms = at_ms
         return True
+
+    def _outcome(self) -> None:
+        if self.plan.succeed:
+            self._finish(self.vocab.succeeded)
+        else:
+            self.failure_reason = self.plan.failure_reason
+            self._finish(self.vocab.failed)
 
     def _finish(self, status: str) -> None:
         self.phase = self.DONE
@@ -357,6 +489,31 @@ def _add_response_action(action: str, handler: Callable[[SageMakerResponse], Any
     setattr(SageMakerResponse, action, handler)
 
 
+TIMED_BOOK = "timed_jobs"  # (patch, account, region, name) of time-driven jobs not yet terminal
+DEFAULTS_BOOK = "knob_defaults"  # knob -> value, set with POST /_emulator/defaults
+LIST_CALLS_BOOK = "list_calls"  # SageMaker List* operation -> requests received
+
+
+def knob_defaults(registry: Registry) -> dict[str, str]:
+    return registry.book(DEFAULTS_BOOK, dict)
+
+
+def advance_timed_jobs(registry: Registry, now: int | None = None) -> None:
+    """Bring every time-driven job up to ``now`` (epoch ms; default: the
+    clock): each transition due by then is made, at its own time, with all
+    its side effects (end times, artifacts, logs, outputs).  Run before every
+    request the emulator serves, so whatever a client reads (Describe, List,
+    logs, S3, stats) agrees with the clock.  Only jobs with something due
+    are touched (the book keeps each job's next due time)."""
+    with registry.lock:
+        timed: dict[tuple[Any, str, str, str], int] = registry.book(TIMED_BOOK, dict)
+        if not timed:
+            return
+        at = now_ms() if now is None else now
+        for patch, account, region, name in [entry for entry, due in timed.items() if due <= at]:
+            patch.catch_up((account, region, name), at)
+
+
 class JobPatch:
     """Glue between one SageMaker job type and ``Lifecycle``.
 
@@ -365,12 +522,14 @@ class JobPatch:
     time) and fills in the hooks; ``install`` then
 
     * wraps create: a duplicate name raises ``ResourceInUse`` and leaves the
-      existing job untouched; knobs become a ``Plan`` (a bad knob, also one
-      ``check_knobs`` refuses, raises ``ValidationException``); the job
-      starts in ``VOCAB.running``;
-    * wraps describe: each call advances the job by one step, then runs
+      existing job untouched; knobs (the job's own over the defaults) become
+      a ``Plan`` (a bad knob, also one ``check_knobs`` refuses, raises
+      ``ValidationException``); the job starts in ``VOCAB.running``;
+    * wraps describe: each call advances a describe-driven job by one step
+      (a time-driven one is brought up to the clock), then runs
       ``on_describe``;
-    * installs Stop (backend method and response handler).
+    * installs Stop (backend method and response handler);
+    * replaces List (SageMaker's filters, sorting and stable paging).
 
     moto renders Describe from the job object's attributes (snake_case ->
     PascalCase, None values dropped), so the state is written straight onto
@@ -388,11 +547,20 @@ class JobPatch:
     STOP_PARAM: str  # request field naming the job in the Stop call
     STATUS_ATTR: str  # job object attribute holding the status
     END_TIME_ATTR: str  # ... and the end time
+    NAME_ATTR: str  # ... and the name
+    LIST: str  # response action replaced by the List call ("list_training_jobs")
+    LIST_OP: str  # ... and its operation name ("ListTrainingJobs")
+    LIST_RESULT: str  # list field of the List answer ("TrainingJobSummaries")
+    # summary field -> job object attribute (None values are left out)
+    SUMMARY: tuple[tuple[str, str], ...]
+    # StatusEquals values the service model allows besides the vocabulary's
+    EXTRA_STATUSES: tuple[str, ...] = ()
     # create arguments moto's backend method does not take; they are set on
     # the job object as attributes (so Describe echoes them)
     EXTRA_CREATE_ARGS: tuple[str, ...] = ()
 
     _installed = False
+    _registry: Registry
 
     # ---- hooks -----------------------------------------------------------
 
@@ -428,6 +596,18 @@ class JobPatch:
         when its status did not change)."""
 
     @classmethod
+    def on_time(cls, job: Any, lifecycle: Lifecycle, until_ms: int) -> None:
+        """Time-driven jobs: side effects due by ``until_ms`` in the current
+        state (called before each transition, at its time, and at the end of
+        every catch-up)."""
+
+    @classmethod
+    def next_effect(cls, job: Any, lifecycle: Lifecycle) -> int | None:
+        """Time-driven jobs: when ``on_time`` next has something to do (epoch
+        ms), None: nothing before the next transition."""
+        return None
+
+    @classmethod
     def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         """Resource-specific fields once the job is terminal."""
 
@@ -448,6 +628,7 @@ class JobPatch:
         if cls._installed:
             return
         cls._installed = True
+        cls._registry = registry
         registry.add_kind(cls.KIND)
 
         def wrap_create(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -471,9 +652,11 @@ class JobPatch:
                             f"{label} names must be unique within an AWS account and region, "
                             f"and {article} {cls.LABEL} with this name already exists ({existing.arn})"
                         )
+                    defaults = knob_defaults(registry)
                     try:
-                        knobs = cls.knobs({**bound.arguments, **extras})
-                        plan = Plan.from_knobs(knobs, cls.VOCAB)
+                        own = cls.knobs({**bound.arguments, **extras})
+                        plan = Plan.from_knobs(own, cls.VOCAB, defaults=defaults)
+                        knobs = {**defaults, **own}
                         cls.check_knobs(knobs)
                     except KnobError as err:
                         raise ValidationError(str(err)) from None
@@ -484,8 +667,10 @@ class JobPatch:
                         setattr(job, attr, value)
                     if fix_up is not None:
                         fix_up(job)
-                    lifecycle = registry.put(cls.KIND, key, Lifecycle(cls.VOCAB, plan))
+                    lifecycle = registry.put(cls.KIND, key, Lifecycle(cls.VOCAB, plan, knobs=knobs))
                     cls._reset(job, lifecycle)
+                    if plan.timed:
+                        cls._track(key, job, lifecycle)
                     return result
 
             return create
@@ -498,11 +683,14 @@ class JobPatch:
                 with registry.lock:
                     job = getattr(backend, cls.STORE).get(name)
                     if job is not None:
-                        lifecycle = registry.get(cls.KIND, _key(backend, name))
+                        key = _key(backend, name)
+                        lifecycle = registry.get(cls.KIND, key)
                         if lifecycle is not None:
+                            if lifecycle.timed:
+                                cls.catch_up(key, now_ms())
                             if lifecycle.observe():
-                                cls._apply(job, lifecycle)
-                            cls.on_describe(job, lifecycle, utcnow())
+                                cls._apply(job, lifecycle, _now())
+                            cls.on_describe(job, lifecycle, _now())
                     # unknown names: moto's own error
                     return cls.describe_result(original(*bound.args, **bound.kwargs))
 
@@ -513,24 +701,63 @@ class JobPatch:
                 job = getattr(backend, cls.STORE).get(name)
                 if job is None:
                     raise cls.not_found(backend, name)
-                lifecycle = registry.get(cls.KIND, _key(backend, name))
+                key = _key(backend, name)
+                lifecycle = registry.get(cls.KIND, key)
                 if lifecycle is None:
                     raise ValidationError(cls._rejected(getattr(job, cls.STATUS_ATTR)))
+                at = now_ms()
+                if lifecycle.timed:
+                    cls.catch_up(key, at)  # a job that has ended by now is not stoppable
                 try:
-                    changed = lifecycle.request_stop()
+                    changed = lifecycle.request_stop(at)
                 except NotStoppable as err:
                     raise ValidationError(cls._rejected(err.status)) from None
                 if changed:
-                    cls._apply(job, lifecycle)
+                    cls._apply(job, lifecycle, dt_of(at))
+                    if lifecycle.timed:
+                        cls._track(key, job, lifecycle)
 
         def stop_response(self: SageMakerResponse) -> EmptyResult:
             getattr(self.sagemaker_backend, cls.STOP)(self._get_param(cls.STOP_PARAM))
             return EmptyResult()
 
+        def list_response(self: SageMakerResponse) -> ActionResult:
+            return ActionResult(cls._list(self, registry))
+
         _wrap_backend(cls.CREATE, wrap_create)
         _wrap_backend(cls.DESCRIBE, wrap_describe)
         setattr(SageMakerModelBackend, cls.STOP, stop)
         _add_response_action(cls.STOP, stop_response)
+        _add_response_action(cls.LIST, list_response)
+
+    @classmethod
+    def catch_up(cls, key: Key, until_ms: int) -> None:
+        """Make every transition of a time-driven job due by ``until_ms``,
+        each at its own time (and the side effects due in between, see
+        ``on_time``).  Caller holds the lock."""
+        account, region, name = key
+        job = getattr(sagemaker_backends[account][region], cls.STORE).get(name)
+        lifecycle = cls._registry.get(cls.KIND, key)
+        if job is None or lifecycle is None or not lifecycle.timed:
+            cls._registry.book(TIMED_BOOK, dict).pop((cls, *key), None)
+            return
+        while (at := lifecycle.next_due()) is not None and at <= until_ms:
+            cls.on_time(job, lifecycle, at)
+            lifecycle.step()
+            cls._apply(job, lifecycle, dt_of(at))
+        if not lifecycle.terminal:
+            cls.on_time(job, lifecycle, until_ms)
+        cls._track(key, job, lifecycle)
+
+    @classmethod
+    def _track(cls, key: Key, job: Any, lifecycle: Lifecycle) -> None:
+        """Note when a time-driven job next has something due (or forget it)."""
+        timed = cls._registry.book(TIMED_BOOK, dict)
+        due = [t for t in (lifecycle.next_due(), cls.next_effect(job, lifecycle)) if t is not None]
+        if due:
+            timed[(cls, *key)] = min(due)
+        else:
+            timed.pop((cls, *key), None)
 
     @classmethod
     def _rejected(cls, status: str) -> str:
@@ -538,16 +765,17 @@ class JobPatch:
 
     @classmethod
     def _reset(cls, job: Any, lifecycle: Lifecycle) -> None:
-        now = utcnow()
+        now = _now()
         job.creation_time = job.last_modified_time = now
+        lifecycle.start_ms = ms_of(now)
         setattr(job, cls.STATUS_ATTR, lifecycle.status)
         setattr(job, cls.END_TIME_ATTR, None)
         job.failure_reason = None
         cls.on_create(job, lifecycle, now)
 
     @classmethod
-    def _apply(cls, job: Any, lifecycle: Lifecycle) -> None:
-        now = utcnow()
+    def _apply(cls, job: Any, lifecycle: Lifecycle, now: dt.datetime) -> None:
+        """Show the lifecycle's state on the job; ``now``: when it changed."""
         job.last_modified_time = now
         setattr(job, cls.STATUS_ATTR, lifecycle.status)
         cls.on_change(job, lifecycle, now)
@@ -556,6 +784,209 @@ class JobPatch:
             if lifecycle.status == cls.VOCAB.failed:
                 job.failure_reason = lifecycle.failure_reason
             cls.on_finish(job, lifecycle, now)
+
+    # ---- List ------------------------------------------------------------
+
+    SORT_BY = ("Name", "CreationTime", "Status")
+
+    @classmethod
+    def _statuses(cls) -> tuple[str, ...]:
+        vocab = cls.VOCAB
+        names = (vocab.running, vocab.succeeded, vocab.failed, vocab.stopping, vocab.stopped, *cls.EXTRA_STATUSES)
+        return tuple(n for n in names if n)
+
+    @classmethod
+    def _list(cls, response: SageMakerResponse, registry: Registry) -> dict[str, Any]:
+        """One page of the List call, as SageMaker answers it (see ``ListQuery``)."""
+        query = ListQuery.parse(response, cls.LIST_OP, cls._statuses(), cls.SORT_BY)
+        backend = response.sagemaker_backend
+        with registry.lock:
+            advance_timed_jobs(registry)  # statuses as of the clock
+            jobs = list(getattr(backend, cls.STORE).values())
+            rows = []
+            for job in jobs:
+                row = ListRow(
+                    name=getattr(job, cls.NAME_ATTR),
+                    status=str(getattr(job, cls.STATUS_ATTR)),
+                    created=ms_of(job.creation_time),
+                    modified=ms_of(job.last_modified_time),
+                )
+                if query.matches(row):
+                    rows.append((row, job))
+            page, token = query.page(rows)
+            summaries = [cls._summary(job) for job in page]
+        result: dict[str, Any] = {cls.LIST_RESULT: summaries}
+        if token is not None:
+            result["NextToken"] = token
+        return result
+
+    @classmethod
+    def _summary(cls, job: Any) -> dict[str, Any]:
+        summary = {field: getattr(job, attr, None) for field, attr in cls.SUMMARY}
+        return {k: v for k, v in summary.items() if v is not None and v != ""}
+
+
+def _now() -> dt.datetime:
+    """The clock, to the millisecond."""
+    return dt_of(now_ms())
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """What the List filters and sorting look at, for one job."""
+
+    name: str
+    status: str
+    created: int  # epoch ms
+    modified: int  # epoch ms
+
+    def sort_key(self, sort_by: str) -> tuple[Any, ...]:
+        # names are unique within a list (one account and region), so every
+        # key is unique and paging by "after this key" is exact
+        if sort_by == "Name":
+            return (self.name,)
+        if sort_by == "Status":
+            return (self.status, self.created, self.name)
+        return (self.created, self.name)
+
+
+class ListQuery:
+    """The request of a SageMaker List call: filters, sort order and page.
+
+    ``NextToken`` is ``<operation>.<base64 JSON>`` holding the sort and the
+    key of the last item returned; the next page starts strictly after that
+    key.  So paging is stable: items created, changed or deleted between
+    pages never make another item show twice or go missing (an item whose
+    own sort key changes, e.g. its status when sorted by status, may).
+    """
+
+    def __init__(self, op: str, max_results: int, sort_by: str, descending: bool, after: tuple[Any, ...] | None, filters: dict[str, Any]):
+        self.op = op
+        self.max_results = max_results
+        self.sort_by = sort_by
+        self.descending = descending
+        self.after = after
+        self.filters = filters
+
+    @classmethod
+    def parse(cls, response: SageMakerResponse, op: str, statuses: tuple[str, ...], sort_by_values: tuple[str, ...], default_page: int = 10) -> ListQuery:
+        get = response._get_param
+        max_results = get("MaxResults")
+        if max_results is None:
+            max_results = default_page
+        if isinstance(max_results, bool) or not isinstance(max_results, int) or not 1 <= max_results <= 100:
+            raise ValidationError(
+                f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy constraint: "
+                "Member must have value between 1 and 100"
+            )
+        sort_by = get("SortBy") or "CreationTime"
+        _enum(sort_by, "sortBy", sort_by_values)
+        sort_order = get("SortOrder") or "Descending"
+        _enum(sort_order, "sortOrder", ("Ascending", "Descending"))
+        status = get("StatusEquals")
+        if status is not None:
+            _enum(status, "statusEquals", statuses)
+        name_contains = get("NameContains")
+        if name_contains is not None and not isinstance(name_contains, str):
+            raise ValidationError("NameContains must be a string")
+        filters = {
+            "status": status,
+            "name_contains": name_contains or None,
+            **{
+                field: _time_param(get(param), param)
+                for field, param in (
+                    ("created_after", "CreationTimeAfter"),
+                    ("created_before", "CreationTimeBefore"),
+                    ("modified_after", "LastModifiedTimeAfter"),
+                    ("modified_before", "LastModifiedTimeBefore"),
+                )
+            },
+        }
+        after = cls._decode_token(get("NextToken"), op, sort_by, sort_order)
+        return cls(op, max_results, sort_by, sort_order == "Descending", after, filters)
+
+    def matches(self, row: ListRow) -> bool:
+        f = self.filters
+        return (
+            (f["status"] is None or row.status == f["status"])
+            and (f["name_contains"] is None or f["name_contains"] in row.name)
+            and (f["created_after"] is None or row.created > f["created_after"])
+            and (f["created_before"] is None or row.created < f["created_before"])
+            and (f["modified_after"] is None or row.modified > f["modified_after"])
+            and (f["modified_before"] is None or row.modified < f["modified_before"])
+        )
+
+    def page(self, rows: list[tuple[ListRow, Any]]) -> tuple[list[Any], str | None]:
+        """(items of this page, NextToken or None) from the matching rows."""
+        keyed = sorted(((row.sort_key(self.sort_by), item) for row, item in rows), key=lambda r: r[0], reverse=self.descending)
+        if self.after is not None:
+            after = self.after
+            keyed = [(k, item) for k, item in keyed if (k < after if self.descending else k > after)]
+        page = keyed[: self.max_results]
+        token = None
+        if len(keyed) > self.max_results:
+            token = self._encode_token(page[-1][0])
+        return [item for _, item in page], token
+
+    def _encode_token(self, key: tuple[Any, ...]) -> str:
+        payload = json.dumps({"by": self.sort_by, "desc": self.descending, "after": list(key)}, separators=(",", ":"))
+        return f"{self.op}.{base64.urlsafe_b64encode(payload.encode()).decode()}"
+
+    @staticmethod
+    def _decode_token(token: Any, op: str, sort_by: str, sort_order: str) -> tuple[Any, ...] | None:
+        if token is None or token == "":
+            return None
+        invalid = ValidationError(f"Invalid pagination token: {token}")
+        if not isinstance(token, str) or not token.startswith(op + "."):
+            raise invalid
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(token[len(op) + 1:].encode()))
+            after = tuple(payload["after"])
+            same_sort = payload["by"] == sort_by and payload["desc"] == (sort_order == "Descending")
+        except (ValueError, KeyError, TypeError):
+            raise invalid from None
+        shape = [type(part) for part in ListRow("", "", 0, 0).sort_key(sort_by)]
+        if not same_sort or [type(part) for part in after] != shape:
+            raise invalid
+        return after
+
+
+def _enum(value: Any, field: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+
+
+def _time_param(value: Any, field: str) -> int | None:
+    """A request timestamp as epoch ms: epoch seconds (number or numeric
+    string, as the AWS SDKs send them), an ISO 8601 string, or a datetime
+    (moto's request parser may have converted it already)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return ms_of(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return round(value * 1000)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            try:
+                parsed = dt.datetime.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                return _time_param(parsed, field)  # naive: UTC
+        else:
+            if math.isfinite(number):
+                return round(number * 1000)
+    raise ValidationError(f"{field} must be a timestamp (epoch seconds or ISO 8601), got {value!r}")
 
 
 class DefinitionRecord:
@@ -687,6 +1118,20 @@ class TrainingJobPatch(JobPatch):
     STOP_PARAM = "TrainingJobName"
     STATUS_ATTR = "training_job_status"
     END_TIME_ATTR = "training_end_time"
+    NAME_ATTR = "training_job_name"
+    LIST = "list_training_jobs"
+    LIST_OP = "ListTrainingJobs"
+    LIST_RESULT = "TrainingJobSummaries"
+    SUMMARY = (
+        ("TrainingJobName", "training_job_name"),
+        ("TrainingJobArn", "arn"),
+        ("CreationTime", "creation_time"),
+        ("TrainingEndTime", "training_end_time"),
+        ("LastModifiedTime", "last_modified_time"),
+        ("TrainingJobStatus", "training_job_status"),
+        ("SecondaryStatus", "secondary_status"),
+    )
+    EXTRA_STATUSES = ("Deleting",)  # in the service model; never reached here
     MESSAGES = {
         "Starting": "Launching requested ML instances",
         "Downloading": "Downloading input data",
@@ -782,6 +1227,19 @@ class TransformJobPatch(JobPatch):
     STOP_PARAM = "TransformJobName"
     STATUS_ATTR = "transform_job_status"
     END_TIME_ATTR = "transform_end_time"
+    NAME_ATTR = "transform_job_name"
+    LIST = "list_transform_jobs"
+    LIST_OP = "ListTransformJobs"
+    LIST_RESULT = "TransformJobSummaries"
+    SUMMARY = (
+        ("TransformJobName", "transform_job_name"),
+        ("TransformJobArn", "arn"),
+        ("CreationTime", "creation_time"),
+        ("TransformEndTime", "transform_end_time"),
+        ("LastModifiedTime", "last_modified_time"),
+        ("TransformJobStatus", "transform_job_status"),
+        ("FailureReason", "failure_reason"),
+    )
 
     @classmethod
     def knobs(cls, args: Mapping[str, Any]) -> dict[str, str]:
@@ -820,9 +1278,22 @@ class ProcessingRun:
         self.region = region
         self.stream = stream
         self.pending: deque[str] = deque(lines)
+        # time-driven jobs: when each pending line is due (epoch ms)
+        self.due: deque[int] = deque()
         self.default_log = default_log
         self.outputs = dict(outputs)
         self._last_timestamp = 0
+
+    def schedule(self, start_ms: int, end_ms: int) -> None:
+        """Spread the pending lines evenly over [start, end): line k of n is
+        due at start + (end - start) * k / (n + 1)."""
+        n = len(self.pending)
+        self.due = deque(start_ms + (end_ms - start_ms) * k // (n + 1) for k in range(1, n + 1))
+
+    def emit_due(self, until_ms: int) -> None:
+        """Append the scheduled lines due by ``until_ms``, each at its due time."""
+        while self.due and self.pending and self.due[0] <= until_ms:
+            self.emit([self.pending.popleft()], dt_of(self.due.popleft()))
 
     def open(self) -> None:
         logs = logs_backends[self.account][self.region]
@@ -847,6 +1318,7 @@ class ProcessingRun:
     def emit_rest(self, tail: Iterable[str], now: Any) -> None:
         lines = list(self.pending) + list(tail)
         self.pending.clear()
+        self.due.clear()
         self.emit(lines, now)
 
     def upload(self, output_config: Mapping[str, Any] | None) -> None:
@@ -899,6 +1371,20 @@ class ProcessingJobPatch(JobPatch):
     STOP_PARAM = "ProcessingJobName"
     STATUS_ATTR = "processing_job_status"
     END_TIME_ATTR = "processing_end_time"
+    NAME_ATTR = "processing_job_name"
+    LIST = "list_processing_jobs"
+    LIST_OP = "ListProcessingJobs"
+    LIST_RESULT = "ProcessingJobSummaries"
+    SUMMARY = (
+        ("ProcessingJobName", "processing_job_name"),
+        ("ProcessingJobArn", "arn"),
+        ("CreationTime", "creation_time"),
+        ("ProcessingEndTime", "processing_end_time"),
+        ("LastModifiedTime", "last_modified_time"),
+        ("ProcessingJobStatus", "processing_job_status"),
+        ("FailureReason", "failure_reason"),
+        ("ExitMessage", "exit_message"),
+    )
     EXTRA_CREATE_ARGS = ("environment", "processing_resources")
     BOOK = "processing_runs"
     LOG_KNOB = KNOB_PREFIX + "log"
@@ -986,7 +1472,7 @@ class ProcessingJobPatch(JobPatch):
         job.processing_start_time = now
         job.exit_message = None
         name = job.processing_job_name
-        knobs = cls.knobs({"environment": getattr(job, "environment", None), "tags": job.tags})
+        knobs = lifecycle.knobs
         lines = cls._log_lines(knobs)
         if lines is None:
             app = job.app_specification or {}
@@ -1002,14 +1488,29 @@ class ProcessingJobPatch(JobPatch):
             default_log=cls.LOG_KNOB not in knobs,
             outputs=cls._outputs(knobs, name),
         )
+        if lifecycle.plan.seconds is not None:
+            run.schedule(lifecycle.start_ms, lifecycle.start_ms + round(lifecycle.plan.seconds * 1000))
         cls._runs[(account, region, name)] = run
         run.open()
 
     @classmethod
     def on_describe(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
         run = cls._run(job)
-        if run is not None and lifecycle.status == cls.VOCAB.running:
+        if run is not None and lifecycle.status == cls.VOCAB.running and not lifecycle.timed:
             run.emit_next(now)
+
+    @classmethod
+    def on_time(cls, job: Any, lifecycle: Lifecycle, until_ms: int) -> None:
+        run = cls._run(job)
+        if run is not None and lifecycle.status == cls.VOCAB.running:
+            run.emit_due(until_ms)
+
+    @classmethod
+    def next_effect(cls, job: Any, lifecycle: Lifecycle) -> int | None:
+        run = cls._run(job)
+        if run is not None and lifecycle.status == cls.VOCAB.running and run.due:
+            return run.due[0]
+        return None
 
     @classmethod
     def on_finish(cls, job: Any, lifecycle: Lifecycle, now: Any) -> None:
@@ -1059,6 +1560,20 @@ class AutoMLJobPatch(JobPatch):
     STOP_PARAM = "AutoMLJobName"
     STATUS_ATTR = "auto_ml_job_status"
     END_TIME_ATTR = "end_time"
+    NAME_ATTR = "auto_ml_job_name"
+    LIST = "list_auto_ml_jobs"
+    LIST_OP = "ListAutoMLJobs"
+    LIST_RESULT = "AutoMLJobSummaries"
+    SUMMARY = (
+        ("AutoMLJobName", "auto_ml_job_name"),
+        ("AutoMLJobArn", "arn"),
+        ("AutoMLJobStatus", "auto_ml_job_status"),
+        ("AutoMLJobSecondaryStatus", "auto_ml_job_secondary_status"),
+        ("CreationTime", "creation_time"),
+        ("EndTime", "end_time"),
+        ("LastModifiedTime", "last_modified_time"),
+        ("FailureReason", "failure_reason"),
+    )
     PROBLEM_TYPES = (
         "TabularJobConfig",
         "TimeSeriesForecastingJobConfig",
@@ -1368,7 +1883,7 @@ class EndpointPatch:
                         raise ValidationError(f'Cannot create already existing endpoint "{existing.arn}".')
                     try:
                         knobs = knobs_from_tags(bound.arguments["tags"])
-                        plan = Plan.from_knobs(knobs, cls.CREATE_VOCAB, default_reason=cls.CREATE_FAILURE)
+                        plan = Plan.from_knobs(knobs, cls.CREATE_VOCAB, default_reason=cls.CREATE_FAILURE, timed=False)
                     except KnobError as err:
                         raise ValidationError(str(err)) from None
                     endpoint = original(*bound.args, **bound.kwargs)  # unknown config: moto's error
@@ -1422,6 +1937,7 @@ class EndpointPatch:
                         cls.UPDATE_VOCAB,
                         outcome_key="update_outcome",
                         default_reason=cls.UPDATE_FAILURE,
+                        timed=False,
                     )
                 except KnobError as err:
                     raise ValidationError(str(err)) from None
@@ -1756,8 +2272,43 @@ class SageMakerErrorBodyPatch:
         SageMakerResponse.serialized = serialized  # type: ignore[method-assign]
 
 
+class RequestParsePatch:
+    """A SageMaker request moto's parser cannot read (e.g. a timestamp that is
+    neither epoch seconds nor ISO 8601) gets HTTP 400
+    ``SerializationException``, like the real service, instead of moto's
+    HTML 500."""
+
+    _installed = False
+
+    @classmethod
+    def install(cls, registry: Registry) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        original_parse = SageMakerResponse.parse_parameters
+        original_call = SageMakerResponse.call_action
+
+        def parse_parameters(self: SageMakerResponse, request: Any) -> None:
+            try:
+                original_parse(self, request)
+            except ValueError as err:
+                self.params = {}
+                self._emulator_parse_error = str(err)
+
+        def call_action(self: SageMakerResponse) -> Any:
+            problem = getattr(self, "_emulator_parse_error", None)
+            if problem is not None:
+                body = json.dumps({"__type": "SerializationException", "message": problem})
+                return 400, {"status": 400, "Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": "SerializationException"}, body
+            return original_call(self)
+
+        SageMakerResponse.parse_parameters = parse_parameters  # type: ignore[method-assign]
+        SageMakerResponse.call_action = call_action  # type: ignore[method-assign]
+
+
 PATCHES = [
     SageMakerErrorBodyPatch,
+    RequestParsePatch,
     TrainingJobPatch,
     TransformJobPatch,
     ProcessingJobPatch,
@@ -1804,22 +2355,31 @@ class ControlPlane:
     def __init__(self, app: Callable[..., Iterable[bytes]], registry: Registry):
         self.app = app
         self.registry = registry
-        self.routes: dict[str, tuple[str, Callable[[Request], Any]]] = {
-            "stats": ("GET", lambda request: self.registry.snapshot()),
-            "reset": ("POST", self._reset),
-            "health": ("GET", lambda request: {"status": "ok"}),
-            "invoke-results": ("POST", self._queue_answer),
-            "invocations": ("GET", self._invocations),
-            "log-reads": ("GET", self._log_reads),
+        self.routes: dict[str, dict[str, Callable[[Request], Any]]] = {
+            "stats": {"GET": self._stats},
+            "reset": {"POST": self._reset},
+            "health": {"GET": lambda request: {"status": "ok"}},
+            "invoke-results": {"POST": self._queue_answer},
+            "invocations": {"GET": self._invocations},
+            "log-reads": {"GET": self._log_reads},
+            "defaults": {"GET": self._get_defaults, "POST": self._set_defaults},
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or ""
         method = environ.get("REQUEST_METHOD", "GET").upper()
+        # time-driven jobs first: whatever this request reads agrees with the clock
+        advance_timed_jobs(self.registry)
         if path == self.PREFIX or path.startswith(self.PREFIX + "/"):
             return self._control(path[len(self.PREFIX):].strip("/"), method, environ, start_response)
-        if (environ.get("HTTP_X_AMZ_TARGET") or "").endswith(".GetLogEvents"):
+        target = environ.get("HTTP_X_AMZ_TARGET") or ""
+        if target.endswith(".GetLogEvents"):
             self._record_log_read(environ)
+        service, _, operation = target.partition(".")
+        if service == "SageMaker" and operation.startswith("List"):
+            with self.registry.lock:
+                calls = self.registry.book(LIST_CALLS_BOOK, dict)
+                calls[operation] = calls.get(operation, 0) + 1
         if method == "POST" and path.rstrip("/") == "/moto-api/reset":
             # someone used moto's reset directly: drop our bookkeeping too
             with self.registry.lock:
@@ -1831,13 +2391,66 @@ class ControlPlane:
     def _control(self, route: str, method: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if route not in self.routes:
             return self._json(start_response, 404, {"error": f"unknown emulator route {route!r}", "routes": sorted(self.routes)})
-        wanted, handler = self.routes[route]
-        if method != wanted:
-            return self._json(start_response, 405, {"error": f"use {wanted} for /_emulator/{route}"}, [("Allow", wanted)])
+        handlers = self.routes[route]
+        if method not in handlers:
+            allowed = ", ".join(sorted(handlers))
+            return self._json(start_response, 405, {"error": f"use {allowed} for /_emulator/{route}"}, [("Allow", allowed)])
         try:
-            return self._json(start_response, 200, handler(Request(environ)))
+            return self._json(start_response, 200, handlers[method](Request(environ)))
         except ControlError as err:
             return self._json(start_response, err.status, {"error": str(err)})
+
+    # the List calls always shown under "list_calls" (others once called)
+    JOB_LISTS = ("ListTrainingJobs", "ListTransformJobs", "ListProcessingJobs", "ListAutoMLJobs")
+
+    def _stats(self, request: Request) -> dict[str, Any]:
+        with self.registry.lock:
+            out: dict[str, Any] = self.registry.snapshot()
+            calls = self.registry.book(LIST_CALLS_BOOK, dict)
+            out["list_calls"] = {**{op: 0 for op in self.JOB_LISTS}, **calls}
+            return out
+
+    # knobs a default may be set for (the job knobs)
+    DEFAULTABLE = tuple(
+        KNOB_PREFIX + k
+        for k in ("outcome", "polls", "stop_polls", "seconds", "stop_seconds", "failure_reason", "log", "outputs")
+    )
+
+    def _get_defaults(self, request: Request) -> dict[str, str]:
+        with self.registry.lock:
+            return dict(knob_defaults(self.registry))
+
+    def _set_defaults(self, request: Request) -> dict[str, Any]:
+        """``POST /_emulator/defaults`` ``{"_emulator_seconds": "2", ...}``: the
+        knob defaults for jobs created from now on (replaces the previous set;
+        ``{}`` clears it)."""
+        try:
+            payload = json.loads(request.get_data() or b"null")
+        except ValueError as err:
+            raise ControlError(400, f"invalid defaults: {err}") from None
+        if not isinstance(payload, dict):
+            raise ControlError(400, "invalid defaults: body must be a JSON object of knob -> string")
+        defaults: dict[str, str] = {}
+        for knob, value in payload.items():
+            if knob not in self.DEFAULTABLE:
+                raise ControlError(400, f"invalid defaults: unknown knob {knob!r} (known: {', '.join(self.DEFAULTABLE)})")
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ControlError(400, f"invalid defaults: {knob} must be a string, got {value!r}")
+            defaults[knob] = str(value)
+        if SECONDS_KNOB in defaults and KNOB_PREFIX + "polls" in defaults:
+            raise ControlError(400, f"invalid defaults: set {SECONDS_KNOB} or {KNOB_PREFIX}polls, not both")
+        try:
+            for patch in PATCHES:
+                if isinstance(patch, type) and issubclass(patch, JobPatch):
+                    Plan.from_knobs({}, patch.VOCAB, defaults=defaults)
+                    patch.check_knobs(defaults)
+        except KnobError as err:
+            raise ControlError(400, f"invalid defaults: {err}") from None
+        with self.registry.lock:
+            book = knob_defaults(self.registry)
+            book.clear()
+            book.update(defaults)
+        return {"status": "ok", "defaults": defaults}
 
     LOG_READS = "log_reads"
 

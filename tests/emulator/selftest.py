@@ -11,6 +11,8 @@ the end and exits non-zero if anything failed.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import os
 import queue
@@ -404,7 +406,10 @@ def run_checks(emu: Launcher) -> None:
         status, body = http(emu.url + "/_emulator/reset", "POST", b"")
         expect_eq((status, json.loads(body)), (200, {"status": "ok"}), "reset response")
         expect_eq(stats(), {}, "stats cleared")
-        expect_eq(set(map(len, all_stats().values())), {0}, "stats of every kind cleared")
+        after = all_stats()
+        calls = after.pop("list_calls")
+        expect_eq(set(map(len, after.values())), {0}, "stats of every kind cleared")
+        expect_eq(set(calls.values()), {0}, "list calls cleared")
         expect_eq(invocations("ep-1"), [], "invocation record cleared")
         expect_eq(error_of(lambda: describe_endpoint("ep-1"))["code"], "ValidationException", "endpoint gone")
         expect_eq(error_of(lambda: sm.describe_model(ModelName="ep-model"))["code"], "ValidationException", "model gone")
@@ -1199,7 +1204,7 @@ def run_checks(emu: Launcher) -> None:
         s = all_stats()
         expect_eq(
             sorted(s),
-            ["automl_jobs", "endpoint_configs", "endpoints", "models", "processing_jobs", "training_jobs", "transform_jobs"],
+            ["automl_jobs", "endpoint_configs", "endpoints", "list_calls", "models", "processing_jobs", "training_jobs", "transform_jobs"],
             "stats keys",
         )
         expect_eq(
@@ -1273,6 +1278,395 @@ def run_checks(emu: Launcher) -> None:
     check("reset", t_reset)
 
 
+# --------------------------------------------------------------------------
+# time-driven jobs, knob defaults, List* filters and paging
+# --------------------------------------------------------------------------
+
+
+def wait_until(fn: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Poll ``fn`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def ms(when: Any) -> int:
+    """Epoch ms of an aware datetime (what boto3 returns)."""
+    return round(when.timestamp() * 1000)
+
+
+def run_timed_and_list_checks(emu: Launcher) -> None:
+    """Its own region, so the lists see only the jobs made here."""
+    region = "eu-west-1"
+    sm, s3, _, logs = clients(emu.url, region)
+    bucket = "emulator-timed"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+
+    def training(name: str, **hp: str) -> None:
+        sm.create_training_job(
+            TrainingJobName=name,
+            RoleArn=ROLE,
+            AlgorithmSpecification={"TrainingImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/algo:1", "TrainingInputMode": "File"},
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/models/"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            StoppingCondition={"MaxRuntimeInSeconds": 3600},
+            HyperParameters=hp,
+        )
+
+    def transform(name: str, **env: str) -> None:
+        sm.create_transform_job(
+            TransformJobName=name,
+            ModelName="batch-model",
+            TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/in/"}}},
+            TransformOutput={"S3OutputPath": f"s3://{bucket}/batch/"},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            Environment=env,
+        )
+
+    def processing(name: str, **env: str) -> None:
+        sm.create_processing_job(
+            ProcessingJobName=name,
+            RoleArn=ROLE,
+            AppSpecification={"ImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/proc:1", "ContainerEntrypoint": ["python3", "run.py"]},
+            ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 10}},
+            ProcessingOutputConfig={
+                "Outputs": [{"OutputName": "out", "S3Output": {"S3Uri": f"s3://{bucket}/proc/{name}/", "LocalPath": "/opt/ml/processing/out", "S3UploadMode": "EndOfJob"}}]
+            },
+            Environment=env,
+        )
+
+    def automl(name: str, **knobs: str) -> None:
+        sm.create_auto_ml_job_v2(
+            AutoMLJobName=name,
+            AutoMLJobInputDataConfig=[{"ChannelType": "training", "ContentType": "text/csv;header=present", "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/automl-in/"}}}],
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/automl/"},
+            AutoMLProblemTypeConfig={"TabularJobConfig": {"TargetAttributeName": "label"}},
+            RoleArn=ROLE,
+            Tags=[{"Key": k, "Value": v} for k, v in knobs.items()],
+        )
+
+    def job_stats(kind: str) -> dict[str, Any]:
+        status, body = http(emu.url + "/_emulator/stats")
+        expect_eq(status, 200, "stats HTTP status")
+        return json.loads(body)[kind]
+
+    def list_calls() -> dict[str, int]:
+        return json.loads(http(emu.url + "/_emulator/stats")[1])["list_calls"]
+
+    def trainings(**query: Any) -> list[dict[str, Any]]:
+        return sm.list_training_jobs(**query)["TrainingJobSummaries"]
+
+    def names(summaries: list[dict[str, Any]], field: str = "TrainingJobName") -> list[str]:
+        return [s[field] for s in summaries]
+
+    def post_defaults(payload: Any) -> tuple[int, Any]:
+        status, body = http(emu.url + "/_emulator/defaults", "POST", json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        return status, json.loads(body)
+
+    def raw_call(target: str, body: dict) -> tuple[int, Any]:
+        req = AWSRequest(
+            method="POST",
+            url=emu.url + "/",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"SageMaker.{target}"},
+        )
+        SigV4Auth(Credentials("test", "test"), "sagemaker", region).add_auth(req)
+        status, raw_body = http(req.url, "POST", req.body, dict(req.headers.items()))
+        return status, json.loads(raw_body)
+
+    def t_timed_training_ends_without_describe() -> None:
+        training("timed-train", _emulator_seconds="0.6")
+        first = trainings(NameContains="timed-train")
+        expect_eq([(s["TrainingJobStatus"], s["SecondaryStatus"]) for s in first], [("InProgress", "Starting")], "InProgress at first")
+        created = first[0]["CreationTime"]
+        expect_eq(first[0]["LastModifiedTime"], created, "LastModifiedTime starts at CreationTime")
+        expect_eq(trainings(StatusEquals="Completed", NameContains="timed-train"), [], "not Completed yet")
+        # the sweep: only List calls, never a describe
+        done = wait_until(
+            lambda: trainings(StatusEquals="Completed", LastModifiedTimeAfter=created),
+            "a List with StatusEquals=Completed + LastModifiedTimeAfter to see the job end",
+        )
+        expect_eq(names(done), ["timed-train"], "the ended job is listed")
+        summary = done[0]
+        expect_eq(ms(summary["LastModifiedTime"]) - ms(created), 600, "LastModifiedTime = CreationTime + seconds, not when someone looked")
+        expect_eq(summary["TrainingEndTime"], summary["LastModifiedTime"], "TrainingEndTime in the summary")
+        expect_eq(summary["SecondaryStatus"], "Completed", "secondary status in the summary")
+        expect_eq(job_stats("training_jobs")["timed-train"]["describes"], 0, "no describe was needed")
+        # "After" is strict
+        expect_eq(trainings(StatusEquals="Completed", LastModifiedTimeAfter=summary["LastModifiedTime"]), [], "LastModifiedTimeAfter is strict")
+        expect_eq(names(trainings(LastModifiedTimeBefore=summary["LastModifiedTime"], NameContains="timed-train")), [], "LastModifiedTimeBefore is strict")
+        d = sm.describe_training_job(TrainingJobName="timed-train")
+        expect_eq((d["TrainingJobStatus"], d["SecondaryStatus"]), ("Completed", "Completed"), "describe after the end")
+        expect_eq(d["ModelArtifacts"]["S3ModelArtifacts"], f"s3://{bucket}/models/timed-train/output/model.tar.gz", "artifacts of a time-driven job")
+        expect_eq((d["TrainingEndTime"], d["LastModifiedTime"]), (summary["TrainingEndTime"], summary["LastModifiedTime"]), "describe agrees with the list")
+        transitions = [(t["Status"], ms(t["StartTime"]) - ms(created)) for t in d["SecondaryStatusTransitions"]]
+        expect_eq(transitions, [("Starting", 0), ("Downloading", 200), ("Training", 400), ("Completed", 600)], "secondary statuses by time, in equal slices")
+        expect_eq(ms(d["TrainingStartTime"]) - ms(created), 200, "TrainingStartTime when Starting ended")
+        again = sm.describe_training_job(TrainingJobName="timed-train")
+        expect_eq(again["LastModifiedTime"], d["LastModifiedTime"], "describes do not move a finished job")
+
+    def t_timed_describe_does_not_advance() -> None:
+        training("timed-slow", _emulator_seconds="30")
+        for _ in range(5):
+            d = sm.describe_training_job(TrainingJobName="timed-slow")
+        expect_eq((d["TrainingJobStatus"], d["SecondaryStatus"]), ("InProgress", "Starting"), "describes do not advance a time-driven job")
+        expect_eq(job_stats("training_jobs")["timed-slow"]["describes"], 5, "describes still counted")
+        sm.stop_training_job(TrainingJobName="timed-slow")  # leave nothing running
+
+    def t_list_leaves_describe_driven_alone() -> None:
+        training("polled-1", _emulator_polls="1")
+        for _ in range(3):
+            expect_eq(trainings(NameContains="polled-1")[0]["TrainingJobStatus"], "InProgress", "a List shows the current status")
+        expect_eq(sm.describe_training_job(TrainingJobName="polled-1")["TrainingJobStatus"], "InProgress", "first describe: still InProgress")
+        before = trainings(NameContains="polled-1")[0]
+        time.sleep(0.01)  # LastModifiedTime has millisecond resolution
+        d = sm.describe_training_job(TrainingJobName="polled-1")
+        expect_eq(d["TrainingJobStatus"], "Completed", "second describe ends it")
+        after = trainings(NameContains="polled-1")[0]
+        expect_eq(after["TrainingJobStatus"], "Completed", "the List sees what the describe did")
+        expect(after["LastModifiedTime"] > before["LastModifiedTime"], "LastModifiedTime moved when the status changed")
+        expect_eq(after["LastModifiedTime"], d["LastModifiedTime"], "LastModifiedTime in Describe and List")
+
+    def t_timed_failed_transform() -> None:
+        transform("timed-batch", _emulator_seconds="0.3", _emulator_outcome="Failed", _emulator_failure_reason="ClientError: bad input")
+        failed = wait_until(
+            lambda: sm.list_transform_jobs(StatusEquals="Failed")["TransformJobSummaries"],
+            "the transform job to fail",
+        )
+        expect_eq([(s["TransformJobName"], s["FailureReason"]) for s in failed], [("timed-batch", "ClientError: bad input")], "failed transform summary")
+        expect_eq(ms(failed[0]["TransformEndTime"]) - ms(failed[0]["CreationTime"]), 300, "TransformEndTime = CreationTime + seconds")
+        d = sm.describe_transform_job(TransformJobName="timed-batch")
+        expect_eq((d["TransformJobStatus"], d["FailureReason"]), ("Failed", "ClientError: bad input"), "describe of the failed job")
+
+    def t_timed_processing_outputs_and_logs() -> None:
+        processing("timed-proc", _emulator_seconds="0.4", _emulator_log="one\ntwo\nthree")
+        # nobody calls SageMaker: the outputs and the log still appear once the time is up
+        objects = wait_until(
+            lambda: s3.list_objects_v2(Bucket=bucket, Prefix="proc/timed-proc/").get("Contents"),
+            "the processing outputs in S3",
+        )
+        expect_eq(sorted(o["Key"] for o in objects), ["proc/timed-proc/metrics.txt", "proc/timed-proc/result.json"], "outputs written")
+        expect_eq(job_stats("processing_jobs")["timed-proc"]["describes"], 0, "no describe was needed")
+        stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamNamePrefix="timed-proc/")["logStreams"][0]["logStreamName"]
+        events = logs.get_log_events(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamName=stream, startFromHead=True)["events"]
+        expect_eq([e["message"] for e in events], ["one", "two", "three"], "all lines by the end")
+        d = sm.describe_processing_job(ProcessingJobName="timed-proc")
+        created, ended = ms(d["CreationTime"]), ms(d["ProcessingEndTime"])
+        expect_eq(ended - created, 400, "ProcessingEndTime = CreationTime + seconds")
+        expect_eq([e["timestamp"] - created for e in events], [100, 200, 300], "lines spread over the running time")
+        expect_eq(d["LastModifiedTime"], d["ProcessingEndTime"], "LastModifiedTime at the end")
+        summary = sm.list_processing_jobs(NameContains="timed-proc")["ProcessingJobSummaries"]
+        expect_eq([(s["ProcessingJobStatus"], s["LastModifiedTime"]) for s in summary], [("Completed", d["LastModifiedTime"])], "processing summary")
+
+    def t_timed_processing_log_progresses() -> None:
+        processing("timed-proc-log", _emulator_seconds="1.5", _emulator_log="a\nb")
+        stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamNamePrefix="timed-proc-log/")["logStreams"][0]["logStreamName"]
+
+        def messages() -> list[str]:
+            return [e["message"] for e in logs.get_log_events(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamName=stream, startFromHead=True)["events"]]
+
+        expect_eq(messages(), [], "no line at the start")
+        wait_until(lambda: messages() == ["a"], "the first line alone (due at a third of the time)")
+        wait_until(lambda: messages() == ["a", "b"], "the second line (due at two thirds)")
+        expect_eq(job_stats("processing_jobs")["timed-proc-log"]["describes"], 0, "no describe was needed")
+
+    def t_timed_automl() -> None:
+        automl("timed-automl", _emulator_seconds="0.4")
+        wait_until(lambda: sm.list_auto_ml_jobs(StatusEquals="Completed")["AutoMLJobSummaries"], "the AutoML job to complete")
+        summary = sm.list_auto_ml_jobs(NameContains="timed-automl")["AutoMLJobSummaries"][0]
+        expect_eq((summary["AutoMLJobStatus"], summary["AutoMLJobSecondaryStatus"]), ("Completed", "Completed"), "AutoML summary")
+        expect_eq(summary["EndTime"], summary["LastModifiedTime"], "EndTime = LastModifiedTime")
+        d = sm.describe_auto_ml_job_v2(AutoMLJobName="timed-automl")
+        expect_eq(d["BestCandidate"]["CandidateStatus"], "Completed", "BestCandidate of a time-driven AutoML job")
+        expect_eq(d["BestCandidate"]["EndTime"], summary["EndTime"], "BestCandidate.EndTime at the job's end")
+
+    def t_timed_stop() -> None:
+        training("timed-stop", _emulator_seconds="30", _emulator_stop_seconds="0.3")
+        created = trainings(NameContains="timed-stop")[0]["CreationTime"]
+        sm.stop_training_job(TrainingJobName="timed-stop")
+        stopping = trainings(NameContains="timed-stop")[0]
+        expect_eq(stopping["TrainingJobStatus"], "Stopping", "Stopping after the stop")
+        expect(stopping["LastModifiedTime"] >= created, "LastModifiedTime at the stop")
+        sm.stop_training_job(TrainingJobName="timed-stop")  # a stop of a Stopping job is accepted
+        stopped = wait_until(lambda: trainings(StatusEquals="Stopped", NameContains="timed-stop"), "the job to reach Stopped")
+        expect_eq(ms(stopped[0]["LastModifiedTime"]) - ms(stopping["LastModifiedTime"]), 300, "Stopped _emulator_stop_seconds after the stop")
+        d = sm.describe_training_job(TrainingJobName="timed-stop")
+        expect_eq((d["TrainingJobStatus"], d.get("ModelArtifacts")), ("Stopped", None), "Stopped, no artifacts")
+        err = error_of(lambda: sm.stop_training_job(TrainingJobName="timed-stop"))
+        expect_eq(err["code"], "ValidationException", "stop of a Stopped job")
+        s = job_stats("training_jobs")["timed-stop"]
+        expect_eq((s["stops"], s["rejected_stops"], s["status"]), (2, 1, "Stopped"), "stop counters")
+        # a job that has ended by the clock cannot be stopped, even if nobody looked
+        training("timed-ended", _emulator_seconds="0.2")
+        time.sleep(0.3)  # let the clock pass the end without any request in between
+        err = error_of(lambda: sm.stop_training_job(TrainingJobName="timed-ended"))
+        expect_eq(err["message"], "The request was rejected because the training job is in status Completed.", "stop after the end by the clock")
+        # default stop time: 1 s
+        processing("timed-proc-stop", _emulator_seconds="30", _emulator_log="x\ny\nz")
+        sm.stop_processing_job(ProcessingJobName="timed-proc-stop")
+        def stopped() -> dict[str, Any] | None:
+            d = sm.describe_processing_job(ProcessingJobName="timed-proc-stop")
+            return d if d["ProcessingJobStatus"] == "Stopped" else None
+
+        d = wait_until(stopped, "processing job Stopped after the default 1 s")
+        expect_eq(ms(d["ProcessingEndTime"]) - ms(d["CreationTime"]) >= 1000, True, "default _emulator_stop_seconds is 1")
+        stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamNamePrefix="timed-proc-stop/")["logStreams"][0]["logStreamName"]
+        events = logs.get_log_events(logGroupName="/aws/sagemaker/ProcessingJobs", logStreamName=stream, startFromHead=True)["events"]
+        expect_eq([e["message"] for e in events], ["x", "y", "z", "stopped"], "rest of the log, then 'stopped'")
+        expect_eq(s3.list_objects_v2(Bucket=bucket, Prefix="proc/timed-proc-stop/").get("KeyCount"), 0, "no outputs when stopped")
+
+    def t_timed_knob_errors() -> None:
+        for hp, what in (
+            ({"_emulator_seconds": "0"}, "zero"),
+            ({"_emulator_seconds": "-1"}, "negative"),
+            ({"_emulator_seconds": "soon"}, "not a number"),
+            ({"_emulator_seconds": "nan"}, "NaN"),
+            ({"_emulator_seconds": "1", "_emulator_polls": "2"}, "both modes"),
+            ({"_emulator_seconds": "1", "_emulator_stop_seconds": "-0.5"}, "negative stop time"),
+        ):
+            err = error_of(lambda hp=hp: training("timed-bad", **hp))
+            expect_eq(err["code"], "ValidationException", f"{what} refused")
+        expect("timed-bad" not in job_stats("training_jobs"), "refused creates leave no record")
+
+    def t_list_paging() -> None:
+        for i in range(5):
+            transform(f"page-{i}", _emulator_polls="5")
+            time.sleep(0.002)  # distinct CreationTimes (ms)
+        seen, token, pages = [], None, 0
+        while True:
+            kwargs: dict[str, Any] = {"MaxResults": 2, "NameContains": "page-"}
+            if token:
+                kwargs["NextToken"] = token
+            reply = sm.list_transform_jobs(**kwargs)
+            pages += 1
+            page = names(reply["TransformJobSummaries"], "TransformJobName")
+            expect(len(page) <= 2, "at most MaxResults per page")
+            seen += page
+            token = reply.get("NextToken")
+            if not token:
+                break
+            if pages == 1:
+                transform("page-new", _emulator_polls="5")  # created between pages: newer than the token
+        expect_eq(pages, 3, "5 jobs in pages of 2")
+        expect_eq(seen, [f"page-{i}" for i in reversed(range(5))], "every job once, newest first (default CreationTime, Descending)")
+        paginator = sm.get_paginator("list_transform_jobs")
+        ascending = [s["TransformJobName"] for p in paginator.paginate(NameContains="page-", SortOrder="Ascending", PaginationConfig={"PageSize": 2}) for s in p["TransformJobSummaries"]]
+        expect_eq(ascending, [f"page-{i}" for i in range(5)] + ["page-new"], "Ascending through boto3's paginator")
+        by_name = [s["TransformJobName"] for p in paginator.paginate(NameContains="page-", SortBy="Name", PaginationConfig={"PageSize": 4}) for s in p["TransformJobSummaries"]]
+        expect_eq(by_name, sorted([f"page-{i}" for i in range(5)] + ["page-new"], reverse=True), "SortBy Name, Descending")
+        default_page = sm.list_transform_jobs()["TransformJobSummaries"]
+        expect(len(default_page) <= 10, "default MaxResults is 10")
+        sm.stop_transform_job(TransformJobName="page-2")
+        by_status = names(sm.list_transform_jobs(NameContains="page-", SortBy="Status", SortOrder="Ascending")["TransformJobSummaries"], "TransformJobName")
+        expect_eq(by_status, ["page-0", "page-1", "page-3", "page-4", "page-new", "page-2"], "SortBy Status: InProgress before Stopping, then by CreationTime")
+
+    def t_list_filters() -> None:
+        for name in ("filter-alpha", "filter-beta", "other-alpha"):
+            training(name, _emulator_polls="0")
+        got = names(trainings(NameContains="alpha", SortBy="Name", SortOrder="Ascending"))
+        expect_eq(got, ["filter-alpha", "other-alpha"], "NameContains")
+        expect_eq(names(trainings(NameContains="ALPHA")), [], "NameContains is case-sensitive")
+        sm.describe_training_job(TrainingJobName="filter-beta")  # polls=0: ends on this describe
+        expect_eq(names(trainings(StatusEquals="Completed", NameContains="filter-")), ["filter-beta"], "StatusEquals")
+        jobs = {s["TrainingJobName"]: s for s in trainings(NameContains="alpha")}
+        first, second = sorted(jobs.values(), key=lambda s: s["CreationTime"])
+        expect_eq(names(trainings(CreationTimeAfter=first["CreationTime"], NameContains="alpha")), [second["TrainingJobName"]], "CreationTimeAfter is strict")
+        expect_eq(names(trainings(CreationTimeBefore=second["CreationTime"], NameContains="alpha")), [first["TrainingJobName"]], "CreationTimeBefore is strict")
+        # times as the SDKs send them (epoch seconds) and as ISO 8601 strings
+        epoch = first["CreationTime"].timestamp()
+        iso = first["CreationTime"].astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for value in (epoch, iso):
+            status, body = raw_call("ListTrainingJobs", {"CreationTimeAfter": value, "NameContains": "alpha"})
+            expect_eq((status, [s["TrainingJobName"] for s in body["TrainingJobSummaries"]]), (200, [second["TrainingJobName"]]), f"CreationTimeAfter as {value!r}")
+        status, body = raw_call("ListTrainingJobs", {"CreationTimeAfter": "yesterday-ish"})
+        expect_eq((status, body.get("__type")), (400, "SerializationException"), "unreadable timestamp")
+
+    def t_list_errors() -> None:
+        token = sm.list_transform_jobs(MaxResults=1, NameContains="page-")["NextToken"]
+        forged = "ListTrainingJobs." + base64.urlsafe_b64encode(b'{"by":"CreationTime","desc":true,"after":["x",1]}').decode()
+        for bad, what in ((token, "a ListTransformJobs token"), ("garbage", "garbage"), ("ListTrainingJobs.bm9wZQ==", "a broken token"), (forged, "a forged token")):
+            err = error_of(lambda bad=bad: sm.list_training_jobs(NextToken=bad))
+            expect_eq(err["code"], "ValidationException", f"ListTrainingJobs refuses {what}")
+        err = error_of(lambda: sm.list_transform_jobs(NextToken=token, SortBy="Name"))
+        expect_eq(err["code"], "ValidationException", "a token is bound to its sort")
+        for query, what in (({"MaxResults": 101}, "MaxResults 101"), ({"StatusEquals": "Done"}, "unknown status"), ({"SortBy": "Size"}, "unknown SortBy")):
+            status, body = raw_call("ListTrainingJobs", query)
+            expect_eq((status, body.get("__type")), (400, "ValidationException"), what)
+
+    def t_list_calls_counted() -> None:
+        before = list_calls()
+        expect(all(k in before for k in ("ListTrainingJobs", "ListTransformJobs", "ListProcessingJobs", "ListAutoMLJobs")), "the four job lists are always shown")
+        sm.list_training_jobs()
+        sm.list_training_jobs(StatusEquals="Failed")
+        sm.list_auto_ml_jobs()
+        after = list_calls()
+        expect_eq(after["ListTrainingJobs"] - before["ListTrainingJobs"], 2, "ListTrainingJobs counted")
+        expect_eq(after["ListAutoMLJobs"] - before["ListAutoMLJobs"], 1, "ListAutoMLJobs counted")
+        expect_eq(after["ListProcessingJobs"], before["ListProcessingJobs"], "others unchanged")
+
+    def t_defaults() -> None:
+        expect_eq(json.loads(http(emu.url + "/_emulator/defaults")[1]), {}, "no defaults at first")
+        for payload, what in (
+            ([1], "not an object"),
+            ({"_emulator_seconds": "soon"}, "bad value"),
+            ({"_emulator_secs": "1"}, "unknown knob"),
+            ({"_emulator_seconds": None}, "null value"),
+            ({"_emulator_seconds": "1", "_emulator_polls": "1"}, "both modes"),
+            ({"_emulator_outputs": "[]"}, "bad outputs"),
+        ):
+            status, body = post_defaults(payload)
+            expect_eq(status, 400, f"defaults: {what} refused")
+            expect("error" in body, f"defaults: {what} explained")
+        status, _ = http(emu.url + "/_emulator/defaults", "POST", b"{not json", {"Content-Type": "application/json"})
+        expect_eq(status, 400, "malformed JSON refused")
+        status, body = post_defaults({"_emulator_seconds": "0.3", "_emulator_outcome": "Failed"})
+        expect_eq((status, body["defaults"]), (200, {"_emulator_seconds": "0.3", "_emulator_outcome": "Failed"}), "defaults set")
+        expect_eq(json.loads(http(emu.url + "/_emulator/defaults")[1]), {"_emulator_seconds": "0.3", "_emulator_outcome": "Failed"}, "GET shows them")
+        training("dflt-timed")
+        training("dflt-own", _emulator_outcome="Completed")
+        training("dflt-polled", _emulator_polls="0")
+        failed = wait_until(lambda: trainings(StatusEquals="Failed", NameContains="dflt-"), "the defaulted job to fail by time")
+        expect_eq(names(failed), ["dflt-timed"], "default seconds and outcome applied")
+        wait_until(lambda: trainings(StatusEquals="Completed", NameContains="dflt-own"), "the job's own outcome to win")
+        expect_eq(trainings(NameContains="dflt-polled")[0]["TrainingJobStatus"], "InProgress", "a job's own polls keep it describe-driven")
+        expect_eq(sm.describe_training_job(TrainingJobName="dflt-polled")["TrainingJobStatus"], "Failed", "... with the default outcome")
+        status, body = post_defaults({})
+        expect_eq((status, body["defaults"]), (200, {}), "{} clears the defaults")
+        training("dflt-none")
+        time.sleep(0.4)
+        expect_eq(trainings(NameContains="dflt-none")[0]["TrainingJobStatus"], "InProgress", "jobs created after the clear are describe-driven again")
+
+    check("time-driven job ends without describes; List StatusEquals + LastModifiedTimeAfter sees it", t_timed_training_ends_without_describe)
+    check("time-driven job: describes do not advance it", t_timed_describe_does_not_advance)
+    check("a List never advances a describe-driven job; LastModifiedTime moves on change", t_list_leaves_describe_driven_alone)
+    check("time-driven transform job -> Failed", t_timed_failed_transform)
+    check("time-driven processing job: outputs and logs without any SageMaker call", t_timed_processing_outputs_and_logs)
+    check("time-driven processing job: log lines appear over time", t_timed_processing_log_progresses)
+    check("time-driven AutoML job -> Completed with BestCandidate", t_timed_automl)
+    check("time-driven stop: Stopping for _emulator_stop_seconds, then Stopped", t_timed_stop)
+    check("time-driven knob errors", t_timed_knob_errors)
+    check("List paging: MaxResults, NextToken, SortBy, SortOrder", t_list_paging)
+    check("List filters: NameContains, StatusEquals, CreationTime After/Before", t_list_filters)
+    check("List errors: foreign NextToken, bad MaxResults/StatusEquals/SortBy", t_list_errors)
+    check("List calls counted in stats", t_list_calls_counted)
+    check("knob defaults", t_defaults)
+
+    def t_reset_clears_defaults() -> None:
+        expect_eq(post_defaults({"_emulator_seconds": "5"})[0], 200, "defaults set")
+        expect(sum(list_calls().values()) > 0, "list calls counted before the reset")
+        expect_eq(http(emu.url + "/_emulator/reset", "POST", b"")[0], 200, "reset")
+        expect_eq(json.loads(http(emu.url + "/_emulator/defaults")[1]), {}, "reset clears the defaults")
+        expect_eq(set(list_calls().values()), {0}, "reset clears the list call counts")
+        expect_eq(sm.list_training_jobs()["TrainingJobSummaries"], [], "no jobs after the reset")
+
+    check("reset clears defaults and list call counts", t_reset_clears_defaults)
+
+
 def main() -> int:
     emu: Launcher | None = None
     try:
@@ -1283,6 +1677,7 @@ def main() -> int:
     if emu is not None:
         try:
             run_checks(emu)
+            run_timed_and_list_checks(emu)
 
             def t_stdin_eof() -> None:
                 assert emu is not None and emu.proc.stdin is not None
