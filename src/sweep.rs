@@ -22,6 +22,9 @@
 //! change since is listed. A run a nudge could not take (it was leased or already due) is
 //! kept in memory and nudged again at the next sweep until its recorded status matches.
 //!
+//! A kind and target is swept once it has `min_runs` runs (2 by default: for a lone run,
+//! polling costs fewer calls than a List per interval), then until it has none.
+//!
 //! # Coverage
 //! While the last sweep of a run's kind and target succeeded within two intervals, the engine
 //! gives that run's steps the safety-net interval ([`SweepHandle::swept`]): a Polling step that
@@ -60,6 +63,11 @@ pub struct SweepSettings {
     pub margin: Duration,
     /// Pages of 100 a listing may take; a longer listing counts as a failed sweep.
     pub max_pages: u32,
+    /// A group is first swept once it has this many runs: a sweep costs a List call per
+    /// interval (120 an hour at 30 s) whatever the number of runs, a run polled on its own
+    /// about 67 describes an hour, so for a lone run polling is cheaper. A group once swept is
+    /// swept until it has no runs (its runs' own describes are a safety net away).
+    pub min_runs: usize,
 }
 
 impl Default for SweepSettings {
@@ -69,6 +77,7 @@ impl Default for SweepSettings {
             safety_net: Duration::from_secs(3600),
             margin: Duration::from_secs(5),
             max_pages: 50,
+            min_runs: 2,
         }
     }
 }
@@ -251,6 +260,10 @@ impl Sweeper {
             groups.entry((run.kind, key)).or_default().push(run);
         }
         self.groups.retain(|g, _| groups.contains_key(g));
+        // Too few runs to be worth a sweep, unless already swept (see `min_runs`).
+        groups.retain(|g, members| {
+            members.len() >= self.settings.min_runs || self.groups.contains_key(g)
+        });
         let mut report = SweepReport {
             groups: groups.len(),
             ..Default::default()
