@@ -4,6 +4,11 @@
 
 mod support;
 
+use sagemaker_executor::aws::sdk::{AwsSettings, Overrides};
+use sagemaker_executor::aws::{
+    AwsPort, JobKind, JobQuery, SdkAws, StaticCredentials, TrainingJobSpec,
+};
+use sagemaker_executor::secrets::Secret;
 use sagemaker_executor::store::Store;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -277,4 +282,107 @@ async fn the_rate_limiter_bounds_describes_per_second_across_runs() {
             );
         }
     }
+}
+
+/// The port's List call against the emulator: LastModifiedTimeAfter and StatusEquals filter,
+/// each page is one counted call, and every kind's request and answer parse.
+#[tokio::test]
+async fn the_list_call_filters_by_modification_time_and_status() {
+    let emu = Emulator::shared();
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let aws = SdkAws::build(
+        AwsSettings {
+            force_path_style: true,
+            ..AwsSettings::default()
+        },
+        Overrides {
+            credentials: Some(StaticCredentials {
+                access_key: "test".into(),
+                secret_key: Secret::new("test"),
+                session_token: None,
+            }),
+            region: Some("us-east-1".into()),
+            endpoint: Some(proxy.url()),
+        },
+    )
+    .await;
+    let prefix = unique("listed");
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let mut names = Vec::new();
+    for (i, seconds) in ["0.5", "600"].iter().enumerate() {
+        let name = format!("{prefix}-{i}");
+        aws.create_training_job(&TrainingJobSpec {
+            name: name.clone(),
+            role_arn: ROLE.into(),
+            image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/xgboost:1".into(),
+            instance_type: "ml.m5.large".into(),
+            instance_count: 1,
+            volume_size_gb: 10,
+            max_runtime_secs: 3600,
+            hyperparameters: [("_emulator_seconds".to_string(), seconds.to_string())].into(),
+            input_s3_uri: "s3://b/in/".into(),
+            content_type: "text/csv".into(),
+            output_s3_path: "s3://b/out/".into(),
+        })
+        .await
+        .unwrap();
+        names.push(name);
+    }
+    let query = |after, status: Option<&str>| JobQuery {
+        kind: JobKind::Training,
+        modified_after: after,
+        status: status.map(str::to_string),
+        max_pages: 10,
+    };
+    let ours = |items: Vec<sagemaker_executor::aws::JobSummary>| {
+        let mut v: Vec<(String, String)> = items
+            .into_iter()
+            .filter(|j| j.name.starts_with(&prefix))
+            .map(|j| (j.name, j.status))
+            .collect();
+        v.sort();
+        v
+    };
+    let all = aws.list_jobs(&query(before, None)).await.unwrap();
+    assert!(!all.truncated);
+    assert_eq!(
+        ours(all.items)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+        names
+    );
+    // The short job ends by the clock; a listing by status sees it without any describe.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = aws
+            .list_jobs(&query(before, Some("Completed")))
+            .await
+            .unwrap();
+        let done = ours(done.items);
+        if !done.is_empty() {
+            assert_eq!(done, vec![(names[0].clone(), "Completed".to_string())]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the short job never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let none = aws.list_jobs(&query(later, None)).await.unwrap();
+    assert_eq!(ours(none.items), vec![], "nothing was modified after now");
+    for kind in [JobKind::Transform, JobKind::Processing, JobKind::AutoMl] {
+        let listing = aws
+            .list_jobs(&JobQuery {
+                kind,
+                modified_after: later,
+                status: None,
+                max_pages: 1,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert!(listing.items.is_empty(), "{kind:?}: {listing:?}");
+        assert_eq!(proxy.call_count(kind.list_operation()), 1);
+    }
+    assert!(proxy.call_count("ListTrainingJobs") >= 3);
+    assert_eq!(proxy.call_count("DescribeTrainingJob"), 0);
 }
