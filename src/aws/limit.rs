@@ -22,10 +22,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The default rules: below SageMaker's default per-account rates for the operations the
-/// workflows use, generous for S3 and CloudWatch Logs.
-pub const DEFAULT_RATE_LIMITS: &str =
-    "Describe*=10,List*=2,Create*=2,Stop*=2,Update*=2,Delete*=2,*=50";
+/// The default rules: below SageMaker's default per-account rates for the control-plane
+/// operations the workflows use; the S3 and CloudWatch Logs operations whose names share those
+/// prefixes get the generous rate of everything else; InvokeEndpoint (the data plane, its own
+/// much higher quota) is not limited.
+pub const DEFAULT_RATE_LIMITS: &str = "Describe*=10,List*=2,Create*=2,Stop*=2,Update*=2,\
+     Delete*=2,*=50,ListObjectsV2=50,ListMultipartUploads=50,CreateMultipartUpload=50,\
+     DeleteObject=50,DescribeLogStreams=25,InvokeEndpoint=0";
 
 #[derive(Clone, Debug, PartialEq)]
 struct Rule {
@@ -223,7 +226,11 @@ mod tests {
         assert_eq!(none.rule_for("PutObject"), None);
         assert!(RateLimits::parse("off").unwrap().is_unlimited());
         assert!(RateLimits::parse("").unwrap().is_unlimited());
-        assert!(RateLimits::parse(super::DEFAULT_RATE_LIMITS).is_ok());
+        let defaults = RateLimits::parse(super::DEFAULT_RATE_LIMITS).unwrap();
+        assert_eq!(defaults.rule_for("DescribeTrainingJob"), Some((10.0, 10.0)));
+        assert_eq!(defaults.rule_for("ListTrainingJobs"), Some((2.0, 2.0)));
+        assert_eq!(defaults.rule_for("ListObjectsV2"), Some((50.0, 50.0)));
+        assert_eq!(defaults.rule_for("InvokeEndpoint"), None);
     }
 
     #[test]
