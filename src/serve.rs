@@ -197,6 +197,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             },
         )
     });
+    if sweeper.is_none() {
+        // Runs a sweep covered before this start wait a safety net for their next describe.
+        match sagemaker_executor::sweep::resume_polling(
+            &store,
+            clock.now(),
+            Duration::from_secs(600),
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                runs = n,
+                "sweeping is off: runs a sweep covered are polled again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not make swept runs due again"),
+        }
+    }
     let engine = Arc::new(match &sweeper {
         Some(s) => engine.with_sweep(s.handle()),
         None => engine,

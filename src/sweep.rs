@@ -325,6 +325,17 @@ impl Sweeper {
     }
 }
 
+/// With sweeping off: runs a sweep covered before (their next describe a safety net away) are
+/// made due now, so that they are polled at the workflow's intervals again. Runs due within
+/// `bound` (a poll or an observation backoff) keep their time.
+pub async fn resume_polling(store: &Store, now: Timestamp, bound: Duration) -> store::Result<u64> {
+    let kinds: Vec<Kind> = FOLLOWED.iter().map(|(k, _)| *k).collect();
+    let later_than = now + chrono::Duration::from_std(bound).unwrap_or(chrono::Duration::MAX);
+    store
+        .make_due_after(&kinds, SWEPT_STATE, later_than, now)
+        .await
+}
+
 /// One group's listing: the jobs modified since its look-back, and whether it is complete.
 async fn sweep_group(
     provider: &AwsProvider,

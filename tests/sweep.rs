@@ -386,3 +386,34 @@ async fn the_list_call_filters_by_modification_time_and_status() {
     assert!(proxy.call_count("ListTrainingJobs") >= 3);
     assert_eq!(proxy.call_count("DescribeTrainingJob"), 0);
 }
+
+/// Runs a sweep covered (their own describe an hour away) are polled again when the service
+/// restarts with sweeping off: they reach Done at the workflow's intervals.
+#[tokio::test]
+async fn a_restart_with_sweeping_off_polls_the_runs_a_sweep_covered() {
+    let emu = Emulator::shared();
+    let bucket = unique("sweepoff");
+    emu.create_bucket(&bucket).await;
+    let scratch = Scratch::new();
+    let mut config = scratch.config(emu.url());
+    let plain = config.clone();
+    set(
+        &mut config,
+        &[
+            ("EXECUTOR_SWEEP_INTERVAL_SECS", "1"),
+            ("EXECUTOR_SWEEP_SAFETY_NET_SECS", "3600"),
+            ("EXECUTOR_POLL_MIN_MS", "1500"),
+            ("EXECUTOR_POLL_MAX_MS", "1500"),
+        ],
+    );
+    let mut svc = Service::start(config);
+    let runs = start_runs(&svc, &bucket, 2, 4.0).await;
+    let store = open_store(&scratch).await;
+    wait_stretched(&store, &runs, Duration::from_secs(600)).await;
+    svc.kill();
+    let svc = Service::start(plain);
+    for (id, _) in &runs {
+        let st = svc.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(st["state"], "Done", "{st}");
+    }
+}

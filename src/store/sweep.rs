@@ -70,6 +70,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Makes the runs of `kinds` in `state` that are due later than `later_than` due at `now`
+    /// (not leased ones). Returns how many.
+    pub async fn make_due_after(
+        &self,
+        kinds: &[Kind],
+        state: State,
+        later_than: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let kinds = Value::from(kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>()).to_string();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET next_due_at = ?1
+             WHERE state = ?2 AND kind IN (SELECT value FROM json_each(?3))
+               AND next_due_at > ?4 AND (lease_until IS NULL OR lease_until <= ?1)",
+        )
+        .bind(to_db(now))
+        .bind(state.as_str())
+        .bind(kinds)
+        .bind(to_db(later_than))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
     /// Makes the runs `ids` due at `now` when they are still in `state`, not due yet and not
     /// leased (a leased run is being stepped; the caller tries it again later). Returns the ids
     /// it made due. The version is not bumped: nobody holds these runs, and the next claim
