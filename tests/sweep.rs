@@ -223,6 +223,9 @@ async fn a_restart_loses_no_job_end_that_happened_while_the_service_was_down() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // The service stays down for longer than the sweep's look-back margin (5 s): only a look
+    // back to the runs' own last updates finds these ends.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let svc = Service::start(config);
     for (id, _) in &runs {
         let st = svc.wait_terminal(id, Duration::from_secs(30)).await;
