@@ -212,22 +212,30 @@ impl Sweeper {
         self.handle.clone()
     }
 
-    /// Sweeps every `interval` (the first at once) until `shutdown` turns true.
+    /// Sweeps every `interval` (the first at once) until `shutdown` turns true. In between,
+    /// every sixth of the interval, a group that was never swept is swept at once: its runs'
+    /// first polls are then covered already instead of after up to a whole interval.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(
             interval_ms = self.settings.interval.as_millis() as u64,
             safety_net_ms = self.settings.safety_net.as_millis() as u64,
             "List* sweeper started"
         );
+        let probe = (self.settings.interval / 6).max(Duration::from_millis(1));
+        let mut next_full = tokio::time::Instant::now();
         while !*shutdown.borrow() {
-            let started = tokio::time::Instant::now();
-            match self.tick().await {
+            let now = tokio::time::Instant::now();
+            let full = now >= next_full;
+            if full {
+                next_full = now + self.settings.interval;
+            }
+            match self.sweep(!full).await {
                 Ok(r) if r.nudged > 0 || r.failed > 0 => tracing::debug!(?r, "sweep"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweep: reading the followed runs failed"),
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(started + self.settings.interval) => {}
+                _ = tokio::time::sleep_until(next_full.min(now + probe)) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -235,6 +243,11 @@ impl Sweeper {
 
     /// One sweep of every kind and target with followed runs.
     pub async fn tick(&mut self) -> store::Result<SweepReport> {
+        self.sweep(false).await
+    }
+
+    /// A sweep of every group, or (`only_new`) of the groups never swept before.
+    async fn sweep(&mut self, only_new: bool) -> store::Result<SweepReport> {
         let now = self.clock.now();
         let kinds: Vec<Kind> = FOLLOWED.iter().map(|(k, _)| *k).collect();
         let runs = self.store.followed_runs(&kinds, SWEPT_STATE).await?;
@@ -262,7 +275,8 @@ impl Sweeper {
         self.groups.retain(|g, _| groups.contains_key(g));
         // Too few runs to be worth a sweep, unless already swept (see `min_runs`).
         groups.retain(|g, members| {
-            members.len() >= self.settings.min_runs || self.groups.contains_key(g)
+            let swept = self.groups.contains_key(g);
+            (members.len() >= self.settings.min_runs || swept) && !(only_new && swept)
         });
         let mut report = SweepReport {
             groups: groups.len(),
