@@ -285,33 +285,37 @@ impl Sweeper {
         let mut lapsed: Vec<Uuid> = Vec::new();
         for ((kind, key), members) in &groups {
             let group = self.groups.entry((*kind, *key)).or_default();
-            match sweep_group(&self.provider, &self.settings, *kind, members, group).await {
+            let complete = match sweep_group(&self.provider, &self.settings, *kind, members, group)
+                .await
+            {
                 Ok((listing, complete)) => {
                     report.listed += listing.len();
                     for (id, status) in changed_runs(members, &listing) {
                         self.pending.insert(id, status);
                     }
-                    if complete {
-                        group.last_success = Some(now);
-                        group.known = members.iter().map(|r| r.id).collect();
-                        group.lapse_handled = false;
-                        self.handle.covered(*kind, *key, now);
-                    } else {
-                        report.failed += 1;
-                    }
+                    complete
                 }
                 Err(e) => {
-                    report.failed += 1;
                     tracing::warn!(kind = %kind, target = ?key, error = %e, "sweep failed; runs are polled until a sweep succeeds again");
-                    let expired = group.last_success.is_some_and(|t| {
-                        (now - t).to_std().unwrap_or(Duration::ZERO) > self.settings.interval * 2
-                    });
-                    if expired && !group.lapse_handled {
-                        // Their next describes were set a safety net away: bring them back.
-                        group.lapse_handled = true;
-                        lapsed.extend(members.iter().map(|r| r.id));
-                    }
+                    false
                 }
+            };
+            if complete {
+                group.last_success = Some(now);
+                group.known = members.iter().map(|r| r.id).collect();
+                group.lapse_handled = false;
+                self.handle.covered(*kind, *key, now);
+                continue;
+            }
+            report.failed += 1;
+            let expired = group.last_success.is_some_and(|t| {
+                (now - t).to_std().unwrap_or(Duration::ZERO) > self.settings.interval * 2
+            });
+            if expired && !group.lapse_handled {
+                // Coverage lapsed while their next describes were a safety net away: bring
+                // them back to polling.
+                group.lapse_handled = true;
+                lapsed.extend(members.iter().map(|r| r.id));
             }
         }
         // A run whose recorded status caught up needs no nudge any more.

@@ -420,3 +420,39 @@ async fn a_restart_with_sweeping_off_polls_the_runs_a_sweep_covered() {
         assert_eq!(st["state"], "Done", "{st}");
     }
 }
+
+/// Sweeps succeed until the runs are covered, then every ListTrainingJobs is throttled: the
+/// coverage lapses after two intervals, the runs are made due and polled again, and they reach
+/// Done although their own describes had been set an hour away.
+#[tokio::test]
+async fn when_sweeps_start_failing_covered_runs_go_back_to_polling() {
+    let emu = Emulator::shared();
+    let bucket = unique("sweeplapse");
+    emu.create_bucket(&bucket).await;
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let scratch = Scratch::new();
+    let mut config = scratch.config(proxy.url());
+    set(
+        &mut config,
+        &[
+            ("EXECUTOR_SWEEP_INTERVAL_SECS", "1"),
+            ("EXECUTOR_SWEEP_SAFETY_NET_SECS", "3600"),
+            ("EXECUTOR_POLL_MIN_MS", "1500"),
+            ("EXECUTOR_POLL_MAX_MS", "1500"),
+        ],
+    );
+    let svc = Service::start(config);
+    let runs = start_runs(&svc, &bucket, 2, 8.0).await;
+    let store = open_store(&scratch).await;
+    wait_stretched(&store, &runs, Duration::from_secs(600)).await;
+    proxy.set_plan(FaultPlan::always(Fault::Throttle).only(["ListTrainingJobs"]));
+    for (id, _) in &runs {
+        let st = svc.wait_terminal(id, Duration::from_secs(40)).await;
+        assert_eq!(st["state"], "Done", "{st}");
+    }
+    assert!(
+        proxy.fault_count("ListTrainingJobs") >= 2,
+        "{:?}",
+        proxy.faults()
+    );
+}
