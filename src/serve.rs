@@ -199,10 +199,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     });
     if sweeper.is_none() {
         // Runs a sweep covered before this start wait a safety net for their next describe.
+        // Nothing else puts a followed run's next step 15 minutes away (polls, observation
+        // backoff and no-progress backoff are capped lower by default).
         match sagemaker_executor::sweep::resume_polling(
             &store,
             clock.now(),
-            Duration::from_secs(600),
+            Duration::from_secs(900),
         )
         .await
         {
