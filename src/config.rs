@@ -196,6 +196,26 @@ pub struct ServeArgs {
     #[arg(long, env = "EXECUTOR_AWS_TIMEOUT_SECS", default_value_t = 60)]
     pub aws_timeout_secs: u64,
 
+    /// Seconds between List* sweeps: one paged ListTrainingJobs / ListTransformJobs /
+    /// ListProcessingJobs / ListAutoMLJobs per kind and AWS target (modified since the previous
+    /// sweep) tells which followed jobs changed; only those are described. While sweeps
+    /// succeed, a running job is otherwise described only every `sweep_safety_net_secs`.
+    /// 0: no sweeps; every job is polled at its workflow's growing interval.
+    #[arg(long, env = "EXECUTOR_SWEEP_INTERVAL_SECS", default_value_t = 30)]
+    pub sweep_interval_secs: u64,
+
+    /// While the sweep covers a run (its kind and AWS target were swept successfully within two
+    /// intervals), the longest a running job goes without its own Describe, in seconds.
+    #[arg(long, env = "EXECUTOR_SWEEP_SAFETY_NET_SECS", default_value_t = 3600)]
+    pub sweep_safety_net_secs: u64,
+
+    /// Calls per second allowed per AWS operation, shared by all runs and the sweeper, per AWS
+    /// target: `pattern=rate[:burst]`, comma-separated; a pattern is an operation name, a prefix
+    /// ending in `*`, or `*`; the most specific applies; rate 0 means no limit; `off` turns the
+    /// limiter off. A call waits for its token (within its step's timeout); none fails for it.
+    #[arg(long, env = "EXECUTOR_AWS_RATE_LIMITS", default_value = crate::aws::limit::DEFAULT_RATE_LIMITS, value_parser = crate::aws::RateLimits::parse)]
+    pub aws_rate_limits: crate::aws::RateLimits,
+
     /// Largest dataset file accepted by `POST /api/service/v1/datasets`, in bytes (413 above it).
     #[arg(long, env = "EXECUTOR_MAX_DATASET_BYTES", default_value_t = 5 * 1024 * 1024 * 1024)]
     pub max_dataset_bytes: u64,

@@ -17,5 +17,6 @@ pub mod model;
 pub mod redact;
 pub mod secrets;
 pub mod store;
+pub mod sweep;
 pub mod validate;
 pub mod workflows;

@@ -12,6 +12,7 @@ use sagemaker_executor::engine::{Engine, EngineConfig};
 use sagemaker_executor::listener;
 use sagemaker_executor::secrets::{Secret, SecretBox};
 use sagemaker_executor::store::{Instance, Store};
+use sagemaker_executor::sweep::{SweepSettings, Sweeper};
 use sagemaker_executor::workflows::{self, input::InputLimits};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +118,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         force_path_style: args.s3_force_path_style,
         operation_timeout: Duration::from_secs(args.aws_timeout_secs),
         multipart_threshold: args.multipart_threshold_bytes,
+        rate_limits: args.aws_rate_limits.clone(),
         ..AwsSettings::default()
     };
     let aws = SdkAws::from_env(settings.clone()).await;
@@ -162,27 +164,62 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             .with_client_cache(args.aws_client_cache),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Arc::new(
-        Engine::new(
+    let engine = Engine::new(
+        store.clone(),
+        clock.clone(),
+        provider.clone(),
+        EngineConfig {
+            owner: instance.id.clone(),
+            max_concurrency: args.max_concurrency.max(1),
+            lease,
+            poll_min: args.poll_min_ms.map(Duration::from_millis),
+            poll_max: args.poll_max_ms.map(Duration::from_millis),
+            retry_base: args.retry_base_ms.map(Duration::from_millis),
+            observe_max_delay: args.observe_max_delay_ms.map(Duration::from_millis),
+            drain: Duration::from_secs(args.drain_secs),
+            ..EngineConfig::default()
+        },
+        workflows::handlers(),
+        definitions.clone(),
+    )
+    .map_err(|e| format!("workflow definitions do not match their handlers: {e}"))?;
+    // The List* sweeper (off with an interval of 0): the engine reads its coverage.
+    let sweeper = (args.sweep_interval_secs > 0).then(|| {
+        Sweeper::new(
             store.clone(),
-            clock.clone(),
             provider.clone(),
-            EngineConfig {
-                owner: instance.id.clone(),
-                max_concurrency: args.max_concurrency.max(1),
-                lease,
-                poll_min: args.poll_min_ms.map(Duration::from_millis),
-                poll_max: args.poll_max_ms.map(Duration::from_millis),
-                retry_base: args.retry_base_ms.map(Duration::from_millis),
-                observe_max_delay: args.observe_max_delay_ms.map(Duration::from_millis),
-                drain: Duration::from_secs(args.drain_secs),
-                ..EngineConfig::default()
+            clock.clone(),
+            engine.waker(),
+            SweepSettings {
+                interval: Duration::from_secs(args.sweep_interval_secs),
+                safety_net: Duration::from_secs(args.sweep_safety_net_secs.max(1)),
+                ..SweepSettings::default()
             },
-            workflows::handlers(),
-            definitions.clone(),
         )
-        .map_err(|e| format!("workflow definitions do not match their handlers: {e}"))?,
-    );
+    });
+    if sweeper.is_none() {
+        // Runs a sweep covered before this start wait a safety net for their next describe.
+        // Nothing else puts a followed run's next step 15 minutes away (polls, observation
+        // backoff and no-progress backoff are capped lower by default).
+        match sagemaker_executor::sweep::resume_polling(
+            &store,
+            clock.now(),
+            Duration::from_secs(900),
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                runs = n,
+                "sweeping is off: runs a sweep covered are polled again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not make swept runs due again"),
+        }
+    }
+    let engine = Arc::new(match &sweeper {
+        Some(s) => engine.with_sweep(s.handle()),
+        None => engine,
+    });
     let janitor = sagemaker_executor::janitor::Janitor::new(
         store.clone(),
         aws.clone(),
@@ -215,6 +252,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
     let heartbeat_task = tokio::spawn(heartbeat(store.clone(), instance.clone(), stop_rx.clone()));
     let janitor_task = tokio::spawn(janitor.run(stop_rx.clone()));
+    let sweeper_task = sweeper.map(|s| tokio::spawn(s.run(stop_rx.clone())));
     let retention_task = tokio::spawn(prune_history(
         store.clone(),
         args.history_retention_days,
@@ -287,6 +325,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("engine task failed: {e}"))?;
     let _ = heartbeat_task.await;
     let _ = janitor_task.await;
+    if let Some(t) = sweeper_task {
+        let _ = t.await;
+    }
     // Steps abandoned at the drain deadline dropped their multipart uploads; their aborts finish.
     let open = sagemaker_executor::aws::sdk::settle_uploads(Duration::from_secs(10)).await;
     if open > 0 {

@@ -299,29 +299,116 @@ impl AwsProvider {
         run: &Run,
         sealed: Option<&[u8]>,
     ) -> Result<(Arc<dyn AwsPort>, serde_json::Value), AwsError> {
+        let r = self
+            .resolve(run.id, run.request.get("connection"), sealed)
+            .await?;
+        Ok((r.aws, r.workflow))
+    }
+
+    /// [`AwsProvider::for_run`] for a run known by its id, its request's `connection` and its
+    /// sealed secret, with the [`TargetKey`] of the AWS it talks to.
+    pub async fn resolve(
+        &self,
+        run_id: uuid::Uuid,
+        connection: Option<&serde_json::Value>,
+        sealed: Option<&[u8]>,
+    ) -> Result<ResolvedRun, AwsError> {
         let secret = match sealed {
-            Some(sealed) => self.open(run.id, sealed)?,
+            Some(sealed) => self.open(run_id, sealed)?,
             None => RunSecret::default(),
         };
-        let aws = match run.request.get("connection") {
+        let target = self.key_of(connection, &secret);
+        let aws = match connection {
             None | Some(serde_json::Value::Null) => match &secret.aws {
                 Some(t) => self.port(t).await,
                 None => self.default.clone(),
             },
             Some(v) => {
-                let r: ConnectionRef = serde_json::from_value(v.clone()).map_err(|e| AwsError {
-                    kind: AwsErrorKind::Terminal,
-                    operation: "ConnectionLookup",
-                    code: None,
-                    message: format!("stored connection reference is unreadable: {e}"),
-                })?;
+                let r = connection_ref(v)?;
                 self.for_connection(&r)
                     .await
                     .map_err(|e| connection_error(&e))?
             }
         };
-        Ok((aws, secret.workflow))
+        Ok(ResolvedRun {
+            aws,
+            workflow: secret.workflow,
+            target,
+        })
     }
+
+    /// The [`TargetKey`] of a run, without resolving its connection (nothing is looked up).
+    pub fn target_key(
+        &self,
+        run_id: uuid::Uuid,
+        connection: Option<&serde_json::Value>,
+        sealed: Option<&[u8]>,
+    ) -> Result<TargetKey, AwsError> {
+        let secret = match sealed {
+            Some(sealed) => self.open(run_id, sealed)?,
+            None => RunSecret::default(),
+        };
+        Ok(self.key_of(connection, &secret))
+    }
+
+    fn key_of(&self, connection: Option<&serde_json::Value>, secret: &RunSecret) -> TargetKey {
+        if self.settings.is_none() {
+            return TargetKey::DEFAULT;
+        }
+        match connection {
+            None | Some(serde_json::Value::Null) => match &secret.aws {
+                Some(t) if !t.is_default() => TargetKey(t.digest()),
+                _ => TargetKey::DEFAULT,
+            },
+            Some(v) => {
+                // The reference, not the credentials it resolves to: runs of one connection
+                // share a key whether or not its lookup is cached.
+                let mut h = Sha256::new();
+                h.update(b"connection\xff");
+                h.update(v.to_string().as_bytes());
+                TargetKey(h.finalize().into())
+            }
+        }
+    }
+}
+
+/// Names the AWS a run talks to (its connection reference, its own credentials, or the default
+/// chain) by a digest, never by the credentials themselves. Runs with equal keys share one
+/// client set, so one List* sweep serves them all.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetKey([u8; 32]);
+
+impl TargetKey {
+    /// The default credential chain.
+    pub const DEFAULT: TargetKey = TargetKey([0; 32]);
+}
+
+impl std::fmt::Debug for TargetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == TargetKey::DEFAULT {
+            return f.write_str("default");
+        }
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A run's AWS, the workflow part of its secret, and the key of its target.
+pub struct ResolvedRun {
+    pub aws: Arc<dyn AwsPort>,
+    pub workflow: serde_json::Value,
+    pub target: TargetKey,
+}
+
+fn connection_ref(v: &serde_json::Value) -> Result<ConnectionRef, AwsError> {
+    serde_json::from_value(v.clone()).map_err(|e| AwsError {
+        kind: AwsErrorKind::Terminal,
+        operation: "ConnectionLookup",
+        code: None,
+        message: format!("stored connection reference is unreadable: {e}"),
+    })
 }
 
 /// A failed lookup as a classified error: retried when the backend was unreachable.

@@ -1,5 +1,6 @@
 //! The real [`AwsPort`] on the AWS SDK.
 
+mod listing;
 mod objects;
 mod upload_guard;
 pub use upload_guard::settle_uploads;
@@ -8,8 +9,9 @@ use super::{
     AutomlJobSpec, AwsError, AwsErrorKind, AwsPort, AwsResult, ClarifyExplainerConfig,
     ClarifyInferenceConfig, ClarifyShapBaselineConfig, ClarifyShapConfig, ContainerSpec,
     EndpointConfigSpec, EndpointDescription, EndpointSummary, ExplainerConfig, InvokeOutput,
-    JobDescription, JobLog, Listing, ModelInfo, ModelSpec, ModelSummary, ProcessingJobSpec,
-    TrainingJobSpec, TransformJobSpec, VariantSpec, classify,
+    JobDescription, JobLog, JobQuery, JobSummary, Listing, ModelInfo, ModelSpec, ModelSummary,
+    ProcessingJobSpec, RateLimiter, RateLimits, TrainingJobSpec, TransformJobSpec, VariantSpec,
+    classify,
 };
 use crate::clock::Timestamp;
 use crate::metrics;
@@ -38,6 +40,8 @@ pub struct AwsSettings {
     pub operation_timeout: Duration,
     pub multipart_threshold: u64,
     pub multipart_part_size: u64,
+    /// The per-operation token buckets of each client set built with these settings.
+    pub rate_limits: RateLimits,
 }
 
 impl Default for AwsSettings {
@@ -48,6 +52,7 @@ impl Default for AwsSettings {
             operation_timeout: Duration::from_secs(60),
             multipart_threshold: 16 * 1024 * 1024,
             multipart_part_size: 8 * 1024 * 1024,
+            rate_limits: RateLimits::unlimited(),
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct SdkAws {
     runtime: aws_sdk_sagemakerruntime::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
     settings: AwsSettings,
+    /// Shared by every run and the sweeper that use this client set (one AWS target).
+    limiter: std::sync::Arc<RateLimiter>,
 }
 
 /// What differs from the standard configuration chain for one set of clients.
@@ -126,6 +133,7 @@ impl SdkAws {
             runtime: aws_sdk_sagemakerruntime::Client::from_conf(runtime),
             s3: aws_sdk_s3::Client::from_conf(s3),
             sagemaker: aws_sdk_sagemaker::Client::from_conf(sagemaker),
+            limiter: std::sync::Arc::new(RateLimiter::new(settings.rate_limits.clone())),
             settings,
         }
     }
@@ -135,6 +143,27 @@ impl SdkAws {
         self.sagemaker.config().region().map(|r| r.to_string())
     }
 }
+
+/// A request that waits for its operation's token before it is sent (futures do nothing until
+/// awaited, so `req.send().limited(..)` takes the token first). Every SDK call of this port goes
+/// through it.
+trait Limited: std::future::Future + Sized + Send {
+    fn limited<'a>(
+        self,
+        limiter: &'a RateLimiter,
+        operation: &'static str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send + 'a>>
+    where
+        Self: 'a,
+    {
+        Box::pin(async move {
+            limiter.acquire(operation).await;
+            self.await
+        })
+    }
+}
+
+impl<F: std::future::Future + Send> Limited for F {}
 
 /// Turns any SDK error into a classified [`AwsError`].
 fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> AwsError
@@ -342,6 +371,7 @@ impl AwsPort for SdkAws {
                     .build(),
             )
             .send()
+            .limited(&self.limiter, OP)
             .await
             .sent(OP)?;
         Ok(out.training_job_arn().unwrap_or_default().to_string())
@@ -354,6 +384,7 @@ impl AwsPort for SdkAws {
                 .describe_training_job()
                 .training_job_name(name)
                 .send()
+                .limited(&self.limiter, "DescribeTrainingJob")
                 .await,
         )?
         else {
@@ -384,6 +415,7 @@ impl AwsPort for SdkAws {
             .stop_training_job()
             .training_job_name(name)
             .send()
+            .limited(&self.limiter, "StopTrainingJob")
             .await
             .sent("StopTrainingJob")?;
         Ok(())
@@ -403,6 +435,7 @@ impl AwsPort for SdkAws {
                 .key(key)
                 .range(format!("bytes=0-{}", max.saturating_sub(1)))
                 .send()
+                .limited(&self.limiter, "GetObject")
                 .await,
         )?
         else {
@@ -478,7 +511,7 @@ impl AwsPort for SdkAws {
         for (k, v) in &spec.tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = req.send().await.sent(OP)?;
+        let out = req.send().limited(&self.limiter, OP).await.sent(OP)?;
         Ok(out.auto_ml_job_arn().unwrap_or_default().to_string())
     }
 
@@ -490,6 +523,7 @@ impl AwsPort for SdkAws {
                 .describe_auto_ml_job_v2()
                 .auto_ml_job_name(name)
                 .send()
+                .limited(&self.limiter, OP)
                 .await,
         )?
         else {
@@ -550,6 +584,7 @@ impl AwsPort for SdkAws {
             .stop_auto_ml_job()
             .auto_ml_job_name(name)
             .send()
+            .limited(&self.limiter, "StopAutoMLJob")
             .await
             .sent("StopAutoMLJob")?;
         Ok(())
@@ -610,7 +645,7 @@ impl AwsPort for SdkAws {
         for (k, v) in &spec.tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = req.send().await.sent(OP)?;
+        let out = req.send().limited(&self.limiter, OP).await.sent(OP)?;
         Ok(out.transform_job_arn().unwrap_or_default().to_string())
     }
 
@@ -622,6 +657,7 @@ impl AwsPort for SdkAws {
                 .describe_transform_job()
                 .transform_job_name(name)
                 .send()
+                .limited(&self.limiter, OP)
                 .await,
         )?
         else {
@@ -651,6 +687,7 @@ impl AwsPort for SdkAws {
             .stop_transform_job()
             .transform_job_name(name)
             .send()
+            .limited(&self.limiter, "StopTransformJob")
             .await
             .sent("StopTransformJob")?;
         Ok(())
@@ -730,7 +767,7 @@ impl AwsPort for SdkAws {
         for (k, v) in &spec.tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = req.send().await.sent(OP)?;
+        let out = req.send().limited(&self.limiter, OP).await.sent(OP)?;
         Ok(out.processing_job_arn().unwrap_or_default().to_string())
     }
 
@@ -742,6 +779,7 @@ impl AwsPort for SdkAws {
                 .describe_processing_job()
                 .processing_job_name(name)
                 .send()
+                .limited(&self.limiter, OP)
                 .await,
         )?
         else {
@@ -775,6 +813,7 @@ impl AwsPort for SdkAws {
             .stop_processing_job()
             .processing_job_name(name)
             .send()
+            .limited(&self.limiter, "StopProcessingJob")
             .await
             .sent("StopProcessingJob")?;
         Ok(())
@@ -802,6 +841,7 @@ impl AwsPort for SdkAws {
                 .log_group_name(GROUP)
                 .log_stream_name_prefix(format!("{name}/"))
                 .send()
+                .limited(&self.limiter, "DescribeLogStreams")
                 .await,
         )?
         else {
@@ -826,6 +866,7 @@ impl AwsPort for SdkAws {
                     .set_start_from_head(token.is_none().then_some(true))
                     .set_next_token(token.clone())
                     .send()
+                    .limited(&self.limiter, "GetLogEvents")
                     .await
                     .sent("GetLogEvents")?;
                 for event in out.events() {
@@ -882,7 +923,7 @@ impl AwsPort for SdkAws {
                 req = req.containers(c);
             }
         }
-        let out = req.send().await.sent(OP)?;
+        let out = req.send().limited(&self.limiter, OP).await.sent(OP)?;
         Ok(out.model_arn().unwrap_or_default().to_string())
     }
 
@@ -900,6 +941,7 @@ impl AwsPort for SdkAws {
                 .describe_model()
                 .model_name(name)
                 .send()
+                .limited(&self.limiter, "DescribeModel")
                 .await,
         )?
         else {
@@ -942,6 +984,7 @@ impl AwsPort for SdkAws {
                 .max_results(page_size)
                 .set_next_token(token)
                 .send()
+                .limited(&self.limiter, "ListModels")
                 .await
                 .sent("ListModels")?;
             let items = out.models().iter().map(|m| ModelSummary {
@@ -952,6 +995,10 @@ impl AwsPort for SdkAws {
             Ok((items.collect(), out.next_token().map(str::to_string)))
         })
         .await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> AwsResult<Listing<JobSummary>> {
+        self.list_jobs_paged(query).await
     }
 
     async fn list_endpoints(
@@ -966,6 +1013,7 @@ impl AwsPort for SdkAws {
                 .max_results(page_size)
                 .set_next_token(token)
                 .send()
+                .limited(&self.limiter, "ListEndpoints")
                 .await
                 .sent("ListEndpoints")?;
             let items = out.endpoints().iter().map(|e| EndpointSummary {
@@ -986,6 +1034,7 @@ impl AwsPort for SdkAws {
             .delete_model()
             .model_name(name)
             .send()
+            .limited(&self.limiter, OP)
             .await
             .sent(OP)?;
         Ok(())
@@ -1014,7 +1063,7 @@ impl AwsPort for SdkAws {
         if let Some(e) = &spec.explainer_config {
             req = req.explainer_config(to_sdk_explainer(e));
         }
-        let out = req.send().await.sent(OP)?;
+        let out = req.send().limited(&self.limiter, OP).await.sent(OP)?;
         Ok(out.endpoint_config_arn().unwrap_or_default().to_string())
     }
 
@@ -1028,6 +1077,7 @@ impl AwsPort for SdkAws {
                 .describe_endpoint_config()
                 .endpoint_config_name(name)
                 .send()
+                .limited(&self.limiter, "DescribeEndpointConfig")
                 .await,
         )?
         else {
@@ -1064,6 +1114,7 @@ impl AwsPort for SdkAws {
                 .describe_endpoint()
                 .endpoint_name(name)
                 .send()
+                .limited(&self.limiter, "DescribeEndpoint")
                 .await,
         )?
         else {
@@ -1105,7 +1156,7 @@ impl AwsPort for SdkAws {
         for (k, v) in tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = req.send().await.sent(OP)?;
+        let out = req.send().limited(&self.limiter, OP).await.sent(OP)?;
         Ok(out.endpoint_arn().unwrap_or_default().to_string())
     }
 
@@ -1116,6 +1167,7 @@ impl AwsPort for SdkAws {
             .endpoint_name(name)
             .endpoint_config_name(config)
             .send()
+            .limited(&self.limiter, OP)
             .await
             .sent(OP)?;
         Ok(())
@@ -1127,6 +1179,7 @@ impl AwsPort for SdkAws {
             .delete_endpoint()
             .endpoint_name(name)
             .send()
+            .limited(&self.limiter, OP)
             .await
             .sent(OP)?;
         Ok(())
@@ -1138,6 +1191,7 @@ impl AwsPort for SdkAws {
             .delete_endpoint_config()
             .endpoint_config_name(name)
             .send()
+            .limited(&self.limiter, OP)
             .await
             .sent(OP)?;
         Ok(())
@@ -1161,6 +1215,7 @@ impl AwsPort for SdkAws {
             .inference_id(inference_id)
             .body(aws_sdk_sagemakerruntime::primitives::Blob::new(body))
             .send()
+            .limited(&self.limiter, OP)
             .await
             .sent(OP)?;
         Ok(InvokeOutput {
@@ -1188,6 +1243,7 @@ impl AwsPort for SdkAws {
             .inference_id(inference_id)
             .body(aws_sdk_sagemakerruntime::primitives::Blob::new(body))
             .send()
+            .limited(&self.limiter, OP)
             .await
             .sent(OP)?;
         Ok(InvokeOutput {

@@ -109,6 +109,8 @@ pub struct Engine {
     wake: Arc<Notify>,
     /// The loop's latest iteration, for `/readyz`.
     beat: crate::beat::Beat,
+    /// The List* sweeper's coverage, when sweeping is on ([`Engine::with_sweep`]).
+    sweep: Option<crate::sweep::SweepHandle>,
 }
 
 /// A workflow's poll policy with the operator's overrides applied. Without an override the
@@ -195,7 +197,14 @@ impl Engine {
             workflows,
             wake: Arc::new(Notify::new()),
             beat: Default::default(),
+            sweep: None,
         })
+    }
+
+    /// Polling steps of runs the sweeper covers describe their job only as a safety net.
+    pub fn with_sweep(mut self, sweep: crate::sweep::SweepHandle) -> Engine {
+        self.sweep = Some(sweep);
+        self
     }
 
     /// The loop's heartbeat (readiness).
@@ -353,13 +362,21 @@ impl Engine {
             )
             .observing()
         })?;
-        let (aws, secret) = self.provider.for_run(run, sealed.as_deref()).await?;
+        let resolved = self
+            .provider
+            .resolve(run.id, run.request.get("connection"), sealed.as_deref())
+            .await?;
+        let now = self.clock.now();
         Ok(StepContext {
-            aws,
-            now: self.clock.now(),
+            aws: resolved.aws,
+            now,
             poll: reg.def.poll,
-            secret,
+            secret: resolved.workflow,
             provider: self.provider.clone(),
+            swept: self
+                .sweep
+                .as_ref()
+                .and_then(|s| s.swept(run.kind, resolved.target, now)),
         })
     }
 

@@ -14,6 +14,7 @@ mod owned;
 mod retention;
 mod runs;
 mod staging;
+mod sweep;
 
 pub use group::{ClaimRequest, Committed, GroupStats};
 pub use health::{WriteFailure, WriteTx};
@@ -21,6 +22,7 @@ pub use idempotency::{Claim, KeyRecord, Submission, new_run_id};
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
 pub use staging::StagedRun;
+pub use sweep::FollowedRun;
 
 pub use runs::{
     CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Transition,

@@ -322,8 +322,10 @@ async fn poll(
             failpoint::hit(&failpoint_name(job, "during_polling")).await;
             let polls = ctx.polls;
             ctx.polls += 1;
-            let mut out = StepOutput::to(Polling, ctx.to_value())
-                .due(Due::After(cx.poll_interval(polls + 1)));
+            // While a sweep covers the run, it makes the run due when the job's status changes;
+            // the own Describe is then only a safety net.
+            let next = cx.swept.unwrap_or_else(|| cx.poll_interval(polls + 1));
+            let mut out = StepOutput::to(Polling, ctx.to_value()).due(Due::After(next));
             if changed {
                 out = out.detail(status_text);
             }

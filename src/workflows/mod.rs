@@ -143,6 +143,10 @@ pub struct StepContext {
     pub secret: Value,
     /// Builds clients for other targets (a script job's object store).
     pub provider: Arc<crate::aws::AwsProvider>,
+    /// The safety-net interval while a List* sweep covers this run's kind and AWS target (it
+    /// succeeded recently): a job seen still running is described again only after it, since
+    /// the sweep makes the run due as soon as the job's status changes. None: poll as usual.
+    pub swept: Option<Duration>,
 }
 
 impl StepContext {

@@ -379,6 +379,9 @@ impl Service {
             )
             .env("EXECUTOR_POLL_MIN_MS", "50")
             .env("EXECUTOR_POLL_MAX_MS", "200")
+            // The suite's jobs advance per describe (the emulator's default), which a List*
+            // sweep never sees; tests of the sweep turn it on with time-driven jobs.
+            .env("EXECUTOR_SWEEP_INTERVAL_SECS", "0")
             .env("EXECUTOR_S3_FORCE_PATH_STYLE", "true")
             .env("EXECUTOR_LOG", "info,sagemaker_executor=debug")
             .env("AWS_ENDPOINT_URL", &config.aws_endpoint)

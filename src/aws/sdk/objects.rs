@@ -3,7 +3,7 @@
 //! ([`ObjectStore::upload_stream`]) go through.
 
 use super::upload_guard::{OpenUpload, send_abort};
-use super::{SdkAws, Sent, found, io_error, terminal};
+use super::{Limited, SdkAws, Sent, found, io_error, terminal};
 use crate::aws::{
     AwsError, AwsErrorKind, AwsResult, ObjectInfo, ObjectPage, ObjectStore, OpenMultipartUpload,
     UploadBody,
@@ -167,6 +167,7 @@ impl SdkAws {
             .content_type(content_type)
             .body(body)
             .send()
+            .limited(&self.limiter, "PutObject")
             .await
             .sent("PutObject")?;
         Ok(())
@@ -191,6 +192,7 @@ impl SdkAws {
             .key(key)
             .content_type(content_type)
             .send()
+            .limited(&self.limiter, "CreateMultipartUpload")
             .await
             .sent("CreateMultipartUpload")?;
         let upload_id = created
@@ -228,6 +230,7 @@ impl SdkAws {
                 .content_length(len as i64)
                 .body(body)
                 .send()
+                .limited(&self.limiter, "UploadPart")
                 .await
                 .sent("UploadPart")?;
             done.push(
@@ -250,6 +253,7 @@ impl SdkAws {
                     .build(),
             )
             .send()
+            .limited(&self.limiter, "CompleteMultipartUpload")
             .await
             .sent("CompleteMultipartUpload")?;
         Ok(total)
@@ -269,6 +273,7 @@ impl ObjectStore for SdkAws {
             .bucket(bucket)
             .set_prefix(Some(prefix.to_string()).filter(|p| !p.is_empty()))
             .send()
+            .limited(&self.limiter, "ListMultipartUploads")
             .await
             .sent("ListMultipartUploads")?;
         Ok(out
@@ -312,6 +317,7 @@ impl ObjectStore for SdkAws {
                 .set_continuation_token(continuation.map(str::to_string))
                 .max_keys(max_keys.clamp(1, 1000))
                 .send()
+                .limited(&self.limiter, OP)
                 .await,
         )?
         .ok_or_else(|| AwsError {
@@ -344,7 +350,13 @@ impl ObjectStore for SdkAws {
     async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectInfo>> {
         let Some(out) = found(
             "HeadObject",
-            self.s3.head_object().bucket(bucket).key(key).send().await,
+            self.s3
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .limited(&self.limiter, "HeadObject")
+                .await,
         )?
         else {
             return Ok(None);
@@ -364,6 +376,7 @@ impl ObjectStore for SdkAws {
             .bucket(bucket)
             .key(key)
             .send()
+            .limited(&self.limiter, "DeleteObject")
             .await
             .sent("DeleteObject")?;
         Ok(())
@@ -382,6 +395,7 @@ impl ObjectStore for SdkAws {
             .bucket(to_bucket)
             .key(to_key)
             .send()
+            .limited(&self.limiter, "CopyObject")
             .await
             .sent("CopyObject")?;
         Ok(())
@@ -405,7 +419,13 @@ impl ObjectStore for SdkAws {
         };
         let mut out = found(
             OP,
-            self.s3.get_object().bucket(bucket).key(key).send().await,
+            self.s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .limited(&self.limiter, OP)
+                .await,
         )?
         .ok_or_else(|| AwsError {
             kind: AwsErrorKind::NotFound,
