@@ -26,6 +26,11 @@ struct Inner {
     step_errors: BTreeMap<(ErrorClass, &'static str), u64>,
     aws_calls: BTreeMap<(&'static str, &'static str), u64>,
     lease_takeovers: u64,
+    /// List* sweeps by kind and outcome, and the runs they made due.
+    sweeps: BTreeMap<(Kind, &'static str), u64>,
+    sweep_nudges: u64,
+    /// Seconds AWS calls waited for the rate limiter, by operation.
+    rate_limit_waits: BTreeMap<&'static str, f64>,
 }
 
 #[derive(Default)]
@@ -67,6 +72,23 @@ impl Metrics {
 
     pub fn aws_call(&self, operation: &'static str, outcome: &'static str) {
         self.with(|m| *m.aws_calls.entry((operation, outcome)).or_default() += 1);
+    }
+
+    /// One List* sweep of `kind` (one AWS target): `ok` or `failed`.
+    pub fn sweep(&self, kind: Kind, outcome: &'static str) {
+        self.with(|m| *m.sweeps.entry((kind, outcome)).or_default() += 1);
+    }
+
+    /// Runs a sweep made due because their job's status changed (or their coverage lapsed).
+    pub fn sweep_nudges(&self, n: u64) {
+        if n > 0 {
+            self.with(|m| m.sweep_nudges += n);
+        }
+    }
+
+    /// An AWS call waited `waited` for its rate limiter token.
+    pub fn rate_limit_wait(&self, operation: &'static str, waited: Duration) {
+        self.with(|m| *m.rate_limit_waits.entry(operation).or_default() += waited.as_secs_f64());
     }
 
     pub fn lease_takeovers(&self, n: u64) {
@@ -181,8 +203,54 @@ impl Metrics {
             "Runs claimed after another holder's lease expired.",
         );
         let _ = writeln!(o, "executor_lease_takeovers_total {}", m.lease_takeovers);
+        head(
+            &mut o,
+            "executor_sweeps_total",
+            "counter",
+            "List* sweeps by kind and outcome (one per kind and AWS target per interval).",
+        );
+        for ((kind, outcome), n) in &m.sweeps {
+            let _ = writeln!(
+                o,
+                "executor_sweeps_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        head(
+            &mut o,
+            "executor_sweep_nudges_total",
+            "counter",
+            "Runs a sweep made due because their job's status changed or their coverage lapsed.",
+        );
+        let _ = writeln!(o, "executor_sweep_nudges_total {}", m.sweep_nudges);
+        head(
+            &mut o,
+            "executor_aws_rate_limit_wait_seconds_total",
+            "counter",
+            "Time AWS calls waited for the per-operation rate limiter, by operation.",
+        );
+        for (op, secs) in &m.rate_limit_waits {
+            let _ = writeln!(
+                o,
+                "executor_aws_rate_limit_wait_seconds_total{{operation=\"{op}\"}} {secs}"
+            );
+        }
         o
     }
+}
+
+/// Prometheus text for the store's group commit: transactions made and the engine writes they
+/// held (their ratio is the mean batch).
+pub fn render_group_commit(stats: crate::store::GroupStats) -> String {
+    format!(
+        "# HELP executor_store_group_commits_total Transactions made by the store's group commit.\n\
+         # TYPE executor_store_group_commits_total counter\n\
+         executor_store_group_commits_total {}\n\
+         # HELP executor_store_group_operations_total Engine writes (transitions, claims) those \
+         transactions held.\n\
+         # TYPE executor_store_group_operations_total counter\n\
+         executor_store_group_operations_total {}\n",
+        stats.transactions, stats.operations
+    )
 }
 
 /// Prometheus text for the runs whose status checks are failing while their AWS job may still
@@ -217,6 +285,9 @@ mod tests {
         m.step_error(ErrorClass::Retryable, "retried");
         m.aws_call("CreateTrainingJob", "ok");
         m.lease_takeovers(2);
+        m.sweep(Kind::Training, "ok");
+        m.sweep_nudges(3);
+        m.rate_limit_wait("DescribeTrainingJob", Duration::from_millis(1500));
         let now = chrono::Utc::now();
         let text = m.render(
             &[(Kind::Training, State::Done, 3)],
@@ -233,6 +304,9 @@ mod tests {
             "executor_step_errors_total{class=\"retryable\",outcome=\"retried\"} 1",
             "executor_aws_calls_total{operation=\"CreateTrainingJob\",outcome=\"ok\"} 1",
             "executor_lease_takeovers_total 2",
+            "executor_sweeps_total{kind=\"training\",outcome=\"ok\"} 1",
+            "executor_sweep_nudges_total 3",
+            "executor_aws_rate_limit_wait_seconds_total{operation=\"DescribeTrainingJob\"} 1.5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

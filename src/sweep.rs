@@ -300,6 +300,7 @@ impl Sweeper {
                     false
                 }
             };
+            crate::metrics::global().sweep(*kind, if complete { "ok" } else { "failed" });
             if complete {
                 group.last_success = Some(now);
                 group.known = members.iter().map(|r| r.id).collect();
@@ -335,6 +336,7 @@ impl Sweeper {
             self.pending.remove(id);
         }
         report.nudged = made.len();
+        crate::metrics::global().sweep_nudges(made.len() as u64);
         report.waiting = self.pending.len();
         if !made.is_empty() {
             self.wake.notify_one();

@@ -124,4 +124,9 @@ async fn metrics_reflect_a_known_sequence_of_runs() {
         ) >= 6.0
     );
     assert_eq!(value(&text, "executor_lease_takeovers_total"), 0.0);
+    // Every step's transition went through the group commit.
+    let transactions = value(&text, "executor_store_group_commits_total");
+    let operations = value(&text, "executor_store_group_operations_total");
+    assert!(transactions >= 1.0, "{text}");
+    assert!(operations >= transactions, "{text}");
 }

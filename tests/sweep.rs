@@ -13,7 +13,7 @@ use sagemaker_executor::store::Store;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
-use support::{Emulator, ROLE, Scratch, Service, ServiceConfig, unique};
+use support::{Emulator, ROLE, Scratch, Service, ServiceConfig, client, unique};
 
 /// A training request whose job runs `seconds` of wall-clock time, then ends with `outcome`.
 fn timed_training(bucket: &str, seconds: f64, outcome: &str) -> Value {
@@ -137,6 +137,25 @@ async fn a_sweep_describes_each_job_only_when_its_status_changed() {
     assert!(
         describes <= 30,
         "{describes} DescribeTrainingJob for 10 jobs"
+    );
+    // The sweeps and what they made due show in the metrics.
+    let text = client()
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+    };
+    assert!(series("executor_sweeps_total{kind=\"training\",outcome=\"ok\"}") >= 2.0);
+    assert!(
+        series("executor_sweep_nudges_total") >= 10.0,
+        "each job's end made its run due"
     );
 }
 

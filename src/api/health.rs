@@ -21,7 +21,8 @@ impl HealthApi {
     }
 
     /// Prometheus metrics: runs by kind and state, transitions, step durations, step errors by
-    /// class, AWS calls by operation and outcome, the oldest unfinished run's age, lease takeovers.
+    /// class, AWS calls by operation and outcome, the oldest unfinished run's age, lease takeovers,
+    /// List* sweeps, rate-limiter waits, the store's group commits.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> Result<PlainText<String>, ApiError> {
         let state = self
@@ -33,6 +34,9 @@ impl HealthApi {
         let mut text = crate::metrics::global().render(&runs, oldest, state.clock.now());
         text.push_str(&crate::metrics::render_degraded(
             &state.store.count_degraded().await?,
+        ));
+        text.push_str(&crate::metrics::render_group_commit(
+            state.store.group_stats(),
         ));
         Ok(PlainText(text))
     }

@@ -206,6 +206,7 @@ impl RateLimiter {
                 );
             }
             tokio::time::sleep(wait).await;
+            crate::metrics::global().rate_limit_wait(operation, wait);
         }
     }
 }
