@@ -8,6 +8,11 @@ use crate::model::{Kind, State};
 use sqlx::Row;
 use uuid::Uuid;
 
+const OLDEST_UNFINISHED: &str = "SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL";
+
+const COUNT_DEGRADED: &str = "SELECT kind, COUNT(*) FROM runs INDEXED BY runs_degraded_newest
+     WHERE degraded_since IS NOT NULL GROUP BY kind ORDER BY kind";
+
 impl Store {
     pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
         let row = sqlx::query(concat!(
@@ -146,10 +151,9 @@ impl Store {
     /// When the oldest unfinished run was created (metrics): the last entry of the partial
     /// index of unfinished runs.
     pub async fn oldest_unfinished(&self) -> Result<Option<Timestamp>> {
-        let s: Option<String> =
-            sqlx::query_scalar("SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL")
-                .fetch_one(self.reader())
-                .await?;
+        let s: Option<String> = sqlx::query_scalar(OLDEST_UNFINISHED)
+            .fetch_one(self.reader())
+            .await?;
         Ok(s.as_deref().and_then(from_db))
     }
 
@@ -168,12 +172,9 @@ impl Store {
     /// Read from the partial index of degraded runs: left to itself, the planner would walk
     /// every run in kind order to avoid sorting the few groups.
     pub async fn count_degraded(&self) -> Result<Vec<(Kind, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT kind, COUNT(*) FROM runs INDEXED BY runs_degraded_newest
-             WHERE degraded_since IS NOT NULL GROUP BY kind ORDER BY kind",
-        )
-        .fetch_all(self.reader())
-        .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_DEGRADED)
+            .fetch_all(self.reader())
+            .await?;
         rows.into_iter()
             .map(|(k, n)| {
                 let kind = Kind::parse(&k).ok_or_else(|| Error::Corrupt(format!("kind {k:?}")))?;
@@ -249,4 +250,180 @@ fn list_query(prefix: &str, f: &RunFilter, limit: u32) -> sqlx::QueryBuilder<sql
     q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(limit as i64 + 1);
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::from_db;
+
+    /// SQLite's plan for `sql`, one line per step.
+    async fn plan_of(store: &Store, q: &mut sqlx::QueryBuilder<sqlx::Sqlite>) -> Vec<String> {
+        q.build()
+            .fetch_all(store.reader())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect()
+    }
+
+    fn uses(plan: &[String], index: &str) -> bool {
+        let first = plan.iter().find(|l| l.contains(" runs "));
+        first.is_some_and(|l| {
+            (l.starts_with("SEARCH runs USING") || l.starts_with("SCAN runs USING"))
+                && l.contains(&format!("INDEX {index}"))
+        }) && !plan.iter().any(|l| l.contains("TEMP B-TREE"))
+    }
+
+    /// The listing's main shapes read an index that yields their rows in listing order: no
+    /// scan of every run, no sort. (Plans, not timings: without ANALYZE statistics SQLite plans
+    /// the same on an empty store as on a full one.)
+    #[tokio::test]
+    async fn each_main_listing_shape_reads_an_index_in_listing_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let t = from_db("2026-11-01T00:00:00Z").unwrap();
+        let cursor = Some(Uuid::now_v7());
+        let shapes: Vec<(&str, RunFilter, &str)> = vec![
+            ("all", RunFilter::default(), "runs_newest"),
+            (
+                "a deep cursor page",
+                RunFilter {
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_newest",
+            ),
+            (
+                "created in a range",
+                RunFilter {
+                    created_after: Some(t),
+                    created_before: Some(t),
+                    ..Default::default()
+                },
+                "runs_newest",
+            ),
+            (
+                "one state",
+                RunFilter {
+                    state: Some(State::Failed),
+                    ..Default::default()
+                },
+                "runs_state_newest",
+            ),
+            (
+                "one state, a cursor page",
+                RunFilter {
+                    state: Some(State::Failed),
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_state_newest",
+            ),
+            (
+                "one kind",
+                RunFilter {
+                    kind: Some(Kind::Automl),
+                    ..Default::default()
+                },
+                "runs_kind_newest",
+            ),
+            (
+                "one kind in one state",
+                RunFilter {
+                    kind: Some(Kind::Automl),
+                    state: Some(State::Done),
+                    ..Default::default()
+                },
+                "runs_kind_state_newest",
+            ),
+            (
+                "one submitter",
+                RunFilter {
+                    submitted_by: Some("essedum".into()),
+                    ..Default::default()
+                },
+                "runs_submitter_newest",
+            ),
+            (
+                "one submitter, a cursor page",
+                RunFilter {
+                    submitted_by: Some("essedum".into()),
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_submitter_newest",
+            ),
+            (
+                "one submitter's runs of some kinds (Essedum lists)",
+                RunFilter {
+                    submitted_by: Some("essedum".into()),
+                    kinds: vec![Kind::Training, Kind::Automl],
+                    ..Default::default()
+                },
+                "runs_submitter_newest",
+            ),
+            (
+                "with an error",
+                RunFilter {
+                    has_error: Some(true),
+                    ..Default::default()
+                },
+                "runs_errored_newest",
+            ),
+            (
+                "without an error",
+                RunFilter {
+                    has_error: Some(false),
+                    ..Default::default()
+                },
+                "runs_newest",
+            ),
+            (
+                "degraded",
+                RunFilter {
+                    degraded: Some(true),
+                    ..Default::default()
+                },
+                "runs_degraded_newest",
+            ),
+            (
+                "stuck",
+                RunFilter {
+                    stuck_since: Some(t),
+                    ..Default::default()
+                },
+                "runs_unfinished_newest",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (name, filter, index) in &shapes {
+            let plan = plan_of(&store, &mut list_query("EXPLAIN QUERY PLAN ", filter, 50)).await;
+            if !uses(&plan, index) {
+                wrong.push(format!(
+                    "{name}: wanted {index} in listing order, got {plan:?}"
+                ));
+            }
+        }
+        for (name, sql, index) in [
+            (
+                "oldest unfinished",
+                OLDEST_UNFINISHED,
+                "runs_unfinished_newest",
+            ),
+            ("degraded by kind", COUNT_DEGRADED, "runs_degraded_newest"),
+        ] {
+            let mut q = sqlx::QueryBuilder::new("EXPLAIN QUERY PLAN ");
+            q.push(sql);
+            let plan = plan_of(&store, &mut q).await;
+            let first = plan.iter().find(|l| l.contains(" runs "));
+            if !first.is_some_and(|l| l.contains(&format!("INDEX {index}"))) {
+                wrong.push(format!("{name}: wanted {index}, got {plan:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 }
