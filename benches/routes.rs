@@ -294,7 +294,11 @@ fn routes(filled: &Filled, rng: &mut fastrand::Rng) -> Vec<Route> {
             some.iter().map(|id| format!("/status/{id}")).collect(),
             OPERATOR_TOKEN,
         ),
-        route("GET /api/v1/runs?limit=50", vec![list.into()], OPERATOR_TOKEN),
+        route(
+            "GET /api/v1/runs?limit=50",
+            vec![list.into()],
+            OPERATOR_TOKEN,
+        ),
         route(
             "  &state=Failed",
             vec![format!("{list}&state=Failed")],

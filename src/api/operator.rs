@@ -298,7 +298,8 @@ impl OperatorApi {
             limit,
             ..RunFilter::default()
         };
-        let page = app.store.list_runs(&filter).await?;
+        // Summaries only: the page shows neither the request nor the context of its runs.
+        let page = app.store.list_run_summaries(&filter).await?;
         let counts = app
             .store
             .count_by_state(kind.0, owner_scope(&caller))

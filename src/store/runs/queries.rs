@@ -8,6 +8,11 @@ use crate::model::{Kind, State};
 use sqlx::Row;
 use uuid::Uuid;
 
+/// The run columns with JSON `null` for the request and the context.
+const SUMMARY_COLUMNS: &str = "id, kind, state, 'null' AS request, 'null' AS context, \
+    resource_name, attempt, version, next_due_at, lease_owner, lease_until, cancel_requested, \
+    last_error, submitted_by, created_at, updated_at, degraded_since";
+
 const OLDEST_UNFINISHED: &str = "SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL";
 
 const COUNT_DEGRADED: &str = "SELECT kind, COUNT(*) FROM runs INDEXED BY runs_degraded_newest
@@ -63,8 +68,18 @@ impl Store {
     /// instead of walking to the cursor. Optional filters written as `(? IS NULL OR ...)` would
     /// hide that choice from the planner.
     pub async fn list_runs(&self, f: &RunFilter) -> Result<Page> {
+        self.list(run_columns!(), f).await
+    }
+
+    /// [`Store::list_runs`] without each run's `request` and `context` (both `Value::Null`):
+    /// for listings that show only summaries, which then neither read nor parse them.
+    pub async fn list_run_summaries(&self, f: &RunFilter) -> Result<Page> {
+        self.list(SUMMARY_COLUMNS, f).await
+    }
+
+    async fn list(&self, columns: &str, f: &RunFilter) -> Result<Page> {
         let limit = f.limit.clamp(1, 1000);
-        let mut q = list_query("", f, limit);
+        let mut q = list_query("", columns, f, limit);
         let rows = q.build().fetch_all(self.reader()).await?;
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
         let next_cursor = if runs.len() > limit as usize {
@@ -195,9 +210,14 @@ impl Store {
 
 /// The listing's query for `f` (one more row than `limit`, to tell whether a next page exists),
 /// after `prefix` (`EXPLAIN QUERY PLAN ` in the tests of its plans).
-fn list_query(prefix: &str, f: &RunFilter, limit: u32) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+fn list_query(
+    prefix: &str,
+    columns: &str,
+    f: &RunFilter,
+    limit: u32,
+) -> sqlx::QueryBuilder<sqlx::Sqlite> {
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(prefix);
-    q.push(concat!("SELECT ", run_columns!(), " FROM runs WHERE 1"));
+    q.push("SELECT ").push(columns).push(" FROM runs WHERE 1");
     if let Some(kind) = f.kind {
         q.push(" AND kind = ").push_bind(kind.as_str());
     }
@@ -256,6 +276,14 @@ fn list_query(prefix: &str, f: &RunFilter, limit: u32) -> sqlx::QueryBuilder<sql
 mod tests {
     use super::*;
     use crate::clock::from_db;
+
+    #[test]
+    fn summary_columns_are_the_run_columns_without_request_and_context() {
+        let full = SUMMARY_COLUMNS
+            .replace("'null' AS request", "request")
+            .replace("'null' AS context", "context");
+        assert_eq!(full, run_columns!());
+    }
 
     /// SQLite's plan for `sql`, one line per step.
     async fn plan_of(store: &Store, q: &mut sqlx::QueryBuilder<sqlx::Sqlite>) -> Vec<String> {
@@ -401,7 +429,11 @@ mod tests {
         ];
         let mut wrong = Vec::new();
         for (name, filter, index) in &shapes {
-            let plan = plan_of(&store, &mut list_query("EXPLAIN QUERY PLAN ", filter, 50)).await;
+            let plan = plan_of(
+                &store,
+                &mut list_query("EXPLAIN QUERY PLAN ", run_columns!(), filter, 50),
+            )
+            .await;
             if !uses(&plan, index) {
                 wrong.push(format!(
                     "{name}: wanted {index} in listing order, got {plan:?}"
