@@ -9,7 +9,7 @@
 //! route, and /metrics at 100,000 runs against /metrics at 10,000.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/rtarget cargo bench --bench routes`
-//! (options: `-- --seconds 2 --connections 4 --sizes 10000,100000`).
+//! (options: `-- --seconds 2 --connections 4 --sizes 10000,100000 --only limit=50`).
 
 use poem::listener::{Acceptor, Listener};
 use sagemaker_executor::api::{self, AppState, Auth, HttpLimits, Readiness};
@@ -33,6 +33,8 @@ struct Args {
     seconds: f64,
     connections: usize,
     sizes: Vec<usize>,
+    /// Only the routes whose name contains this (and the baseline), e.g. for a profile.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -40,12 +42,14 @@ fn args() -> Args {
         seconds: 2.0,
         connections: 4,
         sizes: vec![10_000, 100_000],
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().expect("a value");
         match flag.as_str() {
             "--seconds" => a.seconds = value().parse().expect("seconds"),
+            "--only" => a.only = Some(value()),
             "--connections" => a.connections = value().parse().expect("a number"),
             "--sizes" => {
                 a.sizes = value()
@@ -367,6 +371,9 @@ fn main() {
             );
             let mut baseline = None;
             for r in routes(&filled, &mut rng) {
+                if baseline.is_some() && a.only.as_ref().is_some_and(|o| !r.name.contains(o)) {
+                    continue;
+                }
                 let rate = load(addr, &r.paths, r.token, &a).await;
                 let base = *baseline.get_or_insert(rate);
                 println!("  {:<34} {:>9.0} req/s  {:>6.3}x", r.name, rate, rate / base);

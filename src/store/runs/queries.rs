@@ -1,5 +1,10 @@
 //! Read-only queries of runs and their history (the API's and the metrics' views); every
 //! write, each one transaction, is in the parent module.
+//!
+//! Queries that return many small rows (a page of runs, counts per state) return them as one
+//! row of JSON built by SQLite (`json_group_array`): sqlx hands each SQLite row from its
+//! connection's worker thread to the caller one at a time, with a thread wake-up per row, and
+//! that hand-off, not SQLite, was most of the cost of a listing page.
 
 use super::super::{Error, Result, Store};
 use super::{Event, Page, Run, RunFilter, event_from_row, run_from_row, state};
@@ -8,15 +13,112 @@ use crate::model::{Kind, State};
 use sqlx::Row;
 use uuid::Uuid;
 
-/// The run columns with JSON `null` for the request and the context.
-const SUMMARY_COLUMNS: &str = "id, kind, state, 'null' AS request, 'null' AS context, \
-    resource_name, attempt, version, next_due_at, lease_owner, lease_until, cancel_requested, \
-    last_error, submitted_by, created_at, updated_at, degraded_since";
+/// Every column of a listed run except the request and the context, as `json_object`
+/// arguments (see [`Listed`]).
+macro_rules! summary_fields {
+    () => {
+        "'id', id, 'kind', kind, 'state', state, 'resource_name', resource_name, \
+         'attempt', attempt, 'version', version, 'next_due_at', next_due_at, \
+         'lease_owner', lease_owner, 'lease_until', lease_until, \
+         'cancel_requested', cancel_requested, 'last_error', last_error, \
+         'submitted_by', submitted_by, 'created_at', created_at, 'updated_at', updated_at, \
+         'degraded_since', degraded_since"
+    };
+}
+
+/// Which columns a listing returns.
+#[derive(Clone, Copy)]
+enum Columns {
+    /// Every column.
+    Full,
+    /// All but the request and the context (`Value::Null` in the result).
+    Summary,
+}
+
+impl Columns {
+    /// The columns read from `runs`, and the `json_object` arguments rendering them.
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Columns::Full => (
+                run_columns!(),
+                concat!(
+                    summary_fields!(),
+                    ", 'request', json(request), 'context', json(context)"
+                ),
+            ),
+            Columns::Summary => (
+                "id, kind, state, resource_name, attempt, version, next_due_at, lease_owner, \
+                 lease_until, cancel_requested, last_error, submitted_by, created_at, updated_at, \
+                 degraded_since",
+                summary_fields!(),
+            ),
+        }
+    }
+}
+
+/// One run of a listing as `json_object` renders it.
+#[derive(serde::Deserialize)]
+struct Listed {
+    id: String,
+    kind: String,
+    state: String,
+    #[serde(default)]
+    request: serde_json::Value,
+    #[serde(default)]
+    context: serde_json::Value,
+    resource_name: Option<String>,
+    attempt: i64,
+    version: i64,
+    next_due_at: Option<String>,
+    lease_owner: Option<String>,
+    lease_until: Option<String>,
+    cancel_requested: i64,
+    last_error: Option<String>,
+    submitted_by: Option<String>,
+    created_at: String,
+    updated_at: String,
+    degraded_since: Option<String>,
+}
+
+impl Listed {
+    fn into_run(self) -> Result<Run> {
+        let ts = |col: &str, s: &str| {
+            from_db(s).ok_or_else(|| Error::Corrupt(format!("{col}: bad timestamp {s:?}")))
+        };
+        let opt_ts = |col: &str, s: Option<&str>| s.map(|s| ts(col, s)).transpose();
+        Ok(Run {
+            id: Uuid::parse_str(&self.id).map_err(|e| Error::Corrupt(format!("id: {e}")))?,
+            kind: Kind::parse(&self.kind)
+                .ok_or_else(|| Error::Corrupt(format!("kind {:?}", self.kind)))?,
+            state: state(&self.state)?,
+            request: self.request,
+            context: self.context,
+            resource_name: self.resource_name,
+            attempt: self.attempt,
+            version: self.version,
+            next_due_at: opt_ts("next_due_at", self.next_due_at.as_deref())?,
+            lease_owner: self.lease_owner,
+            lease_until: opt_ts("lease_until", self.lease_until.as_deref())?,
+            cancel_requested: self.cancel_requested != 0,
+            last_error: self.last_error,
+            degraded_since: opt_ts("degraded_since", self.degraded_since.as_deref())?,
+            submitted_by: self.submitted_by,
+            created_at: ts("created_at", &self.created_at)?,
+            updated_at: ts("updated_at", &self.updated_at)?,
+        })
+    }
+}
+
+/// The rows of a one-row JSON answer (`json_group_array`).
+fn json_rows<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>> {
+    serde_json::from_str(json).map_err(|e| Error::Corrupt(format!("a JSON answer: {e}")))
+}
 
 const OLDEST_UNFINISHED: &str = "SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL";
 
-const COUNT_DEGRADED: &str = "SELECT kind, COUNT(*) FROM runs INDEXED BY runs_degraded_newest
-     WHERE degraded_since IS NOT NULL GROUP BY kind ORDER BY kind";
+const COUNT_DEGRADED: &str = "SELECT json_group_array(json_array(kind, n)) FROM (
+     SELECT kind, COUNT(*) AS n FROM runs INDEXED BY runs_degraded_newest
+     WHERE degraded_since IS NOT NULL GROUP BY kind)";
 
 impl Store {
     pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
@@ -68,20 +170,26 @@ impl Store {
     /// instead of walking to the cursor. Optional filters written as `(? IS NULL OR ...)` would
     /// hide that choice from the planner.
     pub async fn list_runs(&self, f: &RunFilter) -> Result<Page> {
-        self.list(run_columns!(), f).await
+        self.list(Columns::Full, f).await
     }
 
     /// [`Store::list_runs`] without each run's `request` and `context` (both `Value::Null`):
     /// for listings that show only summaries, which then neither read nor parse them.
     pub async fn list_run_summaries(&self, f: &RunFilter) -> Result<Page> {
-        self.list(SUMMARY_COLUMNS, f).await
+        self.list(Columns::Summary, f).await
     }
 
-    async fn list(&self, columns: &str, f: &RunFilter) -> Result<Page> {
+    async fn list(&self, columns: Columns, f: &RunFilter) -> Result<Page> {
         let limit = f.limit.clamp(1, 1000);
         let mut q = list_query("", columns, f, limit);
-        let rows = q.build().fetch_all(self.reader()).await?;
-        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        let json: String = q.build_query_scalar().fetch_one(self.reader()).await?;
+        let mut listed: Vec<Listed> = json_rows(&json)?;
+        // The order of a JSON aggregate is not promised: put the rows back in listing order.
+        listed.sort_unstable_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
+        let mut runs = listed
+            .into_iter()
+            .map(Listed::into_run)
+            .collect::<Result<Vec<_>>>()?;
         let next_cursor = if runs.len() > limit as usize {
             runs.truncate(limit as usize);
             runs.last().map(|r| r.id)
@@ -98,15 +206,18 @@ impl Store {
         kind: Option<Kind>,
         submitted_by: Option<&str>,
     ) -> Result<Vec<(State, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, SUM(n) FROM run_counts
-             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR submitted_by = ?2)
-             GROUP BY state HAVING SUM(n) > 0 ORDER BY state",
+        let json: String = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(state, total)) FROM (
+                 SELECT state, SUM(n) AS total FROM run_counts
+                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR submitted_by = ?2)
+                 GROUP BY state HAVING SUM(n) > 0)",
         )
         .bind(kind.map(Kind::as_str))
         .bind(submitted_by)
-        .fetch_all(self.reader())
+        .fetch_one(self.reader())
         .await?;
+        let mut rows: Vec<(String, i64)> = json_rows(&json)?;
+        rows.sort_unstable();
         rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
     }
 
@@ -149,12 +260,15 @@ impl Store {
 
     /// How many runs there are of each kind in each state (metrics), from the kept counts.
     pub async fn count_by_kind_state(&self) -> Result<Vec<(Kind, State, i64)>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT kind, state, SUM(n) FROM run_counts GROUP BY kind, state HAVING SUM(n) > 0
-             ORDER BY kind, state",
+        let json: String = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(kind, state, total)) FROM (
+                 SELECT kind, state, SUM(n) AS total FROM run_counts GROUP BY kind, state
+                 HAVING SUM(n) > 0)",
         )
-        .fetch_all(self.reader())
+        .fetch_one(self.reader())
         .await?;
+        let mut rows: Vec<(String, String, i64)> = json_rows(&json)?;
+        rows.sort_unstable();
         rows.into_iter()
             .map(|(k, s, n)| {
                 let kind = Kind::parse(&k).ok_or_else(|| Error::Corrupt(format!("kind {k:?}")))?;
@@ -187,9 +301,11 @@ impl Store {
     /// Read from the partial index of degraded runs: left to itself, the planner would walk
     /// every run in kind order to avoid sorting the few groups.
     pub async fn count_degraded(&self) -> Result<Vec<(Kind, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_DEGRADED)
-            .fetch_all(self.reader())
+        let json: String = sqlx::query_scalar(COUNT_DEGRADED)
+            .fetch_one(self.reader())
             .await?;
+        let mut rows: Vec<(String, i64)> = json_rows(&json)?;
+        rows.sort_unstable();
         rows.into_iter()
             .map(|(k, n)| {
                 let kind = Kind::parse(&k).ok_or_else(|| Error::Corrupt(format!("kind {k:?}")))?;
@@ -209,15 +325,21 @@ impl Store {
 }
 
 /// The listing's query for `f` (one more row than `limit`, to tell whether a next page exists),
-/// after `prefix` (`EXPLAIN QUERY PLAN ` in the tests of its plans).
+/// as one JSON array of objects, after `prefix` (`EXPLAIN QUERY PLAN ` in the tests of its
+/// plans).
 fn list_query(
     prefix: &str,
-    columns: &str,
+    columns: Columns,
     f: &RunFilter,
     limit: u32,
 ) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+    let (columns, fields) = columns.sql();
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(prefix);
-    q.push("SELECT ").push(columns).push(" FROM runs WHERE 1");
+    q.push("SELECT json_group_array(json_object(")
+        .push(fields)
+        .push(")) FROM (SELECT ")
+        .push(columns)
+        .push(" FROM runs WHERE 1");
     if let Some(kind) = f.kind {
         q.push(" AND kind = ").push_bind(kind.as_str());
     }
@@ -268,7 +390,8 @@ fn list_query(
         None => &mut q,
     };
     q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(limit as i64 + 1);
+        .push_bind(limit as i64 + 1)
+        .push(")");
     q
 }
 
@@ -277,12 +400,77 @@ mod tests {
     use super::*;
     use crate::clock::from_db;
 
-    #[test]
-    fn summary_columns_are_the_run_columns_without_request_and_context() {
-        let full = SUMMARY_COLUMNS
-            .replace("'null' AS request", "request")
-            .replace("'null' AS context", "context");
-        assert_eq!(full, run_columns!());
+    /// A listed run (decoded from SQLite's JSON) is the run `get_run` reads, field for field,
+    /// and the listing is newest first, ties broken by id.
+    #[tokio::test]
+    async fn a_listed_run_is_the_stored_run_field_for_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("l.db").display()))
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for (i, at) in [
+            "2026-11-01T00:00:00.000001Z",
+            "2026-11-02T00:00:00Z",
+            "2026-11-02T00:00:00Z",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = Uuid::now_v7();
+            let run = super::super::NewRun {
+                id,
+                kind: [Kind::Training, Kind::Automl, Kind::Script][i],
+                state: State::Uploading,
+                request: serde_json::json!({"n": i, "nested": {"s": "x\"y", "list": [1, 2.5, null]}}),
+                context: serde_json::json!({"job_name": format!("job-{i}")}),
+                resource_name: (i != 1).then(|| format!("job-{i}")),
+                submitted_by: (i != 2).then(|| "alice".to_string()),
+                detail: "accepted".into(),
+            };
+            store.insert_run(run, from_db(at).unwrap()).await.unwrap();
+            ids.push(id);
+        }
+        sqlx::query(
+            "UPDATE runs SET lease_owner = 'w#1', lease_until = '2026-11-03T00:00:00.5Z',
+                 last_error = 'boom', degraded_since = '2026-11-02T01:00:00Z',
+                 cancel_requested = 1, attempt = 3, version = 7 WHERE id = ?1",
+        )
+        .bind(ids[1].to_string())
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        ids.reverse();
+        for summaries in [false, true] {
+            let mut listed = Vec::new();
+            let mut after = None;
+            loop {
+                let f = RunFilter {
+                    limit: 2,
+                    after,
+                    ..Default::default()
+                };
+                let page = if summaries {
+                    store.list_run_summaries(&f).await.unwrap()
+                } else {
+                    store.list_runs(&f).await.unwrap()
+                };
+                listed.extend(page.runs);
+                after = page.next_cursor;
+                if after.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+            for run in listed {
+                let mut stored = store.get_run(run.id).await.unwrap().unwrap();
+                if summaries {
+                    stored.request = serde_json::Value::Null;
+                    stored.context = serde_json::Value::Null;
+                }
+                assert_eq!(format!("{run:?}"), format!("{stored:?}"));
+            }
+        }
     }
 
     /// SQLite's plan for `sql`, one line per step.
@@ -431,7 +619,7 @@ mod tests {
         for (name, filter, index) in &shapes {
             let plan = plan_of(
                 &store,
-                &mut list_query("EXPLAIN QUERY PLAN ", run_columns!(), filter, 50),
+                &mut list_query("EXPLAIN QUERY PLAN ", Columns::Full, filter, 50),
             )
             .await;
             if !uses(&plan, index) {
