@@ -8,7 +8,7 @@
 use sagemaker_executor::clock::{Timestamp, from_db};
 use sagemaker_executor::model::{ErrorClass, Kind, State};
 use sagemaker_executor::store::{
-    ClaimedRun, MIGRATOR, NewRun, RetryOutcome, Store, Transition, TransitionOutcome,
+    ClaimedRun, MIGRATOR, NewRun, RetryOutcome, RunFilter, Store, Transition, TransitionOutcome,
 };
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -94,6 +94,22 @@ async fn assert_counts_right(store: &Store, raw: &SqlitePool, after: &str) {
                 .map(|(s, n)| (s.to_string(), n))
                 .collect();
             assert_eq!(got, want, "count_by_state({kind:?}, {by:?}) after {after}");
+            let (_, with_page) = store
+                .list_run_summaries_with_counts(
+                    &RunFilter {
+                        limit: 1,
+                        ..RunFilter::default()
+                    },
+                    kind,
+                    by,
+                )
+                .await
+                .unwrap();
+            let with_page: BTreeMap<String, i64> = with_page
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect();
+            assert_eq!(with_page, want, "the listing's counts after {after}");
         }
     }
 }
@@ -161,6 +177,7 @@ async fn kept_run_counts_equal_a_direct_count_through_every_change_of_the_runs()
 
     // Runs stored before migration 0014 are counted by it.
     MIGRATOR.run_to(13, raw).await.unwrap();
+    let old: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
     for (i, (kind, state, by)) in [
         ("training", "Done", Some("alice")),
         ("training", "Done", Some("alice")),
@@ -175,7 +192,7 @@ async fn kept_run_counts_equal_a_direct_count_through_every_change_of_the_runs()
              VALUES (?1, ?2, ?3, '{}', ?4, '2026-01-01T00:00:00.000000Z',
                      '2026-01-01T00:00:00.000000Z')",
         )
-        .bind(format!("old-{i}"))
+        .bind(old[i].to_string())
         .bind(kind)
         .bind(state)
         .bind(by)
@@ -307,13 +324,14 @@ async fn kept_run_counts_equal_a_direct_count_through_every_change_of_the_runs()
     let mut tx = raw.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO runs (id, kind, state, request, submitted_by, created_at, updated_at)
-         VALUES ('rolled-back', 'script', 'Done', '{}', 'carol', '2026-03-01T00:00:00.000000Z',
+         VALUES ('0190a6b4-0000-7000-8000-000000000000', 'script', 'Done', '{}', 'carol', '2026-03-01T00:00:00.000000Z',
                  '2026-03-01T00:00:00.000000Z')",
     )
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("UPDATE runs SET state = 'Failed' WHERE id = 'old-0'")
+    sqlx::query("UPDATE runs SET state = 'Failed' WHERE id = ?1")
+        .bind(old[0].to_string())
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -321,11 +339,13 @@ async fn kept_run_counts_equal_a_direct_count_through_every_change_of_the_runs()
     assert_counts_right(&store, raw, "a rollback").await;
 
     // Any change of a counted column is followed, however it is made.
-    sqlx::query("UPDATE runs SET submitted_by = NULL WHERE id = 'old-1'")
+    sqlx::query("UPDATE runs SET submitted_by = NULL WHERE id = ?1")
+        .bind(old[1].to_string())
         .execute(raw)
         .await
         .unwrap();
-    sqlx::query("UPDATE runs SET kind = 'automl', submitted_by = 'bob' WHERE id = 'old-2'")
+    sqlx::query("UPDATE runs SET kind = 'automl', submitted_by = 'bob' WHERE id = ?1")
+        .bind(old[2].to_string())
         .execute(raw)
         .await
         .unwrap();

@@ -173,30 +173,32 @@ impl Store {
         self.list(Columns::Full, f).await
     }
 
-    /// [`Store::list_runs`] without each run's `request` and `context` (both `Value::Null`):
-    /// for listings that show only summaries, which then neither read nor parse them.
-    pub async fn list_run_summaries(&self, f: &RunFilter) -> Result<Page> {
-        self.list(Columns::Summary, f).await
+    /// A page of run summaries (as [`Store::list_runs`], but each run's `request` and
+    /// `context` are `Value::Null`: they are neither read nor parsed) and the counts per state
+    /// of the runs of `counts_kind` and `counts_submitter` (as [`Store::count_by_state`]), in
+    /// one query: the operator API's listing.
+    pub async fn list_run_summaries_with_counts(
+        &self,
+        f: &RunFilter,
+        counts_kind: Option<Kind>,
+        counts_submitter: Option<&str>,
+    ) -> Result<(Page, Vec<(State, i64)>)> {
+        let limit = f.limit.clamp(1, 1000);
+        let mut q = sqlx::QueryBuilder::new("SELECT (");
+        push_list(&mut q, Columns::Summary, f, limit);
+        q.push("), (");
+        push_counts(&mut q, counts_kind, counts_submitter);
+        q.push(")");
+        let (page, counts): (String, String) = q.build_query_as().fetch_one(self.reader()).await?;
+        Ok((page_of(&page, limit)?, counts_of(&counts)?))
     }
 
     async fn list(&self, columns: Columns, f: &RunFilter) -> Result<Page> {
         let limit = f.limit.clamp(1, 1000);
-        let mut q = list_query("", columns, f, limit);
+        let mut q = sqlx::QueryBuilder::new("");
+        push_list(&mut q, columns, f, limit);
         let json: String = q.build_query_scalar().fetch_one(self.reader()).await?;
-        let mut listed: Vec<Listed> = json_rows(&json)?;
-        // The order of a JSON aggregate is not promised: put the rows back in listing order.
-        listed.sort_unstable_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
-        let mut runs = listed
-            .into_iter()
-            .map(Listed::into_run)
-            .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if runs.len() > limit as usize {
-            runs.truncate(limit as usize);
-            runs.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok(Page { runs, next_cursor })
+        page_of(&json, limit)
     }
 
     /// How many runs are in each state (of one kind, or all; of one submitter, or all), from
@@ -206,19 +208,10 @@ impl Store {
         kind: Option<Kind>,
         submitted_by: Option<&str>,
     ) -> Result<Vec<(State, i64)>> {
-        let json: String = sqlx::query_scalar(
-            "SELECT json_group_array(json_array(state, total)) FROM (
-                 SELECT state, SUM(n) AS total FROM run_counts
-                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR submitted_by = ?2)
-                 GROUP BY state HAVING SUM(n) > 0)",
-        )
-        .bind(kind.map(Kind::as_str))
-        .bind(submitted_by)
-        .fetch_one(self.reader())
-        .await?;
-        let mut rows: Vec<(String, i64)> = json_rows(&json)?;
-        rows.sort_unstable();
-        rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
+        let mut q = sqlx::QueryBuilder::new("");
+        push_counts(&mut q, kind, submitted_by);
+        let json: String = q.build_query_scalar().fetch_one(self.reader()).await?;
+        counts_of(&json)
     }
 
     /// Every endpoint named by a deployment or teardown run, with its newest such run, newest first.
@@ -324,17 +317,15 @@ impl Store {
     }
 }
 
-/// The listing's query for `f` (one more row than `limit`, to tell whether a next page exists),
-/// as one JSON array of objects, after `prefix` (`EXPLAIN QUERY PLAN ` in the tests of its
-/// plans).
-fn list_query(
-    prefix: &str,
+/// Appends the listing's query for `f` (one more row than `limit`, to tell whether a next page
+/// exists), as one JSON array of objects.
+fn push_list(
+    q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
     columns: Columns,
     f: &RunFilter,
     limit: u32,
-) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+) {
     let (columns, fields) = columns.sql();
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(prefix);
     q.push("SELECT json_group_array(json_object(")
         .push(fields)
         .push(")) FROM (SELECT ")
@@ -379,7 +370,7 @@ fn list_query(
     match f.has_error {
         Some(true) => q.push(" AND last_error IS NOT NULL"),
         Some(false) => q.push(" AND last_error IS NULL"),
-        None => &mut q,
+        None => q,
     };
     if let Some(who) = &f.submitted_by {
         q.push(" AND submitted_by = ").push_bind(who.clone());
@@ -387,12 +378,56 @@ fn list_query(
     match f.degraded {
         Some(true) => q.push(" AND degraded_since IS NOT NULL"),
         Some(false) => q.push(" AND degraded_since IS NULL"),
-        None => &mut q,
+        None => q,
     };
     q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(limit as i64 + 1)
         .push(")");
-    q
+}
+
+/// Appends the query of the counts per state (of `kind` and `submitted_by` when given), as one
+/// JSON array of `[state, count]`.
+fn push_counts(
+    q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    kind: Option<Kind>,
+    submitted_by: Option<&str>,
+) {
+    q.push(
+        "SELECT json_group_array(json_array(state, total)) FROM (
+             SELECT state, SUM(n) AS total FROM run_counts WHERE 1",
+    );
+    if let Some(kind) = kind {
+        q.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(who) = submitted_by {
+        q.push(" AND submitted_by = ").push_bind(who.to_string());
+    }
+    q.push(" GROUP BY state HAVING SUM(n) > 0)");
+}
+
+/// The page a listing's JSON answer holds.
+fn page_of(json: &str, limit: u32) -> Result<Page> {
+    let mut listed: Vec<Listed> = json_rows(json)?;
+    // The order of a JSON aggregate is not promised: put the rows back in listing order.
+    listed.sort_unstable_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
+    let mut runs = listed
+        .into_iter()
+        .map(Listed::into_run)
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = if runs.len() > limit as usize {
+        runs.truncate(limit as usize);
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(Page { runs, next_cursor })
+}
+
+/// The counts per state a JSON answer holds, in state order.
+fn counts_of(json: &str) -> Result<Vec<(State, i64)>> {
+    let mut rows: Vec<(String, i64)> = json_rows(json)?;
+    rows.sort_unstable();
+    rows.into_iter().map(|(s, n)| Ok((state(&s)?, n))).collect()
 }
 
 #[cfg(test)]
@@ -451,7 +486,11 @@ mod tests {
                     ..Default::default()
                 };
                 let page = if summaries {
-                    store.list_run_summaries(&f).await.unwrap()
+                    store
+                        .list_run_summaries_with_counts(&f, None, None)
+                        .await
+                        .unwrap()
+                        .0
                 } else {
                     store.list_runs(&f).await.unwrap()
                 };
@@ -616,12 +655,13 @@ mod tests {
             ),
         ];
         let mut wrong = Vec::new();
-        for (name, filter, index) in &shapes {
-            let plan = plan_of(
-                &store,
-                &mut list_query("EXPLAIN QUERY PLAN ", Columns::Full, filter, 50),
-            )
-            .await;
+        for ((name, filter, index), columns) in shapes
+            .iter()
+            .flat_map(|s| [(s, Columns::Full), (s, Columns::Summary)])
+        {
+            let mut q = sqlx::QueryBuilder::new("EXPLAIN QUERY PLAN ");
+            push_list(&mut q, columns, filter, 50);
+            let plan = plan_of(&store, &mut q).await;
             if !uses(&plan, index) {
                 wrong.push(format!(
                     "{name}: wanted {index} in listing order, got {plan:?}"
