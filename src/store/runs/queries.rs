@@ -11,6 +11,7 @@ use super::{Event, Page, Run, RunFilter, event_from_row, run_from_row, state};
 use crate::clock::{Timestamp, from_db, to_db};
 use crate::model::{Kind, State};
 use sqlx::Row;
+use std::borrow::Cow;
 use uuid::Uuid;
 
 /// Every column of a listed run except the request and the context, as `json_array`
@@ -48,30 +49,39 @@ impl Columns {
 
 /// One run of a listing as `json_array` renders it: the fields in the order of
 /// `summary_fields!`, then the request and the context when they were asked for.
+/// (The fields only parsed are borrowed from the JSON text where they can be.)
 #[derive(serde::Deserialize)]
-struct Listed {
-    id: String,
-    kind: String,
-    state: String,
+struct Listed<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    state: Cow<'a, str>,
     resource_name: Option<String>,
     attempt: i64,
     version: i64,
-    next_due_at: Option<String>,
+    #[serde(borrow)]
+    next_due_at: Option<Cow<'a, str>>,
     lease_owner: Option<String>,
-    lease_until: Option<String>,
+    #[serde(borrow)]
+    lease_until: Option<Cow<'a, str>>,
     cancel_requested: i64,
     last_error: Option<String>,
     submitted_by: Option<String>,
-    created_at: String,
-    updated_at: String,
-    degraded_since: Option<String>,
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    #[serde(borrow)]
+    updated_at: Cow<'a, str>,
+    #[serde(borrow)]
+    degraded_since: Option<Cow<'a, str>>,
     #[serde(default)]
     request: serde_json::Value,
     #[serde(default)]
     context: serde_json::Value,
 }
 
-impl Listed {
+impl Listed<'_> {
     fn into_run(self) -> Result<Run> {
         let ts = |col: &str, s: &str| {
             from_db(s).ok_or_else(|| Error::Corrupt(format!("{col}: bad timestamp {s:?}")))
@@ -101,7 +111,7 @@ impl Listed {
 }
 
 /// The rows of a one-row JSON answer (`json_group_array`).
-fn json_rows<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>> {
+fn json_rows<'a, T: serde::Deserialize<'a>>(json: &'a str) -> Result<Vec<T>> {
     serde_json::from_str(json).map_err(|e| Error::Corrupt(format!("a JSON answer: {e}")))
 }
 
