@@ -298,10 +298,11 @@ impl OperatorApi {
             limit,
             ..RunFilter::default()
         };
-        let page = app.store.list_runs(&filter).await?;
-        let counts = app
+        // Summaries only (the page shows neither the request nor the context of its runs), and
+        // the counts, in one query.
+        let (page, counts) = app
             .store
-            .count_by_state(kind.0, owner_scope(&caller))
+            .list_run_summaries_with_counts(&filter, kind.0, owner_scope(&caller))
             .await?;
         Ok(Json(RunPage {
             runs: page.runs.iter().map(RunSummary::from).collect(),
