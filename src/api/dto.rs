@@ -71,7 +71,7 @@ pub struct Record {
 }
 
 /// A run at a glance.
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct RunSummary {
     pub id: String,
     pub kind: Kind,
@@ -89,7 +89,7 @@ pub struct RunSummary {
 }
 
 /// A run whose status checks are failing (DESIGN.md invariant 4).
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct Degraded {
     /// The first failed check of this streak.
     pub since: String,

@@ -9,6 +9,7 @@ mod dto;
 mod endpoints;
 mod error;
 mod execute;
+mod fast_json;
 mod health;
 mod idempotency;
 mod inference;
