@@ -43,7 +43,6 @@ use crate::clock::{self, Clock};
 use crate::failpoint;
 use crate::metrics;
 use crate::model::{ErrorClass, Kind, State};
-use crate::store::Run;
 use crate::store::{
     self, ClaimRequest, ClaimedRun, Committed, Store, Transition, TransitionOutcome,
 };
@@ -352,19 +351,22 @@ impl Engine {
         }
     }
 
-    /// What a step of `run` works with: the AWS of its connection or its sealed credentials
-    /// (resolved again for every step, so a restart needs nothing kept in memory).
-    async fn step_context(&self, run: &Run, reg: &Registered) -> Result<StepContext, StepError> {
-        let sealed = self.store.run_secret(run.id).await.map_err(|e| {
-            StepError::new(
-                ErrorClass::Retryable,
-                format!("reading the run's credentials: {e}"),
-            )
-            .observing()
-        })?;
+    /// What a step of a claimed run works with: the AWS of its connection or its sealed
+    /// credentials (read with the claim, resolved again for every step, so a restart needs
+    /// nothing kept in memory).
+    async fn step_context(
+        &self,
+        claimed: &ClaimedRun,
+        reg: &Registered,
+    ) -> Result<StepContext, StepError> {
+        let run = &claimed.run;
         let resolved = self
             .provider
-            .resolve(run.id, run.request.get("connection"), sealed.as_deref())
+            .resolve(
+                run.id,
+                run.request.get("connection"),
+                claimed.sealed.as_deref(),
+            )
             .await?;
         let now = self.clock.now();
         Ok(StepContext {
@@ -422,7 +424,7 @@ impl Engine {
         let heartbeat = self.clone().heartbeat(claimed.clone());
         let started = std::time::Instant::now();
         let step = tokio::time::timeout(reg.def.step_timeout(run.state), async {
-            let cx = self.step_context(run, reg).await?;
+            let cx = self.step_context(&claimed, reg).await?;
             reg.handler.step(run, &cx).await
         });
         let result = tokio::select! {

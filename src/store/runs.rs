@@ -36,12 +36,26 @@ pub struct Run {
 }
 
 /// A run this worker holds a lease on; `run.version` is the fencing token for its commit.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClaimedRun {
     pub run: Run,
     pub owner: String,
     /// The run was still leased by a holder whose lease had expired.
     pub took_over: bool,
+    /// The run's sealed credentials ([`crate::secrets`]), read with the claim: they are sealed
+    /// when the run is stored and never change, so its step need not read them again.
+    pub sealed: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ClaimedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedRun")
+            .field("run", &self.run)
+            .field("owner", &self.owner)
+            .field("took_over", &self.took_over)
+            .field("sealed", &self.sealed.is_some())
+            .finish()
+    }
 }
 
 /// One history row.
@@ -387,7 +401,8 @@ pub(super) async fn claim_in(
         let row = sqlx::query(concat!(
             "UPDATE runs SET lease_owner = ?1, lease_until = ?2, version = version + 1
              WHERE id = ?3 RETURNING ",
-            run_columns!()
+            run_columns!(),
+            ", (SELECT sealed FROM run_secrets WHERE run_id = runs.id) AS sealed"
         ))
         .bind(&req.owner)
         .bind(&lease_until)
@@ -398,6 +413,7 @@ pub(super) async fn claim_in(
             run: run_from_row(&row)?,
             owner: req.owner.clone(),
             took_over,
+            sealed: row.try_get("sealed")?,
         });
     }
     Ok(claimed)
