@@ -264,26 +264,33 @@ async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
 
 // The group commit (group.rs).
 
+/// Stores a training run in Polling, due at `now`.
+async fn insert_polling(store: &Store, now: crate::clock::Timestamp) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    store
+        .insert_run(
+            NewRun {
+                id,
+                kind: Kind::Training,
+                state: State::Polling,
+                request: serde_json::json!({}),
+                context: serde_json::json!({"polls": 0}),
+                resource_name: Some(format!("job-{}", id.simple())),
+                submitted_by: None,
+                detail: "test".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// `n` such runs, claimed by worker "w".
 async fn polling_runs(store: &Store, n: usize) -> Vec<ClaimedRun> {
     let now = chrono::Utc::now();
     for _ in 0..n {
-        let id = uuid::Uuid::now_v7();
-        store
-            .insert_run(
-                NewRun {
-                    id,
-                    kind: Kind::Training,
-                    state: State::Polling,
-                    request: serde_json::json!({}),
-                    context: serde_json::json!({"polls": 0}),
-                    resource_name: Some(format!("job-{}", id.simple())),
-                    submitted_by: None,
-                    detail: "test".into(),
-                },
-                now,
-            )
-            .await
-            .unwrap();
+        insert_polling(store, now).await;
     }
     store
         .claim_due(
@@ -411,27 +418,9 @@ async fn a_lost_lease_in_a_batch_is_answered_lost_and_the_others_commit() {
 async fn a_commit_claims_the_next_due_run_in_the_same_transaction() {
     let (_dir, store) = temp_store().await;
     let claimed = polling_runs(&store, 1).await;
-    let waiting = polling_runs(&store, 0).await;
-    assert!(waiting.is_empty());
     // A second due run, unclaimed.
     let now = chrono::Utc::now();
-    let id = uuid::Uuid::now_v7();
-    store
-        .insert_run(
-            NewRun {
-                id,
-                kind: Kind::Training,
-                state: State::Polling,
-                request: serde_json::json!({}),
-                context: serde_json::json!({}),
-                resource_name: Some(format!("job-{}", id.simple())),
-                submitted_by: None,
-                detail: "test".into(),
-            },
-            now,
-        )
-        .await
-        .unwrap();
+    let id = insert_polling(&store, now).await;
     let before = store.group_stats();
     let next = ClaimRequest {
         owner: "w".into(),
