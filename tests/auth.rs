@@ -343,6 +343,13 @@ async fn a_submitter_sees_and_cancels_only_its_own_runs() {
     assert_eq!(list.as_array().unwrap().len(), 0);
     let (_, mine, _) = call(&svc, "GET", "/api/v1/runs", Some(ESSEDUM), None).await;
     assert_eq!(mine["runs"][0]["id"], id);
+    // Another submitter's run is not a cursor either (it would tell that the run exists).
+    let after = format!("/api/v1/runs?cursor={id}");
+    let (code, refused, _) = call(&svc, "GET", &after, Some(OTHER), None).await;
+    assert_eq!((code, refused["field"].as_str()), (400, Some("cursor")));
+    let (code, rest, _) = call(&svc, "GET", &after, Some(ESSEDUM), None).await;
+    assert_eq!(code, 200, "its owner pages after it");
+    assert_eq!(rest["runs"], json!([]));
     let (_, all, _) = call(&svc, "GET", "/api/v1/runs", Some(OPERATOR), None).await;
     assert_eq!(
         all["runs"].as_array().unwrap().len(),

@@ -104,7 +104,8 @@ async fn assert_counts_right(store: &Store, raw: &SqlitePool, after: &str) {
                     by,
                 )
                 .await
-                .unwrap();
+                .unwrap()
+                .expect("no cursor");
             let with_page: BTreeMap<String, i64> = with_page
                 .into_iter()
                 .map(|(s, n)| (s.to_string(), n))

@@ -255,14 +255,6 @@ impl OperatorApi {
                 })
             })
             .transpose()?;
-        if let Some(after) = after
-            && visible(&caller, app.store.get_run(after).await?).is_none()
-        {
-            return Err(ApiError::bad_request(
-                "cursor is not a cursor from a previous page",
-                Some("cursor"),
-            ));
-        }
         let limit = limit.0.unwrap_or(50);
         if !(1..=1000).contains(&limit) {
             return Err(
@@ -301,10 +293,17 @@ impl OperatorApi {
         };
         // Summaries only (the page shows neither the request nor the context of its runs), and
         // the counts, in one query.
-        let (page, counts) = app
+        // The cursor must be a run the caller may see (checked in the same query).
+        let Some((page, counts)) = app
             .store
             .list_run_summaries_with_counts(&filter, kind.0, owner_scope(&caller))
-            .await?;
+            .await?
+        else {
+            return Err(ApiError::bad_request(
+                "cursor is not a cursor from a previous page",
+                Some("cursor"),
+            ));
+        };
         Ok(SerdeJson(RunPage {
             runs: page.runs.iter().map(RunSummary::from).collect(),
             counts: counts

@@ -178,20 +178,38 @@ impl Store {
     /// `context` are `Value::Null`: they are neither read nor parsed) and the counts per state
     /// of the runs of `counts_kind` and `counts_submitter` (as [`Store::count_by_state`]), in
     /// one query: the operator API's listing.
+    ///
+    /// `None` when the filter has a cursor (`after`) that is not a stored run of
+    /// `f.submitted_by` (when given): checked in the same query, not by reading the run.
     pub async fn list_run_summaries_with_counts(
         &self,
         f: &RunFilter,
         counts_kind: Option<Kind>,
         counts_submitter: Option<&str>,
-    ) -> Result<(Page, Vec<(State, i64)>)> {
+    ) -> Result<Option<(Page, Vec<(State, i64)>)>> {
         let limit = f.limit.clamp(1, 1000);
         let mut q = sqlx::QueryBuilder::new("SELECT (");
         push_list(&mut q, Columns::Summary, f, limit);
         q.push("), (");
         push_counts(&mut q, counts_kind, counts_submitter);
-        q.push(")");
-        let (page, counts): (String, String) = q.build_query_as().fetch_one(self.reader()).await?;
-        Ok((page_of(&page, limit)?, counts_of(&counts)?))
+        q.push("), ");
+        match f.after {
+            Some(after) => {
+                q.push("EXISTS (SELECT 1 FROM runs WHERE id = ")
+                    .push_bind(after.to_string());
+                if let Some(who) = &f.submitted_by {
+                    q.push(" AND submitted_by = ").push_bind(who.clone());
+                }
+                q.push(")")
+            }
+            None => q.push("1"),
+        };
+        let (page, counts, cursor_known): (String, String, bool) =
+            q.build_query_as().fetch_one(self.reader()).await?;
+        if !cursor_known {
+            return Ok(None);
+        }
+        Ok(Some((page_of(&page, limit)?, counts_of(&counts)?)))
     }
 
     async fn list(&self, columns: Columns, f: &RunFilter) -> Result<Page> {
@@ -495,6 +513,7 @@ mod tests {
                         .list_run_summaries_with_counts(&f, None, None)
                         .await
                         .unwrap()
+                        .expect("the cursor is a listed run")
                         .0
                 } else {
                     store.list_runs(&f).await.unwrap()
