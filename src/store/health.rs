@@ -6,16 +6,16 @@
 //! of view, so the API answers 503 with `Retry-After` ([`Error::is_unavailable`]) and `/readyz`
 //! turns not-ready while the last write outcome is a failure. Every write goes through
 //! [`WriteTx`], which records the outcome of its `BEGIN IMMEDIATE` and its `COMMIT`; `/readyz`
-//! proves recovery with a one-row probe write ([`Store::probe_write`]).
+//! proves recovery with a one-row probe write ([`SqliteStore::probe_write`]).
 //!
 //! Recovery needs the one writer connection to be usable after a failure. SQLite rolls a
 //! transaction back by itself on some errors (a full disk among them); sqlx then still counts
 //! the transaction open, its own `ROLLBACK` fails ("no transaction is active"), and every later
 //! `BEGIN IMMEDIATE` on that connection is refused ("begin at non-zero transaction depth") until
 //! a restart. So a connection that comes back to the writer pool still inside a transaction is
-//! closed instead of reused (the pool opens a fresh one), see `Store::connect_pools`.
+//! closed instead of reused (the pool opens a fresh one), see `SqliteStore::connect_pools`.
 
-use super::{Error, Result, Store};
+use super::{Error, Result, SqliteStore};
 use crate::clock::{Timestamp, to_db};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::ops::{Deref, DerefMut};
@@ -204,7 +204,7 @@ pub(super) async fn begin_on(writer: &SqlitePool, health: &Arc<WriteHealth>) -> 
 /// How long the readiness probe may wait for the write lock.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Store {
+impl SqliteStore {
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
         begin_on(&self.writer, &self.health).await
     }

@@ -1,7 +1,7 @@
 //! SQL for `Idempotency-Key`, and the per-request record that ties a submission to the run it
 //! stores.
 //!
-//! A submit route's handler stores its run with [`Store::insert_run`] like any other; the API's
+//! A submit route's handler stores its run with [`SqliteStore::insert_run`] like any other; the API's
 //! middleware (`api::idempotency`) runs the handler inside a [`Submission`] scope (a task-local),
 //! and the run insert, in its own transaction, (1) marks the submission as storing, so that the
 //! request timeout no longer abandons it (a run that is stored is always answered), and (2) when
@@ -10,7 +10,7 @@
 //! violates it, its whole transaction (run included) rolls back, and the middleware answers it
 //! with the first request's reply.
 
-use super::{Error, Result, Store};
+use super::{Error, Result, SqliteStore};
 use crate::clock::{Timestamp, from_db, to_db};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,7 +174,7 @@ pub struct KeyRecord {
     pub created_at: Timestamp,
 }
 
-impl Store {
+impl SqliteStore {
     /// The caller's unexpired record of `key`.
     pub async fn idempotency_key(
         &self,

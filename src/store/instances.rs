@@ -13,7 +13,7 @@
 //! worker only after it expires (`claim_due`). Releasing bumps the run's version, so a step of the
 //! old holder can no longer commit (DESIGN.md invariant 3).
 
-use super::{Error, Result, Store};
+use super::{Error, Result, SqliteStore};
 use crate::clock::{Timestamp, add, from_db, to_db};
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ fn process_gone(pid: u32, pid_start: Option<u64>) -> bool {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Records this process as a live instance.
     pub async fn register_instance(&self, me: &Instance, now: Timestamp) -> Result<()> {
         let at = to_db(now);

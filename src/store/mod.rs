@@ -1,10 +1,11 @@
-//! The durable store: runs and their history in SQLite through sqlx.
+//! The durable store: runs and their history, and the few tables beside them.
 //!
-//! Every connection gets the pragmas through its connect options (WAL, `synchronous=FULL`,
-//! foreign keys, a busy timeout), because pragmas are per connection. Writes go through a pool of
-//! exactly one connection and every write transaction begins IMMEDIATE, so a transaction that
-//! reads then writes waits for the lock instead of failing with "database is locked". Reads use a
-//! separate pool and never block the writer (WAL).
+//! [`Store`] is the one interface the rest of the service uses; it hands each call to the
+//! backend the database URL chose. SQLite ([`sqlite`]; `sqlite://path`, the default) keeps one
+//! file for one process. Every backend keeps the same promises, which the methods below state:
+//! one transition is one transaction, guarded by the run's version (the fencing token) and
+//! appended to its history; nothing is answered before it is durable; a live lease is never
+//! taken. The SQL of each concern is in its own module (`runs`, `instances`, `idempotency`, ...).
 
 mod group;
 mod health;
@@ -13,6 +14,7 @@ mod instances;
 mod owned;
 mod retention;
 mod runs;
+mod sqlite;
 mod staging;
 mod sweep;
 
@@ -21,6 +23,7 @@ pub use health::{WriteFailure, WriteTx};
 pub use idempotency::{Claim, KeyRecord, Submission, new_run_id};
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
+pub use sqlite::{MIGRATOR, SqliteStore};
 pub use staging::StagedRun;
 pub use sweep::FollowedRun;
 
@@ -29,11 +32,12 @@ pub use runs::{
     TransitionOutcome,
 };
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use std::str::FromStr;
+use crate::clock::Timestamp;
+use crate::model::{Kind, State};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,163 +64,242 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// SQLITE_BUSY and its extended codes ("database is locked").
-fn is_busy(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => d
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| c & 0xff == 5),
-        _ => false,
-    }
-}
-
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The store: a handle (cheap to clone) on the backend the database URL chose.
+#[derive(Clone, Debug)]
+pub struct Store(Backend);
 
 #[derive(Clone, Debug)]
-pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
-    health: Arc<health::WriteHealth>,
-    /// The engine's writes, committed in groups ([`group`]).
-    group: group::GroupCommit,
+enum Backend {
+    Sqlite(SqliteStore),
 }
 
-/// How long a write waits for SQLite's lock (another process writing) before it is refused as
-/// busy, and for the one writer connection: well under the request timeout, so a stalled store
-/// answers 503 quickly instead of holding every request.
-const WRITE_WAIT: Duration = Duration::from_secs(5);
+/// `Store` methods that hand the call to the backend, each with the promise every backend keeps.
+macro_rules! delegate {
+    ($( $(#[$doc:meta])* pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match &self.0 {
+                        Backend::Sqlite(b) => b.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite::memory:` is
-    /// refused because a restart-safe store must be a file) and applies pending migrations.
+    /// Opens the store at `url` (`sqlite://path`; created if missing), applies pending
+    /// migrations and proves it can write.
     pub async fn open(url: &str) -> Result<Store> {
-        let store = Self::connect(url).await?;
-        store.migrate().await?;
-        // SQLite opens a file it may not write read-only without a word, and then every write
-        // fails: refuse to start instead of serving errors.
-        if let Err(e) = store.probe_write(chrono::Utc::now()).await {
-            store.close().await;
-            return Err(if e.is_read_only() {
-                Error::ReadOnly(url.to_string())
-            } else {
-                e
-            });
-        }
-        Ok(store)
+        Ok(Store(Backend::Sqlite(SqliteStore::open(url).await?)))
     }
 
     /// Opens without migrating.
     pub async fn connect(url: &str) -> Result<Store> {
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            return Err(Error::BadUrl {
-                url: url.to_string(),
-                reason: "an in-memory database would lose every run on restart; use a file".into(),
-            });
-        }
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::BadUrl {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(WRITE_WAIT);
-        // Switching a fresh database to WAL needs an exclusive lock that SQLite does not wait
-        // for (the busy timeout does not apply), so a process starting beside another one may
-        // be refused with "database is locked": it tries again for a while.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut pause = Duration::from_millis(20);
-        loop {
-            match Self::connect_pools(&options).await {
-                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "database busy at connect; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                other => return Ok(other?),
-            }
+        Ok(Store(Backend::Sqlite(SqliteStore::connect(url).await?)))
+    }
+
+    /// The SQLite backend, when that is what this store is (tests and tools that look inside).
+    pub fn sqlite(&self) -> Option<&SqliteStore> {
+        match &self.0 {
+            Backend::Sqlite(b) => Some(b),
         }
     }
 
-    async fn connect_pools(options: &SqliteConnectOptions) -> sqlx::Result<Store> {
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(WRITE_WAIT)
-            // A connection that comes back still inside a transaction (SQLite rolled it back
-            // by itself, sqlx's own rollback failed) would refuse every later BEGIN: close it
-            // and let the pool open a fresh one (see `health`).
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    sqlx::Connection::ping(&mut *conn).await?;
-                    let clean = !sqlx::Connection::is_in_transaction(conn);
-                    if !clean {
-                        tracing::warn!(
-                            "discarding the writer connection left inside a transaction"
-                        );
-                    }
-                    Ok(clean)
-                })
-            })
-            .connect_with(options.clone())
-            .await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone().read_only(true))
-            .await;
-        match reader {
-            Ok(reader) => {
-                let health: Arc<health::WriteHealth> = Arc::default();
-                let group = group::GroupCommit::start(writer.clone(), health.clone());
-                Ok(Store {
-                    writer,
-                    reader,
-                    health,
-                    group,
-                })
-            }
-            Err(e) => {
-                writer.close().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Applies pending migrations under the database's write lock: the whole run is one
-    /// `BEGIN IMMEDIATE` transaction (each migration a savepoint inside it), so a second process
-    /// starting at the same moment waits for the lock (the busy timeout) and then finds every
-    /// migration applied, instead of applying them again and failing. sqlx's own migrator lock
-    /// does nothing on SQLite.
-    pub async fn migrate(&self) -> Result<()> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-        MIGRATOR.run_direct(None, &mut *tx, false).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// True when the store answers a query (readiness).
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
-
-    /// Transactions the group commit has made so far, and the engine writes they held.
+    /// Transactions the group commit has made so far, and the engine writes they held (zero
+    /// for a backend that commits each write on its own).
     pub fn group_stats(&self) -> GroupStats {
-        self.group.stats()
-    }
-
-    pub(crate) fn reader(&self) -> &SqlitePool {
-        &self.reader
+        match &self.0 {
+            Backend::Sqlite(b) => b.group_stats(),
+        }
     }
 
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        match &self.0 {
+            Backend::Sqlite(b) => b.close().await,
+        }
     }
+}
+
+delegate! {
+    /// Applies pending migrations, never racing another process that starts at the same time.
+    pub async fn migrate(&self) -> Result<()>;
+
+    /// True when the store answers a query (readiness).
+    pub async fn ping(&self) -> Result<()>;
+
+    /// Inserts a run, due now, with its first history row, in one transaction.
+    pub async fn insert_run(&self, new: NewRun, now: Timestamp) -> Result<Run>;
+
+    /// Inserts a run with its sealed credentials (see [`crate::secrets`]), in one transaction.
+    pub async fn insert_run_with_secret(&self, new: NewRun, sealed: Vec<u8>, now: Timestamp) -> Result<Run>;
+
+    /// The sealed credentials stored with a run, if any.
+    pub async fn run_secret(&self, id: Uuid) -> Result<Option<Vec<u8>>>;
+
+    /// Claims up to `limit` due, unleased (or lease-expired) runs for `owner` until
+    /// `lease_until`. Claiming bumps the version, so a worker whose lease ran out can no longer
+    /// commit; two claimers never get the same run.
+    pub async fn claim_due(&self, owner: &str, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<ClaimedRun>>;
+
+    /// Extends a held lease; false when the run is no longer ours.
+    pub async fn renew_lease(&self, claimed: &ClaimedRun, lease_until: Timestamp) -> Result<bool>;
+
+    /// Commits a step's result: guarded update of the run and (when recorded) one history row,
+    /// in one transaction, answered only once it is durable. The lease is released. A pending
+    /// cancel request makes the run due now.
+    pub async fn commit_transition(&self, claimed: &ClaimedRun, t: &Transition, now: Timestamp) -> Result<TransitionOutcome>;
+
+    /// [`Store::commit_transition`], then, in the same transaction, claims the next due runs
+    /// for the worker slot the step frees (`next`).
+    pub async fn commit_and_claim(&self, claimed: &ClaimedRun, t: &Transition, now: Timestamp, next: ClaimRequest) -> Result<Committed>;
+
+    /// Releases every lease held by `owner` (a restart of the same worker, or a graceful stop),
+    /// bumping versions so that no step of the previous holder can still commit.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64>;
+
+    /// Records an operator's cancel request and makes the run due now. The engine acts on it.
+    pub async fn request_cancel(&self, id: Uuid, now: Timestamp, detail: &str) -> Result<CancelOutcome>;
+
+    /// A cancel of a Failed run whose AWS job may still be running: `target(run, failed_in)`
+    /// names the state that stops the job (its Cancelling), given the state the run failed in
+    /// when the engine gave up on an error there (None when the run ended by AWS's own outcome:
+    /// its job surely ended). When it does, the run is re-armed there with its cancel requested,
+    /// due now, in one transaction with a history row; otherwise nothing changes.
+    pub async fn rearm_to_cancel(&self, id: Uuid, now: Timestamp, detail: &str, target: impl FnOnce(&Run, Option<State>) -> Option<State>) -> Result<CancelOutcome>;
+
+    /// Re-arms a run for an operator: `target(kind, current state, state a Failed run failed in)`
+    /// names the state to resume in, or refuses. The run becomes due now with attempt 0, any
+    /// lease is dropped and the version bumped (fencing a step that may still be running), and
+    /// the operator's action is appended to the history, all in one transaction.
+    pub async fn retry_run(&self, id: Uuid, now: Timestamp, detail: &str, target: impl FnOnce(Kind, State, Option<State>) -> Option<State>) -> Result<RetryOutcome>;
+
+    /// Deletes a finished run and its history; false when there is no such finished run.
+    pub async fn delete_finished_run(&self, id: Uuid) -> Result<bool>;
+
+    /// One run.
+    pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>>;
+
+    /// Finds a run by its id or by the name of its AWS resource (e.g. the training job name).
+    pub async fn find_run(&self, id_or_name: &str) -> Result<Option<Run>>;
+
+    /// A run's history, oldest first.
+    pub async fn events(&self, id: Uuid) -> Result<Vec<Event>>;
+
+    /// Runs newest first (created_at, then id), filtered, paged by a cursor (the last run of
+    /// the previous page); a page costs about `limit` rows whatever the number of stored runs.
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Page>;
+
+    /// A page of run summaries (as [`Store::list_runs`], but each run's `request` and `context`
+    /// are `Value::Null`) and the counts per state of the runs of `counts_kind` and
+    /// `counts_submitter` (as [`Store::count_by_state`]): the operator API's listing. `None`
+    /// when the filter has a cursor (`after`) that is not a stored run of `f.submitted_by`
+    /// (when given).
+    pub async fn list_run_summaries_with_counts(&self, f: &RunFilter, counts_kind: Option<Kind>, counts_submitter: Option<&str>) -> Result<Option<(Page, Vec<(State, i64)>)>>;
+
+    /// How many runs are in each state (of one kind, or all; of one submitter, or all), from
+    /// counts kept with every write (never a scan of the runs).
+    pub async fn count_by_state(&self, kind: Option<Kind>, submitted_by: Option<&str>) -> Result<Vec<(State, i64)>>;
+
+    /// Every endpoint named by a deployment or teardown run, with its newest such run, newest
+    /// first.
+    pub async fn endpoints_with_latest_run(&self) -> Result<Vec<(String, Run)>>;
+
+    /// The newest run of `kind` for an endpoint (deployments and teardowns name it in their
+    /// request).
+    pub async fn latest_run_for_endpoint(&self, kind: Kind, endpoint: &str) -> Result<Option<Uuid>>;
+
+    /// How many runs there are of each kind in each state (metrics), from the kept counts.
+    pub async fn count_by_kind_state(&self) -> Result<Vec<(Kind, State, i64)>>;
+
+    /// When the oldest unfinished run was created (metrics).
+    pub async fn oldest_unfinished(&self) -> Result<Option<Timestamp>>;
+
+    /// When the next run falls due (ignoring leases), for the engine's sleep.
+    pub async fn next_due_at(&self) -> Result<Option<Timestamp>>;
+
+    /// How many unfinished runs are degraded (their status checks failing), by kind (metrics).
+    pub async fn count_degraded(&self) -> Result<Vec<(Kind, i64)>>;
+
+    /// Counts of non-terminal runs (for start-up logging).
+    pub async fn count_unfinished(&self) -> Result<i64>;
+
+    /// Why writes are failing, while they are: a failure within
+    /// [`health::QUIET_AFTER_FAILURE`], or an older streak that a probe write cannot end yet.
+    pub async fn write_failure(&self, now: Timestamp) -> Option<WriteFailure>;
+
+    /// Commits one small write, to prove the store can write (readiness, start-up).
+    pub async fn probe_write(&self, now: Timestamp) -> Result<()>;
+
+    /// The caller's unexpired record of `key`.
+    pub async fn idempotency_key(&self, principal: &str, key: &str, expired_before: Timestamp) -> Result<Option<KeyRecord>>;
+
+    /// Records the first reply to the request that stored `run_id` under the caller's key.
+    pub async fn save_idempotent_reply(&self, principal: &str, key: &str, run_id: &str, reply: (u16, &str, &[u8])) -> Result<()>;
+
+    /// Records this process as a live instance.
+    pub async fn register_instance(&self, me: &Instance, now: Timestamp) -> Result<()>;
+
+    /// Beats this instance's heart; false when its row is gone (another process found it dead
+    /// and released its leases: the caller registers again).
+    pub async fn heartbeat_instance(&self, me: &Instance, now: Timestamp) -> Result<bool>;
+
+    /// Forgets this instance at a graceful stop (after its leases were released).
+    pub async fn remove_instance(&self, me: &Instance) -> Result<()>;
+
+    /// Start-up recovery for `me`: releases the leases of `me.worker_id`'s dead instances and
+    /// every expired lease, bumping versions, in one transaction. A live lease is never touched.
+    pub async fn release_dead_leases(&self, me: &Instance, now: Timestamp) -> Result<Released>;
+
+    /// Records (or refreshes) a resource before it is created.
+    pub async fn record_owned(&self, kind: OwnedKind, name: &str, spec: &Value, now: Timestamp) -> Result<()>;
+
+    /// Forgets a registered resource (it was deleted).
+    pub async fn forget_owned(&self, kind: OwnedKind, name: &str) -> Result<()>;
+
+    /// Whether a resource was registered here.
+    pub async fn is_owned(&self, kind: OwnedKind, name: &str) -> Result<bool>;
+
+    /// Registered resources of a kind, newest first.
+    pub async fn list_owned(&self, kind: OwnedKind) -> Result<Vec<Owned>>;
+
+    /// The registered endpoint configs whose variants use `model`.
+    pub async fn configs_using_model(&self, model: &str) -> Result<Vec<String>>;
+
+    /// Deletes the history rows of runs finished before `cutoff`, except each run's last row,
+    /// in one bounded batch; returns how many it deleted (0: nothing left to prune).
+    pub async fn prune_history_batch(&self, cutoff: Timestamp) -> Result<u64>;
+
+    /// Prunes every finished run's history older than `cutoff`, batch by batch.
+    pub async fn prune_history(&self, cutoff: Timestamp) -> Result<u64>;
+
+    /// Runs of the staging kinds that are unfinished or were updated since `since`, newest
+    /// first (at most `limit`), without a connection reference (their AWS is the service's own).
+    pub async fn recent_staging_runs(&self, since: Timestamp, limit: i64) -> Result<Vec<StagedRun>>;
+
+    /// Finished runs of the staging kinds last updated before `cutoff` whose staged data was
+    /// not deleted yet, oldest first (at most `limit`).
+    pub async fn runs_past_retention(&self, cutoff: Timestamp, limit: i64) -> Result<Vec<StagedRun>>;
+
+    /// Records that a run's staged data was deleted (repeating it is harmless).
+    pub async fn record_staging_purge(&self, run_id: &str, detail: &str, now: Timestamp) -> Result<()>;
+
+    /// When a run's staged data was deleted, and what was deleted.
+    pub async fn staging_purge(&self, run_id: &str) -> Result<Option<(String, String)>>;
+
+    /// The runs of `kinds` in `state` (the state that follows a live job), for the sweep.
+    pub async fn followed_runs(&self, kinds: &[Kind], state: State) -> Result<Vec<FollowedRun>>;
+
+    /// Makes the runs of `kinds` in `state` that are due later than `later_than` due at `now`
+    /// (not leased ones). Returns how many.
+    pub async fn make_due_after(&self, kinds: &[Kind], state: State, later_than: Timestamp, now: Timestamp) -> Result<u64>;
+
+    /// Makes the runs `ids` due at `now` when they are still in `state`, not due yet and not
+    /// leased (a leased run is being stepped; the caller tries it again later). Returns the ids
+    /// it made due, without bumping their version (nobody holds them; the next claim bumps it).
+    pub async fn make_due(&self, ids: &[Uuid], state: State, now: Timestamp) -> Result<Vec<Uuid>>;
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! SQL for the SageMaker models and endpoint configs this service registered.
 
-use super::{Error, Result, Store};
+use super::{Error, Result, SqliteStore};
 use crate::clock::{Timestamp, from_db, to_db};
 use serde_json::Value;
 
@@ -42,7 +42,7 @@ pub(super) async fn forget_in(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Records (or refreshes) a resource before it is created.
     pub async fn record_owned(
         &self,

@@ -4,13 +4,13 @@
 //! still says what happened; only the step-by-step history goes. Deleting in batches keeps each
 //! write transaction short, so pruning a large backlog never holds the write lock for long.
 
-use super::{Result, Store};
+use super::{Result, SqliteStore};
 use crate::clock::{Timestamp, to_db};
 
 /// Rows deleted per write transaction.
 const BATCH: i64 = 2_000;
 
-impl Store {
+impl SqliteStore {
     /// Deletes the history rows of runs finished before `cutoff`, except each run's last row, in
     /// one batch of at most `BATCH` rows; returns how many it deleted (0: nothing left to prune).
     pub async fn prune_history_batch(&self, cutoff: Timestamp) -> Result<u64> {
@@ -51,7 +51,13 @@ mod tests {
     use super::*;
     use crate::clock::from_db;
 
-    async fn run_with_history(store: &Store, id: &str, state: &str, updated_at: &str, rows: i64) {
+    async fn run_with_history(
+        store: &SqliteStore,
+        id: &str,
+        state: &str,
+        updated_at: &str,
+        rows: i64,
+    ) {
         let due = if state == "Polling" {
             Some(updated_at)
         } else {
@@ -84,7 +90,7 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
-    async fn seqs(store: &Store, id: &str) -> Vec<i64> {
+    async fn seqs(store: &SqliteStore, id: &str) -> Vec<i64> {
         sqlx::query_scalar("SELECT seq FROM run_events WHERE run_id = ?1 ORDER BY seq")
             .bind(id)
             .fetch_all(store.reader())
@@ -96,7 +102,7 @@ mod tests {
     async fn finished_runs_lose_their_history_after_the_retention_but_keep_their_last_row() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("r.db").display());
-        let store = Store::open(&url).await.unwrap();
+        let store = SqliteStore::open(&url).await.unwrap();
         let old = "2026-01-01T00:00:00.000000Z";
         let recent = "2026-06-01T00:00:00.000000Z";
         run_with_history(&store, "old-done", "Done", old, 5).await;

@@ -2,7 +2,7 @@
 //! guarded update of the run plus one appended history row (DESIGN.md invariant 2). The
 //! read-only queries (views, filters, counts) are in [`queries`].
 
-use super::{Error, Result, Store};
+use super::{Error, Result, SqliteStore};
 use crate::clock::{Timestamp, from_db, to_db};
 use crate::model::{ErrorClass, Kind, State};
 use serde_json::Value;
@@ -376,7 +376,7 @@ async fn insert_in(tx: &mut sqlx::SqliteConnection, new: &NewRun, at: &str) -> R
     run_from_row(&row)
 }
 
-/// Claims up to `req.limit` due runs inside a write transaction (see [`Store::claim_due`]).
+/// Claims up to `req.limit` due runs inside a write transaction (see [`SqliteStore::claim_due`]).
 pub(super) async fn claim_in(
     tx: &mut sqlx::SqliteConnection,
     req: &super::ClaimRequest,
@@ -419,7 +419,7 @@ pub(super) async fn claim_in(
     Ok(claimed)
 }
 
-/// Commits a step's result inside a write transaction (see [`Store::commit_transition`]).
+/// Commits a step's result inside a write transaction (see [`SqliteStore::commit_transition`]).
 pub(super) async fn commit_in(
     tx: &mut sqlx::SqliteConnection,
     claimed: &ClaimedRun,
@@ -504,7 +504,7 @@ pub(super) async fn commit_in(
 impl Transition {
     /// The history detail of a run the engine failed because a step's error gave up (a refused
     /// effect, an exhausted budget), as opposed to AWS's own outcome for the job. Only such a
-    /// run may still have a live job for a cancel to stop ([`Store::rearm_to_cancel`]).
+    /// run may still have a live job for a cancel to stop ([`SqliteStore::rearm_to_cancel`]).
     pub fn gave_up_detail(state: State) -> String {
         format!("failed in {state}")
     }
@@ -520,7 +520,7 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-impl Store {
+impl SqliteStore {
     /// Inserts a run, due now, with its first history row, in one transaction.
     pub async fn insert_run(&self, new: NewRun, now: Timestamp) -> Result<Run> {
         let at = to_db(now);
@@ -618,7 +618,7 @@ impl Store {
             .outcome)
     }
 
-    /// [`Store::commit_transition`], then, in the same transaction, claims the next due runs
+    /// [`SqliteStore::commit_transition`], then, in the same transaction, claims the next due runs
     /// for the worker slot the step frees (`next`).
     pub async fn commit_and_claim(
         &self,

@@ -2,7 +2,7 @@
 //! uploads it aborts), and the finished runs whose staged inputs are past the retention period
 //! (deleted once, recorded in `staging_purges`).
 
-use super::{Result, Store};
+use super::{Result, SqliteStore};
 use crate::clock::{Timestamp, to_db};
 use serde_json::Value;
 
@@ -14,7 +14,7 @@ pub struct StagedRun {
     pub request: Value,
 }
 
-impl Store {
+impl SqliteStore {
     /// Runs of the staging kinds that are unfinished or were updated since `since`, newest first
     /// (at most `limit`), without a connection reference (their AWS is the service's own).
     pub async fn recent_staging_runs(

@@ -1,7 +1,7 @@
 //! SQL for the List* sweeper ([`crate::sweep`]): the runs that follow a job, and making some of
 //! them due now when a listing shows their job changed.
 
-use super::{Error, Result, Store};
+use super::{Error, Result, SqliteStore};
 use crate::clock::{Timestamp, from_db, to_db};
 use crate::model::{Kind, State};
 use serde_json::Value;
@@ -33,7 +33,7 @@ type Row = (
     Option<Vec<u8>>,
 );
 
-impl Store {
+impl SqliteStore {
     /// The runs of `kinds` in `state` (the state that follows a live job).
     pub async fn followed_runs(&self, kinds: &[Kind], state: State) -> Result<Vec<FollowedRun>> {
         let kinds = Value::from(kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>()).to_string();

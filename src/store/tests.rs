@@ -1,11 +1,11 @@
-//! Store tests on real SQLite files.
+//! SqliteStore tests on real SQLite files.
 
 use super::*;
 use crate::model::{Kind, State};
 
-async fn temp_store() -> (tempfile::TempDir, Store) {
+async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
         .await
         .unwrap();
     (dir, store)
@@ -71,7 +71,7 @@ async fn an_unknown_kind_or_state_is_refused_by_the_database() {
 async fn upgrading_to_lookup_tables_keeps_every_run_and_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = SqliteStore::connect(&url).await.unwrap();
     MIGRATOR.run_to(2, &store.writer).await.unwrap();
     sqlx::query(
         "INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at,
@@ -134,7 +134,7 @@ fn instance(worker_id: &str, host: &str, pid: u32) -> Instance {
 }
 
 /// A due run leased to `owner` until `until`; returns its version after the claim.
-async fn leased_run(store: &Store, owner: &Instance, until: crate::clock::Timestamp) -> Run {
+async fn leased_run(store: &SqliteStore, owner: &Instance, until: crate::clock::Timestamp) -> Run {
     let now = crate::clock::from_db("2026-01-01T00:00:00.000000Z").unwrap();
     let run = store
         .insert_run(
@@ -265,7 +265,7 @@ async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
 // The group commit (group.rs).
 
 /// Stores a training run in Polling, due at `now`.
-async fn insert_polling(store: &Store, now: crate::clock::Timestamp) -> uuid::Uuid {
+async fn insert_polling(store: &SqliteStore, now: crate::clock::Timestamp) -> uuid::Uuid {
     let id = uuid::Uuid::now_v7();
     store
         .insert_run(
@@ -287,7 +287,7 @@ async fn insert_polling(store: &Store, now: crate::clock::Timestamp) -> uuid::Uu
 }
 
 /// `n` such runs, claimed by worker "w".
-async fn polling_runs(store: &Store, n: usize) -> Vec<ClaimedRun> {
+async fn polling_runs(store: &SqliteStore, n: usize) -> Vec<ClaimedRun> {
     let now = chrono::Utc::now();
     for _ in 0..n {
         insert_polling(store, now).await;
@@ -336,7 +336,7 @@ async fn hold_write_lock(dir: &tempfile::TempDir) -> sqlx::SqliteConnection {
 
 /// Waits until `n` operations have reached the group commit since `before` (queued, or taken
 /// into a transaction that waits for the lock).
-async fn sent(store: &Store, before: GroupStats, n: u64) {
+async fn sent(store: &SqliteStore, before: GroupStats, n: u64) {
     while store.group.queued() + (store.group_stats().operations - before.operations) < n {
         tokio::task::yield_now().await;
     }

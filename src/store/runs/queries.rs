@@ -6,7 +6,7 @@
 //! connection's worker thread to the caller one at a time, with a thread wake-up per row, and
 //! that hand-off, not SQLite, was most of the cost of a listing page.
 
-use super::super::{Error, Result, Store};
+use super::super::{Error, Result, SqliteStore};
 use super::{Event, Page, Run, RunFilter, event_from_row, run_from_row, state};
 use crate::clock::{Timestamp, from_db, to_db};
 use crate::model::{Kind, State};
@@ -121,7 +121,7 @@ const COUNT_DEGRADED: &str = "SELECT json_group_array(json_array(kind, n)) FROM 
      SELECT kind, COUNT(*) AS n FROM runs INDEXED BY runs_degraded_newest
      WHERE degraded_since IS NOT NULL GROUP BY kind)";
 
-impl Store {
+impl SqliteStore {
     pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
         let row = sqlx::query(concat!(
             "SELECT ",
@@ -174,9 +174,9 @@ impl Store {
         self.list(Columns::Full, f).await
     }
 
-    /// A page of run summaries (as [`Store::list_runs`], but each run's `request` and
+    /// A page of run summaries (as [`SqliteStore::list_runs`], but each run's `request` and
     /// `context` are `Value::Null`: they are neither read nor parsed) and the counts per state
-    /// of the runs of `counts_kind` and `counts_submitter` (as [`Store::count_by_state`]), in
+    /// of the runs of `counts_kind` and `counts_submitter` (as [`SqliteStore::count_by_state`]), in
     /// one query: the operator API's listing.
     ///
     /// `None` when the filter has a cursor (`after`) that is not a stored run of
@@ -463,7 +463,7 @@ mod tests {
     #[tokio::test]
     async fn a_listed_run_is_the_stored_run_field_for_field() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("l.db").display()))
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("l.db").display()))
             .await
             .unwrap();
         let mut ids = Vec::new();
@@ -537,7 +537,7 @@ mod tests {
     }
 
     /// SQLite's plan for `sql`, one line per step.
-    async fn plan_of(store: &Store, q: &mut sqlx::QueryBuilder<sqlx::Sqlite>) -> Vec<String> {
+    async fn plan_of(store: &SqliteStore, q: &mut sqlx::QueryBuilder<sqlx::Sqlite>) -> Vec<String> {
         q.build()
             .fetch_all(store.reader())
             .await
@@ -561,7 +561,7 @@ mod tests {
     #[tokio::test]
     async fn each_main_listing_shape_reads_an_index_in_listing_order() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
             .await
             .unwrap();
         let t = from_db("2026-11-01T00:00:00Z").unwrap();
