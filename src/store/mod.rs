@@ -11,6 +11,7 @@ mod health;
 mod idempotency;
 mod instances;
 mod owned;
+pub mod postgres;
 mod retention;
 mod runs;
 mod staging;
