@@ -55,7 +55,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 /// The PostgreSQL migrations (a directory of their own: `sqlx::migrate!("./migrations")` reads
 /// only the files of its directory, not its subdirectories, so SQLite never sees these).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

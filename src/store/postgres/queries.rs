@@ -197,11 +197,11 @@ impl PgStore {
 
     /// When the oldest unfinished run was created (metrics).
     pub async fn oldest_unfinished(&self) -> Result<Option<Timestamp>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL",
+        Ok(
+            sqlx::query_scalar("SELECT MIN(created_at) FROM runs WHERE next_due_at IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?,
         )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     /// When the next run falls due (ignoring leases), for the engine's sleep.

@@ -4,13 +4,13 @@
 //! sequence numbers and the checks before a change hold against other replicas.
 
 use super::{PgStore, micros};
+use crate::clock::Timestamp;
 use crate::failpoint;
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::{
     CancelOutcome, ClaimRequest, ClaimedRun, Committed, Error, Event, NewRun, OwnedKind, Result,
     RetryOutcome, Run, Transition, TransitionOutcome,
 };
-use crate::clock::Timestamp;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -539,7 +539,17 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         if !already {
-            append_event(&mut tx, &id_s, Some(st), st, at, attempt, Some(detail), None).await?;
+            append_event(
+                &mut tx,
+                &id_s,
+                Some(st),
+                st,
+                at,
+                attempt,
+                Some(detail),
+                None,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(CancelOutcome::Requested(Box::new(run_from_row(&row)?)))
@@ -695,17 +705,7 @@ impl PgStore {
             }
             r => r?,
         };
-        append_event(
-            &mut tx,
-            &id_s,
-            Some(current),
-            to,
-            at,
-            0,
-            Some(detail),
-            None,
-        )
-        .await?;
+        append_event(&mut tx, &id_s, Some(current), to, at, 0, Some(detail), None).await?;
         tx.commit().await?;
         Ok(RetryOutcome::Rearmed(Box::new(run_from_row(&row)?)))
     }

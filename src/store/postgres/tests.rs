@@ -170,10 +170,25 @@ async fn the_lookup_tables_hold_the_kinds_and_states_of_the_code_and_refuse_othe
         .bind(kind)
         .bind(state)
     };
-    assert!(insert("mining", "Uploading").execute(&store.pool).await.is_err());
-    assert!(insert("training", "Sleeping").execute(&store.pool).await.is_err());
+    assert!(
+        insert("mining", "Uploading")
+            .execute(&store.pool)
+            .await
+            .is_err()
+    );
+    assert!(
+        insert("training", "Sleeping")
+            .execute(&store.pool)
+            .await
+            .is_err()
+    );
     // A terminal state with a due time, and invalid JSON, are refused too.
-    assert!(insert("training", "Done").execute(&store.pool).await.is_err());
+    assert!(
+        insert("training", "Done")
+            .execute(&store.pool)
+            .await
+            .is_err()
+    );
     assert!(
         sqlx::query(
             "INSERT INTO runs (id, kind, state, request, next_due_at, created_at, updated_at)
@@ -183,7 +198,12 @@ async fn the_lookup_tables_hold_the_kinds_and_states_of_the_code_and_refuse_othe
         .await
         .is_err()
     );
-    assert!(insert("training", "Uploading").execute(&store.pool).await.is_ok());
+    assert!(
+        insert("training", "Uploading")
+            .execute(&store.pool)
+            .await
+            .is_ok()
+    );
 }
 
 /// CRC-32 (ISO-HDLC), as sqlx derives its migration lock's key from the database's name.
@@ -295,7 +315,10 @@ async fn an_inserted_run_reads_back_field_for_field_with_times_in_microseconds()
         (Kind::Script, State::Uploading, Some("alice"))
     );
     assert_eq!(read.next_due_at, Some(read.created_at));
-    assert_eq!((read.version, read.attempt, read.cancel_requested), (0, 0, false));
+    assert_eq!(
+        (read.version, read.attempt, read.cancel_requested),
+        (0, 0, false)
+    );
     let found = store
         .find_run(new.resource_name.as_deref().unwrap())
         .await
@@ -364,7 +387,11 @@ async fn a_commit_records_the_transition_and_a_stale_or_foreign_one_is_lost() {
             .unwrap(),
         TransitionOutcome::Lost
     );
-    assert_eq!(store.events(run.id).await.unwrap().len(), 1, "nothing written");
+    assert_eq!(
+        store.events(run.id).await.unwrap().len(),
+        1,
+        "nothing written"
+    );
     let later = add(now, Duration::from_secs(2));
     let mut t = poll(1, later);
     t.error = Some((ErrorClass::Retryable, "throttled".into()));
@@ -386,8 +413,16 @@ async fn a_commit_records_the_transition_and_a_stale_or_foreign_one_is_lost() {
     let events = store.events(run.id).await.unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(
-        (events[1].from_state, events[1].to_state, events[1].error_class),
-        (Some(State::Uploading), State::Polling, Some(ErrorClass::Retryable))
+        (
+            events[1].from_state,
+            events[1].to_state,
+            events[1].error_class
+        ),
+        (
+            Some(State::Uploading),
+            State::Polling,
+            Some(ErrorClass::Retryable)
+        )
     );
     // The same claim cannot commit twice.
     assert_eq!(
@@ -418,7 +453,14 @@ async fn repeated_failures_collapse_into_the_streaks_first_and_latest_rows() {
     let events = store.events(run.id).await.unwrap();
     let rows: Vec<_> = events
         .iter()
-        .map(|e| (e.seq, e.attempt, e.repeats, e.error.clone().unwrap_or_default()))
+        .map(|e| {
+            (
+                e.seq,
+                e.attempt,
+                e.repeats,
+                e.error.clone().unwrap_or_default(),
+            )
+        })
         .collect();
     assert_eq!(
         rows,
@@ -430,7 +472,10 @@ async fn repeated_failures_collapse_into_the_streaks_first_and_latest_rows() {
     );
     let after = store.get_run(run.id).await.unwrap().unwrap();
     assert_eq!(after.degraded_since, Some(at("2026-01-01T00:00:00Z")));
-    assert_eq!(store.count_degraded().await.unwrap(), vec![(Kind::Training, 1)]);
+    assert_eq!(
+        store.count_degraded().await.unwrap(),
+        vec![(Kind::Training, 1)]
+    );
     // A healthy check clears the degradation and its error.
     let claimed = claim_one(&store, "w", now).await;
     store
@@ -483,7 +528,10 @@ async fn concurrent_claimers_on_two_stores_never_get_the_same_run() {
                     return mine;
                 }
                 // Oldest due first within a claim.
-                assert!(got.windows(2).all(|p| p[0].run.next_due_at <= p[1].run.next_due_at));
+                assert!(
+                    got.windows(2)
+                        .all(|p| p[0].run.next_due_at <= p[1].run.next_due_at)
+                );
                 mine.extend(got.into_iter().map(|c| (c.run.id, c.owner)));
             }
         });
@@ -530,7 +578,12 @@ async fn an_expired_lease_is_taken_over_and_fences_its_old_holder() {
     let second = claim_one(&store, "b#1", after).await;
     assert!(second.took_over);
     assert_eq!(second.run.version, first.run.version + 1);
-    assert!(!store.renew_lease(&first, add(after, Duration::from_secs(60))).await.unwrap());
+    assert!(
+        !store
+            .renew_lease(&first, add(after, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store
             .commit_transition(&first, &poll(1, after), after)
@@ -584,7 +637,10 @@ async fn a_commit_claims_the_next_due_run_in_the_same_transaction() {
         .await
         .unwrap();
     assert_eq!(done.outcome, TransitionOutcome::Lost);
-    assert_eq!(done.next.iter().map(|c| c.run.id).collect::<Vec<_>>(), [third.id]);
+    assert_eq!(
+        done.next.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        [third.id]
+    );
 }
 
 // Operator actions.
@@ -606,7 +662,11 @@ async fn a_cancel_request_is_recorded_once_and_makes_the_run_due_now() {
         store.request_cancel(run.id, asked, "again").await.unwrap(),
         CancelOutcome::Requested(_)
     ));
-    assert_eq!(store.events(run.id).await.unwrap().len(), 2, "recorded once");
+    assert_eq!(
+        store.events(run.id).await.unwrap().len(),
+        2,
+        "recorded once"
+    );
     // The step that was running did not see it: its poll is not the answer, the run is due now.
     let done = add(now, Duration::from_secs(2));
     store
@@ -627,7 +687,10 @@ async fn a_cancel_request_is_recorded_once_and_makes_the_run_due_now() {
         CancelOutcome::AlreadyTerminal(State::Cancelled)
     ));
     assert!(matches!(
-        store.request_cancel(Uuid::now_v7(), done, "x").await.unwrap(),
+        store
+            .request_cancel(Uuid::now_v7(), done, "x")
+            .await
+            .unwrap(),
         CancelOutcome::NotFound
     ));
 }
@@ -686,12 +749,18 @@ async fn retry_and_rearm_give_the_sqlite_outcomes() {
     else {
         panic!("rearmed")
     };
-    assert_eq!((r.state, r.attempt, r.next_due_at), (State::Submitted, 0, Some(later)));
+    assert_eq!(
+        (r.state, r.attempt, r.next_due_at),
+        (State::Submitted, 0, Some(later))
+    );
     assert_eq!((r.last_error, r.lease_owner), (None, None));
     assert_eq!(r.version, failed.version + 1);
     let events = store.events(failed.id).await.unwrap();
     assert_eq!(
-        (events.last().unwrap().from_state, events.last().unwrap().to_state),
+        (
+            events.last().unwrap().from_state,
+            events.last().unwrap().to_state
+        ),
         (Some(State::Failed), State::Submitted)
     );
     assert!(matches!(
@@ -766,11 +835,17 @@ async fn a_step_starts_linked_runs_and_forgets_resources_in_its_transaction() {
     assert!(!store.is_owned(OwnedKind::Model, "m1").await.unwrap());
     let events = store.events(claimed.run.id).await.unwrap();
     let detail = events.last().unwrap().detail.clone().unwrap();
-    assert!(detail.contains(&format!("started deployment run {}", child.id)), "{detail}");
+    assert!(
+        detail.contains(&format!("started deployment run {}", child.id)),
+        "{detail}"
+    );
     assert!(detail.contains("deployment run not started"), "{detail}");
 }
 
 // Listing and counts.
+
+/// Which runs a listing filter keeps, written out in Rust.
+type Keep = Box<dyn Fn(&Run) -> bool>;
 
 #[tokio::test]
 async fn listing_pages_filters_and_cursors_match_the_stored_runs() {
@@ -807,8 +882,8 @@ async fn listing_pages_filters_and_cursors_match_the_stored_runs() {
     for id in &all {
         runs.push(store.get_run(*id).await.unwrap().unwrap());
     }
-    runs.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
-    let filters: Vec<(RunFilter, Box<dyn Fn(&Run) -> bool>)> = vec![
+    runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+    let filters: Vec<(RunFilter, Keep)> = vec![
         (RunFilter::default(), Box::new(|_| true)),
         (
             RunFilter {
@@ -823,9 +898,7 @@ async fn listing_pages_filters_and_cursors_match_the_stored_runs() {
                 submitted_by: Some("alice".into()),
                 ..Default::default()
             },
-            Box::new(|r| {
-                r.kind != Kind::Automl && r.submitted_by.as_deref() == Some("alice")
-            }),
+            Box::new(|r| r.kind != Kind::Automl && r.submitted_by.as_deref() == Some("alice")),
         ),
         (
             RunFilter {
@@ -1086,7 +1159,9 @@ async fn kept_counts_equal_a_count_through_every_change() {
                 c.run.version -= 1;
             }
             let to = [State::Polling, State::Done, State::Failed, State::Submitted][i % 4];
-            s.commit_transition(&c, &to_state(to, now), now).await.unwrap()
+            s.commit_transition(&c, &to_state(to, now), now)
+                .await
+                .unwrap()
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -1237,7 +1312,12 @@ async fn idempotency_keys_are_recorded_once_replayed_and_expire() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (record.request_hash.as_str(), record.run_id.clone(), record.reply, record.created_at),
+        (
+            record.request_hash.as_str(),
+            record.run_id.clone(),
+            record.reply,
+            record.created_at
+        ),
         ("h1", run.id.to_string(), None, now)
     );
     assert!(
@@ -1248,7 +1328,12 @@ async fn idempotency_keys_are_recorded_once_replayed_and_expire() {
             .is_none()
     );
     store
-        .save_idempotent_reply("alice", "k1", &run.id.to_string(), (201, "application/json", &b"{}"[..]))
+        .save_idempotent_reply(
+            "alice",
+            "k1",
+            &run.id.to_string(),
+            (201, "application/json", &b"{}"[..]),
+        )
         .await
         .unwrap();
     let record = store
@@ -1368,7 +1453,10 @@ async fn an_instance_elsewhere_is_dead_once_its_heartbeat_is_older_than_its_leas
         .await
         .unwrap();
     assert_eq!((released.leases, released.dead_instances.len()), (1, 1));
-    assert_eq!(store.get_run(run.id).await.unwrap().unwrap().lease_owner, None);
+    assert_eq!(
+        store.get_run(run.id).await.unwrap().unwrap().lease_owner,
+        None
+    );
 }
 
 #[tokio::test]
@@ -1414,9 +1502,7 @@ async fn owned_resources_are_recorded_refreshed_listed_and_forgotten() {
         .record_owned(OwnedKind::Model, "m1", &json!({"v": 2}), t1)
         .await
         .unwrap();
-    let config = |models: &[&str]| {
-        json!({"ProductionVariants": models.iter().map(|m| json!({"ModelName": m})).collect::<Vec<_>>()})
-    };
+    let config = |models: &[&str]| json!({"ProductionVariants": models.iter().map(|m| json!({"ModelName": m})).collect::<Vec<_>>()});
     for (name, spec) in [
         ("c-b", config(&["m1", "m2"])),
         ("c-a", config(&["m1"])),
@@ -1444,7 +1530,12 @@ async fn owned_resources_are_recorded_refreshed_listed_and_forgotten() {
     );
     assert_eq!(store.configs_using_model("m2").await.unwrap(), ["c-b"]);
     assert!(store.is_owned(OwnedKind::Model, "m1").await.unwrap());
-    assert!(!store.is_owned(OwnedKind::EndpointConfig, "m1").await.unwrap());
+    assert!(
+        !store
+            .is_owned(OwnedKind::EndpointConfig, "m1")
+            .await
+            .unwrap()
+    );
     store.forget_owned(OwnedKind::Model, "m1").await.unwrap();
     assert!(!store.is_owned(OwnedKind::Model, "m1").await.unwrap());
 }
@@ -1539,15 +1630,33 @@ async fn staging_runs_and_purges() {
     );
     let past = store.runs_past_retention(later, 10).await.unwrap();
     assert_eq!(past.len(), 1);
-    assert_eq!((past[0].id.clone(), past[0].kind), (finished.id.to_string(), Kind::Automl));
+    assert_eq!(
+        (past[0].id.clone(), past[0].kind),
+        (finished.id.to_string(), Kind::Automl)
+    );
     let id = finished.id.to_string();
-    store.record_staging_purge(&id, "3 objects", later).await.unwrap();
-    store.record_staging_purge(&id, "again", add(later, Duration::from_secs(5))).await.unwrap();
+    store
+        .record_staging_purge(&id, "3 objects", later)
+        .await
+        .unwrap();
+    store
+        .record_staging_purge(&id, "again", add(later, Duration::from_secs(5)))
+        .await
+        .unwrap();
     assert_eq!(
         store.staging_purge(&id).await.unwrap(),
-        Some(("2026-01-01T00:00:01.000000Z".to_string(), "3 objects".to_string()))
+        Some((
+            "2026-01-01T00:00:01.000000Z".to_string(),
+            "3 objects".to_string()
+        ))
     );
-    assert!(store.runs_past_retention(later, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .runs_past_retention(later, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.staging_purge("nope").await.unwrap(), None);
 }
 
@@ -1581,7 +1690,10 @@ async fn sweeps_read_followed_runs_and_make_them_due() {
     assert_eq!(followed[0].updated_at, t0);
     assert_eq!(followed[1].id, by_name.id);
     assert_eq!(Some(followed[1].job_name.clone()), by_name.resource_name);
-    assert_eq!((followed[1].status.clone(), followed[1].connection.clone()), (None, None));
+    assert_eq!(
+        (followed[1].status.clone(), followed[1].connection.clone()),
+        (None, None)
+    );
 
     // Everything is due at t0 now; move them later, one of them leased.
     let later = add(t0, Duration::from_secs(300));
@@ -1602,7 +1714,13 @@ async fn sweeps_read_followed_runs_and_make_them_due() {
         .await
         .unwrap();
     assert_eq!(made, [with_job.id], "not the leased one");
-    assert!(store.make_due(&[], State::Polling, now).await.unwrap().is_empty());
+    assert!(
+        store
+            .make_due(&[], State::Polling, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Two training runs due later and unleased: the nameless one and... none else.
     let n = store
         .make_due_after(&[Kind::Training], State::Polling, now, now)
@@ -1623,7 +1741,10 @@ async fn the_probe_write_proves_the_store_writes() {
     let (_db, store) = store().await;
     let now = at("2026-01-01T00:00:00Z");
     store.probe_write(now).await.unwrap();
-    store.probe_write(add(now, Duration::from_secs(1))).await.unwrap();
+    store
+        .probe_write(add(now, Duration::from_secs(1)))
+        .await
+        .unwrap();
     let at_: Timestamp = sqlx::query_scalar("SELECT at FROM store_probe WHERE id = 1")
         .fetch_one(&store.pool)
         .await
@@ -1654,10 +1775,14 @@ async fn the_probe_write_proves_the_store_writes() {
 
 #[test]
 fn postgres_errors_are_classified_by_sqlstate() {
-    for code in ["08006", "53100", "57P01", "25006", "40001", "40P01", "57014"] {
+    for code in [
+        "08006", "53100", "57P01", "25006", "40001", "40P01", "57014",
+    ] {
         assert!(unavailable_sqlstate(code), "{code}");
     }
-    for code in ["23505", "23503", "22P02", "42P01", "21000", "22021", "42501"] {
+    for code in [
+        "23505", "23503", "22P02", "42P01", "21000", "22021", "42501",
+    ] {
         assert!(!unavailable_sqlstate(code), "{code}");
     }
     assert!(is_unavailable(&Error::Stalled(Duration::from_secs(1))));
