@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 /// Which columns a listing returns.
 #[derive(Clone, Copy)]
-enum Columns {
+pub(super) enum Columns {
     /// Every column.
     Full,
     /// All but the request and the context (`Value::Null` in the result).
@@ -237,7 +237,12 @@ impl PgStore {
 
 /// Appends the listing's query for `f`: one more row than `limit`, to tell whether a next page
 /// exists, newest first.
-fn push_list(q: &mut QueryBuilder<Postgres>, columns: Columns, f: &RunFilter, limit: u32) {
+pub(super) fn push_list(
+    q: &mut QueryBuilder<Postgres>,
+    columns: Columns,
+    f: &RunFilter,
+    limit: u32,
+) {
     q.push("SELECT ")
         .push(match columns {
             Columns::Full => run_columns!(),
