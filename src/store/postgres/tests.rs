@@ -1907,3 +1907,58 @@ async fn each_main_listing_shape_reads_an_index_in_listing_order() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
+
+/// A cancel request and a step's commit on the same run at the same moment (two replicas)
+/// both append to its history: the row lock orders them, so neither fails on a taken sequence
+/// number and the history stays 1, 2, 3.
+#[tokio::test]
+async fn concurrent_writes_to_one_run_keep_its_history_in_sequence() {
+    let (db, store) = store().await;
+    let other = PgStore::open(&db.url).await.unwrap();
+    let now = at("2026-01-01T00:00:00Z");
+    for _ in 0..20 {
+        insert(&store, new_run(Kind::Training, State::Polling, None), now).await;
+    }
+    let claimed = store
+        .claim_due("w", now, add(now, Duration::from_secs(60)), 20)
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in claimed.iter().cloned() {
+        let (a, b) = (store.clone(), other.clone());
+        tasks.spawn(async move {
+            let t = poll(1, now);
+            let (committed, cancelled) = tokio::join!(
+                a.commit_transition(&c, &t, now),
+                b.request_cancel(c.run.id, now, "cancel")
+            );
+            assert!(matches!(
+                committed.unwrap(),
+                TransitionOutcome::Committed { .. }
+            ));
+            assert!(matches!(cancelled.unwrap(), CancelOutcome::Requested(_)));
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    for c in claimed {
+        let seqs: Vec<i64> = store
+            .events(c.run.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert!(
+            store
+                .get_run(c.run.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .cancel_requested
+        );
+    }
+    other.close().await;
+}
