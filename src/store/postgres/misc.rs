@@ -21,10 +21,6 @@ use uuid::Uuid;
 /// SQLite store's `idempotency::record_in`, minus the submission bookkeeping): first deletes
 /// the expired keys, then inserts the key; a key another request stored first is
 /// `NameTaken("Idempotency-Key")`, and the caller's transaction (run included) must roll back.
-///
-/// Not called yet: the claim it needs is a private field of `idempotency::Submission`, which
-/// this module may not read (see the report of the PostgreSQL backend).
-#[allow(dead_code)]
 pub(super) async fn record_key_in(
     tx: &mut PgConnection,
     claim: &Claim,

@@ -224,9 +224,21 @@ async fn insert_in(tx: &mut PgConnection, new: &NewRun, at: Timestamp) -> Result
         ));
     };
     append_event(tx, &id, None, new.state, at, 0, Some(&new.detail), None).await?;
-    // The request's Idempotency-Key belongs here, in the run's transaction, as the SQLite
-    // store's `idempotency::record_in` does: see `misc::record_key_in`, which needs the
-    // submission's claim (a private field of `idempotency::Submission` today).
+    // The request's Idempotency-Key, in the run's transaction (the SQLite store's
+    // `idempotency::record_in`): a key another request stored first rolls this run back.
+    if let Some(sub) = crate::store::Submission::current()
+        && let Some(claim) = sub.take_claim()
+    {
+        match super::misc::record_key_in(tx, &claim, &id, at).await {
+            Ok(()) => sub.set_recorded(&id),
+            Err(e) => {
+                if matches!(e, Error::NameTaken(_)) {
+                    sub.set_lost_race();
+                }
+                return Err(e);
+            }
+        }
+    }
     run_from_row(&row)
 }
 

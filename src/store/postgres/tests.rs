@@ -1372,6 +1372,46 @@ async fn idempotency_keys_are_recorded_once_replayed_and_expire() {
     assert_eq!(keys, ["k2"]);
 }
 
+#[tokio::test]
+async fn a_submissions_key_is_recorded_with_its_run_and_a_second_request_with_it_loses() {
+    let (_db, store) = store().await;
+    let now = at("2026-01-01T00:00:00Z");
+    let claim = Claim {
+        principal: "alice".into(),
+        key: "k".into(),
+        request_hash: "h".into(),
+        expired_before: at("2025-12-01T00:00:00Z"),
+    };
+    let submit = |new: NewRun| {
+        let store = store.clone();
+        let sub = std::sync::Arc::new(crate::store::Submission::default());
+        sub.set_claim(claim.clone());
+        async move {
+            let r = sub.scope(store.insert_run(new, now)).await;
+            (r, sub)
+        }
+    };
+    let first = new_run(Kind::Training, State::Uploading, None);
+    let (r, sub) = submit(first.clone()).await;
+    r.unwrap();
+    assert!(sub.storing() && !sub.lost_race());
+    assert_eq!(sub.recorded_run(), Some(first.id.to_string()));
+    let second = new_run(Kind::Training, State::Uploading, None);
+    let (r, sub) = submit(second.clone()).await;
+    assert!(matches!(r, Err(Error::NameTaken(_))));
+    assert!(sub.lost_race());
+    assert!(
+        store.get_run(second.id).await.unwrap().is_none(),
+        "rolled back"
+    );
+    let record = store
+        .idempotency_key("alice", "k", claim.expired_before)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.run_id, first.id.to_string());
+}
+
 fn instance(worker_id: &str, host: &str, pid: u32) -> Instance {
     let mut me = Instance::this_process(worker_id, Duration::from_secs(60));
     me.host = host.to_string();
