@@ -78,6 +78,22 @@ impl Submission {
     pub fn recorded_run(&self) -> Option<String> {
         self.run_id.lock().expect("run lock").clone()
     }
+
+    /// Takes the key for the run insert that records it (only a request's first run carries
+    /// it): the PostgreSQL store's `record_in`.
+    pub(super) fn take_claim(&self) -> Option<Claim> {
+        self.claim.lock().expect("claim lock").take()
+    }
+
+    /// The run insert recorded the key for `run_id`.
+    pub(super) fn set_recorded(&self, run_id: &str) {
+        *self.run_id.lock().expect("run lock") = Some(run_id.to_string());
+    }
+
+    /// Another request with the same key stored its run first.
+    pub(super) fn set_lost_race(&self) {
+        self.lost_race.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The id of a new run that a submit route stores: a fresh one, or, when the request repeats one

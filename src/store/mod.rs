@@ -12,6 +12,7 @@ mod health;
 mod idempotency;
 mod instances;
 mod owned;
+pub mod postgres;
 mod retention;
 mod runs;
 mod sqlite;
