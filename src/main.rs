@@ -61,7 +61,12 @@ async fn main() -> ExitCode {
         }
         Command::Migrate(db) => sagemaker_executor::store::Store::open(&db.database_url)
             .await
-            .map(|_| eprintln!("database is migrated: {}", db.database_url))
+            .map(|_| {
+                eprintln!(
+                    "database is migrated: {}",
+                    sagemaker_executor::store::printable_url(&db.database_url)
+                )
+            })
             .map_err(|e| e.to_string()),
     };
     match result {

@@ -11,7 +11,7 @@ use sagemaker_executor::connection::{AllowList, ConnectionResolver, LookupSettin
 use sagemaker_executor::engine::{Engine, EngineConfig};
 use sagemaker_executor::listener;
 use sagemaker_executor::secrets::{Secret, SecretBox};
-use sagemaker_executor::store::{Instance, Store};
+use sagemaker_executor::store::{self, Instance, Store};
 use sagemaker_executor::sweep::{SweepSettings, Sweeper};
 use sagemaker_executor::workflows::{self, input::InputLimits};
 use std::sync::Arc;
@@ -91,6 +91,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         ));
     }
     let definitions = workflows::load_definitions().map_err(|e| e.to_string())?;
+    // Replicas on one PostgreSQL database take over each other's runs, so they must open each
+    // other's sealed credentials: one key for all, given, never a key file each made for itself.
+    if store::Scheme::of(&args.db.database_url) == store::Scheme::Postgres
+        && args.secret_key.is_none()
+        && args.secret_key_file.is_none()
+    {
+        return Err("with a PostgreSQL database every replica must use the same secret key: \
+                    set EXECUTOR_SECRET_KEY or EXECUTOR_SECRET_KEY_FILE"
+            .into());
+    }
     let store = Store::open(&args.db.database_url)
         .await
         .map_err(|e| format!("opening the store: {e}"))?;
@@ -287,7 +297,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or(args.bind);
     // Tests and scripts wait for this line; it is printed once the socket accepts connections.
     eprintln!("LISTENING {addr}");
-    tracing::info!(%addr, database = %args.db.database_url, "serving");
+    tracing::info!(%addr, database = %store::printable_url(&args.db.database_url), "serving");
 
     let mut server_stop = stop_rx.clone();
     let server = poem::Server::new_with_acceptor(acceptor)

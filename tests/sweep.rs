@@ -56,7 +56,7 @@ async fn start_runs(svc: &Service, bucket: &str, n: usize, seconds: f64) -> Vec<
 }
 
 async fn open_store(scratch: &Scratch) -> Store {
-    Store::connect(&format!("sqlite://{}", scratch.db().display()))
+    Store::connect(&scratch.store_url())
         .await
         .unwrap()
 }

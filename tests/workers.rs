@@ -99,20 +99,14 @@ async fn a_stopped_instance_is_forgotten_and_a_worker_id_with_a_hash_is_refused(
         status.success(),
         "SIGTERM right after start-up stops cleanly: {status:?}"
     );
-    let url = format!("sqlite://{}", scratch.db().display());
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let left = support::store_count(&scratch, "SELECT COUNT(*) FROM instances").await;
     assert_eq!(left, 0, "a graceful stop removes the instance's record");
-    db.close().await;
 
     // '#' separates the worker id from the per-start nonce.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sagemaker-executor"))
         .arg("serve")
         .env_clear()
-        .env("EXECUTOR_DATABASE_URL", &url)
+        .env("EXECUTOR_DATABASE_URL", scratch.store_url())
         .env("EXECUTOR_WORKER_ID", "a#b")
         .env("AWS_REGION", "us-east-1")
         .output()

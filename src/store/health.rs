@@ -158,6 +158,9 @@ impl Error {
     /// True when the store cannot write for now (full disk, read-only file, a lock held too long,
     /// no connection in time): the request may succeed later, so the API answers 503.
     pub fn is_unavailable(&self) -> bool {
+        if self.is_from_postgres() {
+            return super::postgres::is_unavailable(self);
+        }
         match self {
             Error::Stalled(_) => true,
             Error::Shared(e) => e.is_unavailable(),
@@ -178,9 +181,29 @@ impl Error {
 
     /// True for a file or file system that refuses writes.
     pub fn is_read_only(&self) -> bool {
+        if self.is_from_postgres() {
+            return super::postgres::is_read_only(self);
+        }
         match self {
             Error::Shared(e) => e.is_read_only(),
             Error::Database(e) => primary_code(e) == Some(READONLY),
+            _ => false,
+        }
+    }
+}
+
+impl Error {
+    /// An error PostgreSQL answered: its codes are SQLSTATEs, not SQLite's result codes.
+    fn is_from_postgres(&self) -> bool {
+        match self {
+            Error::Shared(e) => e.is_from_postgres(),
+            Error::Database(sqlx::Error::Database(d))
+            | Error::Migrate(
+                sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(d))
+                | sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(d), _),
+            ) => d
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some(),
             _ => false,
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! [`Store`] is the one interface the rest of the service uses; it hands each call to the
 //! backend the database URL chose. SQLite ([`sqlite`]; `sqlite://path`, the default) keeps one
-//! file for one process. Every backend keeps the same promises, which the methods below state:
+//! file for one host; PostgreSQL ([`postgres`]; `postgres://…`) lets several replicas share the
+//! work. Every backend keeps the same promises, which the methods below state:
 //! one transition is one transaction, guarded by the run's version (the fencing token) and
 //! appended to its history; nothing is answered before it is durable; a live lease is never
 //! taken. The SQL of each concern is in its own module (`runs`, `instances`, `idempotency`, ...).
@@ -12,7 +13,7 @@ mod health;
 mod idempotency;
 mod instances;
 mod owned;
-pub mod postgres;
+mod postgres;
 mod retention;
 mod runs;
 mod sqlite;
@@ -24,6 +25,7 @@ pub use health::{WriteFailure, WriteTx};
 pub use idempotency::{Claim, KeyRecord, Submission, new_run_id};
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
+pub use postgres::PgStore;
 pub use sqlite::{MIGRATOR, SqliteStore};
 pub use staging::StagedRun;
 pub use sweep::FollowedRun;
@@ -72,6 +74,7 @@ pub struct Store(Backend);
 #[derive(Clone, Debug)]
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// `Store` methods that hand the call to the backend, each with the promise every backend keeps.
@@ -83,6 +86,7 @@ macro_rules! delegate {
                 pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match &self.0 {
                         Backend::Sqlite(b) => b.$name($($arg),*).await,
+                        Backend::Postgres(b) => b.$name($($arg),*).await,
                     }
                 }
             )*
@@ -91,35 +95,80 @@ macro_rules! delegate {
 }
 
 impl Store {
-    /// Opens the store at `url` (`sqlite://path`; created if missing), applies pending
-    /// migrations and proves it can write.
+    /// Opens the store at `url` (`sqlite://path`, created if missing; or `postgres://…`, a
+    /// database that exists), applies pending migrations and proves it can write.
     pub async fn open(url: &str) -> Result<Store> {
-        Ok(Store(Backend::Sqlite(SqliteStore::open(url).await?)))
+        Ok(Store(match Scheme::of(url) {
+            Scheme::Sqlite => Backend::Sqlite(SqliteStore::open(url).await?),
+            Scheme::Postgres => Backend::Postgres(PgStore::open(url).await?),
+        }))
     }
 
     /// Opens without migrating.
     pub async fn connect(url: &str) -> Result<Store> {
-        Ok(Store(Backend::Sqlite(SqliteStore::connect(url).await?)))
+        Ok(Store(match Scheme::of(url) {
+            Scheme::Sqlite => Backend::Sqlite(SqliteStore::connect(url).await?),
+            Scheme::Postgres => Backend::Postgres(PgStore::connect(url).await?),
+        }))
     }
 
     /// The SQLite backend, when that is what this store is (tests and tools that look inside).
     pub fn sqlite(&self) -> Option<&SqliteStore> {
         match &self.0 {
             Backend::Sqlite(b) => Some(b),
+            Backend::Postgres(_) => None,
         }
     }
 
-    /// Transactions the group commit has made so far, and the engine writes they held (zero
-    /// for a backend that commits each write on its own).
+    /// The name of the backend (`sqlite` or `postgres`), for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match &self.0 {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Transactions the engine's writes took so far, and the writes they held (SQLite commits
+    /// them in groups; PostgreSQL one transaction each).
     pub fn group_stats(&self) -> GroupStats {
         match &self.0 {
             Backend::Sqlite(b) => b.group_stats(),
+            Backend::Postgres(b) => b.group_stats(),
         }
     }
 
     pub async fn close(&self) {
         match &self.0 {
             Backend::Sqlite(b) => b.close().await,
+            Backend::Postgres(b) => b.close().await,
+        }
+    }
+}
+
+/// `url` as logs and messages may show it: a PostgreSQL password becomes `***`.
+pub fn printable_url(url: &str) -> String {
+    match Scheme::of(url) {
+        Scheme::Postgres => postgres::safe_url(url),
+        Scheme::Sqlite => url.to_string(),
+    }
+}
+
+/// Which backend a database URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Sqlite,
+    Postgres,
+}
+
+impl Scheme {
+    /// `postgres://` and `postgresql://` name PostgreSQL; anything else is for SQLite to accept
+    /// or refuse (a bare path included, as sqlx takes it).
+    pub fn of(url: &str) -> Scheme {
+        let lower = url.get(..13).unwrap_or(url).to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Scheme::Postgres
+        } else {
+            Scheme::Sqlite
         }
     }
 }

@@ -349,7 +349,10 @@ pub fn client() -> reqwest::Client {
 #[derive(Clone)]
 pub struct ServiceConfig {
     pub aws_endpoint: String,
+    /// The SQLite file (also where the secret key file goes beside it).
     pub db: PathBuf,
+    /// The store's URL when it is not the SQLite file `db` (the suite on PostgreSQL).
+    pub database_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub failpoints: Vec<String>,
     pub extra_env: Vec<(String, String)>,
@@ -357,7 +360,17 @@ pub struct ServiceConfig {
     pub unset_env: Vec<String>,
 }
 
-/// The real binary, serving on a free loopback port with its own SQLite file.
+impl ServiceConfig {
+    /// The URL the service's store is at.
+    pub fn store_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.db.display()))
+    }
+}
+
+/// The real binary, serving on a free loopback port with its own store (a SQLite file, or a
+/// PostgreSQL database of its own when the suite runs on PostgreSQL, see [`on_postgres`]).
 pub struct Service {
     child: Child,
     pub addr: SocketAddr,
@@ -373,10 +386,7 @@ impl Service {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("EXECUTOR_BIND", "127.0.0.1:0")
-            .env(
-                "EXECUTOR_DATABASE_URL",
-                format!("sqlite://{}", config.db.display()),
-            )
+            .env("EXECUTOR_DATABASE_URL", config.store_url())
             .env("EXECUTOR_POLL_MIN_MS", "50")
             .env("EXECUTOR_POLL_MAX_MS", "200")
             // The suite's jobs advance per describe (the emulator's default), which a List*
@@ -395,6 +405,13 @@ impl Service {
             .stderr(Stdio::piped());
         if let Some(d) = &config.data_dir {
             cmd.env("EXECUTOR_DATA_DIR", d);
+        }
+        if config.database_url.is_some() {
+            // PostgreSQL replicas share one key, given: the file SQLite would make beside `db`.
+            cmd.env(
+                "EXECUTOR_SECRET_KEY_FILE",
+                config.db.with_file_name("executor.key"),
+            );
         }
         for (k, v) in &config.extra_env {
             cmd.env(k, v);
@@ -533,19 +550,191 @@ impl Drop for Service {
     }
 }
 
-/// A scratch directory with a database path and a data directory.
+/// Whether the suite runs its services on PostgreSQL (`EXECUTOR_TEST_STORE=postgres`, one fresh
+/// database per [`Scratch`] on `EXECUTOR_TEST_POSTGRES_URL`'s server) instead of SQLite files.
+pub fn on_postgres() -> bool {
+    match std::env::var("EXECUTOR_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("EXECUTOR_TEST_STORE must be sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// True (and says so on stderr, so that a skip is visible) when the suite runs on PostgreSQL:
+/// for the tests about the SQLite file itself (a full disk, a read-only file, its write lock),
+/// which return early then.
+pub fn skip_on_postgres(why: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    skip
+}
+
+/// A PostgreSQL database of its own (`exec_t_<uuid>`), dropped with whatever is still
+/// connected to it when this is dropped.
+pub struct PgDatabase {
+    name: String,
+    pub url: String,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("EXECUTOR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs `sql` on the server's admin database, in a thread with a runtime of its own (callers
+/// may be sync, or inside a runtime that is busy or gone).
+fn postgres_admin(sql: String) -> Result<(), String> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection;
+                let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut admin)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string());
+                let _ = admin.close().await;
+                done
+            })
+    })
+    .join()
+    .unwrap()
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        let name = format!("exec_t_{}", uuid::Uuid::new_v4().simple());
+        postgres_admin(format!("CREATE DATABASE \"{name}\"")).unwrap_or_else(|e| {
+            panic!("creating a test database on {}: {e}", postgres_admin_url())
+        });
+        let mut url = url::Url::parse(&postgres_admin_url()).unwrap();
+        url.set_path(&format!("/{name}"));
+        PgDatabase {
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = postgres_admin(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// Everything the scratch's store holds, as text: the SQLite files' bytes, or every row of every
+/// PostgreSQL table as PostgreSQL writes it (`bytea` in hex), for tests that a secret or a
+/// token is stored nowhere. On PostgreSQL a value is also looked for hex-encoded ([`stores`]).
+pub fn stored_text(scratch: &Scratch) -> String {
+    let Some(pg) = &scratch.pg else {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(scratch.dir.path()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("executor.db")
+            {
+                bytes.extend(std::fs::read(&p).unwrap());
+            }
+        }
+        assert!(!bytes.is_empty(), "no database file in the scratch directory");
+        return String::from_utf8_lossy(&bytes).into_owned();
+    };
+    let url = pg.url.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection;
+                let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = 'public' ORDER BY 1",
+                )
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+                let mut text = String::new();
+                for t in tables {
+                    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT t::text FROM \"{t}\" t"
+                    )))
+                    .fetch_all(&mut db)
+                    .await
+                    .unwrap();
+                    text.push_str(&rows.join("\n"));
+                }
+                text
+            })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether `stored` (from [`stored_text`]) holds `value`, as text or hex-encoded (how
+/// PostgreSQL renders `bytea`).
+pub fn stores(stored: &str, value: &str) -> bool {
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    stored.contains(value) || stored.to_ascii_lowercase().contains(&hex)
+}
+
+/// One number from the scratch's store (`sql` in the dialect both backends share).
+pub async fn store_count(scratch: &Scratch, sql: &'static str) -> i64 {
+    match &scratch.pg {
+        Some(pg) => {
+            let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+            db.close().await;
+            n
+        }
+        None => {
+            let url = format!("sqlite://{}", scratch.db().display());
+            let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+            db.close().await;
+            n
+        }
+    }
+}
+
+/// A scratch directory with a database path and a data directory (and, on PostgreSQL, a
+/// database of its own).
 pub struct Scratch {
+    pub pg: Option<PgDatabase>,
     pub dir: tempfile::TempDir,
 }
 
 impl Scratch {
     pub fn new() -> Scratch {
         Scratch {
+            pg: on_postgres().then(PgDatabase::create),
             dir: tempfile::tempdir().unwrap(),
         }
     }
+    /// The SQLite file's path (where the key file goes beside it, also on PostgreSQL).
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("executor.db")
+    }
+    /// The URL of this scratch's store.
+    pub fn store_url(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}", self.db().display()),
+        }
     }
     pub fn data_dir(&self) -> PathBuf {
         let d = self.dir.path().join("data");
@@ -556,6 +745,7 @@ impl Scratch {
         ServiceConfig {
             aws_endpoint,
             db: self.db(),
+            database_url: self.pg.as_ref().map(|pg| pg.url.clone()),
             data_dir: Some(self.data_dir()),
             failpoints: vec![],
             extra_env: vec![],

@@ -226,7 +226,7 @@ fn micros(t: Timestamp) -> Timestamp {
 }
 
 /// `url` without its password, for error messages and logs.
-fn safe_url(url: &str) -> String {
+pub(super) fn safe_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
@@ -281,7 +281,7 @@ impl DerefMut for Tx {
 /// SQLSTATEs (it parses them as numbers: 21000 cardinality_violation, 22021
 /// character_not_in_repertoire and 42501 insufficient_privilege would read as "busy", 53100
 /// disk_full would not): the store's dispatch should call this for PostgreSQL errors.
-pub fn is_unavailable(e: &Error) -> bool {
+pub(super) fn is_unavailable(e: &Error) -> bool {
     match e {
         Error::Stalled(_) => true,
         Error::Shared(e) => is_unavailable(e),
@@ -321,7 +321,7 @@ fn unavailable_sqlstate(code: &str) -> bool {
 
 /// True for a database that refuses writes (a standby, `default_transaction_read_only`).
 /// (A migration that cannot write says so too: its error is the database's.)
-pub fn is_read_only(e: &Error) -> bool {
+pub(super) fn is_read_only(e: &Error) -> bool {
     use sqlx::migrate::MigrateError;
     let db = match e {
         Error::Shared(e) => return is_read_only(e),
