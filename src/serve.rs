@@ -97,9 +97,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         && args.secret_key.is_none()
         && args.secret_key_file.is_none()
     {
-        return Err("with a PostgreSQL database every replica must use the same secret key: \
+        return Err(
+            "with a PostgreSQL database every replica must use the same secret key: \
                     set EXECUTOR_SECRET_KEY or EXECUTOR_SECRET_KEY_FILE"
-            .into());
+                .into(),
+        );
     }
     let store = Store::open(&args.db.database_url)
         .await
@@ -193,6 +195,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         definitions.clone(),
     )
     .map_err(|e| format!("workflow definitions do not match their handlers: {e}"))?;
+    // Other replicas' new runs, cancels and retries wake this engine (PostgreSQL).
+    let _wakeups = store.forward_wakeups(engine.waker());
     // The List* sweeper (off with an interval of 0): the engine reads its coverage.
     let sweeper = (args.sweep_interval_secs > 0).then(|| {
         Sweeper::new(

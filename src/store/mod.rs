@@ -137,6 +137,19 @@ impl Store {
         }
     }
 
+    /// Wakes `wake` (the engine's) whenever another replica makes a run due now, so an idle
+    /// replica takes a new run, a cancel or a retry at once (PostgreSQL's `LISTEN`/`NOTIFY`).
+    /// None on SQLite: one process serves a file, and its API wakes its engine itself.
+    pub fn forward_wakeups(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        match &self.0 {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.forward_wakeups(wake)),
+        }
+    }
+
     pub async fn close(&self) {
         match &self.0 {
             Backend::Sqlite(b) => b.close().await,

@@ -3,7 +3,7 @@
 //! sweeper's queries.
 
 use super::runs::{kind, owned_kind, uuid};
-use super::{PgStore, micros};
+use super::{PgStore, micros, wake_replicas};
 use crate::clock::{Timestamp, add, to_db};
 use crate::model::{Kind, State};
 
@@ -354,6 +354,9 @@ impl PgStore {
         .bind(BATCH)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0 {
+            wake_replicas(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -531,6 +534,9 @@ impl PgStore {
         .bind(micros(later_than))
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0 {
+            wake_replicas(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -554,6 +560,9 @@ impl PgStore {
         .bind(state.as_str())
         .fetch_all(&mut *tx)
         .await?;
+        if !updated.is_empty() {
+            wake_replicas(&mut tx).await?;
+        }
         tx.commit().await?;
         updated.iter().map(|i| uuid(i)).collect()
     }

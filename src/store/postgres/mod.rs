@@ -219,6 +219,70 @@ impl PgStore {
     }
 }
 
+/// The channel on which a write that makes a run due now from outside the engine (a new run, a
+/// cancel request, a retry, a sweep's nudge) tells the engines of every replica. PostgreSQL
+/// delivers a `NOTIFY` when its transaction commits, and never one of a rolled-back transaction,
+/// so a woken engine always finds the write.
+const WAKE_CHANNEL: &str = "executor_wake";
+
+/// Notifies [`WAKE_CHANNEL`] at the commit of the transaction `tx` is in.
+async fn wake_replicas(tx: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WAKE_CHANNEL)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Wakes `wake` (an engine's) on every notification of [`WAKE_CHANNEL`], for as long as the
+    /// process runs: an idle replica starts a run another replica accepted at once, not after
+    /// its next look at the due runs. The listening connection is re-opened when it is lost,
+    /// with a wake-up then (what was notified meanwhile is lost; the engine's own look at the
+    /// due times catches up).
+    pub fn forward_wakeups(&self, wake: Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(WAKE_CHANNEL).await {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                tracing::debug!("listening for other replicas' wake-ups");
+                // Whatever was notified before (at start, or while the connection was lost).
+                wake.notify_one();
+                pause = Duration::from_millis(100);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => wake.notify_one(),
+                        // The connection was lost: the next call opens another, and
+                        // listens again.
+                        Ok(None) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the wake-up listener; listening again");
+                            wake.notify_one();
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        })
+    }
+}
+
 /// A time as the store keeps it: truncated to the microsecond (as `to_db` writes it for
 /// SQLite), so that what is read back equals what was written.
 fn micros(t: Timestamp) -> Timestamp {

@@ -3,7 +3,7 @@
 //! invariant 2); every read-then-write of a run locks its row first, so that the history's
 //! sequence numbers and the checks before a change hold against other replicas.
 
-use super::{PgStore, micros};
+use super::{PgStore, micros, wake_replicas};
 use crate::clock::Timestamp;
 use crate::failpoint;
 use crate::model::{ErrorClass, Kind, State};
@@ -224,6 +224,7 @@ async fn insert_in(tx: &mut PgConnection, new: &NewRun, at: Timestamp) -> Result
         ));
     };
     append_event(tx, &id, None, new.state, at, 0, Some(&new.detail), None).await?;
+    wake_replicas(tx).await?;
     // The request's Idempotency-Key, in the run's transaction (the SQLite store's
     // `idempotency::record_in`): a key another request stored first rolls this run back.
     if let Some(sub) = crate::store::Submission::current()
@@ -563,6 +564,7 @@ impl PgStore {
             )
             .await?;
         }
+        wake_replicas(&mut tx).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Requested(Box::new(run_from_row(&row)?)))
     }
@@ -638,6 +640,7 @@ impl PgStore {
             None,
         )
         .await?;
+        wake_replicas(&mut tx).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Requested(Box::new(run_from_row(&row)?)))
     }
@@ -718,6 +721,7 @@ impl PgStore {
             r => r?,
         };
         append_event(&mut tx, &id_s, Some(current), to, at, 0, Some(detail), None).await?;
+        wake_replicas(&mut tx).await?;
         tx.commit().await?;
         Ok(RetryOutcome::Rearmed(Box::new(run_from_row(&row)?)))
     }

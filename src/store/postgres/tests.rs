@@ -2002,3 +2002,56 @@ async fn concurrent_writes_to_one_run_keep_its_history_in_sequence() {
     }
     other.close().await;
 }
+
+/// Waits for the next wake-up of `wake`, failing the test after a generous bound.
+async fn woken(wake: &tokio::sync::Notify, what: &str) {
+    tokio::time::timeout(Duration::from_secs(10), wake.notified())
+        .await
+        .unwrap_or_else(|_| panic!("no wake-up for {what}"));
+}
+
+#[tokio::test]
+async fn another_replicas_new_run_cancel_and_retry_wake_this_replicas_engine() {
+    let (db, ours) = store().await;
+    let theirs = PgStore::open(&db.url).await.unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listener = ours.forward_wakeups(wake.clone());
+    // The listener wakes once when it starts listening (it may have missed something).
+    woken(&wake, "the start of listening").await;
+    let now = at("2026-01-01T00:00:00Z");
+
+    let run = insert(&theirs, new_run(Kind::Training, State::Polling, None), now).await;
+    woken(&wake, "a new run").await;
+
+    let claimed = claim_one(&theirs, "them", now).await;
+    theirs
+        .commit_transition(&claimed, &poll(1, now), now)
+        .await
+        .unwrap();
+    let cancel = theirs
+        .request_cancel(run.id, add(now, Duration::from_secs(1)), "cancel requested")
+        .await
+        .unwrap();
+    assert!(matches!(cancel, CancelOutcome::Requested(_)));
+    woken(&wake, "a cancel request").await;
+
+    let failed = failed_run(
+        &theirs,
+        new_run(Kind::Training, State::Submitted, None),
+        now,
+    )
+    .await;
+    woken(&wake, "the failed run's insert").await;
+    let retried = theirs
+        .retry_run(
+            failed.id,
+            add(now, Duration::from_secs(2)),
+            "retry",
+            |_, _, f| f,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(retried, RetryOutcome::Rearmed(_)));
+    woken(&wake, "a retry").await;
+    listener.abort();
+}
