@@ -27,6 +27,9 @@ pub enum Command {
     HashToken,
     /// Create or upgrade the database schema, then exit.
     Migrate(DbArgs),
+    /// Copy every run, its history and sealed credentials, and the other records from a SQLite
+    /// database to an empty PostgreSQL database, in one transaction (stop the service first).
+    MigrateStore(MigrateStoreArgs),
     /// Inspect, retry, cancel and watch runs of a running service (over its API).
     Runs {
         #[command(flatten)]
@@ -45,6 +48,16 @@ pub struct DbArgs {
         default_value = "sqlite://executor.db"
     )]
     pub database_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateStoreArgs {
+    /// The SQLite database to copy (`sqlite://path`); it is left as it was.
+    #[arg(long)]
+    pub from: String,
+    /// The PostgreSQL database to copy into (`postgres://…`): it must hold no runs.
+    #[arg(long, env = "EXECUTOR_DATABASE_URL")]
+    pub to: String,
 }
 
 #[derive(Args, Debug, Clone)]

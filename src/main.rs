@@ -59,6 +59,7 @@ async fn main() -> ExitCode {
             print!("{}", sagemaker_executor::api::spec_json());
             Ok(())
         }
+        Command::MigrateStore(args) => migrate_store(&args).await,
         Command::Migrate(db) => sagemaker_executor::store::Store::open(&db.database_url)
             .await
             .map(|_| {
@@ -76,4 +77,26 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `migrate-store`: SQLite to PostgreSQL (see `store::copy`).
+async fn migrate_store(args: &sagemaker_executor::config::MigrateStoreArgs) -> Result<(), String> {
+    use sagemaker_executor::store::{Scheme, copy, printable_url};
+    if Scheme::of(&args.from) != Scheme::Sqlite || Scheme::of(&args.to) != Scheme::Postgres {
+        return Err(
+            "migrate-store copies a SQLite database (--from sqlite://…) to a PostgreSQL \
+                    database (--to postgres://…)"
+                .into(),
+        );
+    }
+    let copied = copy::sqlite_to_postgres(&args.from, &args.to, chrono::Utc::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "copied {copied} from {} to {}; start the replicas on the new database with the same \
+         secret key",
+        args.from,
+        printable_url(&args.to)
+    );
+    Ok(())
 }

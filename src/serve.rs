@@ -412,12 +412,11 @@ async fn prune_history(store: Store, days: f64, mut stop: watch::Receiver<bool>)
 
 /// `executor.key` beside a SQLite database file (the working directory for other URLs).
 fn default_key_file(database_url: &str) -> std::path::PathBuf {
-    let path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        .map(|p| p.split('?').next().unwrap_or(p))
-        .filter(|p| !p.is_empty() && *p != ":memory:");
-    match path.and_then(|p| std::path::Path::new(p).parent()) {
+    let path = store::sqlite_file_path(database_url);
+    match path
+        .as_deref()
+        .and_then(|p| std::path::Path::new(p).parent())
+    {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join("executor.key"),
         _ => std::path::PathBuf::from("executor.key"),
     }

@@ -136,6 +136,31 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// An instance that may still be serving this database at `now` (its heartbeat within its
+    /// lease, and not a process of this host known to be gone), for tools that must not run
+    /// beside a service.
+    pub(super) async fn live_instance(&self, now: Timestamp) -> Result<Option<String>> {
+        let all: Vec<(String, String, i64, Option<i64>, i64, String)> = sqlx::query_as(
+            "SELECT id, host, pid, pid_start, lease_ms, heartbeat_at FROM instances ORDER BY id",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let here = host_name();
+        for (id, host, pid, pid_start, lease_ms, heartbeat_at) in all {
+            let heartbeat = from_db(&heartbeat_at).ok_or_else(|| {
+                Error::Corrupt(format!("instances.heartbeat_at {heartbeat_at:?}"))
+            })?;
+            let silent = add(heartbeat, Duration::from_millis(lease_ms.max(0) as u64)) <= now;
+            let gone = host == here
+                && u32::try_from(pid)
+                    .is_ok_and(|pid| process_gone(pid, pid_start.map(|s| s as u64)));
+            if !(silent || gone) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
     /// Start-up recovery for `me`: releases the leases of `me.worker_id`'s dead instances and
     /// every expired lease, bumping versions, in one transaction. A live lease is never touched.
     pub async fn release_dead_leases(&self, me: &Instance, now: Timestamp) -> Result<Released> {

@@ -8,6 +8,7 @@
 //! appended to its history; nothing is answered before it is durable; a live lease is never
 //! taken. The SQL of each concern is in its own module (`runs`, `instances`, `idempotency`, ...).
 
+pub mod copy;
 mod group;
 mod health;
 mod idempotency;
@@ -26,7 +27,7 @@ pub use idempotency::{Claim, KeyRecord, Submission, new_run_id};
 pub use instances::{Instance, Released};
 pub use owned::{Owned, OwnedKind};
 pub use postgres::PgStore;
-pub use sqlite::{MIGRATOR, SqliteStore};
+pub use sqlite::{MIGRATOR, SqliteStore, file_path as sqlite_file_path};
 pub use staging::StagedRun;
 pub use sweep::FollowedRun;
 

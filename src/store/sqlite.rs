@@ -25,6 +25,15 @@ fn is_busy(e: &sqlx::Error) -> bool {
     }
 }
 
+/// The file a `sqlite:` URL names (None for other URLs and in-memory databases).
+pub fn file_path(url: &str) -> Option<String> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .filter(|p| !p.is_empty() && *p != ":memory:")
+        .map(str::to_string)
+}
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Clone, Debug)]

@@ -41,7 +41,7 @@ mod misc;
 mod queries;
 mod runs;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 use super::health::QUIET_AFTER_FAILURE;
 use super::{Error, GroupStats, Result, WriteFailure};
@@ -145,6 +145,11 @@ impl PgStore {
 
     /// The engine's write transactions so far, and the writes they held (one each here: there
     /// is no group commit on PostgreSQL).
+    /// The pool (the SQLite-to-PostgreSQL copy writes through it).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn group_stats(&self) -> GroupStats {
         let n = self.stats.transactions.load(Ordering::Relaxed);
         GroupStats {

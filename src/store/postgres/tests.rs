@@ -22,13 +22,13 @@ fn admin_url() -> String {
 }
 
 /// A fresh database, dropped (with whatever is still connected to it) when this is dropped.
-struct TestDb {
+pub(crate) struct TestDb {
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TestDb {
-    async fn new() -> TestDb {
+    pub(crate) async fn new() -> TestDb {
         let name = format!("exec_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
