@@ -48,7 +48,7 @@ pub struct WriteFailure {
 pub const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 impl WriteHealth {
-    fn succeeded(&self) {
+    pub(super) fn succeeded(&self) {
         let mut guard = self.0.lock().expect("write health lock");
         if guard
             .as_ref()
@@ -91,7 +91,7 @@ impl WriteHealth {
     }
 
     /// The current streak and whether its latest failure is recent.
-    fn current(&self) -> Option<(WriteFailure, bool)> {
+    pub(super) fn current(&self) -> Option<(WriteFailure, bool)> {
         self.0
             .lock()
             .expect("write health lock")

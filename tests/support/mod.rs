@@ -583,30 +583,37 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Runs `sql` on the server's admin database, in a thread with a runtime of its own (callers
-/// may be sync, or inside a runtime that is busy or gone).
-fn postgres_admin(sql: String) -> Result<(), String> {
+/// Runs `f` to its end in a thread with a runtime of its own: the caller may be sync, or inside
+/// a runtime that is busy or gone (a drop after a panic).
+fn on_own_runtime<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(async move {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut admin)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string());
-                let _ = admin.close().await;
-                done
-            })
+            .block_on(f)
     })
     .join()
     .unwrap()
+}
+
+/// Runs `sql` on the server's admin database.
+fn postgres_admin(sql: String) -> Result<(), String> {
+    on_own_runtime(async move {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string());
+        let _ = admin.close().await;
+        done
+    })
 }
 
 impl PgDatabase {
@@ -656,36 +663,28 @@ pub fn stored_text(scratch: &Scratch) -> String {
         return String::from_utf8_lossy(&bytes).into_owned();
     };
     let url = pg.url.clone();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                use sqlx::Connection;
-                let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-                let tables: Vec<String> = sqlx::query_scalar(
-                    "SELECT table_name::text FROM information_schema.tables
-                     WHERE table_schema = 'public' ORDER BY 1",
-                )
-                .fetch_all(&mut db)
-                .await
-                .unwrap();
-                let mut text = String::new();
-                for t in tables {
-                    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                        "SELECT t::text FROM \"{t}\" t"
-                    )))
-                    .fetch_all(&mut db)
-                    .await
-                    .unwrap();
-                    text.push_str(&rows.join("\n"));
-                }
-                text
-            })
+    on_own_runtime(async move {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        let mut text = String::new();
+        for t in tables {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM \"{t}\" t"
+            )))
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+            text.push_str(&rows.join("\n"));
+        }
+        text
     })
-    .join()
-    .unwrap()
 }
 
 /// Whether `stored` (from [`stored_text`]) holds `value`, as text or hex-encoded (how

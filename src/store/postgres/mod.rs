@@ -43,17 +43,17 @@ mod runs;
 #[cfg(test)]
 pub(super) mod tests;
 
-use super::health::QUIET_AFTER_FAILURE;
+use super::health::WriteHealth;
 use super::{Error, GroupStats, Result, WriteFailure};
-use crate::clock::{Timestamp, to_db};
+use crate::clock::Timestamp;
 use chrono::SubsecRound;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres};
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The PostgreSQL migrations (a directory of their own: `sqlx::migrate!("./migrations")` reads
 /// only the files of its directory, not its subdirectories, so SQLite never sees these).
@@ -399,64 +399,4 @@ pub(super) fn is_read_only(e: &Error) -> bool {
         _ => return false,
     };
     matches!(db, sqlx::Error::Database(d) if d.code().as_deref() == Some("25006"))
-}
-
-/// The current streak of write failures, if any (as the SQLite store's `WriteHealth`).
-#[derive(Debug, Default)]
-struct WriteHealth(Mutex<Option<Streak>>);
-
-#[derive(Debug)]
-struct Streak {
-    failure: WriteFailure,
-    latest: Instant,
-}
-
-impl WriteHealth {
-    fn succeeded(&self) {
-        let mut guard = self.0.lock().expect("write health lock");
-        if guard
-            .as_ref()
-            .is_some_and(|s| s.latest.elapsed() >= QUIET_AFTER_FAILURE)
-        {
-            let s = guard.take().expect("checked");
-            tracing::warn!(
-                since = %to_db(s.failure.since),
-                failures = s.failure.count,
-                "the store accepts writes again"
-            );
-        }
-    }
-
-    fn failed(&self, e: &Error) {
-        if !is_unavailable(e) {
-            return;
-        }
-        let mut guard = self.0.lock().expect("write health lock");
-        match guard.as_mut() {
-            Some(s) => {
-                s.failure.count += 1;
-                s.failure.message = e.to_string();
-                s.latest = Instant::now();
-            }
-            None => {
-                tracing::error!(error = %e, "the store cannot write; answering 503 until it can");
-                *guard = Some(Streak {
-                    failure: WriteFailure {
-                        since: chrono::Utc::now(),
-                        message: e.to_string(),
-                        count: 1,
-                    },
-                    latest: Instant::now(),
-                });
-            }
-        }
-    }
-
-    fn current(&self) -> Option<(WriteFailure, bool)> {
-        self.0
-            .lock()
-            .expect("write health lock")
-            .as_ref()
-            .map(|s| (s.failure.clone(), s.latest.elapsed() < QUIET_AFTER_FAILURE))
-    }
 }
