@@ -97,9 +97,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         && args.secret_key.is_none()
         && args.secret_key_file.is_none()
     {
-        return Err("with a PostgreSQL database every replica must use the same secret key: \
+        return Err(
+            "with a PostgreSQL database every replica must use the same secret key: \
                     set EXECUTOR_SECRET_KEY or EXECUTOR_SECRET_KEY_FILE"
-            .into());
+                .into(),
+        );
     }
     let store = Store::open(&args.db.database_url)
         .await

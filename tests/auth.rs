@@ -382,7 +382,10 @@ async fn tokens_never_reach_the_store_or_the_logs() {
     );
     let logs = svc.stderr.all().join("\n");
     for token in [ESSEDUM, OPERATOR, wrong] {
-        assert!(!support::stores(&stored, token), "a token is in the database");
+        assert!(
+            !support::stores(&stored, token),
+            "a token is in the database"
+        );
         assert!(!logs.contains(token), "a token is in the log");
     }
 }

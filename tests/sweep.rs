@@ -56,9 +56,7 @@ async fn start_runs(svc: &Service, bucket: &str, n: usize, seconds: f64) -> Vec<
 }
 
 async fn open_store(scratch: &Scratch) -> Store {
-    Store::connect(&scratch.store_url())
-        .await
-        .unwrap()
+    Store::connect(&scratch.store_url()).await.unwrap()
 }
 
 /// Waits until every run is in Polling with its next describe at least `far` away: the

@@ -649,7 +649,10 @@ pub fn stored_text(scratch: &Scratch) -> String {
                 bytes.extend(std::fs::read(&p).unwrap());
             }
         }
-        assert!(!bytes.is_empty(), "no database file in the scratch directory");
+        assert!(
+            !bytes.is_empty(),
+            "no database file in the scratch directory"
+        );
         return String::from_utf8_lossy(&bytes).into_owned();
     };
     let url = pg.url.clone();
