@@ -12,7 +12,10 @@
 //! - a rolling restart (SIGTERM, start again) of all three while runs are submitted: every
 //!   accepted run ends right with exactly one resource, and a stopped replica leaves no lease;
 //! - a replica parked at `training.after_create` keeps its lease while it lives (nobody steals
-//!   it), and after its SIGKILL a survivor adopts the created job instead of creating another.
+//!   it), and after its SIGKILL a survivor adopts the created job instead of creating another;
+//! - a second process started with a live replica's worker id never takes its leases (they are
+//!   the live instance's, not the worker id's), and adopts its job once it is killed;
+//! - a cancel requested through one replica stops a run whichever replica follows it.
 //!
 //! The tests of this file run one at a time (each starts three replicas on a shared machine).
 
@@ -741,4 +744,93 @@ async fn a_replica_killed_after_its_create_leaves_the_job_to_a_survivor_who_adop
         takeovers >= runs.len() as f64,
         "the survivors took the runs over after r1's leases expired: {takeovers}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_a_live_replicas_worker_id_never_takes_its_leases() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let emu = Emulator::shared();
+    let mut cluster = Cluster::new();
+    let point = "training.after_create";
+    cluster.start(&emu.url(), &["r1"], &[point]).await;
+    let bucket = unique("twin");
+    emu.create_bucket(&bucket).await;
+    let run = submit(cluster.replicas[0].addr, Work::Trains(2), emu, &bucket).await;
+    let marker = format!("FAILPOINT {point}");
+    cluster.replicas[0]
+        .stderr
+        .wait_for(&marker, WAIT, |l| l == marker);
+    let ids = vec![run.id.clone()];
+    let owner = views(cluster.replicas[0].addr, &ids).await[0]["lease_owner"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A second process configured alike (a restart while the old one still runs, or a copy
+    // deployed twice): its start-up recovery releases dead instances' leases only, and the
+    // first instance is alive.
+    cluster.start(&emu.url(), &["r1"], &[]).await;
+    let twin = cluster.replicas[1].addr;
+    let watched = Instant::now();
+    while watched.elapsed() < 2 * LEASE {
+        let v = &views(twin, &ids).await[0];
+        assert_eq!(
+            v["lease_owner"].as_str(),
+            Some(owner.as_str()),
+            "the live instance's lease was taken: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.replicas[0].kill();
+    let view = ended_right(&cluster.replicas[1], emu, &run).await;
+    assert!(
+        history_details(&view)
+            .iter()
+            .any(|d| d.starts_with("adopted")),
+        "{view}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_one_replica_stops_a_run_another_one_follows() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let emu = Emulator::shared();
+    let mut cluster = Cluster::new();
+    cluster.start(&emu.url(), &["r1", "r2", "r3"], &[]).await;
+    let bucket = unique("cancel");
+    emu.create_bucket(&bucket).await;
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let svc = &cluster.replicas[i];
+        let (code, reply) = svc
+            .post(
+                "/api/service/v1/pipelines/training/train",
+                &training_body(&bucket, "Completed", 100_000),
+            )
+            .await;
+        assert_eq!(code, 202, "{reply}");
+        runs.push(reply["id"].as_str().unwrap().to_string());
+    }
+    for (i, id) in runs.iter().enumerate() {
+        // Through the next replica's API, whoever runs its steps.
+        let svc = &cluster.replicas[(i + 1) % 3];
+        svc.wait_run(id, "Polling", |r| r["state"] == "Polling")
+            .await;
+        let (code, reply) = svc
+            .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(code, 202, "cancel: {reply}");
+    }
+    for (i, id) in runs.iter().enumerate() {
+        let svc = &cluster.replicas[(i + 2) % 3];
+        let status = svc.wait_terminal(id, WAIT).await;
+        assert_eq!(status["state"], "Cancelled", "{status}");
+        let (_, view) = svc.get(&format!("/api/v1/runs/{id}")).await;
+        let job = view["context"]["job_name"].as_str().unwrap();
+        let stats = emu.job_stats("training_jobs", job).await;
+        assert_eq!(
+            (stats["creates"].as_u64(), stats["stops"].as_u64()),
+            (Some(1), Some(1)),
+            "one job, stopped once: {stats}"
+        );
+    }
 }
