@@ -15,7 +15,8 @@
 //!   it), and after its SIGKILL a survivor adopts the created job instead of creating another;
 //! - a second process started with a live replica's worker id never takes its leases (they are
 //!   the live instance's, not the worker id's), and adopts its job once it is killed;
-//! - a cancel requested through one replica stops a run whichever replica follows it.
+//! - a cancel requested through one replica stops a run whichever replica follows it;
+//! - one `Idempotency-Key` sent to every replica at once stores one run.
 //!
 //! The tests of this file run one at a time (each starts three replicas on a shared machine).
 
@@ -833,4 +834,47 @@ async fn a_cancel_through_one_replica_stops_a_run_another_one_follows() {
             "one job, stopped once: {stats}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_sent_to_every_replica_at_once_stores_one_run() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let emu = Emulator::shared();
+    let mut cluster = Cluster::new();
+    cluster.start(&emu.url(), &["r1", "r2", "r3"], &[]).await;
+    let bucket = unique("idem");
+    emu.create_bucket(&bucket).await;
+    // A client that retries through the load balancer: the same request and key reach every
+    // replica, several times, at once.
+    let body = training_body(&bucket, "Completed", 2);
+    let key = unique("key");
+    let addrs = cluster.addrs();
+    let posts = (0..9).map(|i| {
+        let (addr, body, key) = (addrs[i % 3], &body, &key);
+        async move {
+            let r = client()
+                .post(format!(
+                    "http://{addr}/api/service/v1/pipelines/training/train"
+                ))
+                .header("Idempotency-Key", key.as_str())
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    });
+    let replies = futures_util::future::join_all(posts).await;
+    let first = &replies[0].1;
+    for (code, reply) in &replies {
+        assert_eq!(*code, 202, "{reply}");
+        assert_eq!(reply["id"], first["id"], "one run for one key: {reply}");
+    }
+    let run = Submitted {
+        id: first["id"].as_str().unwrap().to_string(),
+        work: Work::Trains(2),
+    };
+    ended_right(&cluster.replicas[2], emu, &run).await;
+    assert_eq!(cluster.replicas[1].run_count().await, 1, "one run stored");
 }
