@@ -670,10 +670,11 @@ async fn a_rolling_restart_of_all_three_under_load_loses_nothing() {
     let missing: Vec<&String> = submitted.difference(&stored).collect();
     assert!(missing.is_empty(), "accepted runs lost: {missing:?}");
     for id in stored.difference(&submitted) {
+        // Its kind is unknown here: of the mix, it ends Done, or Failed as its job does.
         let status = svc.wait_terminal(id, WAIT).await;
-        assert_eq!(
-            status["state"], "Done",
-            "an unanswered submission {id} ended right"
+        assert!(
+            matches!(status["state"].as_str(), Some("Done" | "Failed")),
+            "an unanswered submission {id} ended: {status}"
         );
     }
     assert!(
