@@ -238,6 +238,38 @@ impl Metrics {
     }
 }
 
+/// Who this process is, for `/metrics` of several replicas: set once at start-up.
+static INSTANCE: OnceLock<(String, String, &'static str)> = OnceLock::new();
+
+/// Records this process's lease owner id (`<worker id>#<nonce>`), its worker id and its store
+/// backend, shown by [`render_instance`]. Later calls change nothing.
+pub fn set_instance(instance: &str, worker_id: &str, store: &'static str) {
+    let _ = INSTANCE.set((instance.to_string(), worker_id.to_string(), store));
+}
+
+/// Prometheus text naming this process (empty until [`set_instance`]): behind a load balancer,
+/// each replica's counters are told apart by it.
+pub fn render_instance() -> String {
+    let Some((instance, worker, store)) = INSTANCE.get() else {
+        return String::new();
+    };
+    format!(
+        "# HELP executor_instance_info This process: its lease owner id (worker id and per-start \
+         nonce), its worker id and its store backend.\n\
+         # TYPE executor_instance_info gauge\n\
+         executor_instance_info{{instance=\"{}\",worker_id=\"{}\",store=\"{store}\"}} 1\n",
+        label(instance),
+        label(worker)
+    )
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Prometheus text for the store's group commit: transactions made and the engine writes they
 /// held (their ratio is the mean batch).
 pub fn render_group_commit(stats: crate::store::GroupStats) -> String {

@@ -110,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // that two processes configured alike never release or take each other's live leases.
     let lease = Duration::from_secs(args.lease_secs.max(3));
     let instance = Instance::this_process(&args.worker_id, lease);
+    sagemaker_executor::metrics::set_instance(&instance.id, &args.worker_id, store.backend());
     store
         .register_instance(&instance, SystemClock.now())
         .await

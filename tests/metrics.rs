@@ -129,4 +129,22 @@ async fn metrics_reflect_a_known_sequence_of_runs() {
     let operations = value(&text, "executor_store_group_operations_total");
     assert!(transactions >= 1.0, "{text}");
     assert!(operations >= transactions, "{text}");
+    // Which replica this is: its lease owner id, worker id and store.
+    let me = text
+        .lines()
+        .find(|l| l.starts_with("executor_instance_info{"))
+        .unwrap_or_else(|| panic!("no executor_instance_info in\n{text}"));
+    let store = if support::on_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert!(
+        me.contains("worker_id=\"local\"") && me.contains(&format!("store=\"{store}\"")),
+        "{me}"
+    );
+    assert!(
+        me.contains("instance=\"local#") && me.ends_with("} 1"),
+        "{me}"
+    );
 }

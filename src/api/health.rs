@@ -22,7 +22,8 @@ impl HealthApi {
 
     /// Prometheus metrics: runs by kind and state, transitions, step durations, step errors by
     /// class, AWS calls by operation and outcome, the oldest unfinished run's age, lease takeovers,
-    /// List* sweeps, rate-limiter waits, the store's group commits.
+    /// List* sweeps, rate-limiter waits, the store's group commits, and which replica answers
+    /// (its lease owner id, worker id and store backend).
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> Result<PlainText<String>, ApiError> {
         let state = self
@@ -38,6 +39,7 @@ impl HealthApi {
         text.push_str(&crate::metrics::render_group_commit(
             state.store.group_stats(),
         ));
+        text.push_str(&crate::metrics::render_instance());
         Ok(PlainText(text))
     }
 
