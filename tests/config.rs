@@ -134,6 +134,25 @@ fn start_up_fails_fast_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no AWS region is configured"), "{err}");
+
+    // Replicas on PostgreSQL must share a key: none given is refused before anything starts,
+    // and the refusal does not echo the URL's password.
+    let out = bin()
+        .args(["serve"])
+        .env(
+            "EXECUTOR_DATABASE_URL",
+            "postgres://executor:hunter2-password@127.0.0.1:5432/executor",
+        )
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("EXECUTOR_SECRET_KEY") && err.contains("same secret key"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[tokio::test]
