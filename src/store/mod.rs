@@ -113,14 +113,6 @@ impl Store {
         }))
     }
 
-    /// The SQLite backend, when that is what this store is (tests and tools that look inside).
-    pub fn sqlite(&self) -> Option<&SqliteStore> {
-        match &self.0 {
-            Backend::Sqlite(b) => Some(b),
-            Backend::Postgres(_) => None,
-        }
-    }
-
     /// The name of the backend (`sqlite` or `postgres`), for logs and metrics.
     pub fn backend(&self) -> &'static str {
         match &self.0 {
