@@ -5,6 +5,7 @@
 
 pub mod fake_backend;
 pub mod fault_proxy;
+pub mod tcp_proxy;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
