@@ -104,7 +104,15 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
             done += usize::from(ok.unwrap());
         }
     }
-    done as f64 / start.elapsed().as_secs_f64()
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    let stats = store.group_stats();
+    println!(
+        "  (store: {} writes in {} transactions, {:.1} per transaction)",
+        stats.operations,
+        stats.transactions,
+        stats.operations as f64 / stats.transactions.max(1) as f64
+    );
+    rate
 }
 
 /// Raw SQLite with the same pragmas and pool shape: one-row UPDATE transactions begun IMMEDIATE.
