@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use support::tcp_proxy::TcpProxy;
 use support::{
-    Emulator, PgDatabase, Service, ServiceConfig, client, history_details, training_body, unique,
+    Emulator, PgDatabase, Service, ServiceConfig, client, history_details, leased_by, terminal,
+    training_body, unique, views,
 };
 
 /// `EXECUTOR_LEASE_SECS` of every replica (the service's minimum).
@@ -77,34 +78,6 @@ fn through(url: &str, addr: SocketAddr) -> String {
     url.set_host(Some(&addr.ip().to_string())).unwrap();
     url.set_port(Some(addr.port())).unwrap();
     url.to_string()
-}
-
-/// The worker id of a lease owner (`r1#3f9a1c2e` → `r1`).
-fn leased_by(view: &Value) -> Option<&str> {
-    view["lease_owner"]
-        .as_str()
-        .map(|o| o.split('#').next().unwrap_or(o))
-}
-
-fn terminal(view: &Value) -> bool {
-    matches!(
-        view["state"].as_str(),
-        Some("Done" | "Failed" | "Cancelled")
-    )
-}
-
-/// `GET /api/v1/runs/{id}` of each run, through the replica at `addr`, all at once.
-async fn views(addr: SocketAddr, ids: &[String]) -> Vec<Value> {
-    let gets = ids.iter().map(|id| async move {
-        let r = client()
-            .get(format!("http://{addr}/api/v1/runs/{id}"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET run {id} from {addr}: {e}"));
-        assert_eq!(r.status().as_u16(), 200, "GET run {id}");
-        r.json::<Value>().await.unwrap()
-    });
-    futures_util::future::join_all(gets).await
 }
 
 /// The status code of `/readyz` on the replica at `addr`, and its body.

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use support::{
-    Emulator, PgDatabase, ROLE, Service, ServiceConfig, client, history_details, training_body,
-    unique,
+    Emulator, PgDatabase, ROLE, Service, ServiceConfig, client, history_details, leased_by,
+    terminal, training_body, unique, views,
 };
 
 /// `EXECUTOR_LEASE_SECS` of every replica (the service's minimum).
@@ -129,37 +129,6 @@ async fn slow_aws(emu: &Emulator) -> FaultProxy {
     let proxy = FaultProxy::start(emu.addr).await.unwrap();
     proxy.set_plan(FaultPlan::always(Fault::Delay(AWS_DELAY)));
     proxy
-}
-
-/// The worker id of a lease owner (`r1#3f9a1c2e` → `r1`).
-fn worker_of(owner: &str) -> &str {
-    owner.split('#').next().unwrap_or(owner)
-}
-
-/// The run's lease owner's worker id, if it is leased.
-fn leased_by(view: &Value) -> Option<&str> {
-    view["lease_owner"].as_str().map(worker_of)
-}
-
-fn terminal(view: &Value) -> bool {
-    matches!(
-        view["state"].as_str(),
-        Some("Done" | "Failed" | "Cancelled")
-    )
-}
-
-/// `GET /api/v1/runs/{id}` of each run, through the replica at `addr`, all at once.
-async fn views(addr: SocketAddr, ids: &[String]) -> Vec<Value> {
-    let gets = ids.iter().map(|id| async move {
-        let r = client()
-            .get(format!("http://{addr}/api/v1/runs/{id}"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET run {id} from {addr}: {e}"));
-        assert_eq!(r.status().as_u16(), 200, "GET run {id}");
-        r.json::<Value>().await.unwrap()
-    });
-    futures_util::future::join_all(gets).await
 }
 
 /// The sum of every sample of a metric family on one replica's `/metrics`.

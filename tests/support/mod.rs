@@ -973,3 +973,33 @@ impl Emulator {
         reply(r).await
     }
 }
+
+/// The worker id of a run view's lease owner (`r1#3f9a1c2e` → `r1`), if it is leased (tests of
+/// several replicas).
+pub fn leased_by(view: &Value) -> Option<&str> {
+    view["lease_owner"]
+        .as_str()
+        .map(|o| o.split('#').next().unwrap_or(o))
+}
+
+/// Whether a run view is in a terminal state.
+pub fn terminal(view: &Value) -> bool {
+    matches!(
+        view["state"].as_str(),
+        Some("Done" | "Failed" | "Cancelled")
+    )
+}
+
+/// `GET /api/v1/runs/{id}` of each run, through the service at `addr`, all at once.
+pub async fn views(addr: SocketAddr, ids: &[String]) -> Vec<Value> {
+    let gets = ids.iter().map(|id| async move {
+        let r = client()
+            .get(format!("http://{addr}/api/v1/runs/{id}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET run {id} from {addr}: {e}"));
+        assert_eq!(r.status().as_u16(), 200, "GET run {id}");
+        r.json::<Value>().await.unwrap()
+    });
+    futures_util::future::join_all(gets).await
+}
