@@ -431,31 +431,55 @@ pub(super) async fn commit_in(
     let id = run.id.to_string();
     // A cancel request that arrived while the step ran makes the run due now; one the step
     // already saw does not (its due time is its own answer to it: a backoff, a poll).
-    let row = sqlx::query(
-        "UPDATE runs SET state = ?1, context = ?2, attempt = ?3,
-             next_due_at = CASE WHEN ?4 IS NOT NULL AND cancel_requested = 1 AND ?9 = 0 AND ?4 > ?5 THEN ?5 ELSE ?4 END,
-             last_error = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?1 <> state THEN NULL
-                               WHEN ?11 = 0 AND degraded_since IS NOT NULL THEN NULL
-                               ELSE last_error END,
-             degraded_since = CASE WHEN ?11 = 1 THEN COALESCE(degraded_since, ?5) ELSE NULL END,
-             cancel_requested = CASE WHEN ?10 = 1 THEN 0 ELSE cancel_requested END,
-             version = version + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?5
-         WHERE id = ?7 AND version = ?8
-         RETURNING version",
-    )
-    .bind(t.to.as_str())
-    .bind(t.context.to_string())
-    .bind(t.attempt)
-    .bind(t.next_due_at.map(to_db))
-    .bind(&at)
-    .bind(t.error.as_ref().map(|(_, m)| m.as_str()))
-    .bind(&id)
-    .bind(run.version)
-    .bind(run.cancel_requested)
-    .bind(t.withdraw_cancel)
-    .bind(t.degraded)
-    .fetch_optional(&mut *tx)
-    .await?;
+    //
+    // Only the columns this transition can change are assigned: SQLite rewrites the entries of
+    // every index that covers an assigned column (or whose WHERE names one) even when the value
+    // stays the same, and most transitions are polls that keep their state, error and degraded
+    // mark. The update is guarded by the claimed version, so the claimed row is the stored one
+    // (a cancel request changes only `cancel_requested` and `next_due_at`, which the SQL reads).
+    let mut sql = String::from(
+        "UPDATE runs SET context = ?1, attempt = ?2,
+             next_due_at = CASE WHEN ?3 IS NOT NULL AND cancel_requested = 1 AND ?7 = 0 AND ?3 > ?4 THEN ?4 ELSE ?3 END,
+             version = version + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?4",
+    );
+    let changes = ChangedColumns::of(run, t);
+    let mut n = 7;
+    let mut assign = |sql: &mut String, column: &str| {
+        n += 1;
+        sql.push_str(&format!(", {column} = ?{n}"));
+    };
+    if changes.state {
+        assign(&mut sql, "state");
+    }
+    if changes.last_error.is_some() {
+        assign(&mut sql, "last_error");
+    }
+    if changes.degraded_since.is_some() {
+        assign(&mut sql, "degraded_since");
+    }
+    if t.withdraw_cancel {
+        sql.push_str(", cancel_requested = 0");
+    }
+    sql.push_str(" WHERE id = ?5 AND version = ?6 RETURNING version");
+    // Assembled from literals only (column names and numbered placeholders).
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(t.context.to_string())
+        .bind(t.attempt)
+        .bind(t.next_due_at.map(to_db))
+        .bind(&at)
+        .bind(&id)
+        .bind(run.version)
+        .bind(run.cancel_requested);
+    if changes.state {
+        query = query.bind(t.to.as_str());
+    }
+    if let Some(error) = changes.last_error {
+        query = query.bind(error);
+    }
+    if let Some(degraded) = changes.degraded_since {
+        query = query.bind(degraded.then(|| at.clone()));
+    }
+    let row = query.fetch_optional(&mut *tx).await?;
     let Some(row) = row else {
         return Ok(TransitionOutcome::Lost);
     };
@@ -499,6 +523,40 @@ pub(super) async fn commit_in(
     Ok(TransitionOutcome::Committed {
         version: row.try_get("version")?,
     })
+}
+
+/// Which of a run's indexed columns a transition changes, from the claimed row (which the
+/// version guard makes the stored one). `Some(value)` is the new value of a changing column.
+struct ChangedColumns<'a> {
+    state: bool,
+    last_error: Option<Option<&'a str>>,
+    /// `Some(true)`: degraded from now on; `Some(false)`: no longer degraded.
+    degraded_since: Option<bool>,
+}
+
+impl<'a> ChangedColumns<'a> {
+    fn of(run: &Run, t: &'a Transition) -> Self {
+        let state = t.to != run.state;
+        let was_degraded = run.degraded_since.is_some();
+        // A new error is recorded; leaving the state or the degraded mark clears the old one.
+        let last_error = match &t.error {
+            Some((_, message)) => Some(Some(message.as_str())),
+            None if state || (was_degraded && !t.degraded) => {
+                run.last_error.is_some().then_some(None)
+            }
+            None => None,
+        };
+        let degraded_since = match (was_degraded, t.degraded) {
+            (false, true) => Some(true),
+            (true, false) => Some(false),
+            _ => None,
+        };
+        ChangedColumns {
+            state,
+            last_error,
+            degraded_since,
+        }
+    }
 }
 
 impl Transition {

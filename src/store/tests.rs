@@ -452,3 +452,76 @@ async fn a_batch_that_cannot_begin_answers_every_operation_with_the_error() {
         .unwrap_err();
     assert!(e.is_unavailable(), "{e}");
 }
+
+/// A commit assigns only the columns its transition changes (runs.rs `ChangedColumns`): the
+/// error and degraded marks still follow their rules through every kind of step.
+#[tokio::test]
+async fn a_commit_keeps_clears_and_sets_the_error_and_degraded_marks() {
+    use crate::model::ErrorClass;
+    let (_dir, store) = temp_store().await;
+    let t0 = at("2026-11-03T00:00:00Z");
+    let id = insert_polling(&store, t0).await;
+    let mut now = t0;
+    // One step: claim the run (due now) and commit `t` at a later time; the run as stored.
+    let mut step = async |t: Transition| {
+        now = crate::clock::add(now, std::time::Duration::from_secs(1));
+        let lease = crate::clock::add(now, std::time::Duration::from_secs(60));
+        let claimed = store.claim_due("w", now, lease, 1).await.unwrap();
+        assert_eq!(claimed.len(), 1, "the run is due");
+        let t = Transition {
+            next_due_at: t.next_due_at.map(|_| now),
+            ..t
+        };
+        let outcome = store.commit_transition(&claimed[0], &t, now).await.unwrap();
+        assert!(matches!(outcome, TransitionOutcome::Committed { .. }));
+        (store.get_run(id).await.unwrap().unwrap(), now)
+    };
+    let error = |m: &str| Some((ErrorClass::Retryable, m.to_string()));
+    let (run, _) = step(Transition {
+        error: error("throttled"),
+        ..poll(1, t0)
+    })
+    .await;
+    assert_eq!(run.last_error.as_deref(), Some("throttled"));
+    assert!(run.degraded_since.is_none());
+    let (run, _) = step(poll(2, t0)).await;
+    assert_eq!(
+        run.last_error.as_deref(),
+        Some("throttled"),
+        "a plain poll in the same state keeps the error"
+    );
+    let (run, first) = step(Transition {
+        error: error("describe failed"),
+        degraded: true,
+        ..poll(3, t0)
+    })
+    .await;
+    assert_eq!(run.last_error.as_deref(), Some("describe failed"));
+    assert_eq!(run.degraded_since, Some(first));
+    let (run, _) = step(Transition {
+        degraded: true,
+        ..poll(4, t0)
+    })
+    .await;
+    assert_eq!(run.degraded_since, Some(first), "degraded since the first failure");
+    assert_eq!(run.last_error.as_deref(), Some("describe failed"));
+    let (run, _) = step(poll(5, t0)).await;
+    assert!(run.degraded_since.is_none(), "seeing the job again ends it");
+    assert!(run.last_error.is_none(), "and its error");
+    let (run, _) = step(Transition {
+        error: error("slow down"),
+        ..poll(6, t0)
+    })
+    .await;
+    assert_eq!(run.last_error.as_deref(), Some("slow down"));
+    let (run, _) = step(Transition {
+        to: State::Done,
+        next_due_at: None,
+        ..poll(7, t0)
+    })
+    .await;
+    assert_eq!(run.state, State::Done);
+    assert!(run.last_error.is_none(), "a new state clears the error");
+    assert!(run.next_due_at.is_none());
+    assert_eq!(run.context, serde_json::json!({"polls": 7}));
+}
