@@ -103,7 +103,10 @@ async fn ours(dir: &std::path::Path, a: &Args) -> f64 {
                     degraded: false,
                     collapse: false,
                 };
-                let committed = store.commit_and_claim(&c, &t, now, next_claim(now)).await.unwrap();
+                let committed = store
+                    .commit_and_claim(&c, &t, now, next_claim(now))
+                    .await
+                    .unwrap();
                 assert!(matches!(
                     committed.outcome,
                     TransitionOutcome::Committed { .. }

@@ -123,6 +123,13 @@ impl WriteTx {
     }
 }
 
+impl WriteTx {
+    /// Rolls back now (a dropped transaction is rolled back when its connection is next used).
+    pub async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
 impl Deref for WriteTx {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {

@@ -503,7 +503,11 @@ async fn a_commit_keeps_clears_and_sets_the_error_and_degraded_marks() {
         ..poll(4, t0)
     })
     .await;
-    assert_eq!(run.degraded_since, Some(first), "degraded since the first failure");
+    assert_eq!(
+        run.degraded_since,
+        Some(first),
+        "degraded since the first failure"
+    );
     assert_eq!(run.last_error.as_deref(), Some("describe failed"));
     let (run, _) = step(poll(5, t0)).await;
     assert!(run.degraded_since.is_none(), "seeing the job again ends it");
@@ -524,4 +528,55 @@ async fn a_commit_keeps_clears_and_sets_the_error_and_degraded_marks() {
     assert!(run.last_error.is_none(), "a new state clears the error");
     assert!(run.next_due_at.is_none());
     assert_eq!(run.context, serde_json::json!({"polls": 7}));
+}
+
+/// An operation that fails inside a batch (here a transition the schema refuses: a terminal
+/// state that is still due) is answered with its error and leaves no trace; the batch's other
+/// operations, applied before and after it, commit.
+#[tokio::test]
+async fn a_failing_operation_in_a_batch_is_answered_alone_and_the_others_commit() {
+    let (dir, store) = temp_store().await;
+    let claimed = polling_runs(&store, 3).await;
+    let before = store.group_stats();
+    let lock = hold_write_lock(&dir).await;
+    let now = chrono::Utc::now();
+    let refused = Transition {
+        to: State::Done,
+        ..poll(1, now)
+    };
+    let transitions = [poll(1, now), refused, poll(1, now)];
+    let commits: Vec<_> = claimed
+        .iter()
+        .cloned()
+        .zip(transitions)
+        .map(|(c, t)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.commit_transition(&c, &t, now).await })
+        })
+        .collect();
+    sent(&store, before, 3).await;
+    drop(lock);
+    let mut outcomes = Vec::new();
+    for c in commits {
+        outcomes.push(c.await.unwrap());
+    }
+    assert!(matches!(
+        outcomes[0],
+        Ok(TransitionOutcome::Committed { .. })
+    ));
+    assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
+    assert!(matches!(
+        outcomes[2],
+        Ok(TransitionOutcome::Committed { .. })
+    ));
+    let failed = store.get_run(claimed[1].run.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, State::Polling);
+    assert_eq!(failed.version, claimed[1].run.version, "not updated");
+    assert_eq!(store.events(claimed[1].run.id).await.unwrap().len(), 1);
+    for i in [0, 2] {
+        let run = store.get_run(claimed[i].run.id).await.unwrap().unwrap();
+        assert_eq!(run.version, claimed[i].run.version + 1);
+        assert_eq!(store.events(claimed[i].run.id).await.unwrap().len(), 2);
+    }
+    assert_eq!(store.group_stats().operations - before.operations, 3);
 }
