@@ -99,24 +99,31 @@ pub struct Degraded {
     pub attempts: i64,
 }
 
+/// The listing's summaries keep the store's time text, which is the API's form ([`time`]).
+impl From<crate::store::Summary> for RunSummary {
+    fn from(s: crate::store::Summary) -> Self {
+        RunSummary {
+            id: s.id,
+            kind: s.kind,
+            state: s.state,
+            name: s.resource_name,
+            attempt: s.attempt,
+            cancel_requested: s.cancel_requested,
+            degraded: s.degraded_since.map(|since| Degraded {
+                since,
+                last_error: s.last_error.clone(),
+                attempts: s.attempt,
+            }),
+            last_error: s.last_error,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
 impl From<&Run> for RunSummary {
     fn from(r: &Run) -> Self {
-        RunSummary {
-            id: r.id.to_string(),
-            kind: r.kind,
-            state: r.state,
-            name: r.resource_name.clone(),
-            attempt: r.attempt,
-            cancel_requested: r.cancel_requested,
-            last_error: r.last_error.clone(),
-            degraded: r.degraded_since.map(|since| Degraded {
-                since: time(since),
-                last_error: r.last_error.clone(),
-                attempts: r.attempt,
-            }),
-            created_at: time(r.created_at),
-            updated_at: time(r.updated_at),
-        }
+        RunSummary::from(crate::store::Summary::from(r))
     }
 }
 

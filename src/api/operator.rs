@@ -305,7 +305,7 @@ impl OperatorApi {
             ));
         };
         Ok(SerdeJson(RunPage {
-            runs: page.runs.iter().map(RunSummary::from).collect(),
+            runs: page.runs.into_iter().map(RunSummary::from).collect(),
             counts: counts
                 .into_iter()
                 .map(|(s, n)| (s.to_string(), n))

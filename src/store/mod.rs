@@ -32,8 +32,8 @@ pub use staging::StagedRun;
 pub use sweep::FollowedRun;
 
 pub use runs::{
-    CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Transition,
-    TransitionOutcome,
+    CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Summary,
+    Transition, TransitionOutcome,
 };
 
 use crate::clock::Timestamp;
@@ -253,7 +253,7 @@ delegate! {
     /// `counts_submitter` (as [`Store::count_by_state`]): the operator API's listing. `None`
     /// when the filter has a cursor (`after`) that is not a stored run of `f.submitted_by`
     /// (when given).
-    pub async fn list_run_summaries_with_counts(&self, f: &RunFilter, counts_kind: Option<Kind>, counts_submitter: Option<&str>) -> Result<Option<(Page, Vec<(State, i64)>)>>;
+    pub async fn list_run_summaries_with_counts(&self, f: &RunFilter, counts_kind: Option<Kind>, counts_submitter: Option<&str>) -> Result<Option<(Page<Summary>, Vec<(State, i64)>)>>;
 
     /// How many runs are in each state (of one kind, or all; of one submitter, or all), from
     /// counts kept with every write (never a scan of the runs).

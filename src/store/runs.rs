@@ -146,9 +146,42 @@ pub struct RunFilter {
 }
 
 #[derive(Clone, Debug)]
-pub struct Page {
-    pub runs: Vec<Run>,
+pub struct Page<R = Run> {
+    pub runs: Vec<R>,
     pub next_cursor: Option<Uuid>,
+}
+
+/// A run as the operator listing shows it. Its times are the store's text form ([`to_db`],
+/// which is also the API's): the listing passes them on without parsing and formatting them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub id: String,
+    pub kind: Kind,
+    pub state: State,
+    pub resource_name: Option<String>,
+    pub attempt: i64,
+    pub cancel_requested: bool,
+    pub last_error: Option<String>,
+    pub degraded_since: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Run> for Summary {
+    fn from(r: &Run) -> Self {
+        Summary {
+            id: r.id.to_string(),
+            kind: r.kind,
+            state: r.state,
+            resource_name: r.resource_name.clone(),
+            attempt: r.attempt,
+            cancel_requested: r.cancel_requested,
+            last_error: r.last_error.clone(),
+            degraded_since: r.degraded_since.map(to_db),
+            created_at: to_db(r.created_at),
+            updated_at: to_db(r.updated_at),
+        }
+    }
 }
 
 /// The columns every run query returns (a macro so that queries stay string literals).

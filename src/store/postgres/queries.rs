@@ -6,7 +6,7 @@ use super::runs::{event_from_row, kind, run_from_row, state, uuid};
 use super::{PgStore, micros};
 use crate::clock::Timestamp;
 use crate::model::{Kind, State};
-use crate::store::{Event, Page, Result, Run, RunFilter};
+use crate::store::{Event, Page, Result, Run, RunFilter, Summary};
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
@@ -85,7 +85,7 @@ impl PgStore {
         f: &RunFilter,
         counts_kind: Option<Kind>,
         counts_submitter: Option<&str>,
-    ) -> Result<Option<(Page, Vec<(State, i64)>)>> {
+    ) -> Result<Option<(Page<Summary>, Vec<(State, i64)>)>> {
         let limit = f.limit.clamp(1, 1000);
         // One row of the cursor check and the counts (as arrays), joined to the page's rows
         // (none: one row of NULLs).
@@ -127,7 +127,15 @@ impl PgStore {
                 runs.push(run_from_row(row)?);
             }
         }
-        Ok(Some((page_of(runs, limit), counts)))
+        let page = page_of(runs, limit);
+        let summaries = page.runs.iter().map(Summary::from).collect();
+        Ok(Some((
+            Page {
+                runs: summaries,
+                next_cursor: page.next_cursor,
+            },
+            counts,
+        )))
     }
 
     /// How many runs are in each state (of one kind, or all; of one submitter, or all), from

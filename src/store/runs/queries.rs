@@ -7,7 +7,7 @@
 //! that hand-off, not SQLite, was most of the cost of a listing page.
 
 use super::super::{Error, Result, SqliteStore};
-use super::{Event, Page, Run, RunFilter, event_from_row, run_from_row, state};
+use super::{Event, Page, Run, RunFilter, Summary, event_from_row, run_from_row, state};
 use crate::clock::{Timestamp, from_db, to_db};
 use crate::model::{Kind, State};
 use sqlx::Row;
@@ -25,12 +25,20 @@ macro_rules! summary_fields {
     };
 }
 
+/// The columns of a [`Summary`], in the order of [`ListedSummary`]'s fields.
+macro_rules! listing_fields {
+    () => {
+        "id, kind, state, resource_name, attempt, cancel_requested, last_error, created_at, \
+         updated_at, degraded_since"
+    };
+}
+
 /// Which columns a listing returns.
 #[derive(Clone, Copy)]
 enum Columns {
     /// Every column.
     Full,
-    /// All but the request and the context (`Value::Null` in the result).
+    /// What the operator listing shows ([`Summary`]).
     Summary,
 }
 
@@ -42,7 +50,7 @@ impl Columns {
                 run_columns!(),
                 concat!(summary_fields!(), ", json(request), json(context)"),
             ),
-            Columns::Summary => (summary_fields!(), summary_fields!()),
+            Columns::Summary => (listing_fields!(), listing_fields!()),
         }
     }
 }
@@ -79,6 +87,63 @@ struct Listed<'a> {
     request: serde_json::Value,
     #[serde(default)]
     context: serde_json::Value,
+}
+
+/// One run of the operator listing as `json_array` renders it ([`listing_fields`]).
+#[derive(serde::Deserialize)]
+struct ListedSummary<'a> {
+    id: String,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    state: Cow<'a, str>,
+    resource_name: Option<String>,
+    attempt: i64,
+    cancel_requested: i64,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+    degraded_since: Option<String>,
+}
+
+impl ListedSummary<'_> {
+    fn into_summary(self) -> Result<Summary> {
+        Ok(Summary {
+            id: self.id,
+            kind: Kind::parse(&self.kind)
+                .ok_or_else(|| Error::Corrupt(format!("kind {:?}", self.kind)))?,
+            state: state(&self.state)?,
+            resource_name: self.resource_name,
+            attempt: self.attempt,
+            cancel_requested: self.cancel_requested != 0,
+            last_error: self.last_error,
+            degraded_since: self
+                .degraded_since
+                .map(|t| stored_time("degraded_since", t))
+                .transpose()?,
+            created_at: stored_time("created_at", self.created_at)?,
+            updated_at: stored_time("updated_at", self.updated_at)?,
+        })
+    }
+}
+
+/// A stored time as the API shows it: the store writes every time in [`to_db`]'s form, which
+/// is the API's, so text of that shape is passed on as it is; any other text (a row written
+/// by hand, say) is parsed and written again, or refused.
+fn stored_time(column: &str, text: String) -> Result<String> {
+    let b = text.as_bytes();
+    let canonical = b.len() == 27
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[26] == b'Z'
+        && b.iter().all(|c| c.is_ascii_digit() || b"-T:.Z".contains(c));
+    if canonical {
+        return Ok(text);
+    }
+    from_db(&text)
+        .map(to_db)
+        .ok_or_else(|| Error::Corrupt(format!("{column}: bad timestamp {text:?}")))
 }
 
 impl Listed<'_> {
@@ -186,7 +251,7 @@ impl SqliteStore {
         f: &RunFilter,
         counts_kind: Option<Kind>,
         counts_submitter: Option<&str>,
-    ) -> Result<Option<(Page, Vec<(State, i64)>)>> {
+    ) -> Result<Option<(Page<Summary>, Vec<(State, i64)>)>> {
         let limit = f.limit.clamp(1, 1000);
         let mut q = sqlx::QueryBuilder::new("SELECT (");
         push_list(&mut q, Columns::Summary, f, limit);
@@ -209,7 +274,7 @@ impl SqliteStore {
         if !cursor_known {
             return Ok(None);
         }
-        Ok(Some((page_of(&page, limit)?, counts_of(&counts)?)))
+        Ok(Some((summary_page_of(&page, limit)?, counts_of(&counts)?)))
     }
 
     async fn list(&self, columns: Columns, f: &RunFilter) -> Result<Page> {
@@ -446,6 +511,26 @@ fn page_of(json: &str, limit: u32) -> Result<Page> {
     Ok(Page { runs, next_cursor })
 }
 
+/// The page of summaries a listing's JSON answer holds.
+fn summary_page_of(json: &str, limit: u32) -> Result<Page<Summary>> {
+    let mut listed: Vec<ListedSummary> = json_rows(json)?;
+    // In listing order, as [`page_of`].
+    listed.sort_unstable_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
+    let more = listed.len() > limit as usize;
+    listed.truncate(limit as usize);
+    let runs = listed
+        .into_iter()
+        .map(ListedSummary::into_summary)
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = match runs.last() {
+        Some(last) if more => {
+            Some(Uuid::parse_str(&last.id).map_err(|e| Error::Corrupt(format!("id: {e}")))?)
+        }
+        _ => None,
+    };
+    Ok(Page { runs, next_cursor })
+}
+
 /// The counts per state a JSON answer holds, in state order.
 fn counts_of(json: &str) -> Result<Vec<(State, i64)>> {
     let mut rows: Vec<(String, i64)> = json_rows(json)?;
@@ -500,7 +585,8 @@ mod tests {
         .unwrap();
         ids.reverse();
         for summaries in [false, true] {
-            let mut listed = Vec::new();
+            // Each listed run's id and how the listing showed it.
+            let mut listed: Vec<(Uuid, String)> = Vec::new();
             let mut after = None;
             loop {
                 let f = RunFilter {
@@ -508,32 +594,57 @@ mod tests {
                     after,
                     ..Default::default()
                 };
-                let page = if summaries {
-                    store
+                after = if summaries {
+                    let (page, _) = store
                         .list_run_summaries_with_counts(&f, None, None)
                         .await
                         .unwrap()
-                        .expect("the cursor is a listed run")
-                        .0
+                        .expect("the cursor is a listed run");
+                    listed.extend(
+                        page.runs
+                            .iter()
+                            .map(|s| (s.id.parse().unwrap(), format!("{s:?}"))),
+                    );
+                    page.next_cursor
                 } else {
-                    store.list_runs(&f).await.unwrap()
+                    let page = store.list_runs(&f).await.unwrap();
+                    listed.extend(page.runs.iter().map(|r| (r.id, format!("{r:?}"))));
+                    page.next_cursor
                 };
-                listed.extend(page.runs);
-                after = page.next_cursor;
                 if after.is_none() {
                     break;
                 }
             }
-            assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
-            for run in listed {
-                let mut stored = store.get_run(run.id).await.unwrap().unwrap();
-                if summaries {
-                    stored.request = serde_json::Value::Null;
-                    stored.context = serde_json::Value::Null;
-                }
-                assert_eq!(format!("{run:?}"), format!("{stored:?}"));
+            assert_eq!(listed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+            for (id, shown) in listed {
+                let stored = store.get_run(id).await.unwrap().unwrap();
+                let want = if summaries {
+                    format!("{:?}", Summary::from(&stored))
+                } else {
+                    format!("{stored:?}")
+                };
+                assert_eq!(shown, want);
             }
         }
+    }
+
+    /// The listing passes the store's own time text on; other text is written in that form
+    /// again, and text that is no time is refused as a corrupt row.
+    #[test]
+    fn a_listed_time_is_the_stored_text_in_the_apis_form() {
+        let t = from_db("2026-11-03T10:20:30.123456Z").unwrap();
+        let stored = to_db(t);
+        assert_eq!(stored_time("created_at", stored.clone()).unwrap(), stored);
+        for other in [
+            "2026-11-03T10:20:30.123456+00:00",
+            "2026-11-03T11:20:30.123456+01:00",
+        ] {
+            assert_eq!(stored_time("created_at", other.into()).unwrap(), stored);
+        }
+        assert!(matches!(
+            stored_time("created_at", "yesterday".into()),
+            Err(Error::Corrupt(m)) if m.contains("created_at")
+        ));
     }
 
     /// SQLite's plan for `sql`, one line per step.
