@@ -283,7 +283,8 @@ delegate! {
     pub async fn count_unfinished(&self) -> Result<i64>;
 
     /// Why writes are failing, while they are: a failure within
-    /// [`health::QUIET_AFTER_FAILURE`], or an older streak that a probe write cannot end yet.
+    /// [`health::QUIET_AFTER_FAILURE`] (SQLite) or [`health::PG_QUIET_AFTER_FAILURE`]
+    /// (PostgreSQL), or an older streak that a probe write cannot end yet.
     pub async fn write_failure(&self, now: Timestamp) -> Option<WriteFailure>;
 
     /// Commits one small write, to prove the store can write (readiness, start-up).

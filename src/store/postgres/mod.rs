@@ -64,7 +64,7 @@ mod runs;
 #[cfg(test)]
 pub(super) mod tests;
 
-use super::health::WriteHealth;
+use super::health::{PG_QUIET_AFTER_FAILURE, WriteHealth};
 use super::{Error, GroupStats, Result, WriteFailure};
 use crate::clock::Timestamp;
 use chrono::SubsecRound;
@@ -137,7 +137,7 @@ impl PgStore {
             .await?;
         Ok(PgStore {
             pool,
-            health: Arc::default(),
+            health: Arc::new(WriteHealth::quiet_after(PG_QUIET_AFTER_FAILURE)),
             stats: Arc::default(),
         })
     }
@@ -203,8 +203,9 @@ impl PgStore {
         self.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Why writes are failing, while they are: a failure within [`QUIET_AFTER_FAILURE`], or an
-    /// older streak that a probe write cannot end yet.
+    /// Why writes are failing, while they are: a failure within [`PG_QUIET_AFTER_FAILURE`]
+    /// (a second: `/readyz` turns ready again as soon as a probe write commits after that,
+    /// unlike SQLite's ten seconds), or an older streak that a probe write cannot end yet.
     pub async fn write_failure(&self, now: Timestamp) -> Option<WriteFailure> {
         let (failure, recent) = self.health.current()?;
         if recent {
