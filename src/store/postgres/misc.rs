@@ -7,6 +7,7 @@ use super::{PgStore, micros, micros_between, wake_replicas};
 use crate::clock::{Timestamp, to_db};
 use crate::model::{Kind, State};
 
+use crate::store::instances::FORGET_AFTER_LEASES;
 use crate::store::{
     Claim, Error, FollowedRun, Instance, KeyRecord, Owned, OwnedKind, Released, Result, StagedRun,
 };
@@ -167,7 +168,8 @@ impl PgStore {
 
     /// Beats this instance's heart (on the database's clock: `now` is not used); false when
     /// its row is gone (another process found it dead and released its leases: the caller
-    /// registers again).
+    /// registers again). In the same transaction, forgets the instances silent for
+    /// [`FORGET_AFTER_LEASES`] of their leases (on the database's clock) that hold no lease.
     pub async fn heartbeat_instance(&self, me: &Instance, _now: Timestamp) -> Result<bool> {
         let mut tx = self.begin().await?;
         let done =
@@ -175,6 +177,21 @@ impl PgStore {
                 .bind(&me.id)
                 .execute(&mut *tx)
                 .await?;
+        let forgotten: Vec<(String, Timestamp)> = sqlx::query_as(
+            "DELETE FROM instances i
+             WHERE i.id <> $1
+               AND i.heartbeat_at + GREATEST(i.lease_ms, 0) * $2 * interval '1 millisecond'
+                   <= statement_timestamp()
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.lease_owner = i.id)
+             RETURNING i.id, i.heartbeat_at",
+        )
+        .bind(&me.id)
+        .bind(f64::from(FORGET_AFTER_LEASES))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, heartbeat) in forgotten {
+            tracing::info!(instance = %id, heartbeat = %to_db(heartbeat), "forgot an instance long silent that holds no lease");
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

@@ -1739,6 +1739,54 @@ async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
     assert!(after.lease_owner.is_none() && after.version > run.version);
 }
 
+async fn instance_ids(store: &PgStore) -> Vec<String> {
+    let mut ids: Vec<String> = sqlx::query_scalar("SELECT id FROM instances")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_heartbeat_forgets_instances_long_silent_that_hold_no_lease() {
+    let (_db, store) = store().await;
+    let now = SystemClock.now();
+    // Leases of 60 s: forgotten once silent for ten minutes (on the database's clock).
+    let (gone, holder, recent) = (
+        instance("gone", "another-host", 1),
+        instance("holder", "another-host", 1),
+        instance("recent", "another-host", 1),
+    );
+    let me = instance("me", "another-host", 1);
+    for i in [&gone, &holder, &recent, &me] {
+        store.register_instance(i, now).await.unwrap();
+    }
+    let run = leased_run(&store, &holder, at("2026-01-01T00:01:00Z")).await;
+    heartbeat_ago(&store, &gone, "10 minutes").await;
+    heartbeat_ago(&store, &holder, "10 minutes").await;
+    heartbeat_ago(&store, &recent, "9 minutes 50 seconds").await;
+    let all = instance_ids(&store).await;
+    assert_eq!(all.len(), 4);
+    assert!(store.heartbeat_instance(&me, now).await.unwrap());
+    let mut want = vec![holder.id.clone(), me.id.clone(), recent.id.clone()];
+    want.sort();
+    assert_eq!(
+        instance_ids(&store).await,
+        want,
+        "only the silent one without a lease goes"
+    );
+    // Its lease released, the holder goes too; `recent` once its ten minutes are up.
+    store.release_leases(&holder.id).await.unwrap();
+    heartbeat_ago(&store, &recent, "10 minutes").await;
+    assert!(store.heartbeat_instance(&me, now).await.unwrap());
+    assert_eq!(instance_ids(&store).await, vec![me.id.clone()]);
+    assert_eq!(
+        store.get_run(run.id).await.unwrap().unwrap().lease_owner,
+        None
+    );
+}
+
 #[tokio::test]
 async fn owned_resources_are_recorded_refreshed_listed_and_forgotten() {
     let (_db, store) = store().await;
