@@ -29,7 +29,7 @@ pub use owned::{Owned, OwnedKind};
 pub use postgres::PgStore;
 pub use sqlite::{MIGRATOR, SqliteStore, file_path as sqlite_file_path};
 pub use staging::StagedRun;
-pub use sweep::FollowedRun;
+pub use sweep::{FollowedRun, SweepTurn};
 
 pub use runs::{
     CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Transition,
@@ -357,6 +357,19 @@ delegate! {
     /// leased (a leased run is being stepped; the caller tries it again later). Returns the ids
     /// it made due, without bumping their version (nobody holds them; the next claim bumps it).
     pub async fn make_due(&self, ids: &[Uuid], state: State, now: Timestamp) -> Result<Vec<Uuid>>;
+
+    /// Takes the List* sweep of `kind` and `target` (a digest, never credentials) for
+    /// `holder` for `hold`, when its last successful sweep started `every` or longer ago (or
+    /// never) and nobody else holds it; `None` when it is not this process's turn. Processes
+    /// sharing a database thereby sweep each kind and target once per interval between them.
+    pub async fn take_sweep(&self, kind: Kind, target: &str, holder: &str, now: Timestamp, every: Duration, hold: Duration) -> Result<Option<SweepTurn>>;
+
+    /// Lets go of a sweep `holder` took, recording `success` (its start) as the last success.
+    pub async fn finish_sweep(&self, kind: Kind, target: &str, holder: &str, success: Option<Timestamp>) -> Result<()>;
+
+    /// How long ago the last successful sweep of each kind and target started (the coverage
+    /// every engine reads).
+    pub async fn sweep_ages(&self, now: Timestamp) -> Result<Vec<(Kind, String, Duration)>>;
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@ use super::{PgStore, micros, micros_between, wake_replicas};
 use crate::clock::{Timestamp, to_db};
 use crate::model::{Kind, State};
 
+use crate::store::SweepTurn;
 use crate::store::instances::FORGET_AFTER_LEASES;
 use crate::store::{
     Claim, Error, FollowedRun, Instance, KeyRecord, Owned, OwnedKind, Released, Result, StagedRun,
 };
 use serde_json::Value;
 use sqlx::PgConnection;
+use std::time::Duration;
 use uuid::Uuid;
 
 // Idempotency keys (the SQLite store's `idempotency.rs`).
@@ -586,5 +588,89 @@ impl PgStore {
         }
         tx.commit().await?;
         updated.iter().map(|i| uuid(i)).collect()
+    }
+}
+
+// The turns of the shared List* sweeps (the SQLite store's `sweep.rs`), on the database's clock.
+
+impl PgStore {
+    /// Takes the sweep of `kind` and `target` for `holder` until the database's now + `hold`
+    /// when its last successful sweep started `every` or longer ago (or never) and nobody else
+    /// holds it: `None` when it is not this replica's turn. Two replicas taking it at once
+    /// queue on the row, and the second finds it held. (`now` is not used.)
+    pub async fn take_sweep(
+        &self,
+        kind: Kind,
+        target: &str,
+        holder: &str,
+        _now: Timestamp,
+        every: Duration,
+        hold: Duration,
+    ) -> Result<Option<SweepTurn>> {
+        let mut tx = self.begin().await?;
+        let taken: Option<(Option<Timestamp>, Timestamp)> = sqlx::query_as(
+            "INSERT INTO sweeps (kind, target, last_success, holder, held_until)
+             VALUES ($1, $2, NULL, $3, statement_timestamp() + $4 * interval '1 microsecond')
+             ON CONFLICT (kind, target) DO UPDATE
+                 SET holder = excluded.holder, held_until = excluded.held_until
+                 WHERE (sweeps.last_success IS NULL
+                        OR sweeps.last_success
+                           <= statement_timestamp() - $5 * interval '1 microsecond')
+                   AND (sweeps.holder IS NULL OR sweeps.held_until <= statement_timestamp())
+             RETURNING last_success, statement_timestamp()",
+        )
+        .bind(kind.as_str())
+        .bind(target)
+        .bind(holder)
+        .bind(hold.as_micros() as f64)
+        .bind(every.as_micros() as f64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(taken.map(|(previous, started)| SweepTurn { started, previous }))
+    }
+
+    /// Lets go of a sweep `holder` took, recording `success` (its start) as the last success.
+    /// Nothing changes when another replica took it over meanwhile.
+    pub async fn finish_sweep(
+        &self,
+        kind: Kind,
+        target: &str,
+        holder: &str,
+        success: Option<Timestamp>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE sweeps SET holder = NULL, held_until = NULL,
+                 last_success = GREATEST(last_success, $4)
+             WHERE kind = $1 AND target = $2 AND holder = $3",
+        )
+        .bind(kind.as_str())
+        .bind(target)
+        .bind(holder)
+        .bind(success.map(micros))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How long ago the last successful sweep of each kind and target started (on the
+    /// database's clock; `now` is not used).
+    pub async fn sweep_ages(&self, _now: Timestamp) -> Result<Vec<(Kind, String, Duration)>> {
+        let rows: Vec<(String, String, f64)> = sqlx::query_as(
+            "SELECT kind, target,
+                    EXTRACT(EPOCH FROM statement_timestamp() - last_success)::float8
+             FROM sweeps WHERE last_success IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, target, secs)| {
+                let age = Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX);
+                Some((Kind::parse(&k)?, target, age))
+            })
+            .collect())
     }
 }

@@ -2039,6 +2039,107 @@ async fn sweeps_read_followed_runs_and_make_them_due() {
     );
 }
 
+/// Moves every sweep's last success and hold `by` (an interval) into the past.
+async fn age_sweeps(store: &PgStore, by: &str) {
+    sqlx::query(
+        "UPDATE sweeps SET last_success = last_success - $1::interval,
+                           held_until = held_until - $1::interval",
+    )
+    .bind(by)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sweeps_are_taken_in_turns_on_the_databases_clock() {
+    let (db, store) = store().await;
+    let other = PgStore::open(&db.url).await.unwrap();
+    let minute = Duration::from_secs(60);
+    // Callers' clocks play no part: one of them runs a day ahead.
+    let now = SystemClock.now();
+    let ahead = now + chrono::Duration::days(1);
+    let before = db_now(&store).await;
+    let first = store
+        .take_sweep(Kind::Training, "t1", "a", now, minute, minute)
+        .await
+        .unwrap()
+        .expect("never swept: taken");
+    assert_eq!(first.previous, None);
+    assert!(before <= first.started && first.started <= db_now(&store).await);
+    for (holder, at) in [("b", ahead), ("a", now)] {
+        assert_eq!(
+            other
+                .take_sweep(Kind::Training, "t1", holder, at, minute, minute)
+                .await
+                .unwrap(),
+            None,
+            "held"
+        );
+    }
+    store
+        .finish_sweep(Kind::Training, "t1", "a", Some(first.started))
+        .await
+        .unwrap();
+    // Swept just now: nobody's turn, not even for a clock a day ahead; another kind is.
+    assert_eq!(
+        other
+            .take_sweep(Kind::Training, "t1", "b", ahead, minute, minute)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        other
+            .take_sweep(Kind::Automl, "t1", "b", ahead, minute, minute)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let ages = other.sweep_ages(ahead).await.unwrap();
+    assert_eq!(ages.len(), 1);
+    assert!(ages[0].2 < Duration::from_secs(5), "{ages:?}");
+    // A minute later it is b's turn, looking back to a's start.
+    age_sweeps(&store, "1 minute").await;
+    let second = other
+        .take_sweep(Kind::Training, "t1", "b", ahead, minute, minute)
+        .await
+        .unwrap()
+        .expect("b's turn");
+    assert_eq!(second.previous.map(|p| add(p, minute)), Some(first.started));
+    // b holds it until its hold ends, then c takes it; b's late finish changes nothing.
+    assert!(
+        store
+            .take_sweep(Kind::Training, "t1", "c", now, minute, minute)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    age_sweeps(&store, "1 minute").await;
+    let third = store
+        .take_sweep(Kind::Training, "t1", "c", now, minute, minute)
+        .await
+        .unwrap()
+        .expect("b's hold ended");
+    other
+        .finish_sweep(Kind::Training, "t1", "b", Some(second.started))
+        .await
+        .unwrap();
+    let training = |ages: Vec<(Kind, String, Duration)>| {
+        ages.into_iter()
+            .find(|(k, t, _)| *k == Kind::Training && t == "t1")
+            .map(|(_, _, age)| age)
+            .unwrap()
+    };
+    assert!(training(store.sweep_ages(now).await.unwrap()) >= Duration::from_secs(120));
+    store
+        .finish_sweep(Kind::Training, "t1", "c", Some(third.started))
+        .await
+        .unwrap();
+    assert!(training(store.sweep_ages(now).await.unwrap()) < Duration::from_secs(5));
+    other.close().await;
+}
+
 #[tokio::test]
 async fn the_probe_write_proves_the_store_writes() {
     let (_db, store) = store().await;
