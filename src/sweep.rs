@@ -334,17 +334,22 @@ impl Sweeper {
         for ((kind, key), members) in &groups {
             let group = self.groups.entry((*kind, *key)).or_default();
             let target = key.stored();
-            let turn = self
-                .store
-                .take_sweep(
-                    *kind,
-                    &target,
-                    &self.holder,
-                    now,
-                    every,
-                    self.settings.interval,
-                )
-                .await?;
+            // (Swept too recently, as just read: no write to find that out again.)
+            let early = age_of(*kind, key).is_some_and(|age| age < every);
+            let turn = if early {
+                None
+            } else {
+                self.store
+                    .take_sweep(
+                        *kind,
+                        &target,
+                        &self.holder,
+                        now,
+                        every,
+                        self.settings.interval,
+                    )
+                    .await?
+            };
             let complete = match turn {
                 None => None,
                 Some(turn) => {

@@ -197,7 +197,9 @@ delegate! {
 
     /// Claims up to `limit` due, unleased (or lease-expired) runs for `owner` until
     /// `lease_until`. Claiming bumps the version, so a worker whose lease ran out can no longer
-    /// commit; two claimers never get the same run.
+    /// commit; two claimers never get the same run. (PostgreSQL judges "due" and "expired" by
+    /// the database's clock and leases for `lease_until - now` from the database's now: see
+    /// [`PgStore`]'s documentation.)
     pub async fn claim_due(&self, owner: &str, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<ClaimedRun>>;
 
     /// Extends a held lease; false when the run is no longer ours.
@@ -273,7 +275,8 @@ delegate! {
     /// When the oldest unfinished run was created (metrics).
     pub async fn oldest_unfinished(&self) -> Result<Option<Timestamp>>;
 
-    /// When the next run falls due (ignoring leases), for the engine's sleep.
+    /// When the next run falls due (or its lease ends), for the engine's sleep (on this host's
+    /// clock also where due times are on the database's).
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>>;
 
     /// How many unfinished runs are degraded (their status checks failing), by kind (metrics).
