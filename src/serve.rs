@@ -211,6 +211,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 ..SweepSettings::default()
             },
         )
+        .with_holder(&instance.id)
     });
     if sweeper.is_none() {
         // Runs a sweep covered before this start wait a safety net for their next describe.

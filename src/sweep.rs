@@ -4,8 +4,8 @@
 //! # What a sweep does
 //! Every `interval`, for each kind of run that follows a SageMaker job in `Polling` (training,
 //! AutoML, transform; script runs follow a processing job) and for each AWS target those runs
-//! talk to (the default chain, a connection, sealed per-run credentials: [`TargetKey`]), the
-//! sweeper lists the jobs of that kind modified after the previous successful sweep of that
+//! talk to (the default chain, a connection, sealed per-run credentials: [`TargetKey`]), one
+//! process lists the jobs of that kind modified after the previous successful sweep of that
 //! group began (less a margin for clock skew). A listed job that belongs to one of our runs (by
 //! its job name) and whose status differs from the status the run last recorded makes that run
 //! due now ([`Store::make_due`]), and the engine is woken: its Polling step describes the job
@@ -15,22 +15,38 @@
 //! It never finds or adopts a job (DESIGN.md invariant 1: Submitted describes by name), never
 //! moves a run itself, and never fails one. It only nudges runs already in `Polling`.
 //!
+//! # One sweep per interval, whatever the number of processes
+//! Processes sharing a database (replicas on PostgreSQL) take turns through its `sweeps` table,
+//! one row per kind and target ([`TargetKey::stored`]: a digest, never credentials). Every
+//! sixth of the interval each process tries to take each group's sweep
+//! ([`Store::take_sweep`]): a conditional write that succeeds only when the group's last
+//! successful sweep started at least nine tenths of an interval ago (or never) and no process
+//! holds it (a hold lasts an interval: a holder that died is passed over then). The process
+//! that took it lists, nudges, and records the start of its sweep as the group's last success
+//! and lets go ([`Store::finish_sweep`]); a failed sweep keeps its hold to its end, so a
+//! failing List is tried once per interval, as by a lone process. So each group costs one listing per interval between all
+//! the replicas, and a lone process sweeps every interval as before.
+//!
 //! # Nothing is missed
-//! The look-back of a group reaches the start of its previous successful sweep, and for a run
-//! the sweeper has not seen in that group before (new in Polling, or every run after a
-//! restart) back to the run's own `updated_at`: its last describe was before that, so any
-//! change since is listed. A run a nudge could not take (it was leased or already due) is
-//! kept in memory and nudged again at the next sweep until its recorded status matches.
+//! The look-back of a group reaches the start of its previous successful sweep (by whichever
+//! process, read from the database when the sweep is taken), and for a run this process has
+//! not seen in that group's sweeps before (new in Polling, runs another replica swept so far,
+//! or every run after a restart) back to the run's own `updated_at`: its last describe was
+//! before that, so any change since is listed. A run a nudge could not take (it was leased or
+//! already due) is kept in the memory of the process that listed the change, which nudges it
+//! again every sixth of an interval until its recorded status matches.
 //!
 //! A kind and target is swept once it has `min_runs` runs (2 by default: for a lone run,
 //! polling costs fewer calls than a List per interval), then until it has none.
 //!
 //! # Coverage
-//! While the last sweep of a run's kind and target succeeded within two intervals, the engine
-//! gives that run's steps the safety-net interval ([`SweepHandle::swept`]): a Polling step that
-//! sees the job still running describes it again only after that. When sweeps fail (throttled,
-//! no permission for List*, a truncated listing), coverage lapses, the sweeper makes the
-//! group's runs due once, and their steps go back to the workflow's growing poll interval.
+//! While the last sweep of a run's kind and target succeeded within two intervals (by any
+//! process: every process reads the groups' last successes from the database every sixth of an
+//! interval and keeps them for its engine), the engine gives that run's steps the safety-net
+//! interval ([`SweepHandle::swept`]): a Polling step that sees the job still running describes
+//! it again only after that. When sweeps fail (throttled, no permission for List*, a truncated
+//! listing), coverage lapses, the sweeper makes the group's runs due once, and their steps go
+//! back to the workflow's growing poll interval.
 
 use crate::aws::{AwsProvider, JobKind, JobQuery, JobSummary, TargetKey};
 use crate::clock::{Clock, Timestamp};
@@ -119,12 +135,12 @@ impl SweepHandle {
         (age <= self.inner.interval * 2).then_some(self.inner.safety_net)
     }
 
+    /// Records that a sweep of `kind` and `target` that started at `at` succeeded (an earlier
+    /// one than already known changes nothing).
     fn covered(&self, kind: Kind, target: TargetKey, at: Timestamp) {
-        self.inner
-            .last
-            .lock()
-            .expect("sweep coverage lock")
-            .insert((kind, target), at);
+        let mut last = self.inner.last.lock().expect("sweep coverage lock");
+        let entry = last.entry((kind, target)).or_insert(at);
+        *entry = (*entry).max(at);
     }
 }
 
@@ -150,7 +166,7 @@ pub fn changed_runs(runs: &[&FollowedRun], listing: &[JobSummary]) -> Vec<(Uuid,
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SweepReport {
-    /// Kind and target groups swept.
+    /// Kind and target groups this process swept (the others were not its turn).
     pub groups: usize,
     /// Groups whose listing failed (or was truncated).
     pub failed: usize,
@@ -164,13 +180,17 @@ pub struct SweepReport {
 
 #[derive(Default)]
 struct Group {
-    /// The start of the last successful sweep.
-    last_success: Option<Timestamp>,
-    /// The runs that sweep saw.
+    /// The runs this process's last successful sweep of the group saw.
     known: HashSet<Uuid>,
     /// Coverage lapsed and the group's runs were made due once.
     lapse_handled: bool,
 }
+
+/// A group's sweep may be taken once its last successful one started this much of an interval
+/// ago: a process trying every sixth of an interval then takes it every interval (its tries
+/// fall a whole interval after its previous take, give or take a little), and several
+/// processes between them about once per interval.
+const TURN_AFTER: f64 = 0.9;
 
 pub struct Sweeper {
     store: Store,
@@ -184,6 +204,8 @@ pub struct Sweeper {
     pending: HashMap<Uuid, String>,
     /// Each followed run's target (it never changes for a run).
     keys: HashMap<Uuid, TargetKey>,
+    /// Who takes sweeps in the `sweeps` table (this process's lease owner id).
+    holder: String,
 }
 
 impl Sweeper {
@@ -204,7 +226,15 @@ impl Sweeper {
             groups: HashMap::new(),
             pending: HashMap::new(),
             keys: HashMap::new(),
+            holder: format!("sweeper#{}", &Uuid::new_v4().simple().to_string()[..8]),
         }
+    }
+
+    /// Takes sweeps as `holder` (the process's lease owner id, for whoever looks at the
+    /// `sweeps` table) instead of a random name.
+    pub fn with_holder(mut self, holder: &str) -> Sweeper {
+        self.holder = holder.to_string();
+        self
     }
 
     /// The coverage the engine reads ([`crate::engine::Engine::with_sweep`]).
@@ -212,42 +242,45 @@ impl Sweeper {
         self.handle.clone()
     }
 
-    /// Sweeps every `interval` (the first at once) until `shutdown` turns true. In between,
-    /// every sixth of the interval, a group that was never swept is swept at once: its runs'
-    /// first polls are then covered already instead of after up to a whole interval.
+    /// Tries every sixth of the interval (the first at once) until `shutdown` turns true: each
+    /// group is swept when its turn has come (see the module documentation), by this process
+    /// or another, and a group that was never swept is swept at the first try, so its runs'
+    /// first polls are covered already.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(
             interval_ms = self.settings.interval.as_millis() as u64,
             safety_net_ms = self.settings.safety_net.as_millis() as u64,
+            holder = %self.holder,
             "List* sweeper started"
         );
         let probe = (self.settings.interval / 6).max(Duration::from_millis(1));
-        let mut next_full = tokio::time::Instant::now();
+        let mut next = tokio::time::Instant::now();
         while !*shutdown.borrow() {
-            let now = tokio::time::Instant::now();
-            let full = now >= next_full;
-            if full {
-                next_full = now + self.settings.interval;
-            }
-            match self.sweep(!full).await {
+            match self.sweep().await {
                 Ok(r) if r.nudged > 0 || r.failed > 0 => tracing::debug!(?r, "sweep"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweep: reading the followed runs failed"),
             }
+            // On a fixed grid, so that the tries fall a whole interval after a take.
+            next += probe;
+            let now = tokio::time::Instant::now();
+            if next < now {
+                next = now;
+            }
             tokio::select! {
-                _ = tokio::time::sleep_until(next_full.min(now + probe)) => {}
+                _ = tokio::time::sleep_until(next) => {}
                 _ = shutdown.changed() => {}
             }
         }
     }
 
-    /// One sweep of every kind and target with followed runs.
+    /// One pass: every kind and target with followed runs whose turn has come is swept.
     pub async fn tick(&mut self) -> store::Result<SweepReport> {
-        self.sweep(false).await
+        self.sweep().await
     }
 
-    /// A sweep of every group, or (`only_new`) of the groups never swept before.
-    async fn sweep(&mut self, only_new: bool) -> store::Result<SweepReport> {
+    /// One pass over the groups.
+    async fn sweep(&mut self) -> store::Result<SweepReport> {
         let now = self.clock.now();
         let kinds: Vec<Kind> = FOLLOWED.iter().map(|(k, _)| *k).collect();
         let runs = self.store.followed_runs(&kinds, SWEPT_STATE).await?;
@@ -272,51 +305,100 @@ impl Sweeper {
             };
             groups.entry((run.kind, key)).or_default().push(run);
         }
+        // Every process's sweeps so far: the coverage this process's engine reads.
+        let ages: HashMap<(Kind, String), Duration> = self
+            .store
+            .sweep_ages(now)
+            .await?
+            .into_iter()
+            .map(|(kind, target, age)| ((kind, target), age))
+            .collect();
+        let age_of = |kind: Kind, key: &TargetKey| ages.get(&(kind, key.stored())).copied();
+        for (kind, key) in groups.keys() {
+            if let Some(age) = age_of(*kind, key) {
+                let at = now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+                self.handle.covered(*kind, *key, at);
+            }
+        }
+        let lapse_after = self.settings.interval * 2;
         self.groups.retain(|g, _| groups.contains_key(g));
-        // Too few runs to be worth a sweep, unless already swept (see `min_runs`).
-        groups.retain(|g, members| {
-            let swept = self.groups.contains_key(g);
-            (members.len() >= self.settings.min_runs || swept) && !(only_new && swept)
+        // Too few runs to be worth a sweep, unless being swept (see `min_runs`).
+        groups.retain(|(kind, key), members| {
+            members.len() >= self.settings.min_runs
+                || self.groups.contains_key(&(*kind, *key))
+                || age_of(*kind, key).is_some_and(|age| age <= lapse_after)
         });
-        let mut report = SweepReport {
-            groups: groups.len(),
-            ..Default::default()
-        };
+        let mut report = SweepReport::default();
+        let every = self.settings.interval.mul_f64(TURN_AFTER);
         let mut lapsed: Vec<Uuid> = Vec::new();
         for ((kind, key), members) in &groups {
             let group = self.groups.entry((*kind, *key)).or_default();
-            let complete = match sweep_group(&self.provider, &self.settings, *kind, members, group)
-                .await
-            {
-                Ok((listing, complete)) => {
-                    report.listed += listing.len();
-                    for (id, status) in changed_runs(members, &listing) {
-                        self.pending.insert(id, status);
+            let target = key.stored();
+            // (Swept too recently, as just read: no write to find that out again.)
+            let early = age_of(*kind, key).is_some_and(|age| age < every);
+            let turn = if early {
+                None
+            } else {
+                self.store
+                    .take_sweep(
+                        *kind,
+                        &target,
+                        &self.holder,
+                        now,
+                        every,
+                        self.settings.interval,
+                    )
+                    .await?
+            };
+            let complete = match turn {
+                None => None,
+                Some(turn) => {
+                    report.groups += 1;
+                    let listed =
+                        sweep_group(&self.provider, &self.settings, *kind, members, group, turn)
+                            .await;
+                    let complete = match listed {
+                        Ok((listing, complete)) => {
+                            report.listed += listing.len();
+                            for (id, status) in changed_runs(members, &listing) {
+                                self.pending.insert(id, status);
+                            }
+                            complete
+                        }
+                        Err(e) => {
+                            tracing::warn!(kind = %kind, target = ?key, error = %e, "sweep failed; runs are polled until a sweep succeeds again");
+                            false
+                        }
+                    };
+                    // A failed sweep keeps its hold until it ends (an interval): a failing
+                    // List is tried once per interval, not at every try of every process.
+                    if complete {
+                        self.store
+                            .finish_sweep(*kind, &target, &self.holder, Some(turn.started))
+                            .await?;
                     }
-                    complete
-                }
-                Err(e) => {
-                    tracing::warn!(kind = %kind, target = ?key, error = %e, "sweep failed; runs are polled until a sweep succeeds again");
-                    false
+                    crate::metrics::global().sweep(*kind, if complete { "ok" } else { "failed" });
+                    Some(complete)
                 }
             };
-            crate::metrics::global().sweep(*kind, if complete { "ok" } else { "failed" });
-            if complete {
-                group.last_success = Some(now);
+            if complete == Some(true) {
                 group.known = members.iter().map(|r| r.id).collect();
                 group.lapse_handled = false;
                 self.handle.covered(*kind, *key, now);
                 continue;
             }
-            report.failed += 1;
-            let expired = group.last_success.is_some_and(|t| {
-                (now - t).to_std().unwrap_or(Duration::ZERO) > self.settings.interval * 2
-            });
+            if complete == Some(false) {
+                report.failed += 1;
+            }
+            let expired = age_of(*kind, key).is_some_and(|age| age > lapse_after);
             if expired && !group.lapse_handled {
                 // Coverage lapsed while their next describes were a safety net away: bring
                 // them back to polling.
                 group.lapse_handled = true;
                 lapsed.extend(members.iter().map(|r| r.id));
+            } else if !expired && complete.is_none() {
+                // Another process sweeps the group again.
+                group.lapse_handled = false;
             }
         }
         // A run whose recorded status caught up needs no nudge any more.
@@ -363,6 +445,7 @@ async fn sweep_group(
     kind: Kind,
     members: &[&FollowedRun],
     group: &Group,
+    turn: store::SweepTurn,
 ) -> crate::aws::AwsResult<(Vec<JobSummary>, bool)> {
     let Some(job_kind) = FOLLOWED.iter().find(|(k, _)| *k == kind).map(|(_, j)| *j) else {
         return Ok((Vec::new(), false));
@@ -377,7 +460,7 @@ async fn sweep_group(
         .filter(|r| !group.known.contains(&r.id))
         .map(|r| r.updated_at)
         .min();
-    let since = match (group.last_success, unseen) {
+    let since = match (turn.previous, unseen) {
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b).unwrap_or(first.updated_at),
     };

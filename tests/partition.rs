@@ -6,8 +6,8 @@
 //! While cut off, r1 stops claiming (no run is leased to it anew) and answers `/readyz` with
 //! 503; r2 takes its runs over once their leases run out, and every run ends right with one AWS
 //! resource; r1's steps in flight at the cut never commit late (DESIGN.md invariants 2–3: the
-//! version fences them), not even after the connection returns. Then r1 is ready again and
-//! steps runs of its own.
+//! version fences them), not even after the connection returns. Then r1 is ready again within
+//! seconds (its first write that commits ends the failure streak) and steps runs of its own.
 //!
 //! Every AWS call of the replicas goes through a fault proxy that only delays it, so steps are
 //! in flight (holding their leases) when the database goes away.
@@ -36,6 +36,10 @@ const LEASE: Duration = Duration::from_secs(3);
 const TAKEOVER: Duration = Duration::from_secs(3 + 6);
 /// How long one run may take to end, and `/readyz` to change its answer.
 const WAIT: Duration = Duration::from_secs(45);
+/// How soon after the connection returns r1 must answer `/readyz` 200: its store ends a
+/// failure streak with the first write that commits a second after the latest failure (not
+/// SQLite's ten seconds), plus the pool's reconnect and room for a loaded machine.
+const READY_AGAIN: Duration = Duration::from_secs(5);
 /// The delay of every AWS call of the replicas (see the module doc).
 const AWS_DELAY: Duration = Duration::from_millis(250);
 
@@ -355,10 +359,16 @@ async fn a_replica_cut_off_from_the_database_stops_claiming_never_commits_late_a
     // Still cut off, still not ready.
     assert_eq!(readyz(r1.addr).await, 503, "r1 is still cut off");
 
-    // The connection returns: r1 is ready again and takes part.
+    // The connection returns: r1 is ready again at once (it failed writes until the restore,
+    // so SQLite's rule would keep it out of the load balancer ten seconds more) and takes
+    // part.
     db_proxy.restore();
     let ready = wait_readyz(r1.addr, 200, "r1 (restored)").await;
     eprintln!("r1 ready again {ready:?} after the restore");
+    assert!(
+        ready < READY_AGAIN,
+        "r1 answered /readyz 200 only {ready:?} after the restore (bound {READY_AGAIN:?})"
+    );
     let stepped_before = metric_sum(r1.addr, "executor_transitions_total")
         .await
         .expect("r1's /metrics answers once restored");

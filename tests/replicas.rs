@@ -848,3 +848,102 @@ async fn one_idempotency_key_sent_to_every_replica_at_once_stores_one_run() {
     ended_right(&cluster.replicas[2], emu, &run).await;
     assert_eq!(cluster.replicas[1].run_count().await, 1, "one run stored");
 }
+
+/// A training request whose emulated job runs `seconds` of wall-clock time, then completes.
+fn timed_training(bucket: &str, seconds: f64) -> Value {
+    let mut body = training_body(bucket, "Completed", 0);
+    body["HyperParameters"] = json!({
+        "_emulator_outcome": "Completed",
+        "_emulator_seconds": seconds.to_string(),
+    });
+    body
+}
+
+/// The List* sweeps are shared (issue #12): three replicas, each sweeping every second, follow
+/// a dozen training jobs of 15 s. Between them they list about once per second (one replica's
+/// sweeps, through the database's `sweeps` table), not three times; every replica's engine
+/// reads the coverage from the database, so a job stepped by a replica that did not list it is
+/// still described only when its status changed (polled every 2.5 s uncovered, it would be
+/// described six times); and every job ends promptly after its end (the sweep's nudge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_list_sweep_per_interval_and_its_coverage() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let emu = Emulator::shared();
+    let bucket = unique("shared-sweep");
+    emu.create_bucket(&bucket).await;
+    // Counts every AWS call, delays none.
+    let proxy = FaultProxy::start(emu.addr).await.unwrap();
+    let mut cluster = Cluster::new();
+    for worker in ["r1", "r2", "r3"] {
+        let mut config = cluster.config(&proxy.url(), worker);
+        for (k, v) in [
+            ("EXECUTOR_SWEEP_INTERVAL_SECS", "1"),
+            ("EXECUTOR_SWEEP_SAFETY_NET_SECS", "3600"),
+            ("EXECUTOR_POLL_MIN_MS", "2500"),
+            ("EXECUTOR_POLL_MAX_MS", "2500"),
+        ] {
+            config.extra_env.push((k.to_string(), v.to_string()));
+        }
+        let svc = blocking(move || Service::start(config)).await;
+        cluster.replicas.push(svc);
+    }
+    let job = Duration::from_secs(15);
+    let lists_before = proxy.call_count("ListTrainingJobs");
+    let since = Instant::now();
+    let mut runs = Vec::new();
+    for i in 0..12 {
+        let svc = &cluster.replicas[i % 3];
+        let (code, a) = svc
+            .post(
+                "/api/service/v1/pipelines/training/train",
+                &timed_training(&bucket, job.as_secs_f64()),
+            )
+            .await;
+        assert_eq!(code, 202, "{a}");
+        runs.push((
+            a["id"].as_str().unwrap().to_string(),
+            a["name"].as_str().unwrap().to_string(),
+        ));
+    }
+    // Every job ends promptly after its 15 s: within a few sweep intervals and a step.
+    let r1 = &cluster.replicas[0];
+    for (id, _) in &runs {
+        let st = r1.wait_terminal(id, Duration::from_secs(60)).await;
+        assert_eq!(st["state"], "Done", "{st}");
+    }
+    let took = since.elapsed();
+    let lists = proxy.call_count("ListTrainingJobs") - lists_before;
+    eprintln!(
+        "12 jobs of {job:?} ended after {took:?}; calls: {:?}",
+        proxy.calls()
+    );
+    assert!(
+        took < job + Duration::from_secs(12),
+        "the jobs ended {took:?} after their submission ({job:?} jobs)"
+    );
+    // The replicas stepped the runs between them, so runs were covered by sweeps other
+    // replicas made.
+    let mut steppers = 0;
+    for svc in &cluster.replicas {
+        if metric_sum(svc.addr, "executor_transitions_total").await > 0.0 {
+            steppers += 1;
+        }
+    }
+    assert!(steppers >= 2, "only {steppers} replica stepped the runs");
+    let per_second = lists as f64 / took.as_secs_f64();
+    assert!(lists >= 5, "the replicas swept ({lists} ListTrainingJobs)");
+    assert!(
+        per_second < 1.6,
+        "{lists} ListTrainingJobs in {took:?} ({per_second:.2}/s): the replicas did not share \
+         the sweep (one sweep per second is one replica's)"
+    );
+    for (_, name) in &runs {
+        let stats = emu.training_stats(name).await;
+        assert_eq!(stats["creates"], 1, "{stats}");
+        let describes = stats["describes"].as_u64().unwrap();
+        assert!(
+            (1..=3).contains(&describes),
+            "{name}: {describes} describes (uncovered polling would be about six)"
+        );
+    }
+}

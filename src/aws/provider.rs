@@ -381,6 +381,22 @@ pub struct TargetKey([u8; 32]);
 impl TargetKey {
     /// The default credential chain.
     pub const DEFAULT: TargetKey = TargetKey([0; 32]);
+
+    /// The key as a database may keep it (the shared sweeps' table): hex of a digest of the
+    /// key, itself a digest, so that what is stored is not even a digest of credentials.
+    pub fn stored(&self) -> String {
+        if *self == TargetKey::DEFAULT {
+            return "default".into();
+        }
+        let mut h = Sha256::new();
+        h.update(b"sweep target\xff");
+        h.update(self.0);
+        h.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for TargetKey {

@@ -22,9 +22,19 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The current streak of write failures, if any.
-#[derive(Debug, Default)]
-pub(crate) struct WriteHealth(Mutex<Option<Streak>>);
+/// The current streak of write failures, if any, and how long without a failure ends it.
+#[derive(Debug)]
+pub(crate) struct WriteHealth {
+    streak: Mutex<Option<Streak>>,
+    quiet: Duration,
+}
+
+/// SQLite's rule: [`QUIET_AFTER_FAILURE`].
+impl Default for WriteHealth {
+    fn default() -> Self {
+        WriteHealth::quiet_after(QUIET_AFTER_FAILURE)
+    }
+}
 
 #[derive(Debug)]
 struct Streak {
@@ -43,16 +53,32 @@ pub struct WriteFailure {
     pub count: u64,
 }
 
-/// A streak of failures ends after this long without one. A full disk lets some writes through
-/// (SQLite reuses space a failed write had taken), so one success does not prove recovery.
+/// A streak of failures ends after this long without one (SQLite). A full disk lets some writes
+/// through (SQLite reuses space a failed write had taken), so one success does not prove
+/// recovery.
 pub const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
+/// A streak of failures of a PostgreSQL store ends with the first write that commits at least
+/// this long after the latest failure. A commit the server acknowledged proves that it takes
+/// writes again (a lost connection, a restart, a failover: each is over once one commits), so
+/// there is no reason for SQLite's wait; the second only spares `/readyz` a probe write per
+/// request while the failures keep coming (each could wait out the probe's timeout).
+pub const PG_QUIET_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
 impl WriteHealth {
+    /// A streak ends with a success at least `quiet` after its latest failure.
+    pub(crate) fn quiet_after(quiet: Duration) -> WriteHealth {
+        WriteHealth {
+            streak: Mutex::new(None),
+            quiet,
+        }
+    }
+
     pub(super) fn succeeded(&self) {
-        let mut guard = self.0.lock().expect("write health lock");
+        let mut guard = self.streak.lock().expect("write health lock");
         if guard
             .as_ref()
-            .is_some_and(|s| s.latest.elapsed() >= QUIET_AFTER_FAILURE)
+            .is_some_and(|s| s.latest.elapsed() >= self.quiet)
         {
             let s = guard.take().expect("checked");
             tracing::warn!(
@@ -67,7 +93,7 @@ impl WriteHealth {
         if !e.is_unavailable() {
             return;
         }
-        let mut guard = self.0.lock().expect("write health lock");
+        let mut guard = self.streak.lock().expect("write health lock");
         match guard.as_mut() {
             Some(s) => {
                 s.failure.count += 1;
@@ -90,13 +116,14 @@ impl WriteHealth {
         }
     }
 
-    /// The current streak and whether its latest failure is recent.
+    /// The current streak and whether its latest failure is recent (within the quiet time: a
+    /// probe write could not end the streak yet).
     pub(super) fn current(&self) -> Option<(WriteFailure, bool)> {
-        self.0
+        self.streak
             .lock()
             .expect("write health lock")
             .as_ref()
-            .map(|s| (s.failure.clone(), s.latest.elapsed() < QUIET_AFTER_FAILURE))
+            .map(|s| (s.failure.clone(), s.latest.elapsed() < self.quiet))
     }
 }
 

@@ -12,10 +12,20 @@
 //! A live instance's lease is never taken; it is released by its holder, or claimed by another
 //! worker only after it expires (`claim_due`). Releasing bumps the run's version, so a step of the
 //! old holder can no longer commit (DESIGN.md invariant 3).
+//!
+//! A worker id that never starts again (a replica scaled away, a host renamed) leaves its last
+//! instance's row behind. Every heartbeat of a live instance therefore also forgets the rows
+//! of instances silent for [`FORGET_AFTER_LEASES`] of their own leases that hold no lease any
+//! more (one still named as a run's lease owner stays until that lease is taken or released).
 
 use super::{Error, Result, SqliteStore};
 use crate::clock::{Timestamp, add, from_db, to_db};
 use std::time::Duration;
+
+/// An instance whose heartbeat is older than this many of its own leases, and that holds no
+/// lease, is forgotten by the next heartbeat of any live instance. (Dead after one lease; ten
+/// leave the row a while for an operator looking at who held what.)
+pub const FORGET_AFTER_LEASES: u32 = 10;
 
 /// This process's identity as a lease holder.
 #[derive(Clone, Debug)]
@@ -113,7 +123,8 @@ impl SqliteStore {
     }
 
     /// Beats this instance's heart; false when its row is gone (another process found it dead
-    /// and released its leases: the caller registers again).
+    /// and released its leases: the caller registers again). In the same transaction, forgets
+    /// the instances silent for [`FORGET_AFTER_LEASES`] of their leases that hold no lease.
     pub async fn heartbeat_instance(&self, me: &Instance, now: Timestamp) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE instances SET heartbeat_at = ?1 WHERE id = ?2")
@@ -121,6 +132,30 @@ impl SqliteStore {
             .bind(&me.id)
             .execute(&mut *tx)
             .await?;
+        let others: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT id, lease_ms, heartbeat_at FROM instances WHERE id <> ?1")
+                .bind(&me.id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, lease_ms, heartbeat_at) in others {
+            let heartbeat = from_db(&heartbeat_at).ok_or_else(|| {
+                Error::Corrupt(format!("instances.heartbeat_at {heartbeat_at:?}"))
+            })?;
+            let bound = Duration::from_millis(lease_ms.max(0) as u64) * FORGET_AFTER_LEASES;
+            if add(heartbeat, bound) > now {
+                continue;
+            }
+            let gone = sqlx::query(
+                "DELETE FROM instances WHERE id = ?1
+                   AND NOT EXISTS (SELECT 1 FROM runs WHERE lease_owner = ?1)",
+            )
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            if gone.rows_affected() == 1 {
+                tracing::info!(instance = %id, heartbeat = %heartbeat_at, "forgot an instance long silent that holds no lease");
+            }
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -210,5 +245,102 @@ impl SqliteStore {
         released.leases += expired.rows_affected();
         tx.commit().await?;
         Ok(released)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, State};
+    use crate::store::NewRun;
+
+    fn at(s: &str) -> Timestamp {
+        from_db(s).unwrap()
+    }
+
+    fn remote(worker_id: &str) -> Instance {
+        let mut me = Instance::this_process(worker_id, Duration::from_secs(60));
+        me.host = "another-host".into();
+        me.pid = 1;
+        me.pid_start = None;
+        me
+    }
+
+    async fn ids(store: &SqliteStore) -> Vec<String> {
+        let mut ids: Vec<String> = sqlx::query_scalar("SELECT id FROM instances")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_forgets_instances_long_silent_that_hold_no_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let t0 = at("2026-01-01T00:00:00.000000Z");
+        // Leases of 60 s: forgotten once silent for ten minutes.
+        let (gone, holder, recent) = (remote("gone"), remote("holder"), remote("recent"));
+        for i in [&gone, &holder] {
+            store.register_instance(i, t0).await.unwrap();
+        }
+        store
+            .register_instance(&recent, add(t0, Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let run = store
+            .insert_run(
+                NewRun {
+                    id: uuid::Uuid::now_v7(),
+                    kind: Kind::Training,
+                    state: State::Uploading,
+                    request: serde_json::json!({}),
+                    context: serde_json::json!({}),
+                    resource_name: None,
+                    submitted_by: None,
+                    detail: "accepted".into(),
+                },
+                t0,
+            )
+            .await
+            .unwrap();
+        let held = store
+            .claim_due(&holder.id, t0, add(t0, Duration::from_secs(60)), 1)
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1);
+        let me = remote("me");
+        store.register_instance(&me, t0).await.unwrap();
+        let all = ids(&store).await;
+        // Silent for less than ten leases: kept.
+        let almost = add(t0, Duration::from_secs(599));
+        assert!(store.heartbeat_instance(&me, almost).await.unwrap());
+        assert_eq!(ids(&store).await, all);
+        // Ten leases: the one without a lease goes; the holder stays while its run names it.
+        let ten = add(t0, Duration::from_secs(600));
+        assert!(store.heartbeat_instance(&me, ten).await.unwrap());
+        let mut want = vec![holder.id.clone(), me.id.clone(), recent.id.clone()];
+        want.sort();
+        assert_eq!(ids(&store).await, want);
+        // Its lease released (taken over), the holder goes too; `recent` two seconds later.
+        store.release_leases(&holder.id).await.unwrap();
+        assert!(store.heartbeat_instance(&me, ten).await.unwrap());
+        let mut want = vec![me.id.clone(), recent.id.clone()];
+        want.sort();
+        assert_eq!(ids(&store).await, want);
+        assert!(
+            store
+                .heartbeat_instance(&me, add(ten, Duration::from_secs(2)))
+                .await
+                .unwrap()
+        );
+        assert_eq!(ids(&store).await, vec![me.id.clone()]);
+        assert_eq!(
+            store.get_run(run.id).await.unwrap().unwrap().lease_owner,
+            None
+        );
+        store.close().await;
     }
 }

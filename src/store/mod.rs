@@ -29,7 +29,7 @@ pub use owned::{Owned, OwnedKind};
 pub use postgres::PgStore;
 pub use sqlite::{MIGRATOR, SqliteStore, file_path as sqlite_file_path};
 pub use staging::StagedRun;
-pub use sweep::FollowedRun;
+pub use sweep::{FollowedRun, SweepTurn};
 
 pub use runs::{
     CancelOutcome, ClaimedRun, Event, NewRun, Page, RetryOutcome, Run, RunFilter, Summary,
@@ -197,7 +197,9 @@ delegate! {
 
     /// Claims up to `limit` due, unleased (or lease-expired) runs for `owner` until
     /// `lease_until`. Claiming bumps the version, so a worker whose lease ran out can no longer
-    /// commit; two claimers never get the same run.
+    /// commit; two claimers never get the same run. (PostgreSQL judges "due" and "expired" by
+    /// the database's clock and leases for `lease_until - now` from the database's now: see
+    /// [`PgStore`]'s documentation.)
     pub async fn claim_due(&self, owner: &str, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<ClaimedRun>>;
 
     /// Extends a held lease; false when the run is no longer ours.
@@ -273,7 +275,8 @@ delegate! {
     /// When the oldest unfinished run was created (metrics).
     pub async fn oldest_unfinished(&self) -> Result<Option<Timestamp>>;
 
-    /// When the next run falls due (ignoring leases), for the engine's sleep.
+    /// When the next run falls due (or its lease ends), for the engine's sleep (on this host's
+    /// clock also where due times are on the database's).
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>>;
 
     /// How many unfinished runs are degraded (their status checks failing), by kind (metrics).
@@ -283,7 +286,8 @@ delegate! {
     pub async fn count_unfinished(&self) -> Result<i64>;
 
     /// Why writes are failing, while they are: a failure within
-    /// [`health::QUIET_AFTER_FAILURE`], or an older streak that a probe write cannot end yet.
+    /// [`health::QUIET_AFTER_FAILURE`] (SQLite) or [`health::PG_QUIET_AFTER_FAILURE`]
+    /// (PostgreSQL), or an older streak that a probe write cannot end yet.
     pub async fn write_failure(&self, now: Timestamp) -> Option<WriteFailure>;
 
     /// Commits one small write, to prove the store can write (readiness, start-up).
@@ -356,6 +360,19 @@ delegate! {
     /// leased (a leased run is being stepped; the caller tries it again later). Returns the ids
     /// it made due, without bumping their version (nobody holds them; the next claim bumps it).
     pub async fn make_due(&self, ids: &[Uuid], state: State, now: Timestamp) -> Result<Vec<Uuid>>;
+
+    /// Takes the List* sweep of `kind` and `target` (a digest, never credentials) for
+    /// `holder` for `hold`, when its last successful sweep started `every` or longer ago (or
+    /// never) and nobody else holds it; `None` when it is not this process's turn. Processes
+    /// sharing a database thereby sweep each kind and target once per interval between them.
+    pub async fn take_sweep(&self, kind: Kind, target: &str, holder: &str, now: Timestamp, every: Duration, hold: Duration) -> Result<Option<SweepTurn>>;
+
+    /// Lets go of a sweep `holder` took, recording `success` (its start) as the last success.
+    pub async fn finish_sweep(&self, kind: Kind, target: &str, holder: &str, success: Option<Timestamp>) -> Result<()>;
+
+    /// How long ago the last successful sweep of each kind and target started (the coverage
+    /// every engine reads).
+    pub async fn sweep_ages(&self, now: Timestamp) -> Result<Vec<(Kind, String, Duration)>>;
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! sweeper's queries.
 
 use super::runs::{kind, owned_kind, uuid};
-use super::{PgStore, micros, wake_replicas};
-use crate::clock::{Timestamp, add, to_db};
+use super::{PgStore, micros, micros_between, wake_replicas};
+use crate::clock::{Timestamp, to_db};
 use crate::model::{Kind, State};
 
+use crate::store::SweepTurn;
+use crate::store::instances::FORGET_AFTER_LEASES;
 use crate::store::{
     Claim, Error, FollowedRun, Instance, KeyRecord, Owned, OwnedKind, Released, Result, StagedRun,
 };
@@ -144,12 +146,13 @@ fn process_gone(pid: u32, pid_start: Option<u64>) -> bool {
 }
 
 impl PgStore {
-    /// Records this process as a live instance.
+    /// Records this process as a live instance (its heartbeat on the database's clock; its
+    /// start time is `now`, for display).
     pub async fn register_instance(&self, me: &Instance, now: Timestamp) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO instances (id, worker_id, host, pid, pid_start, lease_ms, started_at, heartbeat_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, statement_timestamp())
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
         )
         .bind(&me.id)
@@ -165,15 +168,32 @@ impl PgStore {
         Ok(())
     }
 
-    /// Beats this instance's heart; false when its row is gone (another process found it dead
-    /// and released its leases: the caller registers again).
-    pub async fn heartbeat_instance(&self, me: &Instance, now: Timestamp) -> Result<bool> {
+    /// Beats this instance's heart (on the database's clock: `now` is not used); false when
+    /// its row is gone (another process found it dead and released its leases: the caller
+    /// registers again). In the same transaction, forgets the instances silent for
+    /// [`FORGET_AFTER_LEASES`] of their leases (on the database's clock) that hold no lease.
+    pub async fn heartbeat_instance(&self, me: &Instance, _now: Timestamp) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE id = $2")
-            .bind(micros(now))
-            .bind(&me.id)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE instances SET heartbeat_at = statement_timestamp() WHERE id = $1")
+                .bind(&me.id)
+                .execute(&mut *tx)
+                .await?;
+        let forgotten: Vec<(String, Timestamp)> = sqlx::query_as(
+            "DELETE FROM instances i
+             WHERE i.id <> $1
+               AND i.heartbeat_at + GREATEST(i.lease_ms, 0) * $2 * interval '1 millisecond'
+                   <= statement_timestamp()
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.lease_owner = i.id)
+             RETURNING i.id, i.heartbeat_at",
+        )
+        .bind(&me.id)
+        .bind(f64::from(FORGET_AFTER_LEASES))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, heartbeat) in forgotten {
+            tracing::info!(instance = %id, heartbeat = %to_db(heartbeat), "forgot an instance long silent that holds no lease");
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -192,12 +212,15 @@ impl PgStore {
     /// Start-up recovery for `me`: releases the leases of `me.worker_id`'s dead instances and
     /// every expired lease, bumping versions, in one transaction. A live lease is never touched.
     /// The instances looked at are locked, so two processes recovering at once do not both
-    /// report (and release for) the same dead instance.
-    pub async fn release_dead_leases(&self, me: &Instance, now: Timestamp) -> Result<Released> {
-        let now = micros(now);
+    /// report (and release for) the same dead instance. Silence and lease expiry are judged on
+    /// the database's clock (`now` is not used).
+    pub async fn release_dead_leases(&self, me: &Instance, _now: Timestamp) -> Result<Released> {
         let mut tx = self.begin().await?;
-        let others: Vec<(String, String, i64, Option<i64>, i64, Timestamp)> = sqlx::query_as(
-            "SELECT id, host, pid, pid_start, lease_ms, heartbeat_at FROM instances
+        let others: Vec<(String, String, i64, Option<i64>, bool)> = sqlx::query_as(
+            "SELECT id, host, pid, pid_start,
+                    heartbeat_at + GREATEST(lease_ms, 0) * interval '1 millisecond'
+                        <= statement_timestamp()
+             FROM instances
              WHERE worker_id = $1 AND id <> $2 ORDER BY id FOR UPDATE",
         )
         .bind(&me.worker_id)
@@ -205,8 +228,7 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let mut released = Released::default();
-        for (id, host, pid, pid_start, lease_ms, heartbeat) in others {
-            let silent = add(heartbeat, Duration::from_millis(lease_ms.max(0) as u64)) <= now;
+        for (id, host, pid, pid_start, silent) in others {
             let gone = host == me.host
                 && u32::try_from(pid)
                     .is_ok_and(|pid| process_gone(pid, pid_start.map(|s| s as u64)));
@@ -229,9 +251,8 @@ impl PgStore {
         }
         let expired = sqlx::query(
             "UPDATE runs SET lease_owner = NULL, lease_until = NULL, version = version + 1
-             WHERE lease_owner IS NOT NULL AND lease_until <= $1",
+             WHERE lease_owner IS NOT NULL AND lease_until <= statement_timestamp()",
         )
-        .bind(now)
         .execute(&mut *tx)
         .await?;
         released.leases += expired.rows_affected();
@@ -513,8 +534,9 @@ impl PgStore {
         Ok(out)
     }
 
-    /// Makes the runs of `kinds` in `state` that are due later than `later_than` due at `now`
-    /// (not leased ones). Returns how many.
+    /// Makes the runs of `kinds` in `state` that are due later than `later_than` due now (not
+    /// leased ones). Returns how many. On the database's clock: "later than" is its now plus
+    /// `later_than - now`, and the runs become due at its now.
     pub async fn make_due_after(
         &self,
         kinds: &[Kind],
@@ -524,14 +546,14 @@ impl PgStore {
     ) -> Result<u64> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE runs SET next_due_at = $1
-             WHERE state = $2 AND kind = ANY($3)
-               AND next_due_at > $4 AND (lease_until IS NULL OR lease_until <= $1)",
+            "UPDATE runs SET next_due_at = statement_timestamp()
+             WHERE state = $1 AND kind = ANY($2)
+               AND next_due_at > statement_timestamp() + $3 * interval '1 microsecond'
+               AND (lease_until IS NULL OR lease_until <= statement_timestamp())",
         )
-        .bind(micros(now))
         .bind(state.as_str())
         .bind(kind_names(kinds))
-        .bind(micros(later_than))
+        .bind(micros_between(now, later_than))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() > 0 {
@@ -541,21 +563,22 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    /// Makes the runs `ids` due at `now` when they are still in `state`, not due yet and not
-    /// leased. Returns the ids it made due. The version is not bumped (see the SQLite store).
-    pub async fn make_due(&self, ids: &[Uuid], state: State, now: Timestamp) -> Result<Vec<Uuid>> {
+    /// Makes the runs `ids` due now when they are still in `state`, not due yet and not leased,
+    /// all on the database's clock (`now` is not used). Returns the ids it made due. The
+    /// version is not bumped (see the SQLite store).
+    pub async fn make_due(&self, ids: &[Uuid], state: State, _now: Timestamp) -> Result<Vec<Uuid>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         let mut tx = self.begin().await?;
         let updated: Vec<String> = sqlx::query_scalar(
-            "UPDATE runs SET next_due_at = $1
-             WHERE id = ANY($2) AND state = $3
-               AND next_due_at > $1 AND (lease_until IS NULL OR lease_until <= $1)
+            "UPDATE runs SET next_due_at = statement_timestamp()
+             WHERE id = ANY($1) AND state = $2
+               AND next_due_at > statement_timestamp()
+               AND (lease_until IS NULL OR lease_until <= statement_timestamp())
              RETURNING id",
         )
-        .bind(micros(now))
         .bind(list)
         .bind(state.as_str())
         .fetch_all(&mut *tx)
@@ -565,5 +588,89 @@ impl PgStore {
         }
         tx.commit().await?;
         updated.iter().map(|i| uuid(i)).collect()
+    }
+}
+
+// The turns of the shared List* sweeps (the SQLite store's `sweep.rs`), on the database's clock.
+
+impl PgStore {
+    /// Takes the sweep of `kind` and `target` for `holder` until the database's now + `hold`
+    /// when its last successful sweep started `every` or longer ago (or never) and nobody else
+    /// holds it: `None` when it is not this replica's turn. Two replicas taking it at once
+    /// queue on the row, and the second finds it held. (`now` is not used.)
+    pub async fn take_sweep(
+        &self,
+        kind: Kind,
+        target: &str,
+        holder: &str,
+        _now: Timestamp,
+        every: Duration,
+        hold: Duration,
+    ) -> Result<Option<SweepTurn>> {
+        let mut tx = self.begin().await?;
+        let taken: Option<(Option<Timestamp>, Timestamp)> = sqlx::query_as(
+            "INSERT INTO sweeps (kind, target, last_success, holder, held_until)
+             VALUES ($1, $2, NULL, $3, statement_timestamp() + $4 * interval '1 microsecond')
+             ON CONFLICT (kind, target) DO UPDATE
+                 SET holder = excluded.holder, held_until = excluded.held_until
+                 WHERE (sweeps.last_success IS NULL
+                        OR sweeps.last_success
+                           <= statement_timestamp() - $5 * interval '1 microsecond')
+                   AND (sweeps.holder IS NULL OR sweeps.held_until <= statement_timestamp())
+             RETURNING last_success, statement_timestamp()",
+        )
+        .bind(kind.as_str())
+        .bind(target)
+        .bind(holder)
+        .bind(hold.as_micros() as f64)
+        .bind(every.as_micros() as f64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(taken.map(|(previous, started)| SweepTurn { started, previous }))
+    }
+
+    /// Lets go of a sweep `holder` took, recording `success` (its start) as the last success.
+    /// Nothing changes when another replica took it over meanwhile.
+    pub async fn finish_sweep(
+        &self,
+        kind: Kind,
+        target: &str,
+        holder: &str,
+        success: Option<Timestamp>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE sweeps SET holder = NULL, held_until = NULL,
+                 last_success = GREATEST(last_success, $4)
+             WHERE kind = $1 AND target = $2 AND holder = $3",
+        )
+        .bind(kind.as_str())
+        .bind(target)
+        .bind(holder)
+        .bind(success.map(micros))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How long ago the last successful sweep of each kind and target started (on the
+    /// database's clock; `now` is not used).
+    pub async fn sweep_ages(&self, _now: Timestamp) -> Result<Vec<(Kind, String, Duration)>> {
+        let rows: Vec<(String, String, f64)> = sqlx::query_as(
+            "SELECT kind, target,
+                    EXTRACT(EPOCH FROM statement_timestamp() - last_success)::float8
+             FROM sweeps WHERE last_success IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, target, secs)| {
+                let age = Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX);
+                Some((Kind::parse(&k)?, target, age))
+            })
+            .collect())
     }
 }

@@ -16,8 +16,29 @@
 //!   own that is closed afterwards, so replicas starting at once apply them once, and a failed
 //!   migration cannot leave the lock held by a pooled connection.
 //!
-//! Times come in as parameters (`now`), as in SQLite, and are truncated to the microsecond
-//! (PostgreSQL's precision, and what the SQLite store's text form keeps) before they are bound.
+//! # Whose clock
+//! Leases and due times are on the database's clock, not the replica's: replica hosts' clocks
+//! drift apart, and a replica whose clock ran ahead would otherwise take a lease that is still
+//! live, or claim a run before it is due. So every lease expiry and every "is it due", "has the
+//! lease expired", "is that instance silent" is computed in SQL against `statement_timestamp()`
+//! (the start of the statement, on the server):
+//! - a claim (batch or commit-and-claim) leases until db now + the lease's duration
+//!   (`lease_until - now` of the request), and takes runs with `next_due_at <= db now` whose
+//!   lease is unset or `lease_until <= db now`;
+//! - a renewal leases until db now + (`lease_until` − this host's [`SystemClock`] now): the
+//!   duration, measured on the clock the engine used to compute `lease_until`;
+//! - a due time a transition writes is db now + (`next_due_at` − the transition's `now`), so
+//!   a poll in 60 s is 60 s on the database's clock; a run made due "now" (a new run, a cancel,
+//!   a retry, a sweep's nudge) is due at the earlier of the caller's now and db now;
+//! - an instance's heartbeat is db now, and it is silent once `heartbeat_at + lease <= db now`;
+//! - [`PgStore::next_due_at`] answers on this host's clock (db due time − db now + local now),
+//!   so the engine's sleep is right whatever the skew.
+//!
+//! Display times (`created_at`, `updated_at`, a history row's `at`, `degraded_since`) stay the
+//! caller's `now`. All times are truncated to the microsecond (PostgreSQL's precision, and what
+//! the SQLite store's text form keeps) before they are bound.
+//!
+//! [`SystemClock`]: crate::clock::SystemClock
 
 /// The columns every run query returns, as [`runs::run_from_row`] reads them (JSON as text).
 macro_rules! run_columns {
@@ -43,7 +64,7 @@ mod runs;
 #[cfg(test)]
 pub(super) mod tests;
 
-use super::health::WriteHealth;
+use super::health::{PG_QUIET_AFTER_FAILURE, WriteHealth};
 use super::{Error, GroupStats, Result, WriteFailure};
 use crate::clock::Timestamp;
 use chrono::SubsecRound;
@@ -116,7 +137,7 @@ impl PgStore {
             .await?;
         Ok(PgStore {
             pool,
-            health: Arc::default(),
+            health: Arc::new(WriteHealth::quiet_after(PG_QUIET_AFTER_FAILURE)),
             stats: Arc::default(),
         })
     }
@@ -182,8 +203,9 @@ impl PgStore {
         self.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Why writes are failing, while they are: a failure within [`QUIET_AFTER_FAILURE`], or an
-    /// older streak that a probe write cannot end yet.
+    /// Why writes are failing, while they are: a failure within [`PG_QUIET_AFTER_FAILURE`]
+    /// (a second: `/readyz` turns ready again as soon as a probe write commits after that,
+    /// unlike SQLite's ten seconds), or an older streak that a probe write cannot end yet.
     pub async fn write_failure(&self, now: Timestamp) -> Option<WriteFailure> {
         let (failure, recent) = self.health.current()?;
         if recent {
@@ -286,6 +308,12 @@ impl PgStore {
             }
         })
     }
+}
+
+/// `later - earlier` in microseconds: a duration measured on the caller's clock, which SQL adds
+/// to the database's (`statement_timestamp() + $n * interval '1 microsecond'`).
+fn micros_between(earlier: Timestamp, later: Timestamp) -> f64 {
+    (later - earlier).num_microseconds().unwrap_or(i64::MAX) as f64
 }
 
 /// A time as the store keeps it: truncated to the microsecond (as `to_db` writes it for

@@ -4,7 +4,7 @@
 
 use super::runs::{event_from_row, kind, run_from_row, state, uuid};
 use super::{PgStore, micros};
-use crate::clock::Timestamp;
+use crate::clock::{Clock as _, SystemClock, Timestamp};
 use crate::model::{Kind, State};
 use crate::store::{Event, Page, Result, Run, RunFilter, Summary};
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -212,14 +212,21 @@ impl PgStore {
         )
     }
 
-    /// When the next run falls due (ignoring leases), for the engine's sleep.
+    /// When the next run falls due (or its lease expires), for the engine's sleep: on this
+    /// host's clock ([`SystemClock`]), as the engine measures its sleep: the database's due
+    /// time less the database's now, from this host's now.
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(GREATEST(next_due_at, COALESCE(lease_until, next_due_at))) FROM runs
-             WHERE next_due_at IS NOT NULL",
+        let wait: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM MIN(GREATEST(next_due_at, COALESCE(lease_until, next_due_at)))
+                                      - statement_timestamp())::float8
+             FROM runs WHERE next_due_at IS NOT NULL",
         )
         .fetch_one(&self.pool)
-        .await?)
+        .await?;
+        Ok(wait.map(|secs| {
+            let micros = (secs * 1e6).clamp(-1e15, 1e15) as i64;
+            SystemClock.now() + chrono::Duration::microseconds(micros)
+        }))
     }
 
     /// How many unfinished runs are degraded (their status checks failing), by kind (metrics).

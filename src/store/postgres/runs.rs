@@ -3,7 +3,7 @@
 //! invariant 2); every read-then-write of a run locks its row first, so that the history's
 //! sequence numbers and the checks before a change hold against other replicas.
 
-use super::{PgStore, micros, wake_replicas};
+use super::{PgStore, micros, micros_between, wake_replicas};
 use crate::clock::Timestamp;
 use crate::failpoint;
 use crate::model::{ErrorClass, Kind, State};
@@ -204,7 +204,8 @@ async fn insert_in(tx: &mut PgConnection, new: &NewRun, at: Timestamp) -> Result
     let row = sqlx::query(concat!(
         "INSERT INTO runs (id, kind, state, request, context, resource_name, next_due_at,
                  created_at, updated_at, submitted_by)
-             VALUES ($1, $2, $3, $4::json, $5::json, $6, $7, $7, $7, $8)
+             VALUES ($1, $2, $3, $4::json, $5::json, $6, LEAST($7, statement_timestamp()),
+                     $7, $7, $8)
              ON CONFLICT DO NOTHING RETURNING ",
         run_columns!()
     ))
@@ -247,29 +248,33 @@ async fn insert_in(tx: &mut PgConnection, new: &NewRun, at: Timestamp) -> Result
 /// the due, unleased (or lease-expired) runs are locked with `FOR UPDATE SKIP LOCKED`, so a
 /// run another replica is claiming (or committing) at this moment is passed over instead of
 /// waited for, and leased in the same statement. Oldest due first.
+///
+/// Due and expired are judged on the database's clock, and the lease runs until the database's
+/// now plus the request's lease duration (`lease_until - now`): a replica whose clock runs
+/// ahead neither takes a live lease nor claims a run early (see the module documentation).
 async fn claim_in(tx: &mut PgConnection, req: &ClaimRequest) -> Result<Vec<ClaimedRun>> {
     if req.limit == 0 {
         return Ok(Vec::new());
     }
-    let now = micros(req.now);
     let rows = sqlx::query(concat!(
         "WITH due AS (
              SELECT id AS due_id, lease_owner IS NOT NULL AS took_over FROM runs
-             WHERE next_due_at IS NOT NULL AND next_due_at <= $1
-               AND (lease_until IS NULL OR lease_until <= $1)
-             ORDER BY next_due_at LIMIT $2
+             WHERE next_due_at IS NOT NULL AND next_due_at <= statement_timestamp()
+               AND (lease_until IS NULL OR lease_until <= statement_timestamp())
+             ORDER BY next_due_at LIMIT $1
              FOR UPDATE SKIP LOCKED)
-         UPDATE runs SET lease_owner = $3, lease_until = $4, version = version + 1
+         UPDATE runs SET lease_owner = $2,
+             lease_until = statement_timestamp() + $3 * interval '1 microsecond',
+             version = version + 1
          FROM due WHERE id = due.due_id
          RETURNING ",
         run_columns!(),
         ", due.took_over,
            (SELECT s.sealed FROM run_secrets s WHERE s.run_id = runs.id) AS sealed"
     ))
-    .bind(now)
     .bind(i64::from(req.limit))
     .bind(&req.owner)
-    .bind(micros(req.lease_until))
+    .bind(micros_between(req.now, req.lease_until))
     .fetch_all(&mut *tx)
     .await?;
     let mut claimed = rows
@@ -302,10 +307,14 @@ async fn commit_in(
     // already saw does not (its due time is its own answer to it: a backoff, a poll). The
     // guard is the version the claim gave the run and the claim's owner: a run claimed again
     // (by anyone), released or re-armed since has another version, and updates nothing.
+    // The due time is on the database's clock: its now plus the step's delay ($4, in
+    // microseconds; a negative delay is due at once).
     let version: Option<i64> = sqlx::query_scalar(
         "UPDATE runs SET state = $1, context = $2::json, attempt = $3,
-             next_due_at = CASE WHEN $4::timestamptz IS NOT NULL AND cancel_requested AND NOT $9
-                                     AND $4 > $5 THEN $5 ELSE $4 END,
+             next_due_at = CASE WHEN $4::float8 IS NULL THEN NULL
+                                WHEN cancel_requested AND NOT $9 AND $4 > 0
+                                    THEN statement_timestamp()
+                                ELSE statement_timestamp() + $4 * interval '1 microsecond' END,
              last_error = CASE WHEN $6::text IS NOT NULL THEN $6 WHEN $1 <> state THEN NULL
                                WHEN NOT $11 AND degraded_since IS NOT NULL THEN NULL
                                ELSE last_error END,
@@ -318,7 +327,7 @@ async fn commit_in(
     .bind(t.to.as_str())
     .bind(t.context.to_string())
     .bind(t.attempt)
-    .bind(t.next_due_at.map(micros))
+    .bind(t.next_due_at.map(|due| micros_between(at, micros(due))))
     .bind(at)
     .bind(t.error.as_ref().map(|(_, m)| m.as_str()))
     .bind(&id)
@@ -442,13 +451,18 @@ impl PgStore {
         Ok(claimed)
     }
 
-    /// Extends a held lease; false when the run is no longer ours.
+    /// Extends a held lease; false when the run is no longer ours. The lease runs until the
+    /// database's now plus what is left of `lease_until` on this host's clock (the engine's
+    /// [`SystemClock`](crate::clock::SystemClock), which computed it).
     pub async fn renew_lease(&self, claimed: &ClaimedRun, lease_until: Timestamp) -> Result<bool> {
+        use crate::clock::Clock as _;
+        let left = micros_between(crate::clock::SystemClock.now(), lease_until);
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND version = $3 AND lease_owner = $4",
+            "UPDATE runs SET lease_until = statement_timestamp() + $1 * interval '1 microsecond'
+             WHERE id = $2 AND version = $3 AND lease_owner = $4",
         )
-        .bind(micros(lease_until))
+        .bind(left)
         .bind(claimed.run.id.to_string())
         .bind(claimed.run.version)
         .bind(&claimed.owner)
@@ -542,7 +556,8 @@ impl PgStore {
             return Ok(CancelOutcome::AlreadyTerminal(st));
         }
         let row = sqlx::query(concat!(
-            "UPDATE runs SET cancel_requested = true, next_due_at = LEAST(next_due_at, $1),
+            "UPDATE runs SET cancel_requested = true,
+                 next_due_at = LEAST(next_due_at, $1, statement_timestamp()),
                  updated_at = $1
              WHERE id = $2 RETURNING ",
             run_columns!()
@@ -618,7 +633,8 @@ impl PgStore {
             return Ok(CancelOutcome::AlreadyTerminal(run.state));
         };
         let row = sqlx::query(concat!(
-            "UPDATE runs SET state = $1, attempt = 0, next_due_at = $2, lease_owner = NULL,
+            "UPDATE runs SET state = $1, attempt = 0,
+                 next_due_at = LEAST($2, statement_timestamp()), lease_owner = NULL,
                  lease_until = NULL, cancel_requested = true, degraded_since = NULL,
                  version = version + 1, updated_at = $2
              WHERE id = $3 RETURNING ",
@@ -690,7 +706,8 @@ impl PgStore {
         // PostgreSQL transaction: the savepoint keeps it usable to name the other run.
         sqlx::query("SAVEPOINT rearm").execute(&mut *tx).await?;
         let row = sqlx::query(concat!(
-            "UPDATE runs SET state = $1, attempt = 0, next_due_at = $2, lease_owner = NULL,
+            "UPDATE runs SET state = $1, attempt = 0,
+                 next_due_at = LEAST($2, statement_timestamp()), lease_owner = NULL,
                  lease_until = NULL, last_error = NULL, degraded_since = NULL,
                  version = version + 1, updated_at = $2
              WHERE id = $3 RETURNING ",

@@ -5,7 +5,7 @@
 //! one there).
 
 use super::*;
-use crate::clock::{Timestamp, add, from_db};
+use crate::clock::{Clock as _, SystemClock, Timestamp, add, from_db};
 use crate::model::{ErrorClass, Kind, State};
 use crate::store::{
     CancelOutcome, Claim, ClaimRequest, ClaimedRun, Instance, NewRun, OwnedKind, Released,
@@ -138,6 +138,47 @@ async fn claim_one(store: &PgStore, owner: &str, now: Timestamp) -> ClaimedRun {
 
 async fn insert(store: &PgStore, new: NewRun, now: Timestamp) -> Run {
     store.insert_run(new, now).await.unwrap()
+}
+
+/// The database's clock, on which leases and due times are.
+async fn db_now(store: &PgStore) -> Timestamp {
+    sqlx::query_scalar("SELECT statement_timestamp()")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+}
+
+/// Asserts that `t` is `d` after a moment between `before` and `after` (database times taken
+/// around the write that set it).
+#[track_caller]
+fn assert_after(t: Option<Timestamp>, before: Timestamp, after: Timestamp, d: Duration) {
+    let t = t.expect("a time");
+    assert!(
+        add(before, d) <= t && t <= add(after, d),
+        "{t} is not {d:?} after a moment in [{before}, {after}]"
+    );
+}
+
+/// Ends a run's lease (an hour ago on the database's clock), as if its holder went silent.
+async fn expire_lease(store: &PgStore, id: Uuid) {
+    sqlx::query(
+        "UPDATE runs SET lease_until = statement_timestamp() - interval '1 hour' WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
+/// Makes a run due (a second ago on the database's clock), as if its wait ran out.
+async fn make_due_by_hand(store: &PgStore, id: Uuid) {
+    sqlx::query(
+        "UPDATE runs SET next_due_at = statement_timestamp() - interval '1 second' WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .execute(&store.pool)
+    .await
+    .unwrap();
 }
 
 // Migrations.
@@ -395,7 +436,9 @@ async fn a_commit_records_the_transition_and_a_stale_or_foreign_one_is_lost() {
     let later = add(now, Duration::from_secs(2));
     let mut t = poll(1, later);
     t.error = Some((ErrorClass::Retryable, "throttled".into()));
+    let before = db_now(&store).await;
     let outcome = store.commit_transition(&claimed, &t, later).await.unwrap();
+    let committed = db_now(&store).await;
     assert_eq!(
         outcome,
         TransitionOutcome::Committed {
@@ -407,7 +450,13 @@ async fn a_commit_records_the_transition_and_a_stale_or_foreign_one_is_lost() {
     assert_eq!(after.context, json!({"polls": 1}));
     assert_eq!(after.lease_owner, None);
     assert_eq!(after.lease_until, None);
-    assert_eq!(after.next_due_at, Some(add(later, Duration::from_secs(60))));
+    // The poll's delay from the database's now; the display time is the caller's.
+    assert_after(
+        after.next_due_at,
+        before,
+        committed,
+        Duration::from_secs(60),
+    );
     assert_eq!(after.updated_at, later);
     assert_eq!(after.last_error.as_deref(), Some("throttled"));
     let events = store.events(run.id).await.unwrap();
@@ -558,7 +607,15 @@ async fn an_expired_lease_is_taken_over_and_fences_its_old_holder() {
     let (_db, store) = store().await;
     let now = at("2026-01-01T00:00:00Z");
     let run = insert(&store, new_run(Kind::Training, State::Polling, None), now).await;
+    let before = db_now(&store).await;
     let first = claim_one(&store, "a#1", now).await;
+    // The lease is the request's duration (60 s) from the database's now.
+    assert_after(
+        first.run.lease_until,
+        before,
+        db_now(&store).await,
+        Duration::from_secs(60),
+    );
     let during = add(now, Duration::from_secs(30));
     assert!(
         store
@@ -568,19 +625,31 @@ async fn an_expired_lease_is_taken_over_and_fences_its_old_holder() {
             .is_empty(),
         "a live lease is never taken"
     );
+    let before = db_now(&store).await;
     assert!(
         store
-            .renew_lease(&first, add(now, Duration::from_secs(61)))
+            .renew_lease(&first, add(SystemClock.now(), Duration::from_secs(120)))
             .await
             .unwrap()
     );
+    // What was left of the 120 s on this host's clock (a little less than 120 s by the time it
+    // was sent), from the database's now.
+    let renewed = store.get_run(run.id).await.unwrap().unwrap().lease_until;
+    let renewed = renewed.expect("leased");
+    assert!(
+        add(before, Duration::from_secs(119)) < renewed
+            && renewed <= add(db_now(&store).await, Duration::from_secs(120)),
+        "{renewed} from {before}"
+    );
+    // Its holder falls silent and the lease runs out.
+    expire_lease(&store, run.id).await;
     let after = add(now, Duration::from_secs(61));
     let second = claim_one(&store, "b#1", after).await;
     assert!(second.took_over);
     assert_eq!(second.run.version, first.run.version + 1);
     assert!(
         !store
-            .renew_lease(&first, add(after, Duration::from_secs(60)))
+            .renew_lease(&first, add(SystemClock.now(), Duration::from_secs(60)))
             .await
             .unwrap()
     );
@@ -600,11 +669,128 @@ async fn an_expired_lease_is_taken_over_and_fences_its_old_holder() {
     ));
     assert_eq!(store.events(run.id).await.unwrap().len(), 2);
     // release_leases bumps the version of what it releases.
+    make_due_by_hand(&store, run.id).await;
     let third = claim_one(&store, "c#1", add(after, Duration::from_secs(60))).await;
     assert_eq!(store.release_leases("c#1").await.unwrap(), 1);
     let released = store.get_run(run.id).await.unwrap().unwrap();
     assert_eq!(released.lease_owner, None);
     assert_eq!(released.version, third.run.version + 1);
+}
+
+/// Replica B's clock runs an hour ahead of replica A's and of the database's: B neither takes
+/// a lease A holds (live on the database's clock) nor claims a run before the database's clock
+/// says it is due, and its own leases and due times are durations from the database's now,
+/// not from its clock. A replica whose clock runs behind is not taken for dead either.
+#[tokio::test]
+async fn a_replica_whose_clock_runs_ahead_takes_no_live_lease_and_no_run_early() {
+    let (db, a) = store().await;
+    let b = PgStore::open(&db.url).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let lease = Duration::from_secs(60);
+    let a_now = SystemClock.now();
+    let b_now = add(a_now, hour);
+    let run = insert(&a, new_run(Kind::Training, State::Polling, None), a_now).await;
+    let held = a
+        .claim_due("a#1", a_now, add(a_now, lease), 10)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    // To B's clock, A's lease ended 59 minutes ago; on the database's it has a minute left.
+    assert!(
+        b.claim_due("b#1", b_now, add(b_now, lease), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "B took a live lease"
+    );
+    assert!(
+        b.release_dead_leases(&Instance::this_process("b", lease), b_now)
+            .await
+            .unwrap()
+            .leases
+            == 0,
+        "B's start-up recovery released a live lease"
+    );
+    // A polls in a minute: to B's clock the run is an hour overdue, to the database's not due.
+    assert!(matches!(
+        a.commit_transition(&held[0], &poll(1, a_now), a_now)
+            .await
+            .unwrap(),
+        TransitionOutcome::Committed { .. }
+    ));
+    assert!(
+        b.claim_due("b#1", b_now, add(b_now, lease), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "B claimed a run before it was due"
+    );
+    assert!(
+        b.make_due(&[run.id], State::Polling, b_now)
+            .await
+            .unwrap()
+            .len()
+            == 1,
+        "a nudge makes it due on the database's clock"
+    );
+    // B's claim leases for its duration from the database's now, not until B's clock + 60 s.
+    let before = db_now(&b).await;
+    let taken = b
+        .claim_due("b#1", b_now, add(b_now, lease), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_after(taken[0].run.lease_until, before, db_now(&b).await, lease);
+    // B's poll in a minute is a minute on the database's clock: A, an hour behind B, cannot
+    // take it early either, and finds it due a minute from now on A's own clock.
+    let before = db_now(&b).await;
+    b.commit_transition(&taken[0], &poll(2, b_now), b_now)
+        .await
+        .unwrap();
+    let due = b.get_run(run.id).await.unwrap().unwrap().next_due_at;
+    assert_after(due, before, db_now(&b).await, lease);
+    assert!(
+        a.claim_due("a#1", a_now, add(a_now, lease), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let wait = a.next_due_at().await.unwrap().unwrap() - SystemClock.now();
+    assert!(
+        wait > chrono::Duration::seconds(55) && wait <= chrono::Duration::seconds(60),
+        "the engine's sleep, on its own clock: {wait}"
+    );
+    // A run a replica with a clock ahead accepts is due at once, for every replica.
+    let fresh = insert(&b, new_run(Kind::Training, State::Submitted, None), b_now).await;
+    let claimed = a
+        .claim_due("a#1", a_now, add(a_now, lease), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        [fresh.id]
+    );
+    // An instance whose clock runs an hour behind beats its heart on the database's clock,
+    // and is alive to a replica of its worker id on another host.
+    let mut slow = Instance::this_process("shared", lease);
+    slow.host = "another-host".into();
+    a.register_instance(&slow, a_now - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(
+        a.heartbeat_instance(&slow, a_now - chrono::Duration::hours(1))
+            .await
+            .unwrap()
+    );
+    let recovered = b
+        .release_dead_leases(&Instance::this_process("shared", lease), b_now)
+        .await
+        .unwrap();
+    assert!(
+        recovered.dead_instances.is_empty(),
+        "a live instance taken for dead: {recovered:?}"
+    );
+    b.close().await;
 }
 
 #[tokio::test]
@@ -669,12 +855,14 @@ async fn a_cancel_request_is_recorded_once_and_makes_the_run_due_now() {
     );
     // The step that was running did not see it: its poll is not the answer, the run is due now.
     let done = add(now, Duration::from_secs(2));
+    let before = db_now(&store).await;
     store
         .commit_transition(&claimed, &poll(1, done), done)
         .await
         .unwrap();
+    let committed = db_now(&store).await;
     let after = store.get_run(run.id).await.unwrap().unwrap();
-    assert_eq!(after.next_due_at, Some(done));
+    assert_after(after.next_due_at, before, committed, Duration::ZERO);
     assert!(after.cancel_requested);
     // Finished and unknown runs.
     let claimed = claim_one(&store, "w", done).await;
@@ -1256,7 +1444,9 @@ async fn metrics_and_endpoint_queries() {
     // A leased run is due when its lease ends.
     let claimed = claim_one(&store, "w", t0).await;
     assert_eq!(claimed.run.id, first.id);
-    assert_eq!(store.next_due_at().await.unwrap(), Some(t1));
+    // (On this host's clock, which is the database's here, give or take the query's time.)
+    let next = store.next_due_at().await.unwrap().unwrap();
+    assert!((next - t1).abs() < chrono::Duration::seconds(1), "{next}");
     let endpoints = store.endpoints_with_latest_run().await.unwrap();
     let names: Vec<(String, Uuid)> = endpoints.into_iter().map(|(e, r)| (e, r.id)).collect();
     assert_eq!(
@@ -1423,7 +1613,19 @@ fn instance(worker_id: &str, host: &str, pid: u32) -> Instance {
     me
 }
 
-/// A due run leased to `owner` until `until`.
+/// Sets `who`'s heartbeat `ago` (an interval) before the database's now.
+async fn heartbeat_ago(store: &PgStore, who: &Instance, ago: &str) {
+    sqlx::query(
+        "UPDATE instances SET heartbeat_at = statement_timestamp() - $1::interval WHERE id = $2",
+    )
+    .bind(ago)
+    .bind(&who.id)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
+/// A due run leased to `owner` for `until` less 2026-01-01 00:00 (from the database's now).
 async fn leased_run(store: &PgStore, owner: &Instance, until: Timestamp) -> Run {
     let now = at("2026-01-01T00:00:00Z");
     let run = insert(store, new_run(Kind::Training, State::Uploading, None), now).await;
@@ -1484,15 +1686,25 @@ async fn an_instance_elsewhere_is_dead_once_its_heartbeat_is_older_than_its_leas
         .await
         .unwrap();
     let run = leased_run(&store, &remote, at("2026-01-01T00:10:00Z")).await;
+    // (The callers' `now` plays no part: heartbeats and silence are on the database's clock.)
     assert_eq!(
         store
-            .release_dead_leases(&second, at("2026-01-01T00:00:59Z"))
+            .release_dead_leases(&second, at("2026-01-01T00:05:00Z"))
             .await
             .unwrap(),
         Released::default()
     );
+    heartbeat_ago(&store, &remote, "59 seconds").await;
+    assert_eq!(
+        store
+            .release_dead_leases(&second, at("2026-01-01T00:05:00Z"))
+            .await
+            .unwrap(),
+        Released::default()
+    );
+    heartbeat_ago(&store, &remote, "60 seconds").await;
     let released = store
-        .release_dead_leases(&second, at("2026-01-01T00:01:00Z"))
+        .release_dead_leases(&second, at("2026-01-01T00:00:00Z"))
         .await
         .unwrap();
     assert_eq!((released.leases, released.dead_instances.len()), (1, 1));
@@ -1512,6 +1724,7 @@ async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
         .await
         .unwrap();
     let run = leased_run(&store, &other, at("2026-01-01T00:05:00Z")).await;
+    heartbeat_ago(&store, &other, "2 minutes").await;
     assert_eq!(
         store
             .release_dead_leases(&second, at("2026-01-01T00:02:00Z"))
@@ -1519,6 +1732,7 @@ async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
             .unwrap(),
         Released::default()
     );
+    expire_lease(&store, run.id).await;
     let released = store
         .release_dead_leases(&second, at("2026-01-01T00:05:00Z"))
         .await
@@ -1526,6 +1740,54 @@ async fn another_worker_ids_instances_are_left_to_their_lease_expiry() {
     assert_eq!(released.leases, 1, "an expired lease is anyone's");
     let after = store.get_run(run.id).await.unwrap().unwrap();
     assert!(after.lease_owner.is_none() && after.version > run.version);
+}
+
+async fn instance_ids(store: &PgStore) -> Vec<String> {
+    let mut ids: Vec<String> = sqlx::query_scalar("SELECT id FROM instances")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_heartbeat_forgets_instances_long_silent_that_hold_no_lease() {
+    let (_db, store) = store().await;
+    let now = SystemClock.now();
+    // Leases of 60 s: forgotten once silent for ten minutes (on the database's clock).
+    let (gone, holder, recent) = (
+        instance("gone", "another-host", 1),
+        instance("holder", "another-host", 1),
+        instance("recent", "another-host", 1),
+    );
+    let me = instance("me", "another-host", 1);
+    for i in [&gone, &holder, &recent, &me] {
+        store.register_instance(i, now).await.unwrap();
+    }
+    let run = leased_run(&store, &holder, at("2026-01-01T00:01:00Z")).await;
+    heartbeat_ago(&store, &gone, "10 minutes").await;
+    heartbeat_ago(&store, &holder, "10 minutes").await;
+    heartbeat_ago(&store, &recent, "9 minutes 50 seconds").await;
+    let all = instance_ids(&store).await;
+    assert_eq!(all.len(), 4);
+    assert!(store.heartbeat_instance(&me, now).await.unwrap());
+    let mut want = vec![holder.id.clone(), me.id.clone(), recent.id.clone()];
+    want.sort();
+    assert_eq!(
+        instance_ids(&store).await,
+        want,
+        "only the silent one without a lease goes"
+    );
+    // Its lease released, the holder goes too; `recent` once its ten minutes are up.
+    store.release_leases(&holder.id).await.unwrap();
+    heartbeat_ago(&store, &recent, "10 minutes").await;
+    assert!(store.heartbeat_instance(&me, now).await.unwrap());
+    assert_eq!(instance_ids(&store).await, vec![me.id.clone()]);
+    assert_eq!(
+        store.get_run(run.id).await.unwrap().unwrap().lease_owner,
+        None
+    );
 }
 
 #[tokio::test]
@@ -1738,16 +2000,17 @@ async fn sweeps_read_followed_runs_and_make_them_due() {
         (None, None)
     );
 
-    // Everything is due at t0 now; move them later, one of them leased.
-    let later = add(t0, Duration::from_secs(300));
-    sqlx::query("UPDATE runs SET next_due_at = $1")
-        .bind(later)
+    // Everything is due at t0 now; move them later (on the database's clock, which the store
+    // judges due times and leases by), one of them leased.
+    sqlx::query("UPDATE runs SET next_due_at = statement_timestamp() + interval '5 minutes'")
         .execute(&store.pool)
         .await
         .unwrap();
-    sqlx::query("UPDATE runs SET lease_owner = 'w', lease_until = $1 WHERE id = $2")
-        .bind(later)
-        .bind(by_name.id.to_string())
+    sqlx::query(
+        "UPDATE runs SET lease_owner = 'w', lease_until = statement_timestamp() + interval '5 minutes'
+         WHERE id = $1",
+    )
+    .bind(by_name.id.to_string())
         .execute(&store.pool)
         .await
         .unwrap();
@@ -1777,6 +2040,107 @@ async fn sweeps_read_followed_runs_and_make_them_due() {
             .unwrap(),
         0
     );
+}
+
+/// Moves every sweep's last success and hold `by` (an interval) into the past.
+async fn age_sweeps(store: &PgStore, by: &str) {
+    sqlx::query(
+        "UPDATE sweeps SET last_success = last_success - $1::interval,
+                           held_until = held_until - $1::interval",
+    )
+    .bind(by)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sweeps_are_taken_in_turns_on_the_databases_clock() {
+    let (db, store) = store().await;
+    let other = PgStore::open(&db.url).await.unwrap();
+    let minute = Duration::from_secs(60);
+    // Callers' clocks play no part: one of them runs a day ahead.
+    let now = SystemClock.now();
+    let ahead = now + chrono::Duration::days(1);
+    let before = db_now(&store).await;
+    let first = store
+        .take_sweep(Kind::Training, "t1", "a", now, minute, minute)
+        .await
+        .unwrap()
+        .expect("never swept: taken");
+    assert_eq!(first.previous, None);
+    assert!(before <= first.started && first.started <= db_now(&store).await);
+    for (holder, at) in [("b", ahead), ("a", now)] {
+        assert_eq!(
+            other
+                .take_sweep(Kind::Training, "t1", holder, at, minute, minute)
+                .await
+                .unwrap(),
+            None,
+            "held"
+        );
+    }
+    store
+        .finish_sweep(Kind::Training, "t1", "a", Some(first.started))
+        .await
+        .unwrap();
+    // Swept just now: nobody's turn, not even for a clock a day ahead; another kind is.
+    assert_eq!(
+        other
+            .take_sweep(Kind::Training, "t1", "b", ahead, minute, minute)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        other
+            .take_sweep(Kind::Automl, "t1", "b", ahead, minute, minute)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let ages = other.sweep_ages(ahead).await.unwrap();
+    assert_eq!(ages.len(), 1);
+    assert!(ages[0].2 < Duration::from_secs(5), "{ages:?}");
+    // A minute later it is b's turn, looking back to a's start.
+    age_sweeps(&store, "1 minute").await;
+    let second = other
+        .take_sweep(Kind::Training, "t1", "b", ahead, minute, minute)
+        .await
+        .unwrap()
+        .expect("b's turn");
+    assert_eq!(second.previous.map(|p| add(p, minute)), Some(first.started));
+    // b holds it until its hold ends, then c takes it; b's late finish changes nothing.
+    assert!(
+        store
+            .take_sweep(Kind::Training, "t1", "c", now, minute, minute)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    age_sweeps(&store, "1 minute").await;
+    let third = store
+        .take_sweep(Kind::Training, "t1", "c", now, minute, minute)
+        .await
+        .unwrap()
+        .expect("b's hold ended");
+    other
+        .finish_sweep(Kind::Training, "t1", "b", Some(second.started))
+        .await
+        .unwrap();
+    let training = |ages: Vec<(Kind, String, Duration)>| {
+        ages.into_iter()
+            .find(|(k, t, _)| *k == Kind::Training && t == "t1")
+            .map(|(_, _, age)| age)
+            .unwrap()
+    };
+    assert!(training(store.sweep_ages(now).await.unwrap()) >= Duration::from_secs(120));
+    store
+        .finish_sweep(Kind::Training, "t1", "c", Some(third.started))
+        .await
+        .unwrap();
+    assert!(training(store.sweep_ages(now).await.unwrap()) < Duration::from_secs(5));
+    other.close().await;
 }
 
 #[tokio::test]
