@@ -16,7 +16,7 @@ export function isTerminal(state) {
 /** A shape per state, shown beside its name, so that a state reads without colour. */
 const GLYPHS = {
   Uploading: '\u2191', // ↑
-  Submitted: '\u2192', // →
+  Submitted: '\u25B7', // ▷
   Polling: '\u25D4', // ◔
   Collecting: '\u2193', // ↓
   Cancelling: '\u25CC', // ◌

@@ -118,10 +118,11 @@ export async function renderRun(main, id, ctx) {
 
   function drawDetails() {
     title.replaceChildren(`${run.kind} run `, h('span', { class: 'run-name', text: run.name ?? run.id }));
-    headFacts.replaceChildren(stateLabel(run.state),
+    headFacts.replaceChildren(...[stateLabel(run.state),
       run.cancel_requested && !isTerminal(run.state) ? h('span', { class: 'tag', text: 'cancel requested' }) : null,
       run.degraded ? h('span', { class: 'tag', text: `degraded since ${utc(run.degraded.since)}` }) : null,
-      run.last_error ? h('p', { class: 'last-error', role: 'note' }, h('strong', { text: 'Error: ' }), run.last_error) : null);
+      run.last_error ? h('p', { class: 'last-error', role: 'note' }, h('strong', { text: 'Error: ' }), run.last_error) : null,
+    ].filter(Boolean));
     const names = awsNames(run).map((n) => [n.label, n.href
       ? h('a', { href: n.href, target: '_blank', rel: 'noopener noreferrer external', class: 'aws-link' }, n.value, h('span', { class: 'visually-hidden', text: ' (AWS console, new tab)' }))
       : h('code', { text: n.value })]);

@@ -1,0 +1,208 @@
+// The operator console end to end in headless Chromium (Debian's chromium, driven by
+// playwright-core), against the real service and the AWS emulator. tests/console.rs starts both,
+// prepares a run that failed on our side, and runs this script with:
+//   CONSOLE_URL        the service's base URL (http://127.0.0.1:PORT)
+//   OPERATOR_TOKEN     a token of the operator role
+//   SUBMITTER_TOKEN    a token of the submitter role
+//   TRAINING_BODY      a valid training request (JSON) whose HyperParameters carry the emulator's
+//                      knobs (_emulator_outcome, _emulator_polls)
+//   FAILED_RUN         the id of the Failed run to retry
+//   SCREENSHOTS        the directory for screenshots
+// It exits 0 when every scenario passed; its last line is `RESULT {json}` (the runs it made), so
+// that the Rust test can check their end in the API.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set (tests/console.rs sets it)`);
+  return v;
+};
+const BASE = env('CONSOLE_URL');
+const OPERATOR = env('OPERATOR_TOKEN');
+const SUBMITTER = env('SUBMITTER_TOKEN');
+const BODY = JSON.parse(env('TRAINING_BODY'));
+const FAILED_RUN = env('FAILED_RUN');
+const SHOTS = env('SCREENSHOTS');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ORIGIN = new URL(BASE).origin;
+const WAIT = 45_000;
+
+mkdirSync(SHOTS, { recursive: true });
+
+function step(text) {
+  console.log(`step: ${text}`);
+}
+
+/** Submits a training run through the Essedum route, as the holder of `token`. */
+async function submit(token, outcome, polls) {
+  const body = structuredClone(BODY);
+  body.HyperParameters._emulator_outcome = outcome;
+  body.HyperParameters._emulator_polls = String(polls);
+  const r = await fetch(`${BASE}/api/service/v1/pipelines/training/train`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const j = await r.json();
+  assert.ok(r.status >= 200 && r.status < 300, `submit: ${r.status} ${JSON.stringify(j)}`);
+  return j.id;
+}
+
+/** Every request the page makes, to prove none leaves the service's origin. */
+function watchRequests(page, seen) {
+  page.on('request', (r) => seen.push(r.url()));
+  page.on('pageerror', (e) => {
+    console.error(`page error: ${e.message}`);
+    seen.push(`pageerror:${e.message}`);
+  });
+}
+
+async function signIn(page, token, role) {
+  await page.goto(`${BASE}/ui`);
+  await page.locator('#token').waitFor({ timeout: WAIT });
+  await page.fill('#token', token);
+  await page.press('#token', 'Enter');
+  await page.locator('#who').filter({ hasText: `role: ${role}` }).waitFor({ timeout: WAIT });
+}
+
+/** The state a run's row shows in the runs table, or null when the row is absent. */
+function rowState(page, id) {
+  return page.evaluate((runId) => document.querySelector(`tr[data-run="${runId}"]`)?.dataset.state ?? null, id);
+}
+
+async function waitRowState(page, id, pred, what) {
+  await page.waitForFunction(
+    ([runId, states]) => states.includes(document.querySelector(`tr[data-run="${runId}"]`)?.dataset.state),
+    [id, pred],
+    { timeout: WAIT, polling: 100 },
+  ).catch((e) => { throw new Error(`run ${id}: never ${what}: ${e.message}`); });
+}
+
+async function waitRunPageState(page, state) {
+  await page.locator(`.run-head [data-state="${state}"]`).waitFor({ timeout: WAIT });
+}
+
+const made = {};
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--no-sandbox', '--disable-dev-shm-usage'],
+});
+const requests = [];
+try {
+  // ---- The operator ---------------------------------------------------------------------------
+  const operator = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await operator.newPage();
+  watchRequests(page, requests);
+
+  step('the console is served under its Content-Security-Policy and asks for a token');
+  const first = await page.goto(`${BASE}/ui`);
+  assert.equal(first.status(), 200);
+  assert.match(first.headers()['content-security-policy'], /script-src 'self'/);
+  await page.locator('#token').waitFor({ timeout: WAIT });
+  await page.screenshot({ path: join(SHOTS, 'sign-in.png') });
+
+  step('an operator token signs in and the role is shown');
+  await page.fill('#token', OPERATOR);
+  await page.press('#token', 'Enter');
+  await page.locator('#who').filter({ hasText: 'role: operator' }).waitFor({ timeout: WAIT });
+  assert.equal(await page.evaluate(() => sessionStorage.length), 1, 'the token is in sessionStorage');
+  assert.equal(await page.evaluate(() => localStorage.length), 0, 'nothing in localStorage');
+  assert.equal(await page.evaluate(() => document.cookie), '', 'no cookie');
+
+  step('a new run appears without a reload and reaches Done');
+  await page.evaluate(() => { window.consoleTestMarker = 'same page'; });
+  made.live = await submit(OPERATOR, 'Completed', 30);
+  await waitRowState(page, made.live, ['Uploading', 'Submitted', 'Polling', 'Collecting'], 'shown unfinished');
+  await page.screenshot({ path: join(SHOTS, 'runs-live.png') });
+  await waitRowState(page, made.live, ['Done'], 'shown Done');
+  assert.equal(await page.evaluate(() => window.consoleTestMarker), 'same page', 'the page was not reloaded');
+  const doneCount = Number(await page.locator('[data-count-state="Done"] .count').textContent());
+  assert.ok(doneCount >= 1, `the summary bar counts Done runs: ${doneCount}`);
+
+  step('filtering to Failed shows the failed run and only Failed runs');
+  await page.click('[data-count-state="Failed"]');
+  await page.waitForFunction(() => window.location.hash.includes('state=Failed'));
+  await page.locator(`tr[data-run="${FAILED_RUN}"]`).waitFor({ timeout: WAIT });
+  const states = await page.$$eval('tr[data-run]', (rows) => rows.map((r) => r.dataset.state));
+  assert.ok(states.length >= 1 && states.every((s) => s === 'Failed'), `only Failed rows: ${states}`);
+  assert.equal(await rowState(page, made.live), null, 'the Done run is filtered out');
+  await page.screenshot({ path: join(SHOTS, 'runs-failed.png') });
+
+  step('the failed run shows its error, its history and its workflow diagram');
+  await page.click(`tr[data-run="${FAILED_RUN}"] a`);
+  await waitRunPageState(page, 'Failed');
+  const error = await page.locator('.last-error').textContent();
+  assert.match(error, /gave up/, `the error is shown: ${error}`);
+  assert.ok(await page.locator('.timeline .event.has-error').count() >= 1, 'the timeline shows the error');
+  assert.equal(await page.locator('svg.diagram .node.current').getAttribute('data-state'), 'Failed');
+  assert.ok(await page.locator('svg.diagram .edge.taken').count() >= 1, 'the path taken is drawn');
+  await page.screenshot({ path: join(SHOTS, 'run-failed.png'), fullPage: true });
+
+  step('retry, with a reason, by keyboard alone, confirmed, then the run reaches Done');
+  await page.fill('#reason', 'the outage is over');
+  await page.focus('#reason');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'action-retry', 'Tab reaches Retry');
+  await page.keyboard.press('Enter');
+  await page.locator('dialog.confirm[open]').waitFor({ timeout: WAIT });
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'confirm-no', 'the safe answer has focus');
+  await page.keyboard.press('Shift+Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'confirm-yes');
+  await page.keyboard.press('Enter');
+  await page.locator('.answer', { hasText: 'Retry accepted' }).waitFor({ timeout: WAIT });
+  await waitRunPageState(page, 'Done');
+  assert.ok(
+    await page.locator('.timeline .detail', { hasText: 'retry requested by operator: the outage is over' }).count() === 1,
+    'the history records the retry and its reason',
+  );
+  await page.screenshot({ path: join(SHOTS, 'run-retried-done.png'), fullPage: true });
+
+  step('cancel a running run, confirmed, and it ends Cancelled');
+  made.cancelled = await submit(OPERATOR, 'Completed', 100000);
+  await page.goto(`${BASE}/ui#/runs/${made.cancelled}`);
+  await waitRunPageState(page, 'Polling');
+  await page.fill('#reason', 'wrong data set');
+  await page.click('#action-cancel');
+  await page.locator('dialog.confirm[open]').waitFor({ timeout: WAIT });
+  await page.click('#confirm-yes');
+  await page.locator('.answer', { hasText: 'Cancel accepted' }).waitFor({ timeout: WAIT });
+  await waitRunPageState(page, 'Cancelled');
+  assert.equal(await page.locator('#action-retry').count(), 0, 'a Cancelled run offers no retry');
+  await page.screenshot({ path: join(SHOTS, 'run-cancelled.png'), fullPage: true });
+  await operator.close();
+
+  // ---- A submitter ----------------------------------------------------------------------------
+  step('a submitter sees only its own runs, and no retry');
+  made.submitters = await submit(SUBMITTER, 'Completed', 100000);
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const sp = await phone.newPage();
+  watchRequests(sp, requests);
+  await signIn(sp, SUBMITTER, 'submitter');
+  await sp.locator(`tr[data-run="${made.submitters}"]`).waitFor({ timeout: WAIT });
+  const ids = await sp.$$eval('tr[data-run]', (rows) => rows.map((r) => r.dataset.run));
+  assert.deepEqual(ids, [made.submitters], 'only the submitter\'s run is listed');
+  const total = Number(await sp.locator('[data-count-state="all"] .count').textContent());
+  assert.equal(total, 1, 'the counts are the submitter\'s only');
+  await sp.screenshot({ path: join(SHOTS, 'runs-submitter-phone.png'), fullPage: true });
+  await sp.click(`tr[data-run="${made.submitters}"] a`);
+  await waitRunPageState(sp, 'Polling');
+  assert.equal(await sp.locator('#action-cancel').count(), 1, 'a submitter may cancel its run');
+  assert.equal(await sp.locator('#action-retry').count(), 0, 'a submitter has no retry');
+  await sp.screenshot({ path: join(SHOTS, 'run-submitter-phone.png'), fullPage: true });
+  step("another's run is not found for a submitter");
+  await sp.goto(`${BASE}/ui#/runs/${FAILED_RUN}`);
+  await sp.locator('.error-banner', { hasText: '404' }).waitFor({ timeout: WAIT });
+  await phone.close();
+
+  step('no request left the service\'s origin');
+  const outside = requests.filter((u) => !u.startsWith(`${ORIGIN}/`));
+  assert.deepEqual(outside, [], 'requests to another origin or page errors');
+  assert.ok(requests.length > 10, `requests were watched: ${requests.length}`);
+} finally {
+  await browser.close();
+}
+console.log(`RESULT ${JSON.stringify(made)}`);
