@@ -163,11 +163,38 @@ async fn operators_and_submitters_use_the_console_in_a_browser() {
     assert_eq!(ended["state"], "Failed", "{ended}");
     proxy.clear_plan();
 
+    // A deployment that put an endpoint into service (its page shows what the endpoint route says).
+    let base = unique("console-dep");
+    emu.sagemaker(
+        "CreateModel",
+        json!({"ModelName": base, "ExecutionRoleArn": support::ROLE,
+               "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}}),
+    )
+    .await;
+    emu.sagemaker(
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": base, "ProductionVariants": [{"VariantName": "v1",
+               "ModelName": base, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}),
+    )
+    .await;
+    let (code, deployed) = post_as(
+        &svc,
+        &format!("/api/service/v1/endpoints/{base}-ep/deploy_model"),
+        OPERATOR,
+        &json!({"EndpointConfigName": base}),
+    )
+    .await;
+    assert_eq!(code, 202, "{deployed}");
+    let deploy_id = deployed["id"].as_str().unwrap().to_string();
+    let ended = svc.wait_terminal_with_token(&deploy_id, OPERATOR).await;
+    assert_eq!(ended["state"], "Done", "{ended}");
+
     let screenshots = root.join("target/console-screenshots");
     let out = tokio::task::spawn_blocking({
         let url = svc.url("");
         let body = training_body(&bucket, "Completed", 0).to_string();
         let failed_id = failed_id.clone();
+        let deploy_id = deploy_id.clone();
         let screenshots = screenshots.clone();
         move || {
             Command::new("node")
@@ -178,6 +205,7 @@ async fn operators_and_submitters_use_the_console_in_a_browser() {
                 .env("SUBMITTER_TOKEN", SUBMITTER)
                 .env("TRAINING_BODY", body)
                 .env("FAILED_RUN", failed_id)
+                .env("DEPLOY_RUN", deploy_id)
                 .env("SCREENSHOTS", screenshots)
                 .env("CHROMIUM", chromium)
                 .output()
@@ -216,8 +244,26 @@ async fn operators_and_submitters_use_the_console_in_a_browser() {
             .any(|d| d.starts_with("cancel requested by operator: wrong data set")),
         "{cancelled}"
     );
-    assert_eq!(view(&svc, made["live"].as_str().unwrap()).await["state"], "Done");
-    for shot in ["sign-in", "runs-failed", "run-failed", "runs-submitter-phone"] {
+    assert_eq!(
+        view(&svc, made["live"].as_str().unwrap()).await["state"],
+        "Done"
+    );
+    // The submitter's run was cancelled by the operator while the submitter's tab was hidden; its
+    // late cancel was refused (409) and recorded nothing.
+    let theirs = view(&svc, made["submitters"].as_str().unwrap()).await;
+    assert_eq!(theirs["state"], "Cancelled", "{theirs}");
+    assert!(
+        !support::history_details(&theirs)
+            .iter()
+            .any(|d| d.contains("by submitter")),
+        "{theirs}"
+    );
+    for shot in [
+        "sign-in",
+        "runs-failed",
+        "run-failed",
+        "runs-submitter-phone",
+    ] {
         assert!(screenshots.join(format!("{shot}.png")).exists(), "{shot}");
     }
 }

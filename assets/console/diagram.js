@@ -68,7 +68,11 @@ export function layout(workflow) {
   return { nodes: [...nodes.values()], edges, width, height };
 }
 
-/** The SVG path of an edge: straight down, or a curve out to the right for one going back. */
+/**
+ * The SVG path of an edge: down from the bottom of one box to the top of the other; sideways
+ * between the facing sides of two boxes in one layer; or, for one going back up, a curve out to
+ * the right.
+ */
 export function edgePath(a, b, back) {
   if (!back) {
     const x1 = a.x + NODE_W / 2;
@@ -77,6 +81,10 @@ export function edgePath(a, b, back) {
     const y2 = b.y;
     const my = (y1 + y2) / 2;
     return `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`;
+  }
+  if (a.y === b.y) {
+    const y = a.y + NODE_H / 2;
+    return a.x < b.x ? `M${a.x + NODE_W},${y} L${b.x},${y}` : `M${a.x},${y} L${b.x + NODE_W},${y}`;
   }
   const x1 = a.x + NODE_W;
   const y1 = a.y + NODE_H / 2;
@@ -113,7 +121,7 @@ export function renderDiagram(doc, workflow, history, current) {
   const defs = el(doc, 'defs', {});
   for (const id of ['arrow', 'arrow-taken']) {
     const marker = el(doc, 'marker', {
-      id, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse',
+      id, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse',
     });
     marker.append(el(doc, 'path', { d: 'M0,0 L10,5 L0,10 z', class: id }));
     defs.append(marker);

@@ -117,7 +117,7 @@ export async function renderRun(main, id, ctx) {
   }
 
   function drawDetails() {
-    title.replaceChildren(`${run.kind} run `, h('span', { class: 'run-name', text: run.name ?? run.id }));
+    title.replaceChildren(`${run.kind} run `, h('span', { class: 'run-name', text: run.name ?? run.context?.job_name ?? run.id }));
     headFacts.replaceChildren(...[stateLabel(run.state),
       run.cancel_requested && !isTerminal(run.state) ? h('span', { class: 'tag', text: 'cancel requested' }) : null,
       run.degraded ? h('span', { class: 'tag', text: `degraded since ${utc(run.degraded.since)}` }) : null,
@@ -174,16 +174,21 @@ export async function renderRun(main, id, ctx) {
           return;
         }
         const e = r.body;
+        const runLink = (runId) => (runId ? h('a', { href: `#/runs/${runId}`, text: runId }) : '\u2014');
         box.replaceChildren(dl([
           ['Status', e.status ?? '\u2014'],
-          ['Deployment', e.deployment ?? '\u2014'],
+          ['Serving config', e.endpointConfigName ?? '\u2014'],
+          ['Moving to config', e.pendingEndpointConfigName ?? '\u2014'],
+          ['Failure reason', e.failureReason ?? '\u2014'],
+          ['Deployment that made it', runLink(e.deploymentRunId)],
+          ['Latest run on it', e.lastRunId ? h('span', {}, runLink(e.lastRunId), ` (${e.lastRunKind}, ${e.lastRunState})`) : '\u2014'],
           ['ARN', h('code', { text: e.container ?? '\u2014' })],
-          ['Last change', e.syncDate ?? '\u2014'],
         ]));
       }).catch((err) => box.replaceChildren(h('p', { text: err.message })));
     }
   }
 
+  extras.hidden = extras.childElementCount === 0;
   main.replaceChildren(
     h('p', { class: 'crumbs' }, h('a', { href: '#/runs', text: '\u2190 All runs' })),
     title, headFacts, actionsBox, extras, details);

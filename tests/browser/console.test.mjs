@@ -7,6 +7,7 @@
 //   TRAINING_BODY      a valid training request (JSON) whose HyperParameters carry the emulator's
 //                      knobs (_emulator_outcome, _emulator_polls)
 //   FAILED_RUN         the id of the Failed run to retry
+//   DEPLOY_RUN         the id of a deployment run that put an endpoint into service
 //   SCREENSHOTS        the directory for screenshots
 // It exits 0 when every scenario passed; its last line is `RESULT {json}` (the runs it made), so
 // that the Rust test can check their end in the API.
@@ -26,6 +27,7 @@ const OPERATOR = env('OPERATOR_TOKEN');
 const SUBMITTER = env('SUBMITTER_TOKEN');
 const BODY = JSON.parse(env('TRAINING_BODY'));
 const FAILED_RUN = env('FAILED_RUN');
+const DEPLOY_RUN = env('DEPLOY_RUN');
 const SHOTS = env('SCREENSHOTS');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const ORIGIN = new URL(BASE).origin;
@@ -50,6 +52,21 @@ async function submit(token, outcome, polls) {
   const j = await r.json();
   assert.ok(r.status >= 200 && r.status < 300, `submit: ${r.status} ${JSON.stringify(j)}`);
   return j.id;
+}
+
+async function apiRun(id) {
+  const r = await fetch(`${BASE}/api/v1/runs/${id}`, { headers: { Authorization: `Bearer ${OPERATOR}` } });
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+/** Polls `check` (an API read) until it holds, for at most WAIT. */
+async function until(check, what) {
+  const deadline = Date.now() + WAIT;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => { setTimeout(resolve, 50); });
+  }
 }
 
 /** Every request the page makes, to prove none leaves the service's origin. */
@@ -173,6 +190,19 @@ try {
   await waitRunPageState(page, 'Cancelled');
   assert.equal(await page.locator('#action-retry').count(), 0, 'a Cancelled run offers no retry');
   await page.screenshot({ path: join(SHOTS, 'run-cancelled.png'), fullPage: true });
+
+  step("a deployment's page shows its endpoint as the service reports it, and its AWS console link");
+  await page.goto(`${BASE}/ui#/runs/${DEPLOY_RUN}`);
+  await waitRunPageState(page, 'Done');
+  const endpointFacts = page.locator('.extras .facts');
+  await endpointFacts.filter({ hasText: 'InService' }).waitFor({ timeout: WAIT });
+  assert.equal(
+    await endpointFacts.locator(`a[href="#/runs/${DEPLOY_RUN}"]`).count(), 2,
+    'the deployment that made the endpoint, and the latest run on it, link to this run',
+  );
+  const awsLink = await page.locator('a.aws-link').first().getAttribute('href');
+  assert.match(awsLink, /^https:\/\/us-east-1\.console\.aws\.amazon\.com\/sagemaker\/home\?region=us-east-1#\/endpoints\/.+-ep$/);
+  await page.screenshot({ path: join(SHOTS, 'run-deployment.png'), fullPage: true });
   await operator.close();
 
   // ---- A submitter ----------------------------------------------------------------------------
@@ -193,6 +223,31 @@ try {
   assert.equal(await sp.locator('#action-cancel').count(), 1, 'a submitter may cancel its run');
   assert.equal(await sp.locator('#action-retry').count(), 0, 'a submitter has no retry');
   await sp.screenshot({ path: join(SHOTS, 'run-submitter-phone.png'), fullPage: true });
+
+  step('a hidden tab stops refreshing; a cancel of a run that ended meanwhile is a 409 in words');
+  const detailPath = `/api/v1/runs/${made.submitters}`;
+  const reads = () => requests.filter((u) => new URL(u).pathname === detailPath).length;
+  await sp.evaluate(() => {
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+    document.dispatchEvent(new Event('visibilitychange'));
+  });
+  await sp.locator('#live', { hasText: 'Paused' }).waitFor({ timeout: WAIT });
+  const readsWhileHidden = reads();
+  const cancel = await fetch(`${BASE}/api/v1/runs/${made.submitters}/cancel`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${OPERATOR}`, 'Content-Type': 'application/json' },
+    body: '{}',
+  });
+  assert.equal(cancel.status, 202);
+  await until(async () => (await apiRun(made.submitters)).state === 'Cancelled', 'the run is Cancelled');
+  assert.equal(reads(), readsWhileHidden, 'no refresh while the tab is hidden');
+  await sp.locator('.run-head [data-state="Polling"]').waitFor({ timeout: WAIT });
+  await sp.click('#action-cancel');
+  await sp.click('#confirm-yes');
+  const conflict = await sp.locator('.answer[data-status="409"]').textContent({ timeout: WAIT });
+  assert.match(conflict, /^Not possible now \(409 Conflict\): the run is already Cancelled.*nothing was changed/);
+  await waitRunPageState(sp, 'Cancelled');
+  await sp.screenshot({ path: join(SHOTS, 'run-conflict-phone.png'), fullPage: true });
   step("another's run is not found for a submitter");
   await sp.goto(`${BASE}/ui#/runs/${FAILED_RUN}`);
   await sp.locator('.error-banner', { hasText: '404' }).waitFor({ timeout: WAIT });

@@ -65,4 +65,7 @@ test('edges leave the bottom of one box and enter the top of the next', () => {
   const b = { x: 0, y: 100 };
   assert.equal(edgePath(a, b, false), `M${NODE_W / 2},${NODE_H} C${NODE_W / 2},${(NODE_H + 100) / 2} ${NODE_W / 2},${(NODE_H + 100) / 2} ${NODE_W / 2},100`);
   assert.match(edgePath(b, a, true), new RegExp(`^M${NODE_W},`));
+  const right = { x: 200, y: 0 };
+  assert.equal(edgePath(a, right, true), `M${NODE_W},${NODE_H / 2} L200,${NODE_H / 2}`, 'sideways, facing sides');
+  assert.equal(edgePath(right, a, true), `M200,${NODE_H / 2} L${NODE_W},${NODE_H / 2}`);
 });
