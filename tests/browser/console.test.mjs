@@ -203,6 +203,16 @@ try {
   const awsLink = await page.locator('a.aws-link').first().getAttribute('href');
   assert.match(awsLink, /^https:\/\/us-east-1\.console\.aws\.amazon\.com\/sagemaker\/home\?region=us-east-1#\/endpoints\/.+-ep$/);
   await page.screenshot({ path: join(SHOTS, 'run-deployment.png'), fullPage: true });
+
+  step('the runs page lists every run of the operator, newest first');
+  await page.click('a.crumbs-all, .crumbs a');
+  await page.locator(`tr[data-run="${made.cancelled}"][data-state="Cancelled"]`).waitFor({ timeout: WAIT });
+  const listed = await page.$$eval('tr[data-run]', (rows) => rows.map((r) => r.dataset.run));
+  for (const id of [made.live, made.cancelled, FAILED_RUN, DEPLOY_RUN]) assert.ok(listed.includes(id), id);
+  assert.deepEqual(listed, [...listed].sort().reverse(), 'newest first (run ids are time-ordered)');
+  await page.click('.filter-box > summary');
+  await page.locator('#f-stuck_secs').waitFor({ timeout: WAIT });
+  await page.screenshot({ path: join(SHOTS, 'runs.png') });
   await operator.close();
 
   // ---- A submitter ----------------------------------------------------------------------------
@@ -222,7 +232,7 @@ try {
   await waitRunPageState(sp, 'Polling');
   assert.equal(await sp.locator('#action-cancel').count(), 1, 'a submitter may cancel its run');
   assert.equal(await sp.locator('#action-retry').count(), 0, 'a submitter has no retry');
-  await sp.screenshot({ path: join(SHOTS, 'run-submitter-phone.png'), fullPage: true });
+  await sp.screenshot({ path: join(SHOTS, 'run-submitter-phone.png') });
 
   step('a hidden tab stops refreshing; a cancel of a run that ended meanwhile is a 409 in words');
   const detailPath = `/api/v1/runs/${made.submitters}`;
