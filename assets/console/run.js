@@ -3,21 +3,11 @@
 // and outputs or the endpoint's status.
 
 import { call, get } from './api.js';
+import { h } from './dom.js';
 import { awsNames, explainAnswer, glyph, isTerminal, utc } from './format.js';
 import { renderDiagram } from './diagram.js';
 import { stateLabel } from './runs.js';
 
-function h(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else e.setAttribute(k, v === true ? '' : v);
-  }
-  e.append(...children.filter((c) => c !== null && c !== undefined));
-  return e;
-}
 
 let workflows = null;
 
@@ -196,7 +186,10 @@ export async function renderRun(main, id, ctx) {
   drawActions();
 
   async function refresh() {
+    const before = JSON.stringify(run);
     run = await get(`/api/v1/runs/${id}`);
+    // Unchanged, the page is left alone (a link or text the reader is on stays as it is).
+    if (JSON.stringify(run) === before) return;
     drawDetails();
     if (!dialog.open) drawActions();
   }

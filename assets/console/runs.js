@@ -1,19 +1,8 @@
 // The runs page: filters (kept in the URL), counts per state, the table, cursor paging.
 
 import { get } from './api.js';
+import { h, patch } from './dom.js';
 import { KINDS, STATES, age, filtersFrom, glyph, queryOf, utc } from './format.js';
-
-function h(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else e.setAttribute(k, v === true ? '' : v);
-  }
-  e.append(...children.filter((c) => c !== null && c !== undefined));
-  return e;
-}
 
 export function stateLabel(state) {
   return h('span', { class: `state state-${state}`, 'data-state': state },
@@ -96,12 +85,12 @@ export async function renderRuns(main, params, ctx) {
       ` ${label} `, h('strong', { class: 'count', text: String(n) }));
       return b;
     };
-    summary.replaceChildren(chip('', total, 'All'),
-      ...STATES.map((s) => chip(s, counts[s] ?? 0, s)));
+    patch(summary, [chip('', total, 'All'), ...STATES.map((s) => chip(s, counts[s] ?? 0, s))],
+      (a) => a.dataset.countState);
   }
 
   function drawRows(runs, now) {
-    tbody.replaceChildren(...runs.map((r) => h('tr', { 'data-run': r.id, 'data-state': r.state },
+    patch(tbody, runs.map((r) => h('tr', { 'data-run': r.id, 'data-state': r.state },
       h('td', { 'data-label': 'State' }, stateLabel(r.state),
         r.cancel_requested && !['Cancelled', 'Done', 'Failed'].includes(r.state)
           ? h('span', { class: 'tag', text: 'cancel requested' }) : null,
@@ -110,7 +99,8 @@ export async function renderRuns(main, params, ctx) {
       h('td', { 'data-label': 'Job' }, h('a', { href: `#/runs/${r.id}`, text: r.name ?? r.id })),
       h('td', { 'data-label': 'Age', title: utc(r.created_at), text: age(r.created_at, now) }),
       h('td', { 'data-label': 'Last change', title: utc(r.updated_at), text: `${age(r.updated_at, now)} ago` }),
-      h('td', { 'data-label': 'Error', class: 'error-cell', title: r.last_error ?? '', text: r.last_error ?? '' }))));
+      h('td', { 'data-label': 'Error', class: 'error-cell', title: r.last_error ?? '', text: r.last_error ?? '' }))),
+    (tr) => tr.dataset.run);
     empty.hidden = runs.length > 0;
   }
 

@@ -40,6 +40,7 @@ static ASSETS: &[Asset] = &[
     asset!("console.css", "text/css; charset=utf-8"),
     asset!("app.js", JS),
     asset!("api.js", JS),
+    asset!("dom.js", JS),
     asset!("format.js", JS),
     asset!("diagram.js", JS),
     asset!("runs.js", JS),

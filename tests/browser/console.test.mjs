@@ -213,6 +213,21 @@ try {
   await page.click('.filter-box > summary');
   await page.locator('#f-stuck_secs').waitFor({ timeout: WAIT });
   await page.screenshot({ path: join(SHOTS, 'runs.png') });
+
+  step('the live refresh leaves the keyboard focus where it is');
+  await page.focus(`tr[data-run="${made.live}"] a`);
+  await page.evaluate(() => { document.activeElement.consoleTestMark = true; });
+  const liveText = await page.locator('#live').textContent();
+  await page.waitForFunction((t) => document.getElementById('live').textContent !== t, liveText, { timeout: WAIT });
+  assert.equal(await page.evaluate(() => document.activeElement?.consoleTestMark), true, 'focus kept across a refresh');
+
+  step('the filter form narrows the list to a kind');
+  await page.selectOption('#f-kind', 'deployment');
+  await page.click('.filters button[type="submit"]');
+  await page.waitForFunction(() => window.location.hash.includes('kind=deployment'));
+  await page.locator(`tr[data-run="${DEPLOY_RUN}"]`).waitFor({ timeout: WAIT });
+  const kinds = await page.$$eval('tr[data-run] td[data-label="Kind"]', (cells) => cells.map((c) => c.textContent));
+  assert.deepEqual(kinds, ['deployment'], `only the deployment: ${kinds}`);
   await operator.close();
 
   // ---- A submitter ----------------------------------------------------------------------------
