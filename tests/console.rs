@@ -12,6 +12,8 @@ use support::{Emulator, Scratch, Service, client, reply, training_body, unique};
 
 const OPERATOR: &str = "console-operator-token-4Kq9xT";
 const SUBMITTER: &str = "console-submitter-token-7Wz2vB";
+/// The storage secret of the script job's body: its page must never show it.
+const STORAGE_SECRET: &str = "console-storage-secret-Jx52";
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 fn with_tokens(s: &Scratch, aws: String) -> support::ServiceConfig {
@@ -47,6 +49,19 @@ async fn view(svc: &Service, id: &str) -> Value {
     reply(get_as(svc, &format!("/api/v1/runs/{id}"), Some(OPERATOR)).await)
         .await
         .1
+}
+
+/// Waits until the run is in `state` (or fails the test after a minute).
+async fn wait_state(svc: &Service, id: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = view(svc, id).await;
+        if run["state"] == state {
+            return run;
+        }
+        assert!(std::time::Instant::now() < deadline, "not {state}: {run}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]
@@ -189,12 +204,37 @@ async fn operators_and_submitters_use_the_console_in_a_browser() {
     let ended = svc.wait_terminal_with_token(&deploy_id, OPERATOR).await;
     assert_eq!(ended["state"], "Done", "{ended}");
 
+    // A script job that ended with a log and an output artifact (its page fetches both).
+    emu.put_object(&bucket, "in/train.csv", "a,b,label\n1,2,0\n")
+        .await;
+    let (code, task) = post_as(
+        &svc,
+        "/execute",
+        OPERATOR,
+        &json!({
+            "bucket": bucket, "project_id": "proj-7", "name": "churn-script", "version": "3",
+            "credentials": {"endpoint": emu.url(), "access_key": "test", "secret_key": STORAGE_SECRET},
+            "input_artifacts": "in/train.csv", "command": "python3 train.py", "storage": "s3",
+            "environment": {
+                "_emulator_log": "epoch 1\nepoch 2",
+                "_emulator_outputs": json!({"metrics.json": "{\"accuracy\": 0.91}"}).to_string(),
+            },
+            "configs": {"role": support::ROLE, "instance_type": "ml.m5.large", "instance_count": "1",
+                        "container": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sklearn:1"}
+        }),
+    )
+    .await;
+    assert_eq!(code, 201, "{task}");
+    let script_id = task["task_id"].as_str().unwrap().to_string();
+    wait_state(&svc, &script_id, "Done").await;
+
     let screenshots = root.join("target/console-screenshots");
     let out = tokio::task::spawn_blocking({
         let url = svc.url("");
         let body = training_body(&bucket, "Completed", 0).to_string();
         let failed_id = failed_id.clone();
         let deploy_id = deploy_id.clone();
+        let script_id = script_id.clone();
         let screenshots = screenshots.clone();
         move || {
             Command::new("node")
@@ -206,6 +246,8 @@ async fn operators_and_submitters_use_the_console_in_a_browser() {
                 .env("TRAINING_BODY", body)
                 .env("FAILED_RUN", failed_id)
                 .env("DEPLOY_RUN", deploy_id)
+                .env("SCRIPT_RUN", script_id)
+                .env("STORAGE_SECRET", STORAGE_SECRET)
                 .env("SCREENSHOTS", screenshots)
                 .env("CHROMIUM", chromium)
                 .output()

@@ -118,7 +118,8 @@ export function awsNames(run) {
         : null,
     });
   }
-  for (const [label, uri] of [['Input', ctx.input_s3_uri], ['Model artifacts', ctx.model_artifacts]]) {
+  const outputLabel = run.kind === 'script' ? 'Output' : 'Model artifacts';
+  for (const [label, uri] of [['Input', ctx.input_s3_uri], [outputLabel, ctx.model_artifacts]]) {
     if (uri) out.push({ label, value: uri, href: s3ConsoleUrl(uri, region) });
   }
   if (ctx.sagemaker_status) out.push({ label: 'SageMaker status', value: ctx.sagemaker_status, href: null });

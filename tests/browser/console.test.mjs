@@ -8,6 +8,8 @@
 //                      knobs (_emulator_outcome, _emulator_polls)
 //   FAILED_RUN         the id of the Failed run to retry
 //   DEPLOY_RUN         the id of a deployment run that put an endpoint into service
+//   SCRIPT_RUN         the id of a script job that ended Done with a log and an output artifact
+//   STORAGE_SECRET     a secret in that job's request, which no page may show
 //   SCREENSHOTS        the directory for screenshots
 // It exits 0 when every scenario passed; its last line is `RESULT {json}` (the runs it made), so
 // that the Rust test can check their end in the API.
@@ -28,6 +30,8 @@ const SUBMITTER = env('SUBMITTER_TOKEN');
 const BODY = JSON.parse(env('TRAINING_BODY'));
 const FAILED_RUN = env('FAILED_RUN');
 const DEPLOY_RUN = env('DEPLOY_RUN');
+const SCRIPT_RUN = env('SCRIPT_RUN');
+const STORAGE_SECRET = env('STORAGE_SECRET');
 const SHOTS = env('SCREENSHOTS');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const ORIGIN = new URL(BASE).origin;
@@ -204,11 +208,23 @@ try {
   assert.match(awsLink, /^https:\/\/us-east-1\.console\.aws\.amazon\.com\/sagemaker\/home\?region=us-east-1#\/endpoints\/.+-ep$/);
   await page.screenshot({ path: join(SHOTS, 'run-deployment.png'), fullPage: true });
 
+  step("a script job's page shows its log and output artifacts, and never its request's secret");
+  await page.goto(`${BASE}/ui#/runs/${SCRIPT_RUN}`);
+  await waitRunPageState(page, 'Done');
+  await page.click('button:has-text("Show log")');
+  await page.locator('#script-output', { hasText: 'epoch 2' }).waitFor({ timeout: WAIT });
+  await page.click('button:has-text("Show output artifacts")');
+  await page.locator('#script-output', { hasText: '"accuracy": 0.91' }).waitFor({ timeout: WAIT });
+  const shown = await page.evaluate(() => document.body.innerText);
+  assert.ok(!shown.includes(STORAGE_SECRET), 'the storage secret is not on the page');
+  assert.match(shown, /"input_artifacts"|"storage"/, 'the request is shown');
+  await page.screenshot({ path: join(SHOTS, 'run-script.png'), fullPage: true });
+
   step('the runs page lists every run of the operator, newest first');
   await page.click('a.crumbs-all, .crumbs a');
   await page.locator(`tr[data-run="${made.cancelled}"][data-state="Cancelled"]`).waitFor({ timeout: WAIT });
   const listed = await page.$$eval('tr[data-run]', (rows) => rows.map((r) => r.dataset.run));
-  for (const id of [made.live, made.cancelled, FAILED_RUN, DEPLOY_RUN]) assert.ok(listed.includes(id), id);
+  for (const id of [made.live, made.cancelled, FAILED_RUN, DEPLOY_RUN, SCRIPT_RUN]) assert.ok(listed.includes(id), id);
   assert.deepEqual(listed, [...listed].sort().reverse(), 'newest first (run ids are time-ordered)');
   await page.click('.filter-box > summary');
   await page.locator('#f-stuck_secs').waitFor({ timeout: WAIT });
