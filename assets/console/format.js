@@ -50,6 +50,21 @@ export function utc(iso) {
   return `${d.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
 }
 
+/**
+ * A `datetime-local` input's value, read as UTC (the service's times are UTC), as RFC 3339; and
+ * back. Empty stays empty.
+ */
+export function toRfc3339(local) {
+  if (!local) return '';
+  return `${local.length === 16 ? `${local}:00` : local}Z`;
+}
+
+export function fromRfc3339(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? '' : d.toISOString().slice(0, 19);
+}
+
 /** The region of an ARN (`arn:aws:sagemaker:REGION:ACCOUNT:...`), or null. */
 export function regionOfArn(arn) {
   if (typeof arn !== 'string') return null;

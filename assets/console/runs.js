@@ -2,7 +2,9 @@
 
 import { get } from './api.js';
 import { h, patch } from './dom.js';
-import { KINDS, STATES, age, filtersFrom, glyph, queryOf, utc } from './format.js';
+import {
+  KINDS, STATES, age, filtersFrom, fromRfc3339, glyph, queryOf, toRfc3339, utc,
+} from './format.js';
 
 export function stateLabel(state) {
   return h('span', { class: `state state-${state}`, 'data-state': state },
@@ -19,14 +21,6 @@ function select(name, label, options, value) {
 function input(name, label, type, value, extra = {}) {
   return h('label', { for: `f-${name}` }, `${label} `,
     h('input', { name, id: `f-${name}`, type, value: value ?? '', ...extra }));
-}
-
-/** A datetime-local value (taken as UTC) as RFC 3339, and back. */
-function toRfc3339(local) {
-  return local ? `${local.length === 16 ? `${local}:00` : local}Z` : '';
-}
-function fromRfc3339(iso) {
-  return iso ? iso.replace(/Z$/, '').slice(0, 19) : '';
 }
 
 export async function renderRuns(main, params, ctx) {

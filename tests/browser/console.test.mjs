@@ -126,6 +126,11 @@ try {
   await page.locator('#token').waitFor({ timeout: WAIT });
   await page.screenshot({ path: join(SHOTS, 'sign-in.png') });
 
+  step('a wrong token is refused and the page asks again');
+  await page.fill('#token', 'not-a-token-of-this-service');
+  await page.press('#token', 'Enter');
+  await page.locator('.sign-in-note', { hasText: 'did not accept' }).waitFor({ timeout: WAIT });
+
   step('an operator token signs in and the role is shown');
   await page.fill('#token', OPERATOR);
   await page.press('#token', 'Enter');
@@ -230,6 +235,18 @@ try {
   await page.locator('#f-stuck_secs').waitFor({ timeout: WAIT });
   await page.screenshot({ path: join(SHOTS, 'runs.png') });
 
+  step('a time filter goes to the API in UTC');
+  await page.fill('#f-created_after', '2000-01-01T00:00:00');
+  await page.click('.filters button[type="submit"]');
+  await page.waitForFunction(() => window.location.hash.includes('created_after=2000-01-01T00%3A00%3A00Z'));
+  await page.locator(`tr[data-run="${made.live}"]`).waitFor({ timeout: WAIT });
+  await page.fill('#f-created_after', '2999-01-01T00:00:00');
+  await page.click('.filters button[type="submit"]');
+  await page.locator('.empty:not([hidden])').waitFor({ timeout: WAIT });
+  assert.equal(await page.locator('tr[data-run]').count(), 0, 'nothing created after 2999');
+  await page.click('#clear-filters');
+  await page.locator(`tr[data-run="${made.live}"]`).waitFor({ timeout: WAIT });
+
   step('the live refresh leaves the keyboard focus where it is');
   await page.focus(`tr[data-run="${made.live}"] a`);
   await page.evaluate(() => { document.activeElement.consoleTestMark = true; });
@@ -238,12 +255,18 @@ try {
   assert.equal(await page.evaluate(() => document.activeElement?.consoleTestMark), true, 'focus kept across a refresh');
 
   step('the filter form narrows the list to a kind');
+  if (!(await page.locator('.filter-box').evaluate((d) => d.open))) await page.click('.filter-box > summary');
   await page.selectOption('#f-kind', 'deployment');
   await page.click('.filters button[type="submit"]');
   await page.waitForFunction(() => window.location.hash.includes('kind=deployment'));
   await page.locator(`tr[data-run="${DEPLOY_RUN}"]`).waitFor({ timeout: WAIT });
   const kinds = await page.$$eval('tr[data-run] td[data-label="Kind"]', (cells) => cells.map((c) => c.textContent));
   assert.deepEqual(kinds, ['deployment'], `only the deployment: ${kinds}`);
+
+  step('sign out forgets the token');
+  await page.click('#sign-out');
+  await page.locator('#token').waitFor({ timeout: WAIT });
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'the token is gone');
   await operator.close();
 
   // ---- A submitter ----------------------------------------------------------------------------

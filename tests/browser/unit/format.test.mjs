@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   age, awsNames, consoleUrl, explainAnswer, filtersFrom, glyph, pathOf, queryOf, regionOfArn,
-  s3ConsoleUrl, STATES, utc,
+  s3ConsoleUrl, STATES, fromRfc3339, toRfc3339, utc,
 } from '../../../assets/console/format.js';
 
 test('ages read in the largest whole unit', () => {
@@ -99,4 +99,14 @@ test("a run's path lists each state once per visit and the transitions taken", (
   ]);
   assert.deepEqual(states, ['Uploading', 'Submitted', 'Failed', 'Submitted']);
   assert.deepEqual([...edges].sort(), ['Failed>Submitted', 'Submitted>Failed', 'Uploading>Submitted']);
+});
+
+test('time filters are entered in UTC and go to the API as RFC 3339', () => {
+  assert.equal(toRfc3339('2026-12-07T10:30'), '2026-12-07T10:30:00Z');
+  assert.equal(toRfc3339('2026-12-07T10:30:15'), '2026-12-07T10:30:15Z');
+  assert.equal(toRfc3339(''), '');
+  assert.equal(fromRfc3339('2026-12-07T10:30:15Z'), '2026-12-07T10:30:15');
+  assert.equal(fromRfc3339('2026-12-07T11:30:15+01:00'), '2026-12-07T10:30:15', 'shown in UTC');
+  assert.equal(fromRfc3339('nonsense'), '');
+  assert.equal(fromRfc3339(toRfc3339('2026-01-02T03:04:05')), '2026-01-02T03:04:05');
 });
