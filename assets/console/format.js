@@ -165,7 +165,7 @@ export function explainAnswer(action, status, body) {
 /** The runs page's filters as found in a query string, restricted to what the API takes. */
 export const FILTERS = [
   'state', 'kind', 'has_error', 'degraded', 'stuck_secs',
-  'created_after', 'created_before', 'updated_after', 'updated_before', 'cursor',
+  'created_after', 'created_before', 'updated_after', 'updated_before', 'limit', 'cursor',
 ];
 
 export function filtersFrom(params) {

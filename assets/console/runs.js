@@ -110,8 +110,8 @@ export async function renderRuns(main, params, ctx) {
   }
 
   async function refresh() {
-    const q = queryOf({ ...filters, limit: undefined });
-    const page = await get(`/api/v1/runs?${q ? `${q}&` : ''}limit=50`);
+    // Page size: 50 unless the URL says (`limit`, 1 to 1000, as the API takes it).
+    const page = await get(`/api/v1/runs?${queryOf({ limit: 50, ...filters })}`);
     drawSummary(page.counts ?? {});
     drawRows(page.runs, Date.now());
     drawPager(page.next_cursor);

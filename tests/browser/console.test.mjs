@@ -247,6 +247,27 @@ try {
   await page.click('#clear-filters');
   await page.locator(`tr[data-run="${made.live}"]`).waitFor({ timeout: WAIT });
 
+  step('cursor paging walks the list, older pages after newer, and back to the newest');
+  await page.goto(`${BASE}/ui#/runs?limit=2`);
+  await page.locator('tr[data-run]').first().waitFor({ timeout: WAIT });
+  const pages = [await page.$$eval('tr[data-run]', (rows) => rows.map((r) => r.dataset.run))];
+  assert.equal(pages[0].length, 2);
+  while (await page.locator('a[rel="next"]').count()) {
+    const seen = pages.flat();
+    await page.click('a[rel="next"]');
+    await page.waitForFunction(
+      (old) => [...document.querySelectorAll('tr[data-run]')].some((r) => !old.includes(r.dataset.run)),
+      seen, { timeout: WAIT },
+    );
+    pages.push(await page.$$eval('tr[data-run]', (rows) => rows.map((r) => r.dataset.run)));
+  }
+  assert.deepEqual(pages.flat(), listed, 'the pages together are the whole list, in order');
+  await page.click('.pager a:has-text("Newest")');
+  await page.waitForFunction(() => !window.location.hash.includes('cursor='));
+  await page.locator(`tr[data-run="${pages[0][0]}"]`).waitFor({ timeout: WAIT });
+  await page.goto(`${BASE}/ui#/runs`);
+  await page.locator(`tr[data-run="${made.live}"]`).waitFor({ timeout: WAIT });
+
   step('the live refresh leaves the keyboard focus where it is');
   await page.focus(`tr[data-run="${made.live}"] a`);
   await page.evaluate(() => { document.activeElement.consoleTestMark = true; });

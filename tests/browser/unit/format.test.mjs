@@ -87,6 +87,7 @@ test('filters survive the URL and unknown parameters are dropped', () => {
   assert.deepEqual(f, { state: 'Failed', stuck_secs: '60', cursor: 'abc' });
   assert.equal(queryOf(f), 'state=Failed&stuck_secs=60&cursor=abc');
   assert.equal(queryOf({ state: '', kind: undefined }), '');
+  assert.equal(queryOf({ limit: 50, ...filtersFrom(new URLSearchParams('limit=2')) }), 'limit=2');
 });
 
 test("a run's path lists each state once per visit and the transitions taken", () => {
