@@ -94,6 +94,23 @@ export function edgePath(a, b, back) {
   return `M${x1},${y1} C${out},${y1} ${out},${y2} ${x2},${y2}`;
 }
 
+/**
+ * The edges to draw for a run: the workflow's, each marked `taken` when the run took it, plus the
+ * transitions the run took that the workflow does not declare (an operator's retry of a Failed
+ * run, a re-arm), marked `extra`.
+ */
+export function runEdges(l, taken) {
+  const layer = new Map(l.nodes.map((n) => [n.name, n.layer]));
+  const declared = new Set(l.edges.map((e) => `${e.from}>${e.to}`));
+  const out = l.edges.map((e) => ({ ...e, taken: taken.has(`${e.from}>${e.to}`), extra: false }));
+  for (const key of taken) {
+    const [from, to] = key.split('>');
+    if (declared.has(key) || from === to || !layer.has(from) || !layer.has(to)) continue;
+    out.push({ from, to, back: layer.get(to) <= layer.get(from), taken: true, extra: true });
+  }
+  return out;
+}
+
 const SVG = 'http://www.w3.org/2000/svg';
 
 function el(doc, name, attrs, text) {
@@ -127,14 +144,15 @@ export function renderDiagram(doc, workflow, history, current) {
     defs.append(marker);
   }
   svg.append(defs);
-  for (const e of edges) {
-    const isTaken = taken.has(`${e.from}>${e.to}`);
-    svg.append(el(doc, 'path', {
+  for (const e of runEdges({ nodes, edges }, taken)) {
+    const path = el(doc, 'path', {
       d: edgePath(at.get(e.from), at.get(e.to), e.back),
-      class: `edge${isTaken ? ' taken' : ''}`,
-      'marker-end': `url(#${isTaken ? 'arrow-taken' : 'arrow'})`,
+      class: `edge${e.taken ? ' taken' : ''}${e.extra ? ' extra' : ''}`,
+      'marker-end': `url(#${e.taken ? 'arrow-taken' : 'arrow'})`,
       'data-edge': `${e.from}>${e.to}`,
-    }));
+    });
+    if (e.extra) path.append(el(doc, 'title', {}, `${e.from} \u2192 ${e.to}: by an operator (retry)`));
+    svg.append(path);
   }
   for (const n of nodes) {
     const classes = ['node', seen.has(n.name) ? 'visited' : 'unvisited'];

@@ -129,7 +129,7 @@ export async function renderRun(main, id, ctx) {
         ['Lease until', run.lease_until ? utc(run.lease_until) : '\u2014'],
       ])),
       h('section', { class: 'diagram-box' }, h('h2', { text: 'Workflow' }),
-        h('p', { class: 'legend', text: 'Solid: states this run passed through; thick arrows: the path it took; double frame and \u201C(now)\u201D: where it is.' }),
+        h('p', { class: 'legend', text: 'Solid: states this run passed through; thick arrows: the path it took (long dashes: an operator\u2019s retry); double frame and \u201C(now)\u201D: where it is.' }),
         diagram),
       h('section', {}, h('h2', { text: 'History' }), timeline(run.history)),
       h('section', {}, h('h2', { text: 'Request' }), h('pre', { class: 'json', text: JSON.stringify(run.request, null, 2) })),

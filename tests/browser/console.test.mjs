@@ -185,6 +185,10 @@ try {
     await page.locator('.timeline .detail', { hasText: 'retry requested by operator: the outage is over' }).count() === 1,
     'the history records the retry and its reason',
   );
+  assert.equal(
+    await page.locator('svg.diagram .edge.taken.extra[data-edge="Failed>Submitted"]').count(), 1,
+    'the diagram shows the retry the run took',
+  );
   await page.screenshot({ path: join(SHOTS, 'run-retried-done.png'), fullPage: true });
 
   step('cancel a running run, confirmed, and it ends Cancelled');

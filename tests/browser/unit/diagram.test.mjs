@@ -1,7 +1,7 @@
 // Unit tests of the state diagram's layout (node --test, no packages).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { NODE_H, NODE_W, edgePath, layout } from '../../../assets/console/diagram.js';
+import { NODE_H, NODE_W, edgePath, layout, runEdges } from '../../../assets/console/diagram.js';
 
 const training = {
   kind: 'training',
@@ -68,4 +68,13 @@ test('edges leave the bottom of one box and enter the top of the next', () => {
   const right = { x: 200, y: 0 };
   assert.equal(edgePath(a, right, true), `M${NODE_W},${NODE_H / 2} L200,${NODE_H / 2}`, 'sideways, facing sides');
   assert.equal(edgePath(right, a, true), `M200,${NODE_H / 2} L${NODE_W},${NODE_H / 2}`);
+});
+
+test("a run's edges: the declared ones it took, and an operator's retry drawn as an extra one", () => {
+  const l = layout(training);
+  const edges = runEdges(l, new Set(['Uploading>Submitted', 'Submitted>Failed', 'Failed>Submitted', 'Nowhere>Done']));
+  const taken = edges.filter((e) => e.taken).map((e) => `${e.from}>${e.to}${e.extra ? ' extra' : ''}`);
+  assert.deepEqual(taken, ['Uploading>Submitted', 'Submitted>Failed', 'Failed>Submitted extra']);
+  assert.equal(edges.find((e) => e.extra).back, true, 'the retry goes back up');
+  assert.equal(edges.length, l.edges.length + 1);
 });
