@@ -108,6 +108,7 @@ export async function renderRun(main, id, ctx) {
 
   function drawDetails() {
     title.replaceChildren(`${run.kind} run `, h('span', { class: 'run-name', text: run.name ?? run.context?.job_name ?? run.id }));
+    document.title = `${run.state} \u00b7 ${run.name ?? run.context?.job_name ?? run.id} \u00b7 sagemaker-executor`;
     headFacts.replaceChildren(...[stateLabel(run.state),
       run.cancel_requested && !isTerminal(run.state) ? h('span', { class: 'tag', text: 'cancel requested' }) : null,
       run.degraded ? h('span', { class: 'tag', text: `degraded since ${utc(run.degraded.since)}` }) : null,

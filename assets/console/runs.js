@@ -25,6 +25,7 @@ function input(name, label, type, value, extra = {}) {
 
 export async function renderRuns(main, params, ctx) {
   const filters = filtersFrom(params);
+  document.title = `Runs${filters.state ? ` (${filters.state})` : ''} \u00b7 sagemaker-executor`;
   const form = h('form', { class: 'filters', 'aria-label': 'Filters' },
     select('state', 'State', [['', 'any'], ...STATES.map((s) => [s, s])], filters.state),
     select('kind', 'Kind', [['', 'any'], ...KINDS.map((k) => [k, k])], filters.kind),

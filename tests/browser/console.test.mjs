@@ -161,6 +161,7 @@ try {
   step('the failed run shows its error, its history and its workflow diagram');
   await page.click(`tr[data-run="${FAILED_RUN}"] a`);
   await waitRunPageState(page, 'Failed');
+  assert.match(await page.title(), /^Failed · essedum-train-/, 'the tab names the run and its state');
   const error = await page.locator('.last-error').textContent();
   assert.match(error, /gave up/, `the error is shown: ${error}`);
   assert.ok(await page.locator('.timeline .event.has-error').count() >= 1, 'the timeline shows the error');
