@@ -93,7 +93,7 @@ function stop() {
   view = null;
 }
 
-async function route() {
+async function route(ev) {
   stop();
   const hash = window.location.hash.replace(/^#/, '') || '/runs';
   const [path, query = ''] = hash.split('?');
@@ -107,6 +107,8 @@ async function route() {
     }
     liveEl.textContent = `Live \u00b7 updated ${new Date().toLocaleTimeString()}`;
     timer = setInterval(refresh, REFRESH_MS);
+    // After a link to another page, the keyboard and a screen reader start at the new page.
+    if (ev?.type === 'hashchange') main.focus({ preventScroll: false });
   } catch (e) {
     if (e instanceof SignInNeeded) showSignIn(e.message);
     else showError(e);
