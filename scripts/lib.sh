@@ -32,3 +32,24 @@ ensure_test_tools() {
         fi
     fi
 }
+
+# Only scripts/test: what the operator console's browser tests drive (tests/console.rs): Debian's
+# chromium and node, and playwright-core from tests/browser/package-lock.json.
+ensure_browser_tools() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "installing Debian's ${missing[*]} for the console's browser tests" >&2
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            echo "error: the console's browser tests need ${missing[*]} (apt-get install ${missing[*]})" >&2
+            exit 1
+        fi
+    fi
+    if [ ! -d tests/browser/node_modules/playwright-core ]; then
+        (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod body;
+pub mod console;
 mod datasets;
 mod dto;
 mod endpoints;
@@ -128,6 +129,8 @@ pub struct HttpLimits {
 
 /// The whole HTTP application: routes, documentation, then (inside out) body size limit,
 /// authentication and timeout, JSON errors for everything, panic safety and security headers.
+/// The operator console's static files (`/ui`) sit beside the authenticated routes: they hold no
+/// data, and the page asks for a token itself.
 pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
     let provider = state.provider.clone();
     let keys = idempotency::Keys {
@@ -140,7 +143,7 @@ pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
     let document = spec::complete(&generated);
     // Swagger UI embeds the document verbatim; it shows the finished one.
     let docs_html = api.swagger_ui_html().replacen(&generated, &document, 1);
-    Route::new()
+    let guarded = Route::new()
         .nest("/", api)
         .at("/docs", make_sync(move |_| Html(docs_html.clone())))
         .at(
@@ -155,7 +158,10 @@ pub fn app(state: AppState, auth: Auth, limits: HttpLimits) -> impl Endpoint {
         .around(move |ep, req| scope::attach(ep, req, provider.clone()))
         .around(move |ep, req| idempotency::guard(ep, req, keys.clone()))
         .around(body::check_json)
-        .around(move |ep, req| auth::guard(ep, req, auth.clone(), limits))
+        .around(move |ep, req| auth::guard(ep, req, auth.clone(), limits));
+    Route::new()
+        .nest_no_strip("/ui", console::Console)
+        .nest("/", guarded)
         .catch_all_error(error::json_error)
         .with(CatchPanic::new().with_handler(|_| {
             error::json_response(

@@ -101,6 +101,24 @@ enum CancelReply {
     Accepted(Json<CancelAccepted>),
 }
 
+/// A caller's role.
+#[derive(poem_openapi::Enum)]
+#[oai(rename = "Role", rename_all = "lowercase")]
+enum RoleDto {
+    /// Submits runs, and reads and cancels its own.
+    Submitter,
+    /// Every run, and retry.
+    Operator,
+}
+
+/// The caller of a request.
+#[derive(Object)]
+struct WhoAmI {
+    /// The token's name (who the history names for its actions).
+    name: String,
+    role: RoleDto,
+}
+
 #[derive(Object)]
 struct EdgeDto {
     from: State,
@@ -415,6 +433,19 @@ impl OperatorApi {
             ))),
             RetryOutcome::NotFound => Err(ApiError::not_found(format!("no run {id}"))),
         }
+    }
+
+    /// Who the presented token is: its name and role (the operator console shows it and hides
+    /// what the role may not do). Without authentication configured, an anonymous operator.
+    #[oai(path = "/api/v1/whoami", method = "get", tag = "Tag::Runs")]
+    async fn whoami(&self, caller: Data<&Caller>) -> Json<WhoAmI> {
+        Json(WhoAmI {
+            name: caller.name.clone(),
+            role: match caller.role {
+                Role::Submitter => RoleDto::Submitter,
+                Role::Operator => RoleDto::Operator,
+            },
+        })
     }
 
     /// The declared workflows (states, edges, Mermaid diagram).
