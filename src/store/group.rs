@@ -102,6 +102,15 @@ impl Op {
         }
     }
 
+    /// The due runs this operation asks for, if any.
+    fn claim_request(&self) -> Option<&ClaimRequest> {
+        match self {
+            Op::Commit(op) => op.next.as_ref(),
+            Op::Claim { request, .. } => Some(request),
+        }
+    }
+
+    /// Applies this operation alone (in its savepoint: [`apply_each`]).
     async fn apply(&self, tx: &mut sqlx::SqliteConnection) -> Outcome {
         match self {
             Op::Commit(op) => Outcome::Commit(
@@ -266,18 +275,55 @@ async fn apply(writer: &SqlitePool, health: &Arc<WriteHealth>, batch: Vec<Op>) {
     }
 }
 
-/// Applies every operation of the batch in order; None as soon as one fails (the caller rolls
-/// the transaction back).
+/// Applies the whole batch; None as soon as one operation fails (the caller rolls the
+/// transaction back). Every transition first, then the claims: those of one owner (the engine's
+/// slots) are taken together, one claim for the sum of their limits, and shared out in the
+/// order the operations came, each up to its own limit — two statements for the batch's claims
+/// instead of two per operation. The shared claim uses the earliest `now` and the earliest
+/// lease expiry among them, so no operation gets a run before it is due by its own clock nor a
+/// longer lease than it asked for.
 async fn apply_all(tx: &mut WriteTx, batch: &[Op]) -> Option<Vec<Outcome>> {
-    let mut results = Vec::with_capacity(batch.len());
+    let mut outcomes = Vec::with_capacity(batch.len());
     for op in batch {
-        let outcome = op.apply(tx).await;
-        if outcome.failed() {
-            return None;
-        }
-        results.push(outcome);
+        outcomes.push(match op {
+            Op::Commit(op) => match commit_in(tx, &op.claimed, &op.transition, op.now).await {
+                Ok(outcome) => Outcome::Commit(Ok(Committed {
+                    outcome,
+                    next: Vec::new(),
+                })),
+                Err(_) => return None,
+            },
+            Op::Claim { .. } => Outcome::Claim(Ok(Vec::new())),
+        });
     }
-    Some(results)
+    let requests: Vec<(usize, &ClaimRequest)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| op.claim_request().map(|r| (i, r)))
+        .collect();
+    let mut owners: Vec<&str> = requests.iter().map(|(_, r)| r.owner.as_str()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for owner in owners {
+        let mine: Vec<&(usize, &ClaimRequest)> =
+            requests.iter().filter(|(_, r)| r.owner == owner).collect();
+        let shared = ClaimRequest {
+            owner: owner.to_string(),
+            now: mine.iter().map(|(_, r)| r.now).min()?,
+            lease_until: mine.iter().map(|(_, r)| r.lease_until).min()?,
+            limit: mine.iter().map(|(_, r)| r.limit).sum(),
+        };
+        let mut claimed = claim_in(tx, &shared).await.ok()?.into_iter();
+        for (i, request) in mine {
+            let share: Vec<ClaimedRun> = claimed.by_ref().take(request.limit as usize).collect();
+            match &mut outcomes[*i] {
+                Outcome::Commit(Ok(committed)) => committed.next = share,
+                Outcome::Claim(Ok(runs)) => *runs = share,
+                _ => return None,
+            }
+        }
+    }
+    Some(outcomes)
 }
 
 /// Applies every operation of the batch in a savepoint of its own, so that one that fails is

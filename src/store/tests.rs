@@ -580,3 +580,56 @@ async fn a_failing_operation_in_a_batch_is_answered_alone_and_the_others_commit(
     }
     assert_eq!(store.group_stats().operations - before.operations, 3);
 }
+
+/// The claims of a batch's operations are taken as one and shared out: every slot gets its own
+/// next run, none gets a run another got, and none gets a run that is not due yet.
+#[tokio::test]
+async fn the_claims_of_a_batch_are_shared_out_and_never_doubled() {
+    let (dir, store) = temp_store().await;
+    let claimed = polling_runs(&store, 4).await;
+    let now = chrono::Utc::now();
+    let mut waiting = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        waiting.insert(insert_polling(&store, now).await);
+    }
+    let later = insert_polling(
+        &store,
+        crate::clock::add(now, std::time::Duration::from_secs(30)),
+    )
+    .await;
+    let before = store.group_stats();
+    let lock = hold_write_lock(&dir).await;
+    let next = ClaimRequest {
+        owner: "w".into(),
+        now,
+        lease_until: crate::clock::add(now, std::time::Duration::from_secs(60)),
+        limit: 1,
+    };
+    let commits: Vec<_> = claimed
+        .iter()
+        .cloned()
+        .map(|c| {
+            let (store, next) = (store.clone(), next.clone());
+            // Each run's own next poll is a minute away: only the waiting runs are due.
+            tokio::spawn(async move { store.commit_and_claim(&c, &poll(1, now), now, next).await })
+        })
+        .collect();
+    sent(&store, before, 4).await;
+    drop(lock);
+    let mut got = Vec::new();
+    for c in commits {
+        let done = c.await.unwrap().unwrap();
+        assert!(matches!(done.outcome, TransitionOutcome::Committed { .. }));
+        assert!(done.next.len() <= 1, "each asked for one");
+        got.extend(done.next.into_iter().map(|n| {
+            assert_eq!(n.run.lease_owner.as_deref(), Some("w"));
+            n.run.id
+        }));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        waiting.into_iter().collect::<Vec<_>>(),
+        "the three due runs, each to one slot; not the run due later ({later})"
+    );
+}
