@@ -185,13 +185,18 @@ export function queryOf(filters) {
   return q.toString();
 }
 
-/** The path a run took: its states in order, and the transitions taken as "From>To" keys. */
+/**
+ * The path a run took: its states in order, the transitions taken as "From>To" keys, and the
+ * states it stayed in for a step (a poll, a retry: a self edge).
+ */
 export function pathOf(history) {
   const states = [];
   const edges = new Set();
+  const stays = new Set();
   for (const e of history ?? []) {
     if (e.from_state && e.from_state !== e.to_state) edges.add(`${e.from_state}>${e.to_state}`);
+    if (e.from_state && e.from_state === e.to_state) stays.add(e.to_state);
     if (states[states.length - 1] !== e.to_state) states.push(e.to_state);
   }
-  return { states, edges };
+  return { states, edges, stays };
 }

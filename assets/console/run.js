@@ -130,8 +130,8 @@ export async function renderRun(main, id, ctx) {
         ['Lease until', run.lease_until ? utc(run.lease_until) : '\u2014'],
       ])),
       h('section', { class: 'diagram-box' }, h('h2', { text: 'Workflow' }),
-        h('p', { class: 'legend', text: 'Solid: states this run passed through; thick arrows: the path it took (long dashes: an operator\u2019s retry); double frame and \u201C(now)\u201D: where it is.' }),
-        diagram),
+        h('p', { class: 'legend', text: 'Solid: states this run passed through; thick arrows: the path it took (long dashes: an operator\u2019s retry; a loop: it stayed in a state for another step); double frame and \u201C(now)\u201D: where it is.' }),
+        h('div', { class: 'diagram-scroll', tabindex: '0', role: 'group', 'aria-label': 'Workflow diagram (scrolls sideways when narrow)' }, diagram)),
       h('section', {}, h('h2', { text: 'History' }), timeline(run.history)),
       h('section', {}, h('h2', { text: 'Request' }), h('pre', { class: 'json', text: JSON.stringify(run.request, null, 2) })),
       h('section', {}, h('h2', { text: 'Context' }), h('pre', { class: 'json', text: JSON.stringify(run.context, null, 2) })));

@@ -15,7 +15,7 @@
 // that the Rust test can check their end in the API.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -158,6 +158,23 @@ try {
   assert.equal(await rowState(page, made.live), null, 'the Done run is filtered out');
   await page.screenshot({ path: join(SHOTS, 'runs-failed.png') });
 
+  step('the unit tests\' workflow fixture is what the service serves');
+  {
+    const r = await fetch(`${BASE}/api/v1/workflows`, { headers: { Authorization: `Bearer ${OPERATOR}` } });
+    assert.equal(r.status, 200);
+    const served = (await r.json()).map((w) => ({
+      kind: w.kind,
+      initial: w.initial,
+      states: w.states.map((st) => ({ name: st.name, terminal: st.terminal })),
+      edges: w.edges.map((e) => ({ from: e.from, to: e.to })),
+    })).sort((a, b) => a.kind.localeCompare(b.kind));
+    const fixture = new URL('unit/fixtures/workflows.json', import.meta.url);
+    // CONSOLE_WRITE_FIXTURE=1 rewrites it from the service (after a workflow changed).
+    if (process.env.CONSOLE_WRITE_FIXTURE === '1') writeFileSync(fixture, `${JSON.stringify(served, null, 1)}\n`);
+    assert.deepEqual(JSON.parse(readFileSync(fixture, 'utf8')), served,
+      'tests/browser/unit/fixtures/workflows.json is out of date: run with CONSOLE_WRITE_FIXTURE=1');
+  }
+
   step('the failed run shows its error, its history and its workflow diagram');
   await page.click(`tr[data-run="${FAILED_RUN}"] a`);
   await waitRunPageState(page, 'Failed');
@@ -191,6 +208,7 @@ try {
     'the diagram shows the retry the run took',
   );
   await page.screenshot({ path: join(SHOTS, 'run-retried-done.png'), fullPage: true });
+  await page.locator('section.diagram-box').screenshot({ path: join(SHOTS, 'diagram-retried.png') });
 
   step('cancel a running run, confirmed, and it ends Cancelled');
   made.cancelled = await submit(OPERATOR, 'Completed', 100000);
@@ -313,6 +331,22 @@ try {
   assert.equal(await sp.locator('#action-cancel').count(), 1, 'a submitter may cancel its run');
   assert.equal(await sp.locator('#action-retry').count(), 0, 'a submitter has no retry');
   await sp.screenshot({ path: join(SHOTS, 'run-submitter-phone.png') });
+
+  step('at phone width the diagram shrinks no further than 4/5 of its size and scrolls sideways');
+  const fit = await sp.locator('.diagram-scroll').evaluate((box) => {
+    const svg = box.querySelector('svg.diagram');
+    return {
+      drawn: svg.getBoundingClientRect().width,
+      natural: Number(svg.getAttribute('width')),
+      scrolls: box.scrollWidth > box.clientWidth,
+      page: document.documentElement.scrollWidth <= window.innerWidth,
+    };
+  });
+  assert.ok(fit.drawn >= Math.round(fit.natural * 0.8) - 1, `drawn ${fit.drawn} of ${fit.natural}`);
+  assert.ok(fit.scrolls, 'the diagram\'s box scrolls sideways');
+  assert.ok(fit.page, 'the page itself does not scroll sideways');
+  await sp.locator('.diagram-scroll').scrollIntoViewIfNeeded();
+  await sp.locator('section.diagram-box').screenshot({ path: join(SHOTS, 'run-diagram-phone.png') });
 
   step('a hidden tab stops refreshing; a cancel of a run that ended meanwhile is a 409 in words');
   const detailPath = `/api/v1/runs/${made.submitters}`;

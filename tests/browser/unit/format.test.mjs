@@ -91,7 +91,7 @@ test('filters survive the URL and unknown parameters are dropped', () => {
 });
 
 test("a run's path lists each state once per visit and the transitions taken", () => {
-  const { states, edges } = pathOf([
+  const { states, edges, stays } = pathOf([
     { from_state: null, to_state: 'Uploading' },
     { from_state: 'Uploading', to_state: 'Submitted' },
     { from_state: 'Submitted', to_state: 'Submitted' },
@@ -100,6 +100,7 @@ test("a run's path lists each state once per visit and the transitions taken", (
   ]);
   assert.deepEqual(states, ['Uploading', 'Submitted', 'Failed', 'Submitted']);
   assert.deepEqual([...edges].sort(), ['Failed>Submitted', 'Submitted>Failed', 'Uploading>Submitted']);
+  assert.deepEqual([...stays], ['Submitted'], 'a step that stayed is a self edge taken');
 });
 
 test('time filters are entered in UTC and go to the API as RFC 3339', () => {
