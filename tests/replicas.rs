@@ -6,11 +6,13 @@
 //! (which makes at least one AWS call) holds its run's lease for a while: a replica killed at a
 //! random moment is then nearly always mid-step, holding leases that only expiry frees.
 //!
-//! - a SIGKILL of one replica and later of a second: every run ends right through the
-//!   survivors, each with exactly one AWS resource, the dead replicas' leased runs are taken over
-//!   within the lease and the run view shows the survivor as their lease owner;
-//! - a rolling restart (SIGTERM, start again) of all three while runs are submitted: every
-//!   accepted run ends right with exactly one resource, and a stopped replica leaves no lease;
+//! - a SIGKILL of one replica and later of a second, with a few hundred runs of every workflow
+//!   kind in flight (270, at least a hundred unfinished at each kill): every run ends right
+//!   through the survivors, each with exactly one AWS resource, the dead replicas' leased runs
+//!   are taken over within the lease and the run view shows the survivor as their lease owner;
+//! - a rolling restart (SIGTERM, start again) of all three with a couple of hundred runs in
+//!   flight while more are submitted: every accepted run ends right with exactly one resource,
+//!   nothing lost, nothing stored twice, and a stopped replica leaves no lease;
 //! - a replica parked at `training.after_create` keeps its lease while it lives (nobody steals
 //!   it), and after its SIGKILL a survivor adopts the created job instead of creating another;
 //! - a second process started with a live replica's worker id never takes its leases (they are
@@ -43,8 +45,25 @@ const LEASE: Duration = Duration::from_secs(3);
 const TAKEOVER: Duration = Duration::from_secs(3 + 6);
 /// How long one run may take to end.
 const WAIT: Duration = Duration::from_secs(45);
+/// The failover test's runs: the first wave, through all three replicas, and the second,
+/// through the two left after the first kill.
+const FAILOVER_FIRST: usize = 210;
+const FAILOVER_SECOND: usize = 60;
+/// The fewest runs in flight (not ended) when a replica is killed.
+const IN_FLIGHT_AT_KILL: usize = 100;
+/// The rolling restart's runs in flight before the first restart, and the clients that keep
+/// submitting (each pausing between its submissions) until the last replica is back.
+const ROLLING_FIRST: usize = 180;
+const ROLLING_CLIENTS: usize = 3;
+const ROLLING_PAUSE: Duration = Duration::from_millis(50);
+/// How long a few hundred runs may take to end, all of them.
+const WAIT_ALL: Duration = Duration::from_secs(150);
 /// The delay of every AWS call of the replicas (see the module doc).
 const AWS_DELAY: Duration = Duration::from_millis(250);
+/// The delay of every AWS call of the replicas while a burst of runs is submitted ([`burst`]);
+/// shorter than [`LEASE`], so that a call a killed replica left in the proxy reaches the
+/// emulator before any survivor may take its run over.
+const AWS_BURST_DELAY: Duration = Duration::from_secs(2);
 const SCRIPT_IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/python:3.11";
 
 /// The tests of this file take turns: three replicas each are enough for two cores.
@@ -58,6 +77,8 @@ struct Cluster {
     replicas: Vec<Service>,
     pg: PgDatabase,
     dir: tempfile::TempDir,
+    /// Settings every replica gets besides [`config_in`]'s.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -67,14 +88,35 @@ impl Cluster {
             replicas: Vec::new(),
             pg: PgDatabase::create(),
             dir: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
         }
+    }
+
+    /// An empty cluster whose replicas carry a few hundred runs at once: the AWS rate limits
+    /// are off (they pace an account's calls, and their defaults, two creates a second per
+    /// replica, would spread a few hundred creates over a minute), each runs 32 steps at once
+    /// (with every AWS call [`AWS_DELAY`] late, 16 would make the last survivor the bottleneck,
+    /// not the emulator), and they log at `info`.
+    fn loaded() -> Cluster {
+        let mut cluster = Cluster::new();
+        cluster.env = [
+            ("EXECUTOR_AWS_RATE_LIMITS", "off"),
+            ("EXECUTOR_MAX_CONCURRENCY", "32"),
+            ("EXECUTOR_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        cluster
     }
 
     /// The settings of replica `worker`: the shared database URL and key file (the file the
     /// first replica creates, beside `db`, which is never opened on PostgreSQL), a data
     /// directory of its own, its worker id, a short lease.
     fn config(&self, aws: &str, worker: &str) -> ServiceConfig {
-        config_in(self.dir.path(), &self.pg, aws, worker)
+        let mut config = config_in(self.dir.path(), &self.pg, aws, worker);
+        config.extra_env.extend(self.env.iter().cloned());
+        config
     }
 
     /// Starts replicas `workers` against `aws`, one after the other (the first creates the key
@@ -131,6 +173,25 @@ async fn slow_aws(emu: &Emulator) -> FaultProxy {
     proxy
 }
 
+/// Submits a burst of runs, `works`, round the replicas at `addrs` while AWS answers slowly
+/// (every call [`AWS_BURST_DELAY`] late; then [`AWS_DELAY`] again): the runs pile up in flight,
+/// as a few hundred long jobs would, instead of the emulator (one thread, shared with the
+/// test's own set-up calls) finishing the first before the last is in.
+async fn burst(
+    proxy: &FaultProxy,
+    addrs: &[SocketAddr],
+    works: Vec<Work>,
+    emu: &Emulator,
+    bucket: &str,
+) -> Vec<Submitted> {
+    let since = Instant::now();
+    proxy.set_plan(FaultPlan::always(Fault::Delay(AWS_BURST_DELAY)));
+    let runs = submit_all(addrs, works, emu, bucket).await;
+    proxy.set_plan(FaultPlan::always(Fault::Delay(AWS_DELAY)));
+    eprintln!("{} runs submitted in {:?}", runs.len(), since.elapsed());
+    runs
+}
+
 /// The sum of every sample of a metric family on one replica's `/metrics`.
 async fn metric_sum(addr: SocketAddr, family: &str) -> f64 {
     let text = client()
@@ -150,18 +211,40 @@ async fn metric_sum(addr: SocketAddr, family: &str) -> f64 {
         .sum()
 }
 
-/// Waits until some of `ids` are mid-step on replica `worker` (leased by it, not ended); returns
-/// them.
-async fn wait_for_leases(addr: SocketAddr, ids: &[String], worker: &str, at_least: usize) {
+/// The ids of the runs the store holds that have not ended (one listing through `addr`), and
+/// how many runs it holds in all.
+async fn unfinished(addr: SocketAddr) -> (Vec<String>, usize) {
+    let page: Value = client()
+        .get(format!("http://{addr}/api/v1/runs?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page["next_cursor"].is_null(), "one page holds every run");
+    let runs = page["runs"].as_array().unwrap();
+    let open = runs
+        .iter()
+        .filter(|r| !terminal(r))
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    (open, runs.len())
+}
+
+/// Waits until replica `worker` is mid-step on at least `at_least` runs (leased by it, not
+/// ended); returns how many runs had not ended then.
+async fn wait_for_leases(addr: SocketAddr, worker: &str, at_least: usize) -> usize {
     let deadline = Instant::now() + WAIT;
     loop {
-        let held = views(addr, ids)
+        let (open, _) = unfinished(addr).await;
+        let held = views(addr, &open)
             .await
             .iter()
             .filter(|v| !terminal(v) && leased_by(v) == Some(worker))
             .count();
         if held >= at_least {
-            return;
+            return open.len();
         }
         assert!(
             Instant::now() < deadline,
@@ -173,7 +256,8 @@ async fn wait_for_leases(addr: SocketAddr, ids: &[String], worker: &str, at_leas
 
 // ---- The work ----------------------------------------------------------------------------------
 
-/// One kind of run, with the emulator's knobs: how many describes its resource stays running.
+/// One kind of run (every workflow kind), with the emulator's knobs: how many describes its
+/// resource stays running.
 #[derive(Clone, Copy, Debug)]
 enum Work {
     Trains(u32),
@@ -183,6 +267,9 @@ enum Work {
     Script(u32),
     Automl(u32),
     Deploys(u32),
+    /// An endpoint (InService, made by the test) taken down: deleted once, gone after one
+    /// describe showing it Deleting.
+    Teardown,
 }
 
 impl Work {
@@ -193,7 +280,7 @@ impl Work {
             Work::Transform(_) => "transform_jobs",
             Work::Script(_) => "processing_jobs",
             Work::Automl(_) => "automl_jobs",
-            Work::Deploys(_) => "endpoints",
+            Work::Deploys(_) | Work::Teardown => "endpoints",
         }
     }
 
@@ -204,9 +291,10 @@ impl Work {
         }
     }
 
-    /// The route, body and success status of the run's submission; creates what it needs in
-    /// the emulator first (input objects, a model and its endpoint config).
-    async fn request(self, emu: &Emulator, bucket: &str) -> (String, Value, u16) {
+    /// The route, body and success status of the run's submission, and the name of its
+    /// resource when the test chooses it (an endpoint); creates what it needs in the emulator
+    /// first (input objects, a model and its endpoint config, an endpoint).
+    async fn request(self, emu: &Emulator, bucket: &str) -> (String, Value, u16, Option<String>) {
         match self {
             Work::Trains(polls) | Work::TrainingFails(polls) => {
                 let outcome = if matches!(self, Work::TrainingFails(_)) {
@@ -218,6 +306,7 @@ impl Work {
                     "/api/service/v1/pipelines/training/train".into(),
                     training_body(bucket, outcome, polls),
                     202,
+                    None,
                 )
             }
             Work::Transform(polls) => (
@@ -233,6 +322,7 @@ impl Work {
                     "Environment": {"_emulator_outcome": "Completed", "_emulator_polls": polls.to_string()},
                 }),
                 202,
+                None,
             ),
             Work::Script(polls) => {
                 // The backend's body (RemoteBody.java); its storage credentials are sealed with
@@ -251,6 +341,7 @@ impl Work {
                         "environment": {"_emulator_outcome": "Completed", "_emulator_polls": polls.to_string()},
                     }),
                     201,
+                    None,
                 )
             }
             Work::Automl(polls) => (
@@ -262,6 +353,7 @@ impl Work {
                     "Tags": {"_emulator_outcome": "Completed", "_emulator_polls": polls.to_string()},
                 }),
                 202,
+                None,
             ),
             Work::Deploys(polls) => {
                 let endpoint = unique("rep-ep");
@@ -283,6 +375,17 @@ impl Work {
                     format!("/api/service/v1/endpoints/{endpoint}/deploy_model"),
                     json!({"EndpointConfigName": config, "Tags": {"_emulator_polls": polls.to_string()}}),
                     202,
+                    Some(endpoint),
+                )
+            }
+            Work::Teardown => {
+                let endpoint = unique("rep-down");
+                emu.endpoint(&endpoint, 0).await;
+                (
+                    format!("/api/service/v1/endpoints/{endpoint}/undeploy_models"),
+                    json!({}),
+                    202,
+                    Some(endpoint),
                 )
             }
         }
@@ -294,6 +397,8 @@ impl Work {
 struct Submitted {
     id: String,
     work: Work,
+    /// Its AWS resource's name when the test chose it (else the run's context names it).
+    resource: Option<String>,
 }
 
 /// Submits one run of `work` through the replica at `addr`: its id when accepted, else what
@@ -304,7 +409,7 @@ async fn try_submit(
     emu: &Emulator,
     bucket: &str,
 ) -> Result<Submitted, String> {
-    let (route, body, accepted) = work.request(emu, bucket).await;
+    let (route, body, accepted, resource) = work.request(emu, bucket).await;
     let r = client()
         .post(format!("http://{addr}{route}"))
         .json(&body)
@@ -323,6 +428,7 @@ async fn try_submit(
     Ok(Submitted {
         id: id.to_string(),
         work,
+        resource,
     })
 }
 
@@ -332,55 +438,142 @@ async fn submit(addr: SocketAddr, work: Work, emu: &Emulator, bucket: &str) -> S
         .unwrap_or_else(|e| panic!("submit: {e}"))
 }
 
-/// Waits until `run` ends (through the replica `svc`) and checks it ended right with exactly
-/// one AWS resource, created once and never created again. Returns its view.
-async fn ended_right(svc: &Service, emu: &Emulator, run: &Submitted) -> Value {
-    let status = svc.wait_terminal(&run.id, WAIT).await;
-    let (_, view) = svc.get(&format!("/api/v1/runs/{}", run.id)).await;
+/// Submits `works` round the replicas at `addrs`, a few at a time (as clients would).
+async fn submit_all(
+    addrs: &[SocketAddr],
+    works: Vec<Work>,
+    emu: &Emulator,
+    bucket: &str,
+) -> Vec<Submitted> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(works.into_iter().enumerate())
+        .map(|(i, work)| submit(addrs[i % addrs.len()], work, emu, bucket))
+        .buffered(8)
+        .collect()
+        .await
+}
+
+/// The emulator's bookkeeping of every resource, by kind and name.
+async fn emulator_stats(emu: &Emulator) -> Value {
+    client()
+        .get(format!("{}/_emulator/stats", emu.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Checks that the ended `run` (its `view`) ended right: in its end state, with exactly one AWS
+/// resource, created once and never created again (a teardown: its endpoint deleted once), at
+/// most one create in its history, no history row after its terminal one.
+fn check_ended(run: &Submitted, view: &Value, stats: &Value) {
+    let id = &run.id;
     assert_eq!(
-        status["state"],
+        view["state"],
         run.work.end_state(),
-        "{:?} run {}: {view}",
-        run.work,
-        run.id
+        "{:?} run {id}: {view}",
+        run.work
     );
-    let name = view["context"]["job_name"]
-        .as_str()
-        .unwrap_or_else(|| panic!("run {} names no resource: {view}", run.id));
+    let name = run
+        .resource
+        .as_deref()
+        .or(view["context"]["job_name"].as_str())
+        .unwrap_or_else(|| panic!("run {id} names no resource: {view}"));
     let resource = run.work.resource();
-    let stats = emu.job_stats(resource, name).await;
+    let stats = &stats[resource][name];
     assert_eq!(
         (
             stats["creates"].as_u64(),
             stats["duplicate_creates"].as_u64()
         ),
         (Some(1), Some(0)),
-        "run {}: exactly one of {resource} {name}, created once: {stats}",
-        run.id
+        "run {id}: exactly one of {resource} {name}, created once: {stats}"
     );
-    let creates = history_details(&view)
+    if matches!(run.work, Work::Teardown) {
+        assert_eq!(
+            (stats["deletes"].as_u64(), stats["status"].as_str()),
+            (Some(1), Some("Deleted")),
+            "run {id}: endpoint {name} deleted once: {stats}"
+        );
+    }
+    let creates = history_details(view)
         .iter()
         .filter(|d| d.starts_with("create accepted"))
         .count();
-    assert!(
-        creates <= 1,
-        "run {}: one create in the history: {view}",
-        run.id
+    assert!(creates <= 1, "run {id}: one create in the history: {view}");
+    let history = view["history"].as_array().unwrap();
+    let end = history.iter().position(|e| {
+        matches!(
+            e["to_state"].as_str(),
+            Some("Done" | "Failed" | "Cancelled")
+        )
+    });
+    assert_eq!(
+        end.map(|end| end + 1),
+        Some(history.len()),
+        "run {id}: its terminal row is its last: {view}"
     );
     if run.work.end_state() == "Failed" {
         assert!(
             view["last_error"].as_str().is_some_and(|e| !e.is_empty()),
-            "run {}: the run carries AWS's reason: {view}",
-            run.id
+            "run {id}: the run carries AWS's reason: {view}"
         );
     }
+}
+
+/// Waits until `run` ends (through the replica `svc`) and checks it ended right
+/// ([`check_ended`]). Returns its view.
+async fn ended_right(svc: &Service, emu: &Emulator, run: &Submitted) -> Value {
+    svc.wait_terminal(&run.id, WAIT).await;
+    let (_, view) = svc.get(&format!("/api/v1/runs/{}", run.id)).await;
+    check_ended(run, &view, &emulator_stats(emu).await);
     view
 }
 
-/// The ids of every run the store holds (through the replica `svc`).
-async fn stored_ids(svc: &Service) -> BTreeSet<String> {
-    let (code, page) = svc.get("/api/v1/runs?limit=1000").await;
-    assert_eq!(code, 200, "{page}");
+/// Waits until every one of `runs` has ended (through the replica `svc`, within [`WAIT_ALL`])
+/// and checks each ended right ([`check_ended`]).
+async fn all_ended_right(svc: &Service, emu: &Emulator, runs: &[Submitted]) {
+    let deadline = Instant::now() + WAIT_ALL;
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    loop {
+        let (open, _) = unfinished(svc.addr).await;
+        let open: Vec<&String> = open.iter().filter(|id| ids.contains(id)).collect();
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} runs not ended after {WAIT_ALL:?}: {:?}",
+            open.len(),
+            views(
+                svc.addr,
+                &open.into_iter().take(3).cloned().collect::<Vec<_>>()
+            )
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stats = emulator_stats(emu).await;
+    for chunk in runs.chunks(50) {
+        let ids: Vec<String> = chunk.iter().map(|r| r.id.clone()).collect();
+        for (run, view) in chunk.iter().zip(views(svc.addr, &ids).await) {
+            check_ended(run, &view, &stats);
+        }
+    }
+}
+
+/// The ids of every run the store holds (through the replica at `addr`).
+async fn stored_ids(addr: SocketAddr) -> BTreeSet<String> {
+    let page: Value = client()
+        .get(format!("http://{addr}/api/v1/runs?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(page["next_cursor"].is_null(), "one page holds every run");
     page["runs"]
         .as_array()
@@ -390,8 +583,9 @@ async fn stored_ids(svc: &Service) -> BTreeSet<String> {
         .collect()
 }
 
-/// The mix of one wave of runs: training mostly (some of it failing), and every other kind
-/// whose resource the emulator counts, each running for `polls` describes or so.
+/// The mix of one wave of runs: training mostly (some of it failing) and every other workflow
+/// kind (transform, script, AutoML, deployment, teardown), each job running for `polls`
+/// describes or so.
 fn mix(n: usize, polls: u32) -> Vec<Work> {
     (0..n)
         .map(|i| {
@@ -401,6 +595,7 @@ fn mix(n: usize, polls: u32) -> Vec<Work> {
                 5 => Work::Script(p),
                 6 => Work::TrainingFails(p),
                 7 => Work::Automl(p),
+                8 => Work::Teardown,
                 9 => Work::Deploys(p),
                 _ => Work::Trains(p),
             }
@@ -410,23 +605,27 @@ fn mix(n: usize, polls: u32) -> Vec<Work> {
 
 // ---- The tests ---------------------------------------------------------------------------------
 
-/// Kills `victim` (SIGKILL) while it holds leases, then checks that its leased runs are taken
-/// over by the survivors within the lease, each seen leased by a survivor. Returns how many
-/// runs it held.
+/// Kills `victim` (SIGKILL) while it holds leases and at least `in_flight` runs have not
+/// ended, then checks that its leased runs are taken over by the survivors within the lease,
+/// each seen leased by a survivor. Returns how many runs it held.
 async fn kill_mid_step(
     cluster: &mut Cluster,
     victim: usize,
     survivor: usize,
-    runs: &[Submitted],
     worker: &str,
+    in_flight: usize,
 ) -> usize {
-    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     let survivor_addr = cluster.replicas[survivor].addr;
-    wait_for_leases(cluster.replicas[victim].addr, &ids, worker, 2).await;
+    let open = wait_for_leases(cluster.replicas[victim].addr, worker, 2).await;
     cluster.replicas[victim].kill();
     let killed = Instant::now();
+    assert!(
+        open >= in_flight,
+        "{worker} was killed with {open} runs in flight, not {in_flight} or more"
+    );
     // What the victim held when it died: the run and its version then.
-    let orphans: BTreeMap<String, i64> = views(survivor_addr, &ids)
+    let (open, _) = unfinished(survivor_addr).await;
+    let orphans: BTreeMap<String, i64> = views(survivor_addr, &open)
         .await
         .iter()
         .filter(|v| leased_by(v) == Some(worker))
@@ -462,7 +661,7 @@ async fn kill_mid_step(
             killed.elapsed() < TAKEOVER + Duration::from_secs(10),
             "{worker}'s runs {orphans:?}: taken over {taken:?}, seen leased by {owners:?}"
         );
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (id, after) in &taken {
         assert!(
@@ -474,7 +673,14 @@ async fn kill_mid_step(
             "run {id}: {owners:?}"
         );
     }
-    eprintln!("{worker} killed holding {orphans:?}: taken over after {taken:?} by {owners:?}");
+    let slowest = taken.values().max().unwrap();
+    eprintln!(
+        "{worker} killed with {open} runs in flight, holding {} of them: all taken over within \
+         {slowest:?} by {:?}",
+        orphans.len(),
+        owners.values().flatten().collect::<BTreeSet<_>>(),
+        open = open.len()
+    );
     orphans.len()
 }
 
@@ -483,17 +689,15 @@ async fn three_replicas_share_the_work_and_a_killed_one_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let emu = Emulator::shared();
     let proxy = slow_aws(emu).await;
-    let mut cluster = Cluster::new();
+    let mut cluster = Cluster::loaded();
     cluster.start(&proxy.url(), &["r1", "r2", "r3"], &[]).await;
     let bucket = unique("replicas");
     emu.create_bucket(&bucket).await;
 
     // A first wave, spread over the three replicas' APIs.
     let addrs = cluster.addrs();
-    let mut runs = Vec::new();
-    for (i, work) in mix(24, 12).into_iter().enumerate() {
-        runs.push(submit(addrs[i % 3], work, emu, &bucket).await);
-    }
+    let since = Instant::now();
+    let mut runs = burst(&proxy, &addrs, mix(FAILOVER_FIRST, 1), emu, &bucket).await;
     // The work is shared: every replica has run steps (its own /metrics).
     let deadline = Instant::now() + WAIT;
     for (i, addr) in addrs.iter().enumerate() {
@@ -506,7 +710,7 @@ async fn three_replicas_share_the_work_and_a_killed_one_loses_nothing() {
         + metric_sum(addrs[2], "executor_lease_takeovers_total").await;
 
     // r1 dies mid-step; r2 and r3 take its runs over.
-    let orphans = kill_mid_step(&mut cluster, 0, 1, &runs, "r1").await;
+    let orphans = kill_mid_step(&mut cluster, 0, 1, "r1", IN_FLIGHT_AT_KILL).await;
     let takeovers = metric_sum(addrs[1], "executor_lease_takeovers_total").await
         + metric_sum(addrs[2], "executor_lease_takeovers_total").await;
     assert!(
@@ -516,18 +720,20 @@ async fn three_replicas_share_the_work_and_a_killed_one_loses_nothing() {
     );
 
     // A second wave through the survivors, then r2 dies mid-step too; r3 is left.
-    for (i, work) in mix(8, 10).into_iter().enumerate() {
-        runs.push(submit(addrs[1 + i % 2], work, emu, &bucket).await);
-    }
-    kill_mid_step(&mut cluster, 1, 2, &runs, "r2").await;
+    let second = mix(FAILOVER_SECOND, 1);
+    runs.extend(burst(&proxy, &addrs[1..], second, emu, &bucket).await);
+    kill_mid_step(&mut cluster, 1, 2, "r2", IN_FLIGHT_AT_KILL).await;
 
     let last = &cluster.replicas[2];
-    for run in &runs {
-        ended_right(last, emu, run).await;
-    }
+    all_ended_right(last, emu, &runs).await;
+    eprintln!(
+        "{} runs ended right after {:?}",
+        runs.len(),
+        since.elapsed()
+    );
     let submitted: BTreeSet<String> = runs.iter().map(|r| r.id.clone()).collect();
     assert_eq!(
-        stored_ids(last).await,
+        stored_ids(last.addr).await,
         submitted,
         "no run lost, none invented"
     );
@@ -538,55 +744,56 @@ async fn a_rolling_restart_of_all_three_under_load_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let emu = Emulator::shared();
     let proxy = slow_aws(emu).await;
-    let mut cluster = Cluster::new();
+    let mut cluster = Cluster::loaded();
     cluster.start(&proxy.url(), &["r1", "r2", "r3"], &[]).await;
     let bucket = unique("rolling");
     emu.create_bucket(&bucket).await;
 
     // Runs in flight before the first restart.
+    let since = Instant::now();
     let addrs = Arc::new(Mutex::new(cluster.addrs()));
-    let mut first = Vec::new();
-    for (i, work) in mix(12, 8).into_iter().enumerate() {
-        first.push(submit(cluster.addrs()[i % 3], work, emu, &bucket).await);
-    }
-    // More keep coming, round the replicas, whichever is restarting: a refused submission is
-    // allowed (the client would try another replica), a lost accepted one is not.
+    let first = burst(
+        &proxy,
+        &cluster.addrs(),
+        mix(ROLLING_FIRST, 3),
+        emu,
+        &bucket,
+    )
+    .await;
+    // More keep coming from a few clients, each round the replicas, whichever is restarting: a
+    // refused submission is allowed (the client would try another replica), a lost accepted
+    // one is not.
     let accepted: Arc<Mutex<Vec<Submitted>>> = Arc::new(Mutex::new(first));
     let refused: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let submitter = {
-        let (addrs, stop, bucket) = (addrs.clone(), stop.clone(), bucket.clone());
-        let (accepted, refused) = (accepted.clone(), refused.clone());
-        tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let addr = addrs.lock().unwrap()[i % 3];
-                let work = mix(10, 6)[i % 10];
-                match try_submit(addr, work, emu, &bucket).await {
-                    Ok(run) => accepted.lock().unwrap().push(run),
-                    Err(e) => refused.lock().unwrap().push(e),
+    let submitters: Vec<_> = (0..ROLLING_CLIENTS)
+        .map(|client| {
+            let (addrs, stop, bucket) = (addrs.clone(), stop.clone(), bucket.clone());
+            let (accepted, refused) = (accepted.clone(), refused.clone());
+            tokio::spawn(async move {
+                let mut i = client;
+                while !stop.load(Ordering::Relaxed) {
+                    let addr = addrs.lock().unwrap()[i % 3];
+                    let work = mix(10, 3)[i % 10];
+                    match try_submit(addr, work, emu, &bucket).await {
+                        Ok(run) => accepted.lock().unwrap().push(run),
+                        Err(e) => refused.lock().unwrap().push(e),
+                    }
+                    i += 1;
+                    tokio::time::sleep(ROLLING_PAUSE).await;
                 }
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            })
         })
-    };
-    let ids = || -> Vec<String> {
-        accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.id.clone())
-            .collect()
-    };
+        .collect();
 
     for k in 0..3 {
         let worker = format!("r{}", k + 1);
         let other = cluster.replicas[(k + 1) % 3].addr;
         // SIGTERM mid-step: the replica finishes its steps and releases its leases.
-        wait_for_leases(cluster.replicas[k].addr, &ids(), &worker, 1).await;
+        let open = wait_for_leases(cluster.replicas[k].addr, &worker, 1).await;
         let mut old = cluster.replicas.remove(k);
         let config = old.config.clone();
+        let stopping = Instant::now();
         let (old, exit) = blocking(move || {
             let exit = old.terminate();
             (old, exit)
@@ -597,7 +804,16 @@ async fn a_rolling_restart_of_all_three_under_load_loses_nothing() {
             "{worker} stopped cleanly on SIGTERM: {exit}"
         );
         drop(old);
-        let held: Vec<Value> = views(other, &ids())
+        eprintln!(
+            "{worker} stopped with {open} runs in flight, after {:?}",
+            stopping.elapsed()
+        );
+        assert!(
+            open >= ROLLING_FIRST / 4,
+            "{worker} stopped under load: {open} runs in flight"
+        );
+        let stored: Vec<String> = stored_ids(other).await.into_iter().collect();
+        let held: Vec<Value> = views(other, &stored)
             .await
             .into_iter()
             .filter(|v| leased_by(v) == Some(worker.as_str()))
@@ -614,27 +830,35 @@ async fn a_rolling_restart_of_all_three_under_load_loses_nothing() {
     // The last restarted replica takes work again (a run submitted to it ends).
     let late = submit(cluster.replicas[2].addr, Work::Trains(2), emu, &bucket).await;
     stop.store(true, Ordering::Relaxed);
-    submitter.await.unwrap();
+    for submitter in submitters {
+        submitter.await.unwrap();
+    }
     let refused = refused.lock().unwrap().clone();
     let mut runs = accepted.lock().unwrap().clone();
     eprintln!(
-        "rolling restart: {} runs accepted, {} refused: {refused:?}",
+        "rolling restart: {} runs accepted, {} refused, after {:?}: {:?}",
         runs.len(),
-        refused.len()
+        refused.len(),
+        since.elapsed(),
+        refused.iter().take(3).collect::<Vec<_>>()
     );
     assert!(
-        runs.len() >= 12 + 10,
-        "runs kept being accepted during the restarts: {runs:?} {refused:?}"
+        runs.len() >= ROLLING_FIRST + 30,
+        "runs kept being accepted during the restarts: {} {refused:?}",
+        runs.len()
     );
     runs.push(late);
 
     let svc = &cluster.replicas[0];
-    for run in &runs {
-        ended_right(svc, emu, run).await;
-    }
+    all_ended_right(svc, emu, &runs).await;
+    eprintln!(
+        "{} runs ended right after {:?}",
+        runs.len(),
+        since.elapsed()
+    );
     // Nothing doubled: the store holds exactly the accepted runs, except perhaps one whose
     // answer a stopping replica never sent (which must then have ended right too).
-    let stored = stored_ids(svc).await;
+    let stored = stored_ids(svc.addr).await;
     let submitted: BTreeSet<String> = runs.iter().map(|r| r.id.clone()).collect();
     let missing: Vec<&String> = submitted.difference(&stored).collect();
     assert!(missing.is_empty(), "accepted runs lost: {missing:?}");
@@ -844,6 +1068,7 @@ async fn one_idempotency_key_sent_to_every_replica_at_once_stores_one_run() {
     let run = Submitted {
         id: first["id"].as_str().unwrap().to_string(),
         work: Work::Trains(2),
+        resource: None,
     };
     ended_right(&cluster.replicas[2], emu, &run).await;
     assert_eq!(cluster.replicas[1].run_count().await, 1, "one run stored");
