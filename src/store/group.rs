@@ -279,9 +279,10 @@ async fn apply(writer: &SqlitePool, health: &Arc<WriteHealth>, batch: Vec<Op>) {
 /// transaction back). Every transition first, then the claims: those of one owner (the engine's
 /// slots) are taken together, one claim for the sum of their limits, and shared out in the
 /// order the operations came, each up to its own limit — two statements for the batch's claims
-/// instead of two per operation. The shared claim uses the earliest `now` and the earliest
-/// lease expiry among them, so no operation gets a run before it is due by its own clock nor a
-/// longer lease than it asked for.
+/// instead of two per operation. The shared claim takes what is due by the latest `now` among
+/// them (the transaction runs after every one of those instants, so each such run is due when
+/// it is claimed, and a run a step of this batch made due at once is claimed at once), and
+/// leases until the earliest expiry among them (nobody gets a longer lease than it asked for).
 async fn apply_all(tx: &mut WriteTx, batch: &[Op]) -> Option<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(batch.len());
     for op in batch {
@@ -309,7 +310,7 @@ async fn apply_all(tx: &mut WriteTx, batch: &[Op]) -> Option<Vec<Outcome>> {
             requests.iter().filter(|(_, r)| r.owner == owner).collect();
         let shared = ClaimRequest {
             owner: owner.to_string(),
-            now: mine.iter().map(|(_, r)| r.now).min()?,
+            now: mine.iter().map(|(_, r)| r.now).max()?,
             lease_until: mine.iter().map(|(_, r)| r.lease_until).min()?,
             limit: mine.iter().map(|(_, r)| r.limit).sum(),
         };
