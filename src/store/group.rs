@@ -24,7 +24,9 @@
 //! transactions on the same single writer connection.
 
 use super::health::{WriteHealth, WriteTx};
-use super::runs::{ClaimedRun, Transition, TransitionOutcome, claim_in, commit_in};
+use super::runs::{
+    ClaimedRun, Transition, TransitionOutcome, claim_in, commit_in, commit_many_in, is_plain_poll,
+};
 use super::{Error, Result};
 use crate::clock::Timestamp;
 use crate::failpoint;
@@ -276,7 +278,8 @@ async fn apply(writer: &SqlitePool, health: &Arc<WriteHealth>, batch: Vec<Op>) {
 }
 
 /// Applies the whole batch; None as soon as one operation fails (the caller rolls the
-/// transaction back). Every transition first, then the claims: those of one owner (the engine's
+/// transaction back). Every transition first — the plain polls, most of an engine's steps,
+/// together in two statements ([`commit_many_in`]), the others one by one — then the claims: those of one owner (the engine's
 /// slots) are taken together, one claim for the sum of their limits, and shared out in the
 /// order the operations came, each up to its own limit — two statements for the batch's claims
 /// instead of two per operation. The shared claim takes what is due by the latest `now` among
@@ -284,16 +287,37 @@ async fn apply(writer: &SqlitePool, health: &Arc<WriteHealth>, batch: Vec<Op>) {
 /// it is claimed, and a run a step of this batch made due at once is claimed at once), and
 /// leases until the earliest expiry among them (nobody gets a longer lease than it asked for).
 async fn apply_all(tx: &mut WriteTx, batch: &[Op]) -> Option<Vec<Outcome>> {
+    // The plain polls all together (two statements), then the other transitions one by one.
+    let polls: Vec<(usize, (&ClaimedRun, &Transition, Timestamp))> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op {
+            Op::Commit(op) if is_plain_poll(&op.claimed, &op.transition) => {
+                Some((i, (&op.claimed, &op.transition, op.now)))
+            }
+            _ => None,
+        })
+        .collect();
+    let polled = commit_many_in(tx, &polls.iter().map(|(_, p)| *p).collect::<Vec<_>>())
+        .await
+        .ok()?;
+    let mut polled: std::collections::HashMap<usize, TransitionOutcome> =
+        polls.iter().map(|(i, _)| *i).zip(polled).collect();
     let mut outcomes = Vec::with_capacity(batch.len());
-    for op in batch {
+    for (i, op) in batch.iter().enumerate() {
         outcomes.push(match op {
-            Op::Commit(op) => match commit_in(tx, &op.claimed, &op.transition, op.now).await {
-                Ok(outcome) => Outcome::Commit(Ok(Committed {
+            Op::Commit(op) => {
+                let outcome = match polled.remove(&i) {
+                    Some(outcome) => outcome,
+                    None => commit_in(tx, &op.claimed, &op.transition, op.now)
+                        .await
+                        .ok()?,
+                };
+                Outcome::Commit(Ok(Committed {
                     outcome,
                     next: Vec::new(),
-                })),
-                Err(_) => return None,
-            },
+                }))
+            }
             Op::Claim { .. } => Outcome::Claim(Ok(Vec::new())),
         });
     }

@@ -572,6 +572,100 @@ pub(super) async fn commit_in(
     })
 }
 
+/// A transition [`commit_many_in`] can commit together with others: a step that keeps its
+/// run's state, error and degraded mark (a poll that sees the job still running), with nothing
+/// else to do in the transaction (no child run, no forgotten resource, no collapsed history).
+pub(super) fn is_plain_poll(claimed: &ClaimedRun, t: &Transition) -> bool {
+    let changes = ChangedColumns::of(&claimed.run, t);
+    !changes.state
+        && changes.last_error.is_none()
+        && changes.degraded_since.is_none()
+        && t.error.is_none()
+        && !t.withdraw_cancel
+        && !t.collapse
+        && t.spawn.is_empty()
+        && t.forget.is_empty()
+}
+
+/// Commits many plain polls ([`is_plain_poll`]) in two statements: one `UPDATE … FROM` of all
+/// the runs, each still guarded by its claimed version, and one `INSERT` of the history rows of
+/// those committed that record one. Exactly what [`commit_in`] does for each (the same columns
+/// assigned, the same cancel rule, the same history row), with two hand-offs to SQLite's thread
+/// for the whole batch instead of two per transition. Answers each in order.
+pub(super) async fn commit_many_in(
+    tx: &mut sqlx::SqliteConnection,
+    polls: &[(&ClaimedRun, &Transition, Timestamp)],
+) -> Result<Vec<TransitionOutcome>> {
+    if polls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Value> = polls
+        .iter()
+        .map(|(c, t, now)| {
+            serde_json::json!([
+                c.run.id.to_string(),
+                c.run.version,
+                t.context.to_string(),
+                t.attempt,
+                t.next_due_at.map(to_db),
+                to_db(*now),
+                c.run.cancel_requested,
+            ])
+        })
+        .collect();
+    let committed: Vec<(String, i64)> = sqlx::query_as(
+        "UPDATE runs SET context = v.context, attempt = v.attempt,
+             next_due_at = CASE WHEN v.due IS NOT NULL AND runs.cancel_requested = 1
+                                     AND v.seen_cancel = 0 AND v.due > v.at
+                                THEN v.at ELSE v.due END,
+             version = runs.version + 1, lease_owner = NULL, lease_until = NULL, updated_at = v.at
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS version, value ->> 2 AS context,
+                      value ->> 3 AS attempt, value ->> 4 AS due, value ->> 5 AS at,
+                      value ->> 6 AS seen_cancel
+               FROM json_each(?1)) AS v
+         WHERE runs.id = v.id AND runs.version = v.version
+         RETURNING runs.id, runs.version",
+    )
+    .bind(Value::from(rows).to_string())
+    .fetch_all(&mut *tx)
+    .await?;
+    let versions: std::collections::HashMap<String, i64> = committed.into_iter().collect();
+    let mut outcomes = Vec::with_capacity(polls.len());
+    let mut events = Vec::new();
+    for (c, t, now) in polls {
+        let id = c.run.id.to_string();
+        match versions.get(&id) {
+            Some(&version) => {
+                if t.record {
+                    events.push(serde_json::json!([
+                        id,
+                        c.run.state.as_str(),
+                        to_db(*now),
+                        t.attempt,
+                        t.detail,
+                    ]));
+                }
+                outcomes.push(TransitionOutcome::Committed { version });
+            }
+            None => outcomes.push(TransitionOutcome::Lost),
+        }
+    }
+    if !events.is_empty() {
+        // (One row per run: a batch holds at most one live claim of each run.)
+        sqlx::query(
+            "INSERT INTO run_events (run_id, seq, from_state, to_state, at, attempt, detail)
+             SELECT e.value ->> 0,
+                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_events WHERE run_id = e.value ->> 0),
+                    e.value ->> 1, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4
+             FROM json_each(?1) AS e",
+        )
+        .bind(Value::from(events).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(outcomes)
+}
+
 /// Which of a run's indexed columns a transition changes, from the claimed row (which the
 /// version guard makes the stored one). `Some(value)` is the new value of a changing column.
 struct ChangedColumns<'a> {

@@ -633,3 +633,90 @@ async fn the_claims_of_a_batch_are_shared_out_and_never_doubled() {
         "the three due runs, each to one slot; not the run due later ({later})"
     );
 }
+
+/// The plain polls a batch commits together (`commit_many_in`) leave exactly what committing
+/// each alone (`commit_in`) leaves: the same run rows, the same history, the same answers —
+/// including a cancel requested while the step ran and a lease lost meanwhile.
+#[tokio::test]
+async fn plain_polls_committed_together_equal_each_committed_alone() {
+    let (_dir, store) = temp_store().await;
+    let t0 = at("2026-11-03T00:00:00Z");
+    let t1 = crate::clock::add(t0, std::time::Duration::from_secs(5));
+    // Two lanes of four runs each, stepped the same way.
+    let mut lanes = Vec::new();
+    for _ in 0..2 {
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(insert_polling(&store, t0).await);
+        }
+        lanes.push(ids);
+    }
+    let claimed = store
+        .claim_due(
+            "w",
+            t0,
+            crate::clock::add(t0, std::time::Duration::from_secs(60)),
+            8,
+        )
+        .await
+        .unwrap();
+    let of = |id| claimed.iter().find(|c| c.run.id == id).unwrap().clone();
+    let mut answers = Vec::new();
+    for (lane, ids) in lanes.iter().enumerate() {
+        // Run 2's cancel arrives while its step runs; run 3's lease is lost meanwhile.
+        store.request_cancel(ids[2], t1, "stop it").await.unwrap();
+        let mut stale = of(ids[3]);
+        stale.run.version -= 1;
+        let quiet = Transition {
+            record: false,
+            ..poll(2, t1)
+        };
+        let steps = [
+            (of(ids[0]), poll(1, t1)),
+            (of(ids[1]), quiet),
+            (of(ids[2]), poll(3, t1)),
+            (stale, poll(4, t1)),
+        ];
+        for (c, t) in &steps {
+            assert!(runs::is_plain_poll(c, t));
+        }
+        let mut tx = store.begin_write().await.unwrap();
+        let outcomes = if lane == 0 {
+            let polls: Vec<_> = steps.iter().map(|(c, t)| (c, t, t1)).collect();
+            runs::commit_many_in(&mut tx, &polls).await.unwrap()
+        } else {
+            let mut outcomes = Vec::new();
+            for (c, t) in &steps {
+                outcomes.push(runs::commit_in(&mut tx, c, t, t1).await.unwrap());
+            }
+            outcomes
+        };
+        tx.commit().await.unwrap();
+        answers.push(outcomes);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][3], TransitionOutcome::Lost);
+    for i in 0..4 {
+        let mut seen = Vec::new();
+        for ids in &lanes {
+            let mut run = store.get_run(ids[i]).await.unwrap().unwrap();
+            run.id = uuid::Uuid::nil();
+            run.resource_name = None;
+            let events: Vec<String> = store
+                .events(ids[i])
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| format!("{e:?}"))
+                .collect();
+            seen.push((format!("{run:?}"), events));
+        }
+        assert_eq!(seen[0], seen[1], "run {i}");
+    }
+    let cancelled = store.get_run(lanes[0][2]).await.unwrap().unwrap();
+    assert_eq!(
+        cancelled.next_due_at,
+        Some(t1),
+        "a cancel that came meanwhile: due now"
+    );
+}
