@@ -204,8 +204,14 @@ fn read_key_file(path: &Path) -> Result<SecretBox, String> {
 }
 
 /// Creates `path` (never overwriting) holding a fresh random key, readable only by the owner.
+///
+/// The key is written and synced to a private temporary file in the same directory, which is
+/// then hard-linked to `path`: the link either appears with the whole key in it or fails with
+/// `AlreadyExists`, so a process starting at the same moment never reads a file still being
+/// written (nor does a start after a crash find an empty key file).
 fn create_key_file(path: &Path) -> io::Result<[u8; KEY_LEN]> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -214,21 +220,33 @@ fn create_key_file(path: &Path) -> io::Result<[u8; KEY_LEN]> {
     let generated = XChaCha20Poly1305::generate_key(&mut OsRng);
     let mut key = [0u8; KEY_LEN];
     key.copy_from_slice(&generated);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    let temp = path.with_file_name(temp_name);
+    let linked = write_new_file(&temp, format!("{}\n", encode_key(&key)).as_bytes())
+        .and_then(|()| fs::hard_link(&temp, path));
+    let _ = fs::remove_file(&temp);
+    linked?;
+    // The new name is durable only once its directory is.
+    if let Ok(d) = fs::File::open(dir.unwrap_or(Path::new("."))) {
+        let _ = d.sync_all();
+    }
+    Ok(key)
+}
+
+/// Writes `content` to a file that must not exist yet (mode 0600) and syncs it.
+fn write_new_file(path: &Path, content: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let written = file
-        .write_all(format!("{}\n", encode_key(&key)).as_bytes())
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        // Do not leave an empty or partial key file behind for the next start to trip over.
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(key)
+    file.write_all(content)?;
+    file.sync_all()
 }
 
 /// A credential in memory. Prints as `***`; serialises as the plain string, so it must only
@@ -396,6 +414,36 @@ mod tests {
         // The file content is the key: loading it as hex gives the same box.
         let c = SecretBox::load(Some(text.trim()), Path::new("/nonexistent")).unwrap();
         assert_eq!(c.open(&a.seal(b"kept", RUN), RUN).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn processes_creating_the_key_file_at_once_all_read_one_whole_key() {
+        // Many starts racing on a fresh key file: each either creates it whole or reads the
+        // one that won; none reads a file still being written, and all hold the same key.
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("k{round}/secret.key"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let boxes: Vec<SecretBox> = (0..8)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SecretBox::load(None, &path)
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap().unwrap())
+                .collect();
+            let sealed = boxes[0].seal(b"kept", RUN);
+            for b in &boxes {
+                assert_eq!(b.open(&sealed, RUN).unwrap(), b"kept");
+            }
+            // Only the key file is left behind, no temporary file.
+            let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+        }
     }
 
     #[test]
