@@ -301,13 +301,16 @@ async fn apply_all(tx: &mut WriteTx, batch: &[Op]) -> Option<Vec<Outcome>> {
     let polled = commit_many_in(tx, &polls.iter().map(|(_, p)| *p).collect::<Vec<_>>())
         .await
         .ok()?;
-    let mut polled: std::collections::HashMap<usize, TransitionOutcome> =
-        polls.iter().map(|(i, _)| *i).zip(polled).collect();
+    // Each plain poll's outcome at its operation's place in the batch.
+    let mut polled_at: Vec<Option<TransitionOutcome>> = (0..batch.len()).map(|_| None).collect();
+    for ((i, _), outcome) in polls.iter().zip(polled) {
+        polled_at[*i] = Some(outcome);
+    }
     let mut outcomes = Vec::with_capacity(batch.len());
     for (i, op) in batch.iter().enumerate() {
         outcomes.push(match op {
             Op::Commit(op) => {
-                let outcome = match polled.remove(&i) {
+                let outcome = match polled_at[i].take() {
                     Some(outcome) => outcome,
                     None => commit_in(tx, &op.claimed, &op.transition, op.now)
                         .await

@@ -720,3 +720,75 @@ async fn plain_polls_committed_together_equal_each_committed_alone() {
         "a cancel that came meanwhile: due now"
     );
 }
+
+/// A claim reads its runs and leases them in separate statements: what it hands back must be
+/// the stored row as the lease left it — the request's JSON as stored
+/// (unicode, nesting, large numbers), the sealed credentials byte for byte, the new version
+/// and lease — in the order the runs fell due, with a takeover told from a fresh claim.
+#[tokio::test]
+async fn a_claimed_run_is_the_stored_row_with_its_lease() {
+    let (_dir, store) = temp_store().await;
+    let t0 = at("2026-11-03T00:00:00Z");
+    let request = serde_json::json!({
+        "name": "réseau \"quoted\" \\ ✓",
+        "nested": {"list": [1, 2.5, -3, null, true], "big": 9007199254740993u64},
+    });
+    let sealed: Vec<u8> = (0..=255u8).collect();
+    // Inserted in one order, due in the other.
+    let mut ids = Vec::new();
+    for (i, secs) in [30u64, 20, 10].into_iter().enumerate() {
+        let id = uuid::Uuid::now_v7();
+        let new = NewRun {
+            id,
+            kind: Kind::Training,
+            state: State::Polling,
+            request: request.clone(),
+            context: serde_json::json!({"n": i}),
+            resource_name: Some(format!("job-{i}")),
+            submitted_by: Some("alice".into()),
+            detail: "test".into(),
+        };
+        let now = crate::clock::add(t0, std::time::Duration::from_secs(secs));
+        if i == 0 {
+            store
+                .insert_run_with_secret(new, sealed.clone(), now)
+                .await
+                .unwrap();
+        } else {
+            store.insert_run(new, now).await.unwrap();
+        }
+        ids.push(id);
+    }
+    let later = crate::clock::add(t0, std::time::Duration::from_secs(60));
+    let lease = |now| crate::clock::add(now, std::time::Duration::from_secs(5));
+    let first = store.claim_due("w1", later, lease(later), 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]],
+        "the two that fell due first, in that order"
+    );
+    for c in &first {
+        let stored = store.get_run(c.run.id).await.unwrap().unwrap();
+        assert_eq!(format!("{:?}", c.run), format!("{stored:?}"));
+        assert_eq!(c.run.request, request);
+        assert_eq!(c.run.lease_owner.as_deref(), Some("w1"));
+        assert!(!c.took_over && c.sealed.is_none());
+    }
+    // w1's lease on those two lapses; the third was never leased.
+    let much_later = crate::clock::add(later, std::time::Duration::from_secs(60));
+    let second = store
+        .claim_due("w2", much_later, lease(much_later), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1], ids[0]]
+    );
+    for c in &second {
+        let stored = store.get_run(c.run.id).await.unwrap().unwrap();
+        assert_eq!(format!("{:?}", c.run), format!("{stored:?}"));
+        assert_eq!(c.took_over, c.run.id != ids[0], "{}", c.run.id);
+    }
+    assert_eq!(second[2].sealed.as_deref(), Some(&sealed[..]));
+    assert_eq!(second[0].run.version, first[0].run.version + 1);
+}
