@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench --bench store_throughput` (options: `-- --runs 64 --transitions 20000`;
 //! `--only store` or `--only baseline` measures one side alone, e.g. under a profiler;
-//! `--rounds 3`: rounds of both sides one after the other, the median ratio is the figure).
+//! `--rounds 5` (the default): rounds of both sides one after the other, the median ratio is the figure).
 //! The figure that matters is the ratio: both sides run in the same process, on the same disk.
 
 use sagemaker_executor::clock::{self, Clock, SystemClock, Timestamp};
@@ -31,7 +31,7 @@ fn args() -> Args {
         runs: 64,
         transitions: 20_000,
         only: None,
-        rounds: 3,
+        rounds: 5,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
