@@ -321,6 +321,25 @@ async fn teardown_deletes_the_endpoint_and_a_missing_one_is_reported_not_an_erro
     );
     assert_eq!(emu.job_stats("endpoints", &endpoint).await["deletes"], 1);
 
+    // The run listing names a deployment and a teardown by the endpoint they change (they
+    // have no job name of their own).
+    for (kind, id) in [
+        ("deployment", deployment.as_str()),
+        ("teardown", t["id"].as_str().unwrap()),
+    ] {
+        let (code, page) = svc
+            .get(&format!("/api/v1/runs?kind={kind}&limit=200"))
+            .await;
+        assert_eq!(code, 200, "{page}");
+        let listed = page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{kind} {id} not listed: {page}"));
+        assert_eq!(listed["name"].as_str(), Some(endpoint.as_str()), "{listed}");
+    }
+
     // Deleting what does not exist is reported, not a failure.
     let r = support::client()
         .delete(svc.url(&format!("/api/service/v1/endpoints/{base}-never/delete")))

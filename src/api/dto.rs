@@ -76,7 +76,8 @@ pub struct RunSummary {
     pub id: String,
     pub kind: Kind,
     pub state: State,
-    /// The name of the run's AWS resource (e.g. the training job).
+    /// The name of the run's AWS resource (e.g. the training job; for a deployment or a
+    /// teardown, the endpoint it changes).
     pub name: Option<String>,
     pub attempt: i64,
     pub cancel_requested: bool,

@@ -49,10 +49,14 @@ macro_rules! run_columns {
     };
 }
 
-/// [`run_columns!`] without the request and the context (NULL: read as `Value::Null`).
+/// [`run_columns!`] without the request and the context (NULL: read as `Value::Null`), for the
+/// listing: a deployment or a teardown, which has no resource name of its own, is named by the
+/// endpoint it changes.
 macro_rules! summary_columns {
     () => {
-        "id, kind, state, NULL::text AS request, NULL::text AS context, resource_name, \
+        "id, kind, state, NULL::text AS request, NULL::text AS context, \
+         COALESCE(resource_name, CASE WHEN kind IN ('deployment', 'teardown') \
+         THEN request ->> 'endpoint_name' END) AS resource_name, \
          attempt, version, next_due_at, lease_owner, lease_until, cancel_requested, last_error, \
          submitted_by, created_at, updated_at, degraded_since"
     };

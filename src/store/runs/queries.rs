@@ -33,6 +33,17 @@ macro_rules! listing_fields {
     };
 }
 
+/// The columns read for [`listing_fields`]: a deployment or a teardown has no resource name of
+/// its own (a name is taken by one run at a time, an endpoint by one change at a time), so the
+/// endpoint it changes stands in for it.
+macro_rules! listing_columns {
+    () => {
+        "id, kind, state, COALESCE(resource_name, iif(kind IN ('deployment', 'teardown'), \
+         request ->> '$.endpoint_name', NULL)) AS resource_name, attempt, cancel_requested, \
+         last_error, created_at, updated_at, degraded_since"
+    };
+}
+
 /// Which columns a listing returns.
 #[derive(Clone, Copy)]
 enum Columns {
@@ -50,7 +61,7 @@ impl Columns {
                 run_columns!(),
                 concat!(summary_fields!(), ", json(request), json(context)"),
             ),
-            Columns::Summary => (listing_fields!(), listing_fields!()),
+            Columns::Summary => (listing_columns!(), listing_fields!()),
         }
     }
 }
