@@ -276,8 +276,13 @@ impl PgStore {
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(100);
             loop {
-                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(l) => l,
+                let listening = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(WAKE_CHANNEL).await?;
+                    Ok::<_, sqlx::Error>(listener)
+                };
+                let mut listener = match listening.await {
+                    Ok(listener) => listener,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; trying again");
                         tokio::time::sleep(pause).await;
@@ -285,22 +290,15 @@ impl PgStore {
                         continue;
                     }
                 };
-                if let Err(e) = listener.listen(WAKE_CHANNEL).await {
-                    tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    continue;
-                }
                 tracing::debug!("listening for other replicas' wake-ups");
                 // Whatever was notified before (at start, or while the connection was lost).
                 wake.notify_one();
                 pause = Duration::from_millis(100);
                 loop {
                     match listener.try_recv().await {
-                        Ok(Some(_)) => wake.notify_one(),
-                        // The connection was lost: the next call opens another, and
-                        // listens again.
-                        Ok(None) => wake.notify_one(),
+                        // A notification; or `None`: the connection was lost, and the next
+                        // call opens another and listens again.
+                        Ok(_) => wake.notify_one(),
                         Err(e) => {
                             tracing::warn!(error = %e, "lost the wake-up listener; listening again");
                             wake.notify_one();
