@@ -211,9 +211,8 @@ async fn metric_sum(addr: SocketAddr, family: &str) -> f64 {
         .sum()
 }
 
-/// The ids of the runs the store holds that have not ended (one listing through `addr`), and
-/// how many runs it holds in all.
-async fn unfinished(addr: SocketAddr) -> (Vec<String>, usize) {
+/// Every run the store holds (one listing page through `addr`).
+async fn all_runs(addr: SocketAddr) -> Vec<Value> {
     let page: Value = client()
         .get(format!("http://{addr}/api/v1/runs?limit=1000"))
         .send()
@@ -223,13 +222,17 @@ async fn unfinished(addr: SocketAddr) -> (Vec<String>, usize) {
         .await
         .unwrap();
     assert!(page["next_cursor"].is_null(), "one page holds every run");
-    let runs = page["runs"].as_array().unwrap();
-    let open = runs
+    page["runs"].as_array().unwrap().clone()
+}
+
+/// The ids of the runs the store holds that have not ended (through `addr`).
+async fn unfinished(addr: SocketAddr) -> Vec<String> {
+    all_runs(addr)
+        .await
         .iter()
         .filter(|r| !terminal(r))
         .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    (open, runs.len())
+        .collect()
 }
 
 /// Waits until replica `worker` is mid-step on at least `at_least` runs (leased by it, not
@@ -237,7 +240,7 @@ async fn unfinished(addr: SocketAddr) -> (Vec<String>, usize) {
 async fn wait_for_leases(addr: SocketAddr, worker: &str, at_least: usize) -> usize {
     let deadline = Instant::now() + WAIT;
     loop {
-        let (open, _) = unfinished(addr).await;
+        let open = unfinished(addr).await;
         let held = views(addr, &open)
             .await
             .iter()
@@ -453,18 +456,6 @@ async fn submit_all(
         .await
 }
 
-/// The emulator's bookkeeping of every resource, by kind and name.
-async fn emulator_stats(emu: &Emulator) -> Value {
-    client()
-        .get(format!("{}/_emulator/stats", emu.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Checks that the ended `run` (its `view`) ended right: in its end state, with exactly one AWS
 /// resource, created once and never created again (a teardown: its endpoint deleted once), at
 /// most one create in its history, no history row after its terminal one.
@@ -528,7 +519,7 @@ fn check_ended(run: &Submitted, view: &Value, stats: &Value) {
 async fn ended_right(svc: &Service, emu: &Emulator, run: &Submitted) -> Value {
     svc.wait_terminal(&run.id, WAIT).await;
     let (_, view) = svc.get(&format!("/api/v1/runs/{}", run.id)).await;
-    check_ended(run, &view, &emulator_stats(emu).await);
+    check_ended(run, &view, &emu.stats().await);
     view
 }
 
@@ -538,7 +529,7 @@ async fn all_ended_right(svc: &Service, emu: &Emulator, runs: &[Submitted]) {
     let deadline = Instant::now() + WAIT_ALL;
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     loop {
-        let (open, _) = unfinished(svc.addr).await;
+        let open = unfinished(svc.addr).await;
         let open: Vec<&String> = open.iter().filter(|id| ids.contains(id)).collect();
         if open.is_empty() {
             break;
@@ -555,7 +546,7 @@ async fn all_ended_right(svc: &Service, emu: &Emulator, runs: &[Submitted]) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let stats = emulator_stats(emu).await;
+    let stats = emu.stats().await;
     for chunk in runs.chunks(50) {
         let ids: Vec<String> = chunk.iter().map(|r| r.id.clone()).collect();
         for (run, view) in chunk.iter().zip(views(svc.addr, &ids).await) {
@@ -566,18 +557,8 @@ async fn all_ended_right(svc: &Service, emu: &Emulator, runs: &[Submitted]) {
 
 /// The ids of every run the store holds (through the replica at `addr`).
 async fn stored_ids(addr: SocketAddr) -> BTreeSet<String> {
-    let page: Value = client()
-        .get(format!("http://{addr}/api/v1/runs?limit=1000"))
-        .send()
+    all_runs(addr)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(page["next_cursor"].is_null(), "one page holds every run");
-    page["runs"]
-        .as_array()
-        .unwrap()
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect()
@@ -624,7 +605,7 @@ async fn kill_mid_step(
         "{worker} was killed with {open} runs in flight, not {in_flight} or more"
     );
     // What the victim held when it died: the run and its version then.
-    let (open, _) = unfinished(survivor_addr).await;
+    let open = unfinished(survivor_addr).await;
     let orphans: BTreeMap<String, i64> = views(survivor_addr, &open)
         .await
         .iter()

@@ -279,10 +279,10 @@ async fn apply(writer: &SqlitePool, health: &Arc<WriteHealth>, batch: Vec<Op>) {
 
 /// Applies the whole batch; None as soon as one operation fails (the caller rolls the
 /// transaction back). Every transition first — the plain polls, most of an engine's steps,
-/// together in two statements ([`commit_many_in`]), the others one by one — then the claims: those of one owner (the engine's
-/// slots) are taken together, one claim for the sum of their limits, and shared out in the
-/// order the operations came, each up to its own limit — two statements for the batch's claims
-/// instead of two per operation. The shared claim takes what is due by the latest `now` among
+/// together in two statements ([`commit_many_in`]), the others one by one — then the claims:
+/// those of one owner (the engine's slots) are taken together, one claim for the sum of their
+/// limits, and shared out in the order the operations came, each up to its own limit — two
+/// statements for the batch's claims instead of two per operation. The shared claim takes what is due by the latest `now` among
 /// them (the transaction runs after every one of those instants, so each such run is due when
 /// it is claimed, and a run a step of this batch made due at once is claimed at once), and
 /// leases until the earliest expiry among them (nobody gets a longer lease than it asked for).

@@ -271,17 +271,22 @@ impl Emulator {
         v.as_array().cloned().unwrap_or_default()
     }
 
-    /// The extension's bookkeeping for one job of a kind (`training_jobs`, `automl_jobs`, ...).
-    pub async fn job_stats(&self, kind: &str, job: &str) -> Value {
-        let stats: Value = client()
+    /// The extension's bookkeeping of every resource, by kind (`training_jobs`, `endpoints`,
+    /// ...) and name.
+    pub async fn stats(&self) -> Value {
+        client()
             .get(format!("{}/_emulator/stats", self.url()))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        stats[kind][job].clone()
+            .unwrap()
+    }
+
+    /// The extension's bookkeeping for one job of a kind (`training_jobs`, `automl_jobs`, ...).
+    pub async fn job_stats(&self, kind: &str, job: &str) -> Value {
+        self.stats().await[kind][job].clone()
     }
 
     /// Reads an object, if it exists.
@@ -292,27 +297,11 @@ impl Emulator {
 
     /// The extension's bookkeeping for one training job.
     pub async fn training_stats(&self, job: &str) -> Value {
-        let stats: Value = client()
-            .get(format!("{}/_emulator/stats", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["training_jobs"][job].clone()
+        self.job_stats("training_jobs", job).await
     }
 
     pub async fn training_job_count_with_prefix(&self, prefix: &str) -> usize {
-        let stats: Value = client()
-            .get(format!("{}/_emulator/stats", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["training_jobs"]
+        self.stats().await["training_jobs"]
             .as_object()
             .map(|m| m.keys().filter(|k| k.starts_with(prefix)).count())
             .unwrap_or(0)
